@@ -1,0 +1,60 @@
+"""Stable one-line texts for messages, entries and Readys, used alike by
+tests, logs and the console's WAL panel:
+
+    1->2 MsgApp Term:3 Log:3/7 Commit:6 Entries:[3/8 EntryNormal "put"]
+"""
+from __future__ import annotations
+
+from engine.proto import raft_pb2 as pb
+
+_MSG_NAMES = {v: k for k, v in pb.MessageType.items()}
+_ENTRY_NAMES = {v: k for k, v in pb.EntryType.items()}
+_CC_NAMES = {v: k for k, v in pb.ConfChangeType.items()}
+
+
+def _data_text(data: bytes, limit: int = 24) -> str:
+    try:
+        s = data.decode()
+    except UnicodeDecodeError:
+        return data[:limit].hex() + ("..." if len(data) > limit else "")
+    return repr(s[:limit] + ("..." if len(s) > limit else "")).replace("'", '"')
+
+
+def describe_entry(e: pb.Entry) -> str:
+    if e.type == pb.EntryConfChange:
+        cc = pb.ConfChange()
+        cc.ParseFromString(e.data)
+        return f"{e.term}/{e.index} {_CC_NAMES[cc.type]} {cc.node_id}"
+    if not e.data:
+        return f"{e.term}/{e.index} EntryNormal empty"
+    return f"{e.term}/{e.index} EntryNormal {_data_text(e.data)}"
+
+
+def describe_entries(ents) -> str:
+    return "[" + ", ".join(describe_entry(e) for e in ents) + "]"
+
+
+def describe_message(m: pb.Message) -> str:
+    s = f"{m.from_}->{m.to} {_MSG_NAMES[m.type]} Term:{m.term}"
+    t = m.type
+    if t in (pb.MsgApp, pb.MsgVote, pb.MsgPreVote):
+        s += f" Log:{m.log_term}/{m.index}"
+    if t in (pb.MsgApp, pb.MsgHeartbeat):
+        s += f" Commit:{m.commit}"
+    if t == pb.MsgAppResp:
+        s += f" Index:{m.index}"
+    if m.reject:
+        s += f" Rejected (Hint: {m.reject_hint}/{m.log_term})"
+    if t == pb.MsgSnap:
+        md = m.snapshot.metadata
+        s += (f" Snapshot: Index:{md.index} Term:{md.term} "
+              f"Voters:{list(md.conf_state.voters)} Learners:{list(md.conf_state.learners)}")
+    if m.entries:
+        s += f" Entries:{describe_entries(m.entries)}"
+    if m.context and t not in (pb.MsgVote, pb.MsgPreVote):
+        s += f" Ctx:{_data_text(m.context)}"
+    return s
+
+
+def describe_hard_state(hs: pb.HardState) -> str:
+    return f"HardState Term:{hs.term} Vote:{hs.vote} Commit:{hs.commit}"
