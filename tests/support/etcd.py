@@ -1,0 +1,308 @@
+"""Run real etcd (the judge) for interoperability tests.
+
+    cluster = start_etcd_cluster(tmp_dir, size=3)
+    try:
+        etcdctl(cluster.endpoints, "put", "k", "v", check=True)
+    finally:
+        cluster.stop()
+
+or ``with start_etcd_cluster(tmp_dir) as cluster: ...``.
+
+Every member runs on free 127.0.0.1 ports with its data and log under the
+given directory. Start-up waits, with a deadline, until every member answers
+/health; stop terminates each process by its PID and kills it after a
+deadline. Clusters still running when the interpreter exits are stopped by an
+atexit hook, and each member also gets SIGTERM if the process that started it
+dies (Linux PR_SET_PDEATHSIG), so a crashed test run leaves no etcd behind.
+"""
+from __future__ import annotations
+
+import atexit
+import ctypes
+import dataclasses
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+import weakref
+from typing import IO, Iterable, Sequence
+
+from . import ports, require
+
+HOST = ports.HOST
+ETCDCTL_TIMEOUT = 30.0
+
+
+class EtcdError(RuntimeError):
+    """A real etcd cluster could not be started."""
+
+
+@dataclasses.dataclass
+class EtcdMember:
+    name: str
+    client_port: int
+    peer_port: int
+    data_dir: pathlib.Path
+    log_path: pathlib.Path
+    proc: subprocess.Popen | None = None
+    _log: IO[bytes] | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def endpoint(self) -> str:
+        """host:port, what grpc targets and etcdctl --endpoints accept."""
+        return f"{HOST}:{self.client_port}"
+
+    @property
+    def client_url(self) -> str:
+        return f"http://{HOST}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{HOST}:{self.peer_port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, limit: int = 4000) -> str:
+        try:
+            data = self.log_path.read_bytes()
+        except OSError:
+            return "<no log>"
+        return data[-limit:].decode("utf-8", "replace")
+
+    def healthy(self, timeout: float = 1.0) -> bool:
+        """True when this member's /health says so (it has a leader and can read)."""
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(f"{self.client_url}/health", timeout=timeout) as resp:
+                body = json.loads(resp.read() or b"{}")
+        except (OSError, ValueError, urllib.error.URLError):
+            return False
+        return str(body.get("health")).lower() == "true"
+
+
+@dataclasses.dataclass
+class EtcdCluster:
+    members: list[EtcdMember]
+    data_dir: pathlib.Path
+    token: str
+
+    @property
+    def endpoints(self) -> list[str]:
+        """["127.0.0.1:port", ...] -- one client endpoint per member."""
+        return [m.endpoint for m in self.members]
+
+    @property
+    def client_urls(self) -> list[str]:
+        return [m.client_url for m in self.members]
+
+    @property
+    def pids(self) -> list[int]:
+        return [m.pid for m in self.members if m.pid is not None]
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Poll until every running member is healthy; raise EtcdError at the deadline."""
+        deadline = time.monotonic() + timeout
+        pending = [m for m in self.members]
+        while True:
+            for m in self.members:
+                if m.proc is not None and m.proc.poll() is not None:
+                    raise EtcdError(
+                        f"etcd member {m.name} (pid {m.pid}) exited with {m.proc.returncode}:\n"
+                        f"{m.log_tail()}"
+                    )
+            pending = [m for m in pending if not m.healthy(timeout=0.5)]
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                tails = "\n".join(f"--- {m.name}:\n{m.log_tail()}" for m in pending)
+                raise EtcdError(
+                    f"etcd members {[m.name for m in pending]} not healthy after {timeout}s\n{tails}"
+                )
+            time.sleep(0.05)  # poll interval, not synchronisation
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop every member by PID: SIGTERM, then SIGKILL after `timeout`. Idempotent.
+
+        Members are stopped one after another, not all at once: a leader that
+        gets SIGTERM first hands leadership to a live peer, which is quick; if
+        its peers were dying at the same moment it would wait seconds for a
+        transfer that cannot happen.
+        """
+        for m in self.members:
+            self._stop_member(m, timeout)
+        for m in self.members:
+            if m._log is not None:
+                m._log.close()
+                m._log = None
+        _live.discard(self)
+
+    @staticmethod
+    def _stop_member(m: EtcdMember, timeout: float) -> None:
+        if m.proc is None or m.proc.returncode is not None:
+            return
+        try:
+            m.proc.terminate()
+        except ProcessLookupError:
+            pass
+        try:
+            m.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            m.proc.kill()
+            m.proc.wait(timeout=10.0)
+
+    def __enter__(self) -> "EtcdCluster":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+
+_live: "weakref.WeakSet[EtcdCluster]" = weakref.WeakSet()
+_live_lock = threading.Lock()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    for cluster in list(_live):
+        try:
+            cluster.stop(timeout=5.0)
+        except Exception:  # noqa: BLE001 -- best effort at interpreter exit
+            pass
+
+
+def _die_with_parent() -> None:
+    """preexec_fn: ask Linux to SIGTERM the child when its parent goes away."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    # ETCD_* / ETCDCTL_* in the caller's environment would silently override flags.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "ETCDCTL_"))}
+    env.update(extra or {})
+    return env
+
+
+def start_etcd_cluster(
+    data_dir: os.PathLike | str,
+    size: int = 1,
+    *,
+    timeout: float = 30.0,
+    extra_args: Sequence[str] = (),
+    etcd_bin: str | None = None,
+) -> EtcdCluster:
+    """Start a fresh `size`-member etcd cluster with data under `data_dir`; wait until healthy.
+
+    `extra_args` go to every member (e.g. ``["--quota-backend-bytes=1048576"]``).
+    On any failure every process started so far is stopped before raising.
+    """
+    if size < 1:
+        raise ValueError("size must be >= 1")
+    binary = etcd_bin or require.etcd_path()
+    if binary is None:
+        raise EtcdError("etcd binary not found")
+    root = pathlib.Path(data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    allocated = ports.free_ports(2 * size)
+    token = f"raftui-test-{uuid.uuid4().hex[:12]}"
+    members = [
+        EtcdMember(
+            name=f"etcd{i}",
+            client_port=allocated[2 * i],
+            peer_port=allocated[2 * i + 1],
+            data_dir=root / f"etcd{i}.data",
+            log_path=root / f"etcd{i}.log",
+        )
+        for i in range(size)
+    ]
+    initial_cluster = ",".join(f"{m.name}={m.peer_url}" for m in members)
+    cluster = EtcdCluster(members=members, data_dir=root, token=token)
+    with _live_lock:
+        _live.add(cluster)
+    try:
+        for m in members:
+            args = [
+                binary,
+                f"--name={m.name}",
+                f"--data-dir={m.data_dir}",
+                f"--listen-client-urls={m.client_url}",
+                f"--advertise-client-urls={m.client_url}",
+                f"--listen-peer-urls={m.peer_url}",
+                f"--initial-advertise-peer-urls={m.peer_url}",
+                f"--initial-cluster={initial_cluster}",
+                "--initial-cluster-state=new",
+                f"--initial-cluster-token={token}",
+                "--logger=zap",
+                "--log-outputs=stderr",
+                *extra_args,
+            ]
+            m._log = open(m.log_path, "ab")
+            m.proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=m._log,
+                stderr=subprocess.STDOUT,
+                env=_clean_env(),
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+        cluster.wait_healthy(timeout=timeout)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def etcdctl(
+    endpoints: Iterable[str] | str,
+    *args: str,
+    input: str | bytes | None = None,
+    timeout: float = ETCDCTL_TIMEOUT,
+    check: bool = False,
+    text: bool = True,
+    env: dict[str, str] | None = None,
+    etcdctl_bin: str | None = None,
+) -> subprocess.CompletedProcess:
+    """Run ``etcdctl --endpoints=<endpoints> <args...>`` with ETCDCTL_API=3.
+
+    Returns the CompletedProcess (stdout/stderr captured, str unless text=False).
+    With check=True a non-zero exit raises CalledProcessError. A hung etcdctl is
+    killed after `timeout` seconds (subprocess.TimeoutExpired).
+    """
+    binary = etcdctl_bin or require.etcdctl_path()
+    if binary is None:
+        raise EtcdError("etcdctl binary not found")
+    eps = endpoints if isinstance(endpoints, str) else ",".join(endpoints)
+    if isinstance(input, str) and not text:
+        input = input.encode()
+    elif isinstance(input, bytes) and text:
+        input = input.decode()
+    return subprocess.run(
+        [binary, f"--endpoints={eps}", *args],
+        input=input,
+        capture_output=True,
+        text=text,
+        timeout=timeout,
+        check=check,
+        env=_clean_env({"ETCDCTL_API": "3", **(env or {})}),
+    )
