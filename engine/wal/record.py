@@ -49,7 +49,10 @@ def encode(parts: list[bytes], rtype: int, payload: bytes, prev_crc: int) -> int
         raise ValueError(f"WAL record of {n} bytes exceeds the {MAX_PAYLOAD}-byte limit")
     pad = -n & (ALIGN - 1)
     head = _HEAD.pack(n, rtype, pad, 0)
-    crc = zlib.crc32(payload, prev_crc)
+    # A crc record stands alone (seed 0): its payload is the chain value, and
+    # seeding with it would cancel out (crc32(x, x) is the same for every
+    # 4-byte x), leaving the payload unprotected.
+    crc = zlib.crc32(payload, 0 if rtype == RecordType.CRC else prev_crc)
     parts.append(head + _CRCS.pack(zlib.crc32(head), crc))
     parts.append(payload)
     if pad:
@@ -151,7 +154,7 @@ def scan(buf: bytes, path: str, *, final: bool, chain: int | None) -> SegmentSca
         if rtype == RecordType.CRC:
             if length != 4:
                 return corrupt(off, f"crc record of {length} bytes")
-            seed = _U32.unpack(payload)[0]
+            seed = 0
         else:
             seed = crc
         if crc32(payload, seed) != rcrc:
@@ -160,10 +163,11 @@ def scan(buf: bytes, path: str, *, final: bool, chain: int | None) -> SegmentSca
             # Padding is not under the CRC, but a torn write leaves it zero
             # or missing, never set.
             return corrupt(off, "non-zero padding")
-        if rtype == RecordType.CRC and chain is not None and seed != chain:
+        if rtype == RecordType.CRC and chain is not None and payload != _U32.pack(chain):
             # Each segment restates the chain value its predecessor ended
             # with; a mismatch means a segment was lost, swapped or replaced.
-            return corrupt(0, f"crc chain broken: segment starts from {seed:#010x}, previous segment ended at {chain:#010x}")
+            restated = _U32.unpack(payload)[0]
+            return corrupt(0, f"crc chain broken: segment restates {restated:#010x}, previous segment ended at {chain:#010x}")
         crc = rcrc
         records.append(Record(rtype, payload, off))
         off = end

@@ -36,7 +36,8 @@ Records. A segment is a sequence of records, each starting 8-byte aligned:
     16      length  payload
     ...     pad     zero bytes
 
-    type 1  crc         uint32 LE: the crc the previous segment ended with (0 in the first)
+    type 1  crc         uint32 LE: the crc the previous segment ended with (0 in the first);
+                        this record's own crc is of its payload alone (seed 0)
     type 2  metadata    the opaque bytes given to WAL.create (node id, cluster id)
     type 3  entry       a serialized raftpb.Entry
     type 4  hard_state  a serialized raftpb.HardState
@@ -52,8 +53,10 @@ Why these choices:
     segments through the crc record), as in etcd: a record that is valid on
     its own but does not belong here (a block from an older file, a segment
     replaced by another member's) fails the check, and a lost or reordered
-    segment shows as a broken chain. The crc record's own crc is seeded with
-    its payload, so a reader can start at any segment.
+    segment shows as a broken chain. A reader can start at any segment: the
+    chain restarts from the value its crc record states. (That record's crc
+    is not seeded with the value it carries: crc32(x, seed=x) is the same
+    for every 4-byte x, so a damaged value would go unnoticed.)
   * The header has its own crc so the length can be trusted before the
     payload is read. That is what separates a torn tail (intact header,
     payload cut short by end of file) from a corrupted length in the middle,
