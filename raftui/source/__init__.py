@@ -1,0 +1,10 @@
+"""UI-free data layer: gRPC calls to etcd-compatible members -> plain frozen dataclasses.
+
+Nothing in this package may import textual (tests/console/test_layers.py checks).
+"""
+from .cluster_source import ClusterSource
+from .connection import TlsFiles, parse_endpoints
+from .model import ActionResult, ClusterState, KeyValue, Member, TimelineEvent
+
+__all__ = ["ClusterSource", "TlsFiles", "parse_endpoints", "ActionResult", "ClusterState",
+           "KeyValue", "Member", "TimelineEvent"]

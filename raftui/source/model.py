@@ -1,0 +1,169 @@
+"""The console's model of a cluster: plain frozen dataclasses, no gRPC, no UI.
+
+A `ClusterState` is one consistent picture at one moment. The source builds a
+new one after every poll, action or watch event and never mutates an old
+one, so a widget may keep a reference and compare it with the next.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+Role = Literal["leader", "follower", "candidate", "learner", "unknown"]
+# up/down/unknown come from polling; paused/killed are overlaid by host mode,
+# partitioned by the Fault service's status.
+Health = Literal["up", "down", "unknown", "paused", "killed", "partitioned"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PeerProgress:
+    """The leader's view of one member's replication (Inspect only)."""
+    member_id: int
+    match: int
+    next: int
+    state: str          # probe / replicate / snapshot
+    inflight: int
+    recent_active: bool
+    paused: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    name: str
+    id: int
+    endpoint: str                    # host:port the console talks to
+    client_urls: tuple[str, ...] = ()
+    peer_urls: tuple[str, ...] = ()
+    is_learner: bool = False
+    role: Role = "unknown"
+    health: Health = "unknown"
+    term: int = 0
+    commit_index: int = 0            # etcd Status.raftIndex
+    applied_index: int = 0           # etcd Status.raftAppliedIndex
+    last_index: int | None = None    # Inspect only
+    db_size: int = 0
+    db_size_in_use: int = 0
+    leader_id: int = 0
+    revision: int = 0                # header.revision of the member's answer
+    version: str = ""
+    alarms: tuple[str, ...] = ()     # "NOSPACE", "CORRUPT"
+    errors: tuple[str, ...] = ()     # Status.errors and our own last call error
+    progress: PeerProgress | None = None  # from the leader's Inspect view
+    inspect: bool | None = None      # Inspect service present? None: not known yet
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.id:x}"
+
+
+@dataclasses.dataclass(frozen=True)
+class TimelineEvent:
+    at: float                        # wall clock, seconds
+    kind: str                        # leader, term, down, up, alarm, compact, defrag, action, error, ...
+    text: str
+    ok: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyValue:
+    key: str
+    value: str
+    create_revision: int
+    mod_revision: int
+    version: int
+    lease: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchEvent:
+    at: float
+    type: str                        # PUT / DELETE / COMPACTED / CANCELED / CREATED
+    key: str
+    value: str
+    mod_revision: int
+
+
+@dataclasses.dataclass(frozen=True)
+class WalEntry:
+    index: int
+    term: int
+    type: str                        # normal / conf change
+    text: str
+    committed: bool
+    applied: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class WatcherInfo:
+    member: str
+    watch_id: int
+    key: str
+    range_end: str
+    start_revision: int
+    synced: bool
+    events_sent: int
+
+
+@dataclasses.dataclass(frozen=True)
+class RateSample:
+    """One poll's rates, for the sparklines."""
+    at: float
+    writes_per_s: float              # revision advance per second (cluster)
+    commit_per_s: tuple[tuple[str, float], ...]   # per member name
+    apply_lag: tuple[tuple[str, int], ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveWatch:
+    key: str
+    prefix: bool
+    events: tuple[WatchEvent, ...] = ()
+    status: str = "opening"          # opening / watching / closed: <why>
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterState:
+    members: tuple[Member, ...] = ()
+    cluster_id: int = 0
+    revision: int = 0
+    compact_revision: int = 0
+    leader_id: int = 0
+    term: int = 0
+    timeline: tuple[TimelineEvent, ...] = ()   # newest first
+    rates: tuple[RateSample, ...] = ()         # oldest first
+    watch: LiveWatch | None = None
+    wal: tuple[WalEntry, ...] = ()             # of `wal_member`, ascending index
+    wal_member: int = 0
+    watchers: tuple[WatcherInfo, ...] = ()
+    polled_at: float = 0.0
+    inspect: bool | None = None                # any member serves Inspect? None: unknown
+    fault: bool | None = None                  # Fault service available?
+
+    def member(self, member_id: int) -> Member | None:
+        return next((m for m in self.members if m.id == member_id), None)
+
+    @property
+    def leader(self) -> Member | None:
+        return self.member(self.leader_id) if self.leader_id else None
+
+    def with_health(self, overrides: dict[str, Health]) -> "ClusterState":
+        """The same state with some members' health replaced (host mode's paused/killed)."""
+        if not overrides:
+            return self
+        members = tuple(
+            dataclasses.replace(m, health=overrides[m.name]) if m.name in overrides else m
+            for m in self.members
+        )
+        return dataclasses.replace(self, members=members)
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionResult:
+    """What an action did: ok with a text, or etcd's error message."""
+    ok: bool
+    text: str
+    data: object = None              # e.g. a list of KeyValue for a read
+
+    @classmethod
+    def fail(cls, text: str) -> "ActionResult":
+        return cls(False, text)

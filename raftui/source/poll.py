@@ -1,0 +1,185 @@
+"""One poll round's raw calls: Status on every endpoint, MemberList, Alarm,
+the compact revision, and Inspect when the member has it.
+
+Each call has its own deadline (POLL_DEADLINE) and all run concurrently, so a
+round takes at most about one deadline however many members are down. The
+results are plain dataclasses; `merge.py` turns them into a ClusterState.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import grpc
+
+from engine.proto import rpc_pb2
+
+from . import errors
+from .connection import Stubs
+from .model import PeerProgress, WalEntry, WatcherInfo
+
+POLL_DEADLINE = 0.8   # seconds; a silent member is marked down after this
+
+
+@dataclasses.dataclass(frozen=True)
+class StatusResult:
+    endpoint: str
+    ok: bool
+    error: str = ""
+    member_id: int = 0
+    cluster_id: int = 0
+    leader_id: int = 0
+    term: int = 0
+    commit_index: int = 0
+    applied_index: int = 0
+    db_size: int = 0
+    db_size_in_use: int = 0
+    revision: int = 0
+    is_learner: bool = False
+    version: str = ""
+    errors: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberInfo:
+    id: int
+    name: str
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...]
+    is_learner: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class InspectResult:
+    """Inspect.RaftStatus of one member; `available` False means UNIMPLEMENTED."""
+    endpoint: str
+    available: bool
+    role: str = "unknown"
+    last_index: int | None = None
+    progress: tuple[PeerProgress, ...] = ()
+
+
+async def status(stubs: Stubs, deadline: float = POLL_DEADLINE) -> StatusResult:
+    try:
+        resp = await stubs.maintenance.Status(rpc_pb2.StatusRequest(), timeout=deadline)
+    except grpc.aio.AioRpcError as exc:
+        return StatusResult(endpoint=stubs.endpoint, ok=False, error=errors.describe(exc))
+    h = resp.header
+    return StatusResult(
+        endpoint=stubs.endpoint, ok=True, member_id=h.member_id, cluster_id=h.cluster_id,
+        leader_id=resp.leader, term=resp.raftTerm, commit_index=resp.raftIndex,
+        applied_index=resp.raftAppliedIndex, db_size=resp.dbSize, db_size_in_use=resp.dbSizeInUse,
+        revision=h.revision, is_learner=resp.isLearner, version=resp.version,
+        errors=tuple(resp.errors),
+    )
+
+
+async def member_list(stubs: Stubs, deadline: float = POLL_DEADLINE) -> list[MemberInfo] | None:
+    try:
+        resp = await stubs.cluster.MemberList(rpc_pb2.MemberListRequest(), timeout=deadline)
+    except grpc.aio.AioRpcError:
+        return None
+    return [
+        MemberInfo(m.ID, m.name, tuple(m.peerURLs), tuple(m.clientURLs), m.isLearner)
+        for m in resp.members
+    ]
+
+
+async def alarms(stubs: Stubs, deadline: float = POLL_DEADLINE) -> dict[int, tuple[str, ...]] | None:
+    try:
+        resp = await stubs.maintenance.Alarm(
+            rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.GET), timeout=deadline
+        )
+    except grpc.aio.AioRpcError:
+        return None
+    out: dict[int, list[str]] = {}
+    for a in resp.alarms:
+        out.setdefault(a.memberID, []).append(rpc_pb2.AlarmType.Name(a.alarm))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+async def compact_revision(stubs: Stubs, deadline: float = POLL_DEADLINE) -> int | None:
+    """The store's compacted revision (0 if never compacted), or None if unknown.
+
+    etcd's API has no call for it. A Range at revision 1 tells whether
+    anything was compacted; if so, a watch from revision 1 is cancelled by the
+    server (its sync loop runs every 100 ms) with `compact_revision` set.
+    """
+    try:
+        await stubs.kv.Range(rpc_pb2.RangeRequest(key=b"\x00", revision=1, count_only=True),
+                             timeout=deadline)
+        return 0
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() != grpc.StatusCode.OUT_OF_RANGE or "compacted" not in (exc.details() or ""):
+            return None
+    req = rpc_pb2.WatchRequest(
+        create_request=rpc_pb2.WatchCreateRequest(key=b"\x00", start_revision=1)
+    )
+    call = stubs.watch.Watch(timeout=deadline)
+    try:
+        await call.write(req)
+        async for resp in call:
+            if resp.compact_revision:
+                return resp.compact_revision
+            if resp.canceled:
+                return None
+        return None
+    except (grpc.aio.AioRpcError, asyncio.CancelledError):
+        return None
+    finally:
+        call.cancel()
+
+
+_ROLES = {1: "follower", 2: "candidate", 3: "candidate", 4: "leader", 5: "learner"}
+_PROGRESS = {1: "probe", 2: "replicate", 3: "snapshot"}
+
+
+async def inspect_status(stubs: Stubs, deadline: float = POLL_DEADLINE) -> InspectResult | None:
+    """Inspect.RaftStatus; None on a transport failure (availability unknown)."""
+    from engine.proto import inspect_pb2
+
+    try:
+        resp = await stubs.inspect.RaftStatus(inspect_pb2.RaftStatusRequest(), timeout=deadline)
+    except grpc.aio.AioRpcError as exc:
+        if errors.is_unimplemented(exc):
+            return InspectResult(stubs.endpoint, available=False)
+        return None
+    progress = tuple(
+        PeerProgress(p.member_id, p.match, p.next, _PROGRESS.get(p.state, "?"), p.inflight,
+                     p.recent_active, p.paused)
+        for p in resp.progress
+    )
+    return InspectResult(stubs.endpoint, True, _ROLES.get(resp.role, "unknown"),
+                         resp.last_index, progress)
+
+
+async def wal_tail(stubs: Stubs, limit: int = 200, deadline: float = POLL_DEADLINE) -> tuple[WalEntry, ...] | None:
+    from engine.proto import inspect_pb2
+
+    try:
+        resp = await stubs.inspect.WalTail(inspect_pb2.WalTailRequest(limit=limit), timeout=deadline)
+    except grpc.aio.AioRpcError:
+        return None
+    return tuple(
+        WalEntry(e.index, e.term, "conf change" if e.type == 1 else "normal", e.text,
+                 e.committed, e.applied)
+        for e in resp.entries
+    )
+
+
+async def watchers(stubs: Stubs, member: str, deadline: float = POLL_DEADLINE) -> tuple[WatcherInfo, ...] | None:
+    from engine.proto import inspect_pb2
+
+    try:
+        resp = await stubs.inspect.Watchers(inspect_pb2.WatchersRequest(limit=500), timeout=deadline)
+    except grpc.aio.AioRpcError:
+        return None
+    return tuple(
+        WatcherInfo(member, w.watch_id, _text(w.key), _text(w.range_end), w.start_revision,
+                    w.synced, w.events_sent)
+        for w in resp.watchers
+    )
+
+
+def _text(b: bytes) -> str:
+    return b.decode("utf-8", "backslashreplace")
