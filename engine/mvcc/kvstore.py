@@ -1,0 +1,659 @@
+"""The key-value store: etcd v3 Range/Put/DeleteRange/Txn/Compact on revisions.
+
+Semantics are etcd 3.4's (``mvcc/kvstore*.go`` and the applier in
+``etcdserver/apply.go``):
+
+* The store starts at revision 1. Every request that changes something gets
+  the next main revision; its changes get sub revisions 0, 1, ... in order.
+  A request that changes nothing (a read-only txn, a delete that matched no
+  key) leaves the revision where it was.
+* A key's ``create_revision`` is the revision of the put that created it,
+  ``version`` counts puts since then, a delete resets both (see
+  key_index.KeyHistory for the generations).
+* Reads at a revision below the compact revision fail with Compacted, above
+  the current one with FutureRevision; a read at exactly the compact
+  revision works.
+
+Writes happen in batches (``begin_batch`` .. ``commit_batch``), one SQLite
+transaction each: rows are collected in memory during the batch and written
+with one executemany at commit. Everything a request can fail on is checked
+before it changes anything, so a failed request leaves no trace; a failure
+that is not an etcd condition (a bug, a disk error) is the caller's cue to
+``abort_batch`` and reload (see apply.Applier).
+
+Responses are etcd's protobufs with ``header.revision`` filled; the server
+fills cluster_id, member_id and raft_term.
+"""
+from __future__ import annotations
+
+import zlib
+from contextlib import contextmanager
+from typing import Iterator
+
+from engine.proto import kv_pb2, rpc_pb2
+
+from . import errors
+from .backend import Backend
+from .key_index import KeyIndex
+from .lease import NO_LEASE, Lessor
+from .revision import (
+    REV_BYTES_LEN,
+    is_tombstone,
+    lower_bound_bytes,
+    rev_to_bytes,
+    tombstone_to_bytes,
+)
+
+KeyValue = kv_pb2.KeyValue
+PUT = kv_pb2.Event.PUT
+DELETE = kv_pb2.Event.DELETE
+
+_RR = rpc_pb2.RangeRequest
+_CMP = rpc_pb2.Compare
+
+# Physical compaction deletes at most this many rows per batch commit, so a
+# compaction of a big store never stalls one apply batch for long.
+COMPACT_ROWS_PER_BATCH = 10_000
+
+# A change made by a write: (event type, KeyValue). For a delete the
+# KeyValue holds the key and the deleting revision as mod_revision, which is
+# exactly what a watcher's DELETE event carries.
+Change = tuple[int, KeyValue]
+# The changes of one committed revision, in sub-revision order.
+RevisionChanges = tuple[int, list[Change]]
+
+
+def mk_gte_range(range_end: bytes) -> bytes | None:
+    """etcd's request range_end -> index convention (see key_index.KeyIndex)."""
+    if not range_end:
+        return None
+    if range_end == b"\x00":
+        return b""
+    return range_end
+
+
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return bytes((n,))
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _tombstone_blob(key: bytes) -> bytes:
+    # The stored value of a deletion is KeyValue{key} (field 1, bytes).
+    return b"\x0a" + _varint(len(key)) + key
+
+
+class _Write:
+    """One write request in progress: its base revision and its changes."""
+
+    __slots__ = ("begin_rev", "changes")
+
+    def __init__(self, begin_rev: int) -> None:
+        self.begin_rev = begin_rev
+        self.changes: list[Change] = []
+
+    def read_rev(self) -> int:
+        # Reads inside a write see its own earlier changes (etcd's
+        # storeTxnWrite.Range).
+        return self.begin_rev + 1 if self.changes else self.begin_rev
+
+
+class KVStore:
+    def __init__(self, backend: Backend, lessor: Lessor) -> None:
+        self.backend = backend
+        self.lessor = lessor
+        self.index = KeyIndex()
+        # Invariant: compact_rev <= current_rev; -1 until the first compaction.
+        self.current_rev = 1
+        self.compact_rev = -1
+        self._in_batch = False
+        self._pending: dict[bytes, bytes] = {}  # rows of the open batch
+        self._batch_changes: list[RevisionChanges] = []
+        # Physical compaction in progress: (compact rev, revision keys to keep, cursor).
+        self._compaction: tuple[int, set[bytes]] | None = None
+        self._compact_cursor = b""
+        self.restore_from_backend()
+
+    # -- open / restore -----------------------------------------------------
+
+    def restore_from_backend(self) -> None:
+        """Rebuild the key index (and lease attachments) from the backend rows."""
+        b = self.backend
+        self.index = KeyIndex()
+        index = self.index
+        live_lease: dict[bytes, int] = {}
+        cur = 1
+        parse = KeyValue.FromString
+        for revb, blob in b.iter_rows():
+            main = int.from_bytes(revb[0:8], "big")
+            sub = int.from_bytes(revb[9:17], "big")
+            kv = parse(blob)
+            key = kv.key
+            h = index.history(key)
+            if len(revb) > REV_BYTES_LEN:  # tombstone
+                if h is not None and h.is_live():
+                    h.tombstone(main, sub)
+                live_lease.pop(key, None)
+            else:
+                if h is None:
+                    index.restore(key, kv.create_revision, (main, sub), kv.version)
+                else:
+                    h.put(main, sub)
+                live_lease[key] = kv.lease
+            cur = main
+        finished = b.get_meta("finished_compact_rev", -1)
+        scheduled = b.get_meta("scheduled_compact_rev", -1)
+        self.compact_rev = max(finished, scheduled)
+        self.current_rev = max(cur, b.get_meta("current_rev", 1), self.compact_rev, 1)
+        self.lessor.load()
+        for key, lid in live_lease.items():
+            if lid != NO_LEASE and self.lessor.lookup(lid) is not None:
+                self.lessor.attach(lid, key)
+        self._compaction = None
+        if scheduled > finished:
+            # A compaction was scheduled but its physical part did not finish
+            # before a restart: redo it (etcd's restore does the same).
+            self._schedule_compaction(scheduled)
+
+    # -- batches ------------------------------------------------------------
+
+    def begin_batch(self) -> None:
+        if self._in_batch:
+            raise RuntimeError("batch already open")
+        self.backend.begin()
+        self._in_batch = True
+        self._pending = {}
+        self._batch_changes = []
+
+    def commit_batch(self, meta: list[tuple[str, int]] | None = None) -> list[RevisionChanges]:
+        """Write the batch's rows and meta in its transaction, commit.
+
+        Returns the batch's changes grouped by revision, for the watch hub.
+        """
+        b = self.backend
+        if self._pending:
+            b.put_rows(list(self._pending.items()))
+        items = [("current_rev", self.current_rev)]
+        if meta:
+            items.extend(meta)
+        b.set_meta(items)
+        if self._compaction is not None:
+            self._compact_step(COMPACT_ROWS_PER_BATCH)
+        b.commit()
+        self._in_batch = False
+        self._pending = {}
+        changes, self._batch_changes = self._batch_changes, []
+        return changes
+
+    def abort_batch(self) -> None:
+        """Roll the transaction back and reload the in-memory state from disk."""
+        self.backend.rollback()
+        self._in_batch = False
+        self._pending = {}
+        self._batch_changes = []
+        self.restore_from_backend()
+
+    @property
+    def in_batch(self) -> bool:
+        return self._in_batch
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """A batch for callers without an Applier (tests, tools)."""
+        self.begin_batch()
+        try:
+            yield
+        except BaseException:
+            self.abort_batch()
+            raise
+        self.commit_batch()
+
+    def _auto(self, fn, *args):
+        if self._in_batch:
+            return fn(*args)
+        with self.batch():
+            return fn(*args)
+
+    # -- write plumbing -----------------------------------------------------
+
+    def _begin_write(self) -> _Write:
+        return _Write(self.current_rev)
+
+    def _end_write(self, w: _Write) -> int:
+        if w.changes:
+            self.current_rev = w.begin_rev + 1
+            self._batch_changes.append((self.current_rev, w.changes))
+        return self.current_rev
+
+    def _put(self, w: _Write, key: bytes, value: bytes, lease: int) -> int:
+        rev = w.begin_rev + 1
+        sub = len(w.changes)
+        created, ver, old_lease = rev, 1, NO_LEASE
+        h = self.index.history(key)
+        if h is not None:
+            got = h.get(rev)
+            if got is not None:
+                created, ver = got[1], got[2] + 1
+                old_lease = self.lessor.lease_of(key)
+        kv = KeyValue(key=key, value=value, create_revision=created, mod_revision=rev, version=ver, lease=lease)
+        self._pending[rev_to_bytes(rev, sub)] = kv.SerializeToString()
+        self.index.put(key, rev, sub)
+        w.changes.append((PUT, kv))
+        if old_lease != lease:
+            if old_lease != NO_LEASE:
+                self.lessor.detach(old_lease, key)
+            if lease != NO_LEASE:
+                self.lessor.attach(lease, key)
+        return rev
+
+    def _delete(self, w: _Write, key: bytes) -> None:
+        rev = w.begin_rev + 1
+        self._pending[tombstone_to_bytes(rev, len(w.changes))] = _tombstone_blob(key)
+        self.index.tombstone(key, rev, len(w.changes))
+        w.changes.append((DELETE, KeyValue(key=key, mod_revision=rev)))
+        lid = self.lessor.lease_of(key)
+        if lid != NO_LEASE:
+            self.lessor.detach(lid, key)
+
+    def _delete_range(self, w: _Write, key: bytes, end: bytes | None) -> int:
+        pairs = self.index.revisions(key, end, w.read_rev())
+        for k, _ in pairs:
+            self._delete(w, k)
+        return len(pairs)
+
+    # -- reads ----------------------------------------------------------------
+
+    def _fetch(self, revs: list[bytes]) -> list[bytes]:
+        """Stored KeyValue blobs for revision keys, from the open batch or disk."""
+        pending = self._pending
+        if pending:
+            missing = [r for r in revs if r not in pending]
+        else:
+            missing = revs
+        got = self.backend.get_rows(missing) if missing else {}
+        if pending:
+            return [pending[r] if r in pending else got[r] for r in revs]
+        return [got[r] for r in revs]
+
+    def _check_rev(self, rev: int, cur: int) -> int:
+        if rev > cur:
+            raise errors.FutureRevision()
+        if rev <= 0:
+            rev = cur
+        if rev < self.compact_rev:
+            raise errors.Compacted(self.compact_rev)
+        return rev
+
+    def _range_into(self, req: rpc_pb2.RangeRequest, cur: int, out: rpc_pb2.RangeResponse) -> None:
+        rev = self._check_rev(req.revision, cur)
+        pairs = self.index.revisions(req.key, mk_gte_range(req.range_end), rev)
+        out.header.revision = cur
+        n = len(pairs)
+        out.count = n
+        if req.count_only or n == 0:
+            return
+        limit = req.limit
+        plain = not (
+            req.sort_order or req.sort_target or req.min_mod_revision or req.max_mod_revision
+            or req.min_create_revision or req.max_create_revision
+        )
+        if plain:
+            # Index order is key order: no need to look at the values to
+            # apply the limit.
+            if 0 < limit < n:
+                pairs = pairs[:limit]
+                out.more = True
+            blobs = self._fetch([rev_to_bytes(m, s) for _, (m, s) in pairs])
+            if req.keys_only:
+                for blob in blobs:
+                    kv = out.kvs.add()
+                    kv.ParseFromString(blob)
+                    kv.ClearField("value")
+            else:
+                # Splice the stored messages straight into the response's
+                # wire form (field 2, length-delimited): one parse for all.
+                out.MergeFromString(b"".join([b"\x12" + _varint(len(x)) + x for x in blobs]))
+            return
+        parse = KeyValue.FromString
+        kvs = [parse(x) for x in self._fetch([rev_to_bytes(m, s) for _, (m, s) in pairs])]
+        if req.max_mod_revision:
+            kvs = [kv for kv in kvs if kv.mod_revision <= req.max_mod_revision]
+        if req.min_mod_revision:
+            kvs = [kv for kv in kvs if kv.mod_revision >= req.min_mod_revision]
+        if req.max_create_revision:
+            kvs = [kv for kv in kvs if kv.create_revision <= req.max_create_revision]
+        if req.min_create_revision:
+            kvs = [kv for kv in kvs if kv.create_revision >= req.min_create_revision]
+        order, target = req.sort_order, req.sort_target
+        if target != _RR.KEY and order == _RR.NONE:
+            # etcd: results are key-ordered already, so a non-key target with
+            # no order means ascending.
+            order = _RR.ASCEND
+        if order != _RR.NONE:
+            keyf = {
+                _RR.KEY: lambda kv: kv.key,
+                _RR.VERSION: lambda kv: kv.version,
+                _RR.CREATE: lambda kv: kv.create_revision,
+                _RR.MOD: lambda kv: kv.mod_revision,
+                _RR.VALUE: lambda kv: kv.value,
+            }[target]
+            kvs.sort(key=keyf, reverse=(order == _RR.DESCEND))
+        if 0 < limit < len(kvs):
+            kvs = kvs[:limit]
+            out.more = True
+        if req.keys_only:
+            for kv in kvs:
+                kv.ClearField("value")
+        out.kvs.extend(kvs)
+
+    def range(self, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
+        """A read at the current (or requested) revision; no batch needed."""
+        out = rpc_pb2.RangeResponse()
+        self._range_into(req, self.current_rev, out)
+        return out
+
+    def get(self, key: bytes, rev: int = 0) -> KeyValue | None:
+        """The KeyValue of key as of rev (0: now), or None."""
+        rev = self._check_rev(rev, self.current_rev)
+        got = self.index.get(key, rev)
+        if got is None:
+            return None
+        return KeyValue.FromString(self._fetch([rev_to_bytes(*got[0])])[0])
+
+    # -- Put / DeleteRange ----------------------------------------------------
+
+    def check_put(self, req: rpc_pb2.PutRequest, at_rev: int | None = None) -> None:
+        """Raise what etcd would for this put, without changing anything."""
+        if req.lease != NO_LEASE and self.lessor.lookup(req.lease) is None:
+            raise errors.LeaseNotFound()
+        if req.ignore_value or req.ignore_lease:
+            if self.index.get(req.key, self.current_rev if at_rev is None else at_rev) is None:
+                raise errors.KeyNotFound()
+
+    def _put_into(self, w: _Write, req: rpc_pb2.PutRequest, out: rpc_pb2.PutResponse) -> None:
+        key = req.key
+        value, lease = req.value, req.lease
+        if req.ignore_value or req.ignore_lease or req.prev_kv:
+            got = self.index.get(key, w.read_rev())
+            if got is not None:
+                prev = KeyValue.FromString(self._fetch([rev_to_bytes(*got[0])])[0])
+                if req.ignore_value:
+                    value = prev.value
+                if req.ignore_lease:
+                    lease = prev.lease
+                if req.prev_kv:
+                    out.prev_kv.CopyFrom(prev)
+        out.header.revision = self._put(w, key, value, lease)
+
+    def put(self, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
+        return self._auto(self._put_request, req)
+
+    def _put_request(self, req: rpc_pb2.PutRequest) -> rpc_pb2.PutResponse:
+        self.check_put(req)
+        out = rpc_pb2.PutResponse()
+        w = self._begin_write()
+        self._put_into(w, req, out)
+        self._end_write(w)
+        return out
+
+    def _delete_into(self, w: _Write, req: rpc_pb2.DeleteRangeRequest, out: rpc_pb2.DeleteRangeResponse) -> None:
+        end = mk_gte_range(req.range_end)
+        if req.prev_kv:
+            pairs = self.index.revisions(req.key, end, w.read_rev())
+            if pairs:
+                out.MergeFromString(b"".join(
+                    [b"\x1a" + _varint(len(x)) + x for x in self._fetch([rev_to_bytes(*r) for _, r in pairs])]
+                ))
+        n = self._delete_range(w, req.key, end)
+        out.deleted = n
+        out.header.revision = w.begin_rev + 1 if (n or w.changes) else w.begin_rev
+
+    def delete_range(self, req: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
+        return self._auto(self._delete_request, req)
+
+    def _delete_request(self, req: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
+        out = rpc_pb2.DeleteRangeResponse()
+        w = self._begin_write()
+        self._delete_into(w, req, out)
+        self._end_write(w)
+        return out
+
+    def delete_keys(self, keys: list[bytes]) -> int:
+        """Delete the given (existing) keys in one revision; returns the revision."""
+        w = self._begin_write()
+        for k in keys:
+            h = self.index.history(k)
+            if h is not None and h.is_live():
+                self._delete(w, k)
+        return self._end_write(w)
+
+    # -- Txn ------------------------------------------------------------------
+
+    def _compare(self, c: rpc_pb2.Compare, at_rev: int) -> bool:
+        pairs = self.index.revisions(c.key, mk_gte_range(c.range_end), at_rev)
+        target = c.target
+        if not pairs:
+            # A value cannot be compared on a missing key (nil == "" on the
+            # wire, so there is no way to say "missing"): always false.
+            if target == _CMP.VALUE:
+                return False
+            return self._compare_kv(c, target, None)
+        for kv in self._fetch([rev_to_bytes(*r) for _, r in pairs]):
+            if not self._compare_kv(c, target, KeyValue.FromString(kv)):
+                return False
+        return True
+
+    @staticmethod
+    def _compare_kv(c: rpc_pb2.Compare, target: int, kv: KeyValue | None) -> bool:
+        if target == _CMP.VALUE:
+            a, b = (kv.value if kv is not None else b""), c.value
+        elif target == _CMP.VERSION:
+            a, b = (kv.version if kv is not None else 0), c.version
+        elif target == _CMP.CREATE:
+            a, b = (kv.create_revision if kv is not None else 0), c.create_revision
+        elif target == _CMP.MOD:
+            a, b = (kv.mod_revision if kv is not None else 0), c.mod_revision
+        elif target == _CMP.LEASE:
+            a, b = (kv.lease if kv is not None else 0), c.lease
+        else:
+            return True
+        r = c.result
+        if r == _CMP.EQUAL:
+            return a == b
+        if r == _CMP.NOT_EQUAL:
+            return a != b
+        if r == _CMP.GREATER:
+            return a > b
+        if r == _CMP.LESS:
+            return a < b
+        return True
+
+    def _compare_to_path(self, txn: rpc_pb2.TxnRequest, at_rev: int, path: list[bool]) -> None:
+        """Evaluate every compare on the taken path, before any op runs.
+
+        Nested txns' compares see the state before the outer txn, as in
+        etcd. ``path`` gets one bool per txn visited, in pre-order.
+        """
+        ok = all(self._compare(c, at_rev) for c in txn.compare)
+        path.append(ok)
+        for op in (txn.success if ok else txn.failure):
+            if op.WhichOneof("request") == "request_txn":
+                self._compare_to_path(op.request_txn, at_rev, path)
+
+    def _check_txn_ops(self, txn: rpc_pb2.TxnRequest, path: Iterator[bool]) -> None:
+        cur = self.current_rev
+        for op in (txn.success if next(path) else txn.failure):
+            kind = op.WhichOneof("request")
+            if kind == "request_put":
+                self.check_put(op.request_put)
+            elif kind == "request_range":
+                rev = op.request_range.revision
+                if rev > 0:
+                    self._check_rev(rev, cur)
+            elif kind == "request_txn":
+                self._check_txn_ops(op.request_txn, path)
+
+    def _txn_ops_into(self, w: _Write, txn: rpc_pb2.TxnRequest, path: Iterator[bool], out: rpc_pb2.TxnResponse) -> None:
+        ok = next(path)
+        out.succeeded = ok
+        for op in (txn.success if ok else txn.failure):
+            kind = op.WhichOneof("request")
+            r = out.responses.add()
+            if kind == "request_range":
+                self._range_into(op.request_range, w.read_rev(), r.response_range)
+            elif kind == "request_put":
+                self._put_into(w, op.request_put, r.response_put)
+            elif kind == "request_delete_range":
+                self._delete_into(w, op.request_delete_range, r.response_delete_range)
+            elif kind == "request_txn":
+                # etcd answers a nested txn with an empty header.
+                r.response_txn.header.SetInParent()
+                self._txn_ops_into(w, op.request_txn, path, r.response_txn)
+
+    def txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+        return self._auto(self._txn_request, req)
+
+    def _txn_request(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+        path: list[bool] = []
+        self._compare_to_path(req, self.current_rev, path)
+        self._check_txn_ops(req, iter(path))
+        out = rpc_pb2.TxnResponse()
+        w = self._begin_write()
+        self._txn_ops_into(w, req, iter(path), out)
+        out.header.revision = self._end_write(w)
+        return out
+
+    # -- compaction -----------------------------------------------------------
+
+    def compact(self, rev: int) -> rpc_pb2.CompactionResponse:
+        return self._auto(self._compact_request, rev)
+
+    def _compact_request(self, rev: int) -> rpc_pb2.CompactionResponse:
+        if rev <= self.compact_rev:
+            raise errors.Compacted(self.compact_rev)
+        if rev > self.current_rev:
+            raise errors.FutureRevision()
+        self.compact_rev = rev
+        self.backend.set_meta([("scheduled_compact_rev", rev)])
+        self._schedule_compaction(rev)
+        out = rpc_pb2.CompactionResponse()
+        out.header.revision = self.current_rev
+        return out
+
+    def _schedule_compaction(self, rev: int) -> None:
+        keep = self.index.compact(rev)
+        self._compaction = (rev, {rev_to_bytes(m, s) for m, s in keep})
+        self._compact_cursor = b""
+
+    def _compact_step(self, max_rows: int) -> bool:
+        """Delete up to max_rows rows no read at >= the compact rev needs.
+
+        Runs inside the batch transaction, after the batch's rows are
+        written (a row written in this batch can already be garbage).
+        Returns True when the compaction is finished.
+        """
+        assert self._compaction is not None
+        rev, keep = self._compaction
+        upper = lower_bound_bytes(rev + 1)
+        b = self.backend
+        revs = b.range_revs(self._compact_cursor, upper, max_rows)
+        b.delete_rows([r for r in revs if r[:REV_BYTES_LEN] not in keep])
+        if len(revs) < max_rows:
+            b.set_meta([("finished_compact_rev", rev)])
+            self._compaction = None
+            self._compact_cursor = b""
+            return True
+        # Continue after the last row looked at (rows >= cursor; the
+        # tombstone mark makes 18-byte keys sort after their 17-byte prefix).
+        self._compact_cursor = revs[-1] + b"\x00"
+        return False
+
+    @property
+    def compaction_pending(self) -> bool:
+        return self._compaction is not None
+
+    def finish_compaction(self) -> None:
+        """Run the physical part of a scheduled compaction to the end, now."""
+        while self._compaction is not None:
+            self.begin_batch()
+            self.commit_batch()
+
+    # -- hash -----------------------------------------------------------------
+
+    def hash_kv(self, rev: int = 0) -> rpc_pb2.HashKVResponse:
+        """etcd's HashKV: a checksum of the kv rows visible up to rev.
+
+        Rows at or below the compact revision count only if a read at rev
+        could still need them (the index's keep set), so the hash does not
+        depend on how far physical compaction has got. The checksum is
+        zlib's CRC-32 (etcd uses CRC-32C, which the standard library lacks):
+        comparable between our members, not with real etcd's numbers.
+        """
+        if self._in_batch:
+            raise RuntimeError("hash_kv inside a batch")
+        compact, cur = self.compact_rev, self.current_rev
+        if 0 < rev <= compact:
+            raise errors.Compacted(compact)
+        if rev > cur:
+            raise errors.FutureRevision()
+        if rev <= 0:
+            rev = cur
+        keep = {rev_to_bytes(m, s) for m, s in self.index.keep(rev)}
+        upper = lower_bound_bytes(rev + 1)
+        lower = lower_bound_bytes(compact + 1) if compact >= 0 else b""
+        h = zlib.crc32(b"key")
+        crc = zlib.crc32
+        for revb, blob in self.backend.iter_rows():
+            if revb >= upper:
+                break
+            if revb < lower and revb[:REV_BYTES_LEN] not in keep:
+                continue
+            h = crc(blob, crc(revb, h))
+        out = rpc_pb2.HashKVResponse(hash=h & 0xFFFFFFFF, compact_revision=compact)
+        out.header.revision = cur
+        return out
+
+    # -- history, for the watch hub ------------------------------------------
+
+    def changes_since(self, min_rev: int, max_rows: int) -> tuple[list[RevisionChanges], int]:
+        """Committed changes from min_rev on, in whole revisions, about max_rows of them.
+
+        Returns (changes grouped by revision, last revision fully covered).
+        Reads at least one whole revision even if it alone exceeds max_rows.
+        """
+        if self._in_batch:
+            raise RuntimeError("history read inside a batch")
+        cur = self.current_rev
+        if min_rev > cur:
+            return [], cur
+        b = self.backend
+        upper = lower_bound_bytes(cur + 1)
+        rows = b.range_rows(lower_bound_bytes(min_rev), upper, max_rows)
+        upto = cur
+        if len(rows) >= max_rows:
+            last_main = int.from_bytes(rows[-1][0][0:8], "big")
+            # Finish the last revision so its events go out together.
+            rows.extend(b.range_rows(rows[-1][0] + b"\x00", lower_bound_bytes(last_main + 1)))
+            upto = last_main
+        out: list[RevisionChanges] = []
+        parse = KeyValue.FromString
+        last = -1
+        for revb, blob in rows:
+            main = int.from_bytes(revb[0:8], "big")
+            kv = parse(blob)
+            if is_tombstone(revb):
+                kv.mod_revision = main
+                ch = (DELETE, kv)
+            else:
+                ch = (PUT, kv)
+            if main != last:
+                out.append((main, [ch]))
+                last = main
+            else:
+                out[-1][1].append(ch)
+        return out, upto
