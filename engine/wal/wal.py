@@ -260,8 +260,12 @@ class WAL:
                 raise WALSnapshotNotFoundError(
                     f"{wal_dir}: no marker for snapshot {snapshot_index}/{snapshot_term} in {segs[0].name} or later"
                 )
+            # Segments are fsynced before they get their names, so these can
+            # only be missing if the disk lost acknowledged writes.
             if not last.records:
                 raise WALCorruptError(segs[-1].path, 0, "the newest segment lost its header records")
+            if replay.metadata is None:
+                raise WALCorruptError(segs[0].path, 0, "no metadata record")
             fd = os.open(segs[-1].path, os.O_WRONLY | os.O_APPEND)
             if last.torn is not None:
                 log.warning(

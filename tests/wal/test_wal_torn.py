@@ -12,7 +12,6 @@ import shutil
 
 import pytest
 
-from engine.proto import raft_pb2 as pb
 from engine.wal import WAL, WALCorruptError
 
 from .helpers import ent, hs, key, records, wal_files
@@ -174,7 +173,7 @@ def test_damage_before_the_last_record_raises_naming_file_and_offset(tmp_path):
 
 
 def _segmented(tmp_path):
-    before, *_ = _tiny_wal(tmp_path, segment_bytes=120)
+    _tiny_wal(tmp_path, segment_bytes=120)
     names = wal_files(tmp_path)
     assert len(names) >= 4
     return names
