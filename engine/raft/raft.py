@@ -112,6 +112,7 @@ class Raft:
         self.voters: tuple[int, ...] = ()
         self.learners: tuple[int, ...] = ()
         self.votes: dict[int, bool] = {}
+        self.election_votes: dict[int, bool] = {}
 
         self.msgs: list[pb.Message] = []
         self.read_states: list[ReadState] = []
@@ -236,6 +237,9 @@ class Raft:
     def become_leader(self) -> None:
         if self.state is StateType.FOLLOWER:
             raise AssertionError("invalid transition [follower -> leader]")
+        # Kept for the status line ("elected by ...") and the simulator's check
+        # that only voters were counted.
+        self.election_votes = dict(self.votes)
         self._step = self._step_leader
         self._tick = self._tick_heartbeat
         self._reset(self.term)
@@ -380,11 +384,12 @@ class Raft:
             self._step(m)
 
     def _handle_vote_request(self, m: pb.Message) -> None:
-        # Learners never vote; nor does a member not in its own config.
-        pr = self.prs.get(self.id)
-        if pr is None or pr.is_learner:
-            self.send(pb.Message(to=m.from_, term=self.term, type=_vote_resp_type(m.type), reject=True))
-            return
+        # A learner, or a member that knows no config yet, answers too, as in
+        # etcd-io/raft: the candidate only asks members that are voters in
+        # ITS config, and only counts votes of those (poll). This matters for
+        # liveness: a promotion can be committed by {2,3} before learner 1
+        # hears of it; if 2 then fails, 3 can only win with 1's vote, and 1
+        # would wait for a leader to tell it of the promotion forever.
         can_vote = (
             self.vote == m.from_  # repeated request (duplicate or retry)
             or (self.vote == NONE and self.lead == NONE)  # free, and no leader known
@@ -758,9 +763,11 @@ class Raft:
             self.become_follower(self.term + 1, NONE)
             return False
         cs = md.conf_state
-        if self.id not in cs.voters and self.id not in cs.learners:
-            # A snapshot of a config we are not in: it cannot be for us.
-            return False
+        # The snapshot's config may not include us yet: a member added after
+        # the leader's last snapshot gets that snapshot, then the entry that
+        # added it. Until then it is in no config and cannot campaign, which
+        # is harmless; refusing would leave it stuck (the leader has nothing
+        # else to send it).
         if self.log.match_term(md.index, md.term):
             # We already have the entries up to it: just move commit.
             self.log.commit_to(md.index)

@@ -1,0 +1,331 @@
+"""Random schedules: one seed drives a whole run of a simulated cluster
+through a hostile network — drops, duplicates, reordering, partitions,
+crashes and restarts, membership changes, snapshots, leader transfers and
+linearizable reads — with every safety property checked after every step.
+
+Replay a failing seed:   python -m engine.sim --seed 1234 --nodes 5 -v
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+
+from engine.proto import raft_pb2 as pb
+from engine.raft import StateType
+from engine.sim.checker import InvariantViolation
+from engine.sim.cluster import SimCluster
+
+
+@dataclasses.dataclass
+class ScheduleConfig:
+    nodes: int = 3
+    steps: int = 1000
+    # Chance per step of each kind of trouble.
+    p_drop: float = 0.05
+    p_dup: float = 0.03
+    p_partition: float = 0.01
+    p_heal: float = 0.02
+    p_crash: float = 0.01
+    p_restart: float = 0.05
+    p_conf_change: float = 0.01
+    p_compact: float = 0.02
+    p_transfer: float = 0.005
+    p_read: float = 0.03
+    p_propose: float = 0.15
+    p_tick: float = 0.25
+    # After the hostile part: heal, restart everyone, and require the
+    # cluster to converge (liveness) within this many rounds.
+    settle_rounds: int = 300
+    # "" = draw a profile from the seed; a name = that profile; None = as given.
+    profile: str | None = ""
+
+
+# Each seed draws a weather profile, so the runs cover calm stretches as well
+# as storms of crashes or partitions (rare interleavings such as the paper's
+# Figure 8 need many elections close together).
+_PROFILES = {
+    "calm": dict(p_crash=0.003, p_partition=0.003, p_drop=0.02),
+    "lossy": dict(p_drop=0.15, p_dup=0.08),
+    "crashy": dict(p_crash=0.04, p_restart=0.08, p_propose=0.25),
+    "partitions": dict(p_partition=0.04, p_heal=0.03),
+    "churn": dict(p_conf_change=0.04, p_compact=0.05),
+    "storm": dict(p_crash=0.03, p_restart=0.06, p_partition=0.03, p_heal=0.03,
+                  p_drop=0.08, p_tick=0.35, p_propose=0.2),
+}
+
+
+def _with_profile(cfg: ScheduleConfig, rng: random.Random) -> ScheduleConfig:
+    if cfg.profile is None:
+        return cfg
+    name = cfg.profile or rng.choice(sorted(_PROFILES))
+    return dataclasses.replace(cfg, profile=name, **_PROFILES[name])
+
+
+@dataclasses.dataclass
+class ScheduleResult:
+    seed: int
+    nodes: int
+    steps: int
+    committed: int
+    leaders: int
+    delivered: int
+    dropped: int
+    snapshots_sent: int
+    conf_changes: int
+    reads: int
+
+
+class ScheduleFailure(AssertionError):
+    def __init__(self, seed: int, nodes: int, step: int, cause: BaseException, trace: list[str]) -> None:
+        self.seed, self.nodes, self.step, self.cause, self.trace = seed, nodes, step, cause, trace
+        tail = "\n  ".join(trace[-25:])
+        super().__init__(
+            f"seed {seed} ({nodes} nodes) failed at step {step}: {cause}\n"
+            f"  replay: python -m engine.sim --seed {seed} --nodes {nodes} -v\n  last events:\n  {tail}")
+
+
+class Schedule:
+    def __init__(self, seed: int, cfg: ScheduleConfig, verbose=None) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.cfg = _with_profile(cfg, self.rng)
+        self.trace: list[str] = []
+        self.verbose = verbose
+        self.ids = list(range(1, cfg.nodes + 1))
+        self.next_id = cfg.nodes + 1
+        self.c = SimCluster(self.ids, seed=self.rng.getrandbits(32),
+                            log=(lambda s: self._note(s)) if verbose else None)
+        self.proposed = 0
+        self.conf_changes = 0
+        self.reads = 0
+        # ReadIndex linearizability: (node, ctx) -> committed index known
+        # anywhere when the read was asked; its answer must not be lower.
+        self.pending_reads: dict[bytes, int] = {}
+
+    def _note(self, s: str) -> None:
+        self.trace.append(s)
+        if len(self.trace) > 400:
+            del self.trace[:200]
+        if self.verbose:
+            self.verbose(s)
+
+    def run(self) -> ScheduleResult:
+        step = 0
+        try:
+            for step in range(self.cfg.steps):
+                self._step()
+                self._check_reads()
+                if step % 50 == 49:
+                    self._check_log_matching()
+            step = self.cfg.steps
+            self._settle()
+            self._check_log_matching()
+        except (InvariantViolation, AssertionError) as e:
+            if isinstance(e, ScheduleFailure):
+                raise
+            raise ScheduleFailure(self.seed, self.cfg.nodes, step, e, self.trace) from e
+        c = self.c
+        return ScheduleResult(self.seed, self.cfg.nodes, self.cfg.steps, c.checker.max_committed,
+                              len(c.checker.leader_of_term), c.net.delivered, c.net.dropped,
+                              c.net.sent_by_type.get(pb.MsgSnap, 0), self.conf_changes, self.reads)
+
+    # -- one random step -----------------------------------------------------------
+
+    def _step(self) -> None:
+        r, cfg, c = self.rng, self.cfg, self.c
+        x = r.random()
+        acc = 0.0
+        for p, action in (
+            (cfg.p_drop, self._drop), (cfg.p_dup, self._dup),
+            (cfg.p_partition, self._partition), (cfg.p_heal, self._heal),
+            (cfg.p_crash, self._crash), (cfg.p_restart, self._restart),
+            (cfg.p_conf_change, self._conf_change), (cfg.p_compact, self._compact),
+            (cfg.p_transfer, self._transfer), (cfg.p_read, self._read),
+            (cfg.p_propose, self._propose), (cfg.p_tick, self._tick),
+        ):
+            acc += p
+            if x < acc:
+                action()
+                return
+        self._deliver()
+
+    def _deliver(self) -> None:
+        m = self.c.net.take()
+        if m is None:
+            self._tick()
+            return
+        self.c.deliver(m)
+
+    def _drop(self) -> None:
+        m = self.c.net.take()
+        if m is not None:
+            self._note(f"drop {m.from_}->{m.to} {pb.MessageType.Name(m.type)}")
+            if m.type == pb.MsgSnap:
+                self.c._report_snapshot(m, ok=False)
+
+    def _dup(self) -> None:
+        q = self.c.net.inflight
+        if q:
+            m = q[self.rng.randrange(len(q))]
+            d = pb.Message()
+            d.CopyFrom(m)
+            q.append(d)
+
+    def _tick(self) -> None:
+        # Usually everybody ticks together (clocks run at the same rate);
+        # sometimes one node runs ahead.
+        if self.rng.random() < 0.7:
+            self.c.tick_all()
+        else:
+            self.c.tick(self.rng.choice(sorted(self.c.nodes)))
+
+    def _propose(self) -> None:
+        live = self.c.live()
+        if not live:
+            return
+        lead = self.c.leader()
+        n = lead if lead is not None and self.rng.random() < 0.8 else self.rng.choice(live)
+        self.proposed += 1
+        self.c.propose(n.id, f"p{self.proposed}@{n.id}".encode())
+
+    def _partition(self) -> None:
+        ids = sorted(self.c.nodes)
+        self.rng.shuffle(ids)
+        k = self.rng.randrange(1, len(ids))
+        a, b = set(ids[:k]), set(ids[k:])
+        self._note(f"partition {sorted(a)} | {sorted(b)}")
+        self.c.net.partition([a, b])
+
+    def _heal(self) -> None:
+        if self.c.net.partitioned():
+            self._note("heal")
+            self.c.net.heal()
+
+    def _crash(self) -> None:
+        live = self.c.live()
+        # Keep at least one node up so the run does something.
+        if len(live) <= 1:
+            return
+        n = self.rng.choice(live)
+        self._note(f"crash {n.id}")
+        self.c.crash(n.id)
+
+    def _restart(self) -> None:
+        dead = [n for n in self.c.nodes.values() if not n.alive]
+        if dead:
+            n = self.rng.choice(dead)
+            self._note(f"restart {n.id}")
+            self.c.restart(n.id)
+
+    def _conf_change(self) -> None:
+        lead = self.c.leader()
+        if lead is None:
+            return
+        r = lead.raft
+        voters, learners = list(r.voters), list(r.learners)
+        choice = self.rng.random()
+        if choice < 0.3 and len(voters) + len(learners) < self.cfg.nodes + 3:
+            nid = self.next_id
+            self.next_id += 1
+            self.c.add_empty_node(nid)
+            cc = pb.ConfChange(type=pb.ConfChangeAddLearnerNode, node_id=nid)
+        elif choice < 0.55 and learners:
+            cc = pb.ConfChange(type=pb.ConfChangeAddNode, node_id=self.rng.choice(learners))
+        elif choice < 0.7 and len(voters) + len(learners) < self.cfg.nodes + 3:
+            nid = self.next_id
+            self.next_id += 1
+            self.c.add_empty_node(nid)
+            cc = pb.ConfChange(type=pb.ConfChangeAddNode, node_id=nid)
+        elif len(voters) > 2 or learners:
+            # Never shrink below 2 voters: one crash must not make it unrecoverable.
+            pool = (voters if len(voters) > 2 else []) + learners
+            if not pool:
+                return
+            cc = pb.ConfChange(type=pb.ConfChangeRemoveNode, node_id=self.rng.choice(pool))
+        else:
+            return
+        self._note(f"propose conf change {pb.ConfChangeType.Name(cc.type)} {cc.node_id} at {lead.id}")
+        self.conf_changes += 1
+        self.c.propose_conf_change(lead.id, cc)
+
+    def _compact(self) -> None:
+        live = self.c.live()
+        if live:
+            n = self.rng.choice(live)
+            if self.c.compact(n.id, keep=self.rng.choice((0, 2, 10))):
+                self._note(f"compact {n.id} at {n.sm.applied}")
+
+    def _transfer(self) -> None:
+        lead = self.c.leader()
+        if lead is None or len(lead.raft.voters) < 2:
+            return
+        to = self.rng.choice([v for v in lead.raft.voters if v != lead.id])
+        self._note(f"transfer leader {lead.id} -> {to}")
+        lead.rn.transfer_leader(to)
+        self.c.process(lead)
+
+    def _read(self) -> None:
+        live = self.c.live()
+        if not live:
+            return
+        n = self.rng.choice(live)
+        self.reads += 1
+        ctx = f"r{self.reads}".encode()
+        # Everything committed anywhere so far must be visible to this read.
+        self.pending_reads[ctx] = self.c.checker.max_committed
+        try:
+            n.rn.read_index(ctx)
+        except Exception:
+            self.pending_reads.pop(ctx, None)
+            return
+        self.c.process(n)
+
+    def _check_reads(self) -> None:
+        for n in self.c.nodes.values():
+            while n.read_results:
+                ctx, index = n.read_results.pop()
+                floor = self.pending_reads.pop(ctx, None)
+                if floor is not None and index < floor:
+                    raise InvariantViolation(
+                        f"linearizable read: read {ctx!r} at node {n.id} got index {index}, "
+                        f"but {floor} was committed before it was asked")
+
+    def _check_log_matching(self) -> None:
+        self.c.checker.check_log_matching(
+            {n.id: n.raft.log.all_entries() for n in self.c.live()})
+
+    # -- liveness: once the trouble stops, the cluster must converge -------------------
+
+    def _settle(self) -> None:
+        c = self.c
+        c.net.heal()
+        for n in list(c.nodes.values()):
+            if not n.alive:
+                c.restart(n.id)
+        members = None
+        for _ in range(self.cfg.settle_rounds):
+            c.tick_all()
+            c.deliver_all(max_msgs=5000)
+            lead = c.leader()
+            if lead is None:
+                continue
+            members = set(lead.raft.voters) | set(lead.raft.learners)
+            # A final entry of the leader's term, so everyone must reach it.
+            if lead.raft.log.committed < lead.raft.log.last_index():
+                continue
+            target = lead.raft.log.committed
+            if all(c.nodes[m].sm.applied >= target for m in members if m in c.nodes):
+                if self._converged(lead, members):
+                    return
+        raise InvariantViolation(
+            f"liveness: no convergence after healing: leader={c.leader() and c.leader().id} "
+            f"members={members} " + ", ".join(repr(n.raft) for n in c.live()))
+
+    def _converged(self, lead, members) -> bool:
+        digests = {self.c.nodes[m].sm.digest for m in members if m in self.c.nodes}
+        applied = {self.c.nodes[m].sm.applied for m in members if m in self.c.nodes}
+        return len(digests) == 1 and len(applied) == 1 and lead.raft.state is StateType.LEADER
+
+
+def run_schedule(seed: int, cfg: ScheduleConfig | None = None, verbose=None) -> ScheduleResult:
+    return Schedule(seed, cfg or ScheduleConfig(), verbose).run()
