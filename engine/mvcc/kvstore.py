@@ -298,11 +298,15 @@ class KVStore:
         if req.count_only or n == 0:
             return
         limit = req.limit
-        plain = not (
-            req.sort_order or req.sort_target or req.min_mod_revision or req.max_mod_revision
+        # etcd fetches everything only for an explicit sort order or a
+        # revision filter; otherwise it fetches limit+1 keys in key order and
+        # sorts just those (so a sort_target without sort_order sorts the
+        # first limit+1 keys, not the whole range).
+        fetch_all = bool(
+            req.sort_order or req.min_mod_revision or req.max_mod_revision
             or req.min_create_revision or req.max_create_revision
         )
-        if plain:
+        if not fetch_all and not req.sort_target:
             # Index order is key order: no need to look at the values to
             # apply the limit.
             if 0 < limit < n:
@@ -319,6 +323,8 @@ class KVStore:
                 # wire form (field 2, length-delimited): one parse for all.
                 out.MergeFromString(b"".join([b"\x12" + _varint(len(x)) + x for x in blobs]))
             return
+        if not fetch_all and limit > 0:
+            pairs = pairs[:limit + 1]
         parse = KeyValue.FromString
         kvs = [parse(x) for x in self._fetch([rev_to_bytes(m, s) for _, (m, s) in pairs])]
         if req.max_mod_revision:
