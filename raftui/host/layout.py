@@ -1,0 +1,95 @@
+"""The hosted cluster's shape, persisted in its data directory.
+
+`cluster.json` keeps the names, ports and cluster token chosen on the first
+start, so starting raftui again on the same directory brings back the same
+members on the same ports, with their data (etcd and raftnode ignore the
+--initial-cluster flags once a member's data dir exists).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import socket
+import uuid
+
+HOST = "127.0.0.1"
+LAYOUT_FILE = "cluster.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberLayout:
+    name: str
+    client_port: int
+    peer_port: int
+
+    @property
+    def client_url(self) -> str:
+        return f"http://{HOST}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{HOST}:{self.peer_port}"
+
+    @property
+    def endpoint(self) -> str:
+        return f"{HOST}:{self.client_port}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterLayout:
+    token: str
+    members: tuple[MemberLayout, ...]
+
+    @property
+    def initial_cluster(self) -> str:
+        return ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+
+    def member(self, name: str) -> MemberLayout:
+        for m in self.members:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+    def save(self, data_dir: pathlib.Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        body = {"token": self.token, "members": [dataclasses.asdict(m) for m in self.members]}
+        tmp = data_dir / (LAYOUT_FILE + ".tmp")
+        tmp.write_text(json.dumps(body, indent=2) + "\n")
+        os.replace(tmp, data_dir / LAYOUT_FILE)
+
+    @classmethod
+    def load(cls, data_dir: pathlib.Path) -> "ClusterLayout | None":
+        path = data_dir / LAYOUT_FILE
+        if not path.exists():
+            return None
+        body = json.loads(path.read_text())
+        return cls(body["token"], tuple(MemberLayout(**m) for m in body["members"]))
+
+    @classmethod
+    def new(cls, size: int) -> "ClusterLayout":
+        ports = free_ports(2 * size)
+        members = tuple(
+            MemberLayout(f"n{i + 1}", ports[2 * i], ports[2 * i + 1]) for i in range(size)
+        )
+        return cls(f"raftui-{uuid.uuid4().hex[:12]}", members)
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports the OS had free a moment ago (probes held open together)."""
+    probes = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            probes.append(s)
+            s.bind((HOST, 0))
+        return [s.getsockname()[1] for s in probes]
+    finally:
+        for s in probes:
+            s.close()
+
+
+def default_data_dir() -> pathlib.Path:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return pathlib.Path(base) / "raftui" / "cluster"

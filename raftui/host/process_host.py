@@ -1,0 +1,264 @@
+"""Run the members as local processes with etcd's flags.
+
+    host = raftnode_host(data_dir, size=3)   # the product: our raftnode, faults enabled
+    host = etcd_host(data_dir, size=3)       # the same with the real etcd binary (tests)
+    host.start(); ...; host.kill("n2"); host.restart("n2"); host.stop_all()
+
+Members run in their own session, so quitting the console (or ^C in its
+terminal) does not take them down: the operator may leave them running and
+reattach. Each member's PID is written to `<name>.pid` in the data dir and
+a later console on the same directory adopts the running process instead of
+starting a second one on the same ports. Output goes to `<name>.log`.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Sequence
+
+from .base import ClusterHost, HostError, ProcessState
+from .layout import HOST, ClusterLayout, MemberLayout
+
+
+class _Proc:
+    """A member's process: our child (Popen) or adopted from an earlier console (PID only)."""
+
+    def __init__(self, pid: int, popen: subprocess.Popen | None = None) -> None:
+        self.pid = pid
+        self.popen = popen
+
+    def alive(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is None
+        return _proc_state(self.pid) not in (None, "Z", "X")
+
+    def stopped(self) -> bool:
+        return _proc_state(self.pid) in ("T", "t")
+
+    def reap(self, timeout: float) -> bool:
+        """Wait until the process is gone; True if it is."""
+        deadline = time.monotonic() + timeout
+        if self.popen is not None:
+            try:
+                self.popen.wait(timeout=timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        while time.monotonic() < deadline:
+            if not self.alive():
+                return True
+            time.sleep(0.02)  # polling an adopted (non-child) process; no wait() possible
+        return not self.alive()
+
+
+class ProcessHost(ClusterHost):
+    def __init__(self, data_dir: os.PathLike | str, size: int, command: Sequence[str], *,
+                 fault_injection: bool, extra_args: Sequence[str] = ()) -> None:
+        if size < 1:
+            raise ValueError("size must be >= 1")
+        self.data_dir = pathlib.Path(data_dir).expanduser().resolve()
+        self.command = list(command)
+        self.fault_injection = fault_injection
+        self.extra_args = list(extra_args)
+        existing = ClusterLayout.load(self.data_dir)
+        # An existing layout wins over `size`: resuming must bring back the same cluster.
+        self.layout = existing or ClusterLayout.new(size)
+        self.resumed = existing is not None
+        self._procs: dict[str, _Proc] = {}
+        self._killed: set[str] = set()
+
+    # ---------------------------------------------------------------- queries
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.layout.members]
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.layout.members]
+
+    def pid(self, name: str) -> int | None:
+        p = self._procs.get(name)
+        return p.pid if p is not None and p.alive() else None
+
+    def state(self, name: str) -> ProcessState:
+        p = self._procs.get(name)
+        if p is None:
+            return "not started"
+        if not p.alive():
+            return "killed" if name in self._killed else "exited"
+        return "paused" if p.stopped() else "running"
+
+    def log_path(self, name: str) -> pathlib.Path:
+        return self.data_dir / f"{name}.log"
+
+    # ------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        self.layout.save(self.data_dir)
+        for m in self.layout.members:
+            if self.state(m.name) not in ("running", "paused"):
+                self._start_member(m)
+
+    def restart(self, name: str) -> None:
+        if self.state(name) in ("running", "paused"):
+            raise HostError(f"{name} is already running")
+        self._start_member(self.layout.member(name))
+
+    def kill(self, name: str) -> None:
+        p = self._running(name)
+        os.kill(p.pid, signal.SIGKILL)
+        self._killed.add(name)
+        p.reap(5.0)
+
+    def pause(self, name: str) -> None:
+        os.kill(self._running(name).pid, signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        os.kill(self._running(name).pid, signal.SIGCONT)
+
+    def stop_all(self, timeout: float = 10.0) -> None:
+        # One after another: a leader told to stop hands leadership to a live
+        # peer quickly, but waits in vain if its peers are dying with it.
+        for name in self.names:
+            p = self._procs.get(name)
+            if p is None or not p.alive():
+                continue
+            try:
+                os.kill(p.pid, signal.SIGTERM)
+                os.kill(p.pid, signal.SIGCONT)  # a paused member must run to see SIGTERM
+            except ProcessLookupError:
+                continue
+            if not p.reap(timeout):
+                os.kill(p.pid, signal.SIGKILL)
+                p.reap(5.0)
+            (self.data_dir / f"{name}.pid").unlink(missing_ok=True)
+
+    def wait_listening(self, timeout: float = 30.0) -> None:
+        """Until every running member accepts TCP connections on its client port."""
+        deadline = time.monotonic() + timeout
+        pending = [m for m in self.layout.members if self.state(m.name) == "running"]
+        while pending:
+            for m in list(pending):
+                if not self._procs[m.name].alive():
+                    raise HostError(f"{m.name} exited at start; see {self.log_path(m.name)}")
+                try:
+                    with socket.create_connection((HOST, m.client_port), timeout=0.2):
+                        pending.remove(m)
+                except OSError:
+                    pass
+            if pending and time.monotonic() >= deadline:
+                raise HostError(f"{[m.name for m in pending]} not listening after {timeout}s")
+            if pending:
+                time.sleep(0.05)  # poll interval
+
+    # -------------------------------------------------------------- internals
+
+    def _running(self, name: str) -> _Proc:
+        p = self._procs.get(name)
+        if p is None or not p.alive():
+            raise HostError(f"{name} is not running")
+        return p
+
+    def member_args(self, m: MemberLayout) -> list[str]:
+        """etcd's flags for one member; raftnode takes the same ones."""
+        args = [
+            "--name", m.name,
+            "--data-dir", str(self.data_dir / f"{m.name}.data"),
+            "--listen-client-urls", m.client_url,
+            "--advertise-client-urls", m.client_url,
+            "--listen-peer-urls", m.peer_url,
+            "--initial-advertise-peer-urls", m.peer_url,
+            "--initial-cluster", self.layout.initial_cluster,
+            "--initial-cluster-state", "new",
+            "--initial-cluster-token", self.layout.token,
+        ]
+        if self.fault_injection:
+            args.append("--enable-fault-injection")
+        return args + self.extra_args
+
+    def _start_member(self, m: MemberLayout) -> None:
+        adopted = self._adopt(m)
+        if adopted is not None:
+            self._procs[m.name] = adopted
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path(m.name), "ab") as log:
+            try:
+                popen = subprocess.Popen(
+                    [*self.command, *self.member_args(m)],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    env=_clean_env(), start_new_session=True,
+                )
+            except OSError as exc:
+                raise HostError(f"cannot run {self.command[0]}: {exc.strerror or exc}") from None
+        self._procs[m.name] = _Proc(popen.pid, popen)
+        self._killed.discard(m.name)
+        (self.data_dir / f"{m.name}.pid").write_text(f"{popen.pid}\n")
+
+    def _adopt(self, m: MemberLayout) -> _Proc | None:
+        """A member left running by an earlier console: same PID file, same data dir."""
+        try:
+            pid = int((self.data_dir / f"{m.name}.pid").read_text())
+        except (OSError, ValueError):
+            return None
+        if _proc_state(pid) in (None, "Z", "X"):
+            return None
+        try:
+            cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return None
+        if str(self.data_dir / f"{m.name}.data").encode() not in cmdline:
+            return None   # the PID was reused by something else
+        return _Proc(pid)
+
+
+def _proc_state(pid: int) -> str | None:
+    """The one-letter state from /proc/PID/stat (R, S, T, Z ...), None if no such process."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
+
+
+def _clean_env() -> dict[str, str]:
+    # ETCD_* variables in the operator's environment would silently override flags.
+    return {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "ETCDCTL_"))}
+
+
+# ----------------------------------------------------------------- factories
+
+def raftnode_command() -> list[str] | None:
+    """How to run our node: the `raftnode` script, else `python -m engine.cli`; None if neither exists."""
+    script = shutil.which("raftnode")
+    if script:
+        return [script]
+    import importlib.util
+
+    if importlib.util.find_spec("engine.cli") is not None:
+        return [sys.executable, "-m", "engine.cli"]
+    return None
+
+
+def raftnode_host(data_dir: os.PathLike | str, size: int = 3) -> ProcessHost:
+    command = raftnode_command()
+    if command is None:
+        raise HostError("host mode needs raftnode (engine.cli), which is not installed; "
+                        "attach to running members with --endpoints h:p,...")
+    return ProcessHost(data_dir, size, command, fault_injection=True)
+
+
+def etcd_host(data_dir: os.PathLike | str, size: int = 3, etcd_bin: str | None = None) -> ProcessHost:
+    """The real etcd with the same flags (no fault injection): host mode testable today."""
+    binary = etcd_bin or shutil.which("etcd") or "/usr/bin/etcd"
+    if not os.access(binary, os.X_OK):
+        raise HostError("etcd binary not found")
+    return ProcessHost(data_dir, size, [binary], fault_injection=False,
+                       extra_args=("--logger", "zap", "--log-outputs", "stderr"))
