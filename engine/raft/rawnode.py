@@ -129,10 +129,11 @@ class RawNode:
 
     def has_ready(self) -> bool:
         r = self.raft
-        if SoftState(r.lead, r.state) != self._prev_soft:
+        ps = self._prev_soft
+        if r.lead != ps.lead or r.state is not ps.state:
             return True
-        hs = r.hard_state()
-        if (hs.term or hs.vote or hs.commit) and not _hs_equal(hs, self._prev_hard):
+        ph = self._prev_hard
+        if (r.term, r.vote, r.log.committed) != (ph.term, ph.vote, ph.commit):
             return True
         return bool(r.log.unstable.snapshot is not None or r.msgs or r.log.unstable.entries
                     or r.read_states or r.log.has_next_committed_entries())
