@@ -250,10 +250,15 @@ class Backend:
                 os.fsync(f.fileno())
             check = sqlite3.connect(tmp)
             try:
-                if check.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                    raise ValueError("snapshot is not a sound SQLite database")
+                ok = check.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+                ok = ok and check.execute(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('kv', 'meta')").fetchone()[0] == 2
+            except sqlite3.DatabaseError:
+                ok = False
             finally:
                 check.close()
+            if not ok:
+                raise ValueError("snapshot is not a sound store database")
             self.close()
             for suffix in ("-wal", "-shm"):
                 if os.path.exists(self.path + suffix):

@@ -147,6 +147,11 @@ class Harness:
         self.a = Applier(self.path, **self.kw)
         self.next_index = self.a.consistent_index + 1
 
+    def restore(self, data: bytes) -> None:
+        """Install a snapshot; the log continues after the snapshot's index."""
+        self.a.restore(data)
+        self.next_index = self.a.consistent_index + 1
+
     def close(self) -> None:
         self.a.close()
 
