@@ -1,0 +1,1 @@
+"""The `raftnode` entry point: etcd's member flags -> a running member."""

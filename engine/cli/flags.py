@@ -1,0 +1,431 @@
+"""etcd's member flags, parsed into a MemberConfig.
+
+The flag names, defaults and checks follow etcd 3.4 (`etcd --help`,
+embed/config.go) so a command line written for etcd starts a raftui member
+unchanged; where etcd listens on "localhost" we use 127.0.0.1, because
+localhost may resolve to ::1 first and a member must be reachable at exactly
+the address it advertises.
+
+Both `--flag value` and `--flag=value` work, and so do Go's single-dash
+spellings (`-name n1`). Boolean flags take `--flag`, `--flag=true` or
+`--flag=false`. Every mistake raises FlagError with a one-line message.
+
+Member and cluster ids are derived the way etcd derives them for a new
+cluster, so every member computes the same ids for everyone from the same
+--initial-cluster and --initial-cluster-token:
+
+    member_id  = first 8 bytes (big-endian) of sha1(sorted peer URLs joined + token)
+    cluster_id = first 8 bytes (big-endian) of sha1(sorted member ids as 8-byte
+                 big-endian words)
+
+Checked against etcd 3.4.23: the same flags give the same member and
+cluster ids as real etcd reports (e.g. its well-known default member
+8e9e05c52164694d for http://localhost:2380 and token "etcd-cluster").
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import ipaddress
+import re
+import sys
+import urllib.parse
+from typing import Iterable, NoReturn, Sequence
+
+DEFAULT_NAME = "default"
+DEFAULT_CLIENT_URL = "http://127.0.0.1:2379"
+DEFAULT_PEER_URL = "http://127.0.0.1:2380"
+DEFAULT_TOKEN = "etcd-cluster"
+DEFAULT_HEARTBEAT_MS = 100
+DEFAULT_ELECTION_MS = 1000
+MAX_ELECTION_MS = 50000             # etcd refuses longer election timeouts
+DEFAULT_SNAPSHOT_COUNT = 100_000
+DEFAULT_QUOTA_BYTES = 2 << 30       # 2 GiB; 0 on the command line means this
+DEFAULT_MAX_REQUEST_BYTES = 1_572_864   # 1.5 MiB
+DEFAULT_MAX_TXN_OPS = 128
+LOG_LEVELS = ("debug", "info", "warn", "error", "panic", "fatal")
+
+
+class FlagError(ValueError):
+    """A bad command line; str() is a one-line message for the user."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One entry of --initial-cluster."""
+    name: str
+    peer_urls: tuple[str, ...]
+    id: int
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberConfig:
+    name: str
+    data_dir: str
+    listen_client_urls: tuple[str, ...]
+    advertise_client_urls: tuple[str, ...]
+    listen_peer_urls: tuple[str, ...]
+    initial_advertise_peer_urls: tuple[str, ...]
+    initial_cluster: tuple[Member, ...]     # in command-line order
+    initial_cluster_state: str              # "new" | "existing"
+    initial_cluster_token: str
+    heartbeat_interval_ms: int
+    election_timeout_ms: int
+    snapshot_count: int
+    quota_backend_bytes: int
+    auto_compaction_mode: str               # "periodic" | "revision"
+    auto_compaction_retention: str          # as given: "0", "1" (hours), "5m", "1000"
+    max_request_bytes: int
+    max_txn_ops: int
+    cert_file: str
+    key_file: str
+    trusted_ca_file: str
+    client_cert_auth: bool
+    peer_cert_file: str
+    peer_key_file: str
+    peer_trusted_ca_file: str
+    peer_client_cert_auth: bool
+    enable_fault_injection: bool
+    log_level: str
+    member_id: int
+    cluster_id: int
+
+    @property
+    def election_ticks(self) -> int:
+        """The raft core's election timeout in heartbeat ticks (etcd's ElectionTicks)."""
+        return self.election_timeout_ms // self.heartbeat_interval_ms
+
+    @property
+    def is_new_cluster(self) -> bool:
+        return self.initial_cluster_state == "new"
+
+    @property
+    def peers(self) -> tuple[Member, ...]:
+        """The other members of --initial-cluster."""
+        return tuple(m for m in self.initial_cluster if m.id != self.member_id)
+
+    @property
+    def auto_compaction_period_seconds(self) -> float:
+        """Periodic mode: keep this much history (0 = off). Revision mode: 0."""
+        if self.auto_compaction_mode != "periodic":
+            return 0.0
+        return _periodic_retention(self.auto_compaction_retention)
+
+    @property
+    def auto_compaction_revisions(self) -> int:
+        """Revision mode: keep this many revisions (0 = off). Periodic mode: 0."""
+        if self.auto_compaction_mode != "revision":
+            return 0
+        return _revision_retention(self.auto_compaction_retention)
+
+    @property
+    def client_tls(self) -> bool:
+        return any(u.startswith("https://") for u in self.listen_client_urls)
+
+    @property
+    def peer_tls(self) -> bool:
+        return any(u.startswith("https://") for u in self.listen_peer_urls)
+
+
+# -- ids ---------------------------------------------------------------------------
+
+def _first_uint64(data: bytes) -> int:
+    # 0 means "no member" to the raft core; a hash of 0 is astronomically
+    # unlikely, but must still never become an id.
+    return int.from_bytes(hashlib.sha1(data).digest()[:8], "big") or 1
+
+
+def member_id(peer_urls: Iterable[str], token: str) -> int:
+    """A member's id: stable for its peer URLs (order does not matter) and token."""
+    return _first_uint64("".join(sorted(peer_urls)).encode() + token.encode())
+
+
+def cluster_id(member_ids: Iterable[int], token: str | None = None) -> int:
+    """The cluster's id: stable for its founding members, in any order.
+
+    `token` is accepted for symmetry with member_id but not hashed again, as
+    in etcd: it is already inside every member id, and hashing it twice
+    would give ids that differ from the ones real etcd reports.
+    """
+    return _first_uint64(b"".join(i.to_bytes(8, "big") for i in sorted(member_ids)))
+
+
+# -- parsing -----------------------------------------------------------------------
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise FlagError(message)
+
+
+def _uint(text: str) -> int:
+    if not re.fullmatch(r"\d+", text.strip()):
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return int(text)
+
+
+def _bool(text: str) -> bool:
+    # The spellings Go's strconv.ParseBool accepts, as etcd's flags do.
+    if text in ("1", "t", "T", "true", "TRUE", "True"):
+        return True
+    if text in ("0", "f", "F", "false", "FALSE", "False"):
+        return False
+    raise argparse.ArgumentTypeError(f"must be true or false, got {text!r}")
+
+
+def _build_parser() -> _Parser:
+    p = _Parser(prog="raftnode", allow_abbrev=False,
+                description="Start one member of an etcd-compatible raftui cluster.")
+    s = p.add_argument
+    s("--name", default=DEFAULT_NAME, help="human-readable name for this member")
+    s("--data-dir", default=None, help='path to the data directory (default "<name>.etcd")')
+    s("--listen-client-urls", default=None, help="URLs to listen on for client traffic")
+    s("--advertise-client-urls", default=None, help="client URLs to advertise to the cluster")
+    s("--listen-peer-urls", default=DEFAULT_PEER_URL, help="URLs to listen on for peer traffic")
+    s("--initial-advertise-peer-urls", default=DEFAULT_PEER_URL,
+      help="this member's peer URLs to advertise to the cluster")
+    s("--initial-cluster", default=None,
+      help="initial cluster: name=url,... (a name may repeat for several URLs)")
+    s("--initial-cluster-state", default="new", help="new or existing")
+    s("--initial-cluster-token", default=DEFAULT_TOKEN,
+      help="token that makes ids unique to this cluster")
+    s("--heartbeat-interval", type=_uint, default=DEFAULT_HEARTBEAT_MS, help="ms")
+    s("--election-timeout", type=_uint, default=DEFAULT_ELECTION_MS, help="ms")
+    s("--snapshot-count", type=_uint, default=DEFAULT_SNAPSHOT_COUNT,
+      help="committed entries between snapshots (0 = default)")
+    s("--quota-backend-bytes", type=_uint, default=0,
+      help="backend size limit before the NOSPACE alarm (0 = 2 GiB)")
+    s("--auto-compaction-mode", default="periodic", help="periodic or revision")
+    s("--auto-compaction-retention", default="0",
+      help='periodic: hours or a duration ("1h", "5m"); revision: a count; 0 = off')
+    s("--max-request-bytes", type=_uint, default=DEFAULT_MAX_REQUEST_BYTES)
+    s("--max-txn-ops", type=_uint, default=DEFAULT_MAX_TXN_OPS)
+    s("--cert-file", default="")
+    s("--key-file", default="")
+    s("--trusted-ca-file", default="")
+    s("--client-cert-auth", type=_bool, nargs="?", const=True, default=False)
+    s("--peer-cert-file", default="")
+    s("--peer-key-file", default="")
+    s("--peer-trusted-ca-file", default="")
+    s("--peer-client-cert-auth", type=_bool, nargs="?", const=True, default=False)
+    s("--enable-fault-injection", type=_bool, nargs="?", const=True, default=False,
+      help="serve the Fault service (cut/drop/delay); never on a production network")
+    s("--log-level", default="info", help="|".join(LOG_LEVELS))
+    return p
+
+
+_PARSER = _build_parser()
+_LONG_FLAGS = {opt for action in _PARSER._actions for opt in action.option_strings}
+
+
+def _go_style(argv: Sequence[str]) -> list[str]:
+    """Accept Go's single-dash long flags (-name n1, -name=n1), as etcd does."""
+    out = []
+    for arg in argv:
+        if arg.startswith("-") and not arg.startswith("--"):
+            if "-" + arg.split("=", 1)[0] in _LONG_FLAGS:
+                arg = "-" + arg
+        out.append(arg)
+    return out
+
+
+def parse_args(argv: Sequence[str] | None = None) -> MemberConfig:
+    """Parse and check etcd's member flags. Raises FlagError.
+
+    `--help` prints the usage and raises SystemExit(0), as argparse does.
+    """
+    ns = _PARSER.parse_args(_go_style(sys.argv[1:] if argv is None else argv))
+    name = ns.name.strip()
+    if not name:
+        raise FlagError("--name must not be empty")
+
+    listen_client = _urls("--listen-client-urls", ns.listen_client_urls or DEFAULT_CLIENT_URL,
+                          bind=True)
+    if ns.listen_client_urls is not None and ns.advertise_client_urls is None:
+        raise FlagError("--advertise-client-urls is required when --listen-client-urls "
+                        "is set explicitly")
+    advertise_client = _urls("--advertise-client-urls",
+                             ns.advertise_client_urls or DEFAULT_CLIENT_URL)
+    listen_peer = _urls("--listen-peer-urls", ns.listen_peer_urls, bind=True)
+    advertise_peer = _urls("--initial-advertise-peer-urls", ns.initial_advertise_peer_urls)
+
+    state = ns.initial_cluster_state
+    if state not in ("new", "existing"):
+        raise FlagError(f"--initial-cluster-state must be new or existing, got {state!r}")
+    token = ns.initial_cluster_token
+    if not token:
+        raise FlagError("--initial-cluster-token must not be empty")
+
+    if ns.initial_cluster is None:
+        # etcd's default: a cluster of one, this member at its advertised URLs.
+        initial = {name: list(advertise_peer)}
+    else:
+        initial = _initial_cluster(ns.initial_cluster)
+    if name not in initial:
+        raise FlagError(f"--initial-cluster has no entry for --name {name}")
+    if sorted(initial[name]) != sorted(advertise_peer):
+        raise FlagError(
+            f"--initial-cluster has {name}={','.join(initial[name])} but "
+            f"--initial-advertise-peer-urls is {','.join(advertise_peer)}")
+    members = tuple(Member(n, tuple(urls), member_id(urls, token)) for n, urls in initial.items())
+    me = next(m for m in members if m.name == name)
+
+    _check_timing(ns.heartbeat_interval, ns.election_timeout)
+    mode = ns.auto_compaction_mode
+    if mode not in ("periodic", "revision"):
+        raise FlagError(f"--auto-compaction-mode must be periodic or revision, got {mode!r}")
+    retention = ns.auto_compaction_retention.strip()
+    if mode == "periodic":
+        _periodic_retention(retention)
+    else:
+        _revision_retention(retention)
+    if ns.max_request_bytes == 0:
+        raise FlagError("--max-request-bytes must be > 0")
+    if ns.max_txn_ops == 0:
+        raise FlagError("--max-txn-ops must be > 0")
+    if ns.log_level not in LOG_LEVELS:
+        raise FlagError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, "
+                        f"got {ns.log_level!r}")
+
+    _check_tls("client", listen_client + advertise_client,
+               ("--cert-file", ns.cert_file), ("--key-file", ns.key_file),
+               ("--trusted-ca-file", ns.trusted_ca_file),
+               ("--client-cert-auth", ns.client_cert_auth))
+    _check_tls("peer", listen_peer + advertise_peer,
+               ("--peer-cert-file", ns.peer_cert_file), ("--peer-key-file", ns.peer_key_file),
+               ("--peer-trusted-ca-file", ns.peer_trusted_ca_file),
+               ("--peer-client-cert-auth", ns.peer_client_cert_auth))
+
+    return MemberConfig(
+        name=name,
+        data_dir=ns.data_dir or f"{name}.etcd",
+        listen_client_urls=listen_client,
+        advertise_client_urls=advertise_client,
+        listen_peer_urls=listen_peer,
+        initial_advertise_peer_urls=advertise_peer,
+        initial_cluster=members,
+        initial_cluster_state=state,
+        initial_cluster_token=token,
+        heartbeat_interval_ms=ns.heartbeat_interval,
+        election_timeout_ms=ns.election_timeout,
+        snapshot_count=ns.snapshot_count or DEFAULT_SNAPSHOT_COUNT,
+        quota_backend_bytes=ns.quota_backend_bytes or DEFAULT_QUOTA_BYTES,
+        auto_compaction_mode=mode,
+        auto_compaction_retention=retention,
+        max_request_bytes=ns.max_request_bytes,
+        max_txn_ops=ns.max_txn_ops,
+        cert_file=ns.cert_file,
+        key_file=ns.key_file,
+        trusted_ca_file=ns.trusted_ca_file,
+        client_cert_auth=ns.client_cert_auth,
+        peer_cert_file=ns.peer_cert_file,
+        peer_key_file=ns.peer_key_file,
+        peer_trusted_ca_file=ns.peer_trusted_ca_file,
+        peer_client_cert_auth=ns.peer_client_cert_auth,
+        enable_fault_injection=ns.enable_fault_injection,
+        log_level=ns.log_level,
+        member_id=me.id,
+        cluster_id=cluster_id(m.id for m in members),
+    )
+
+
+def _url(flag: str, url: str, *, bind: bool = False) -> str:
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:   # non-numeric or out of range
+        port = None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+        raise FlagError(f"{flag}: {url!r} is not an http(s)://host:port URL")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise FlagError(f"{flag}: {url!r} must not have a path")
+    if bind and parts.hostname != "localhost":
+        # A listener binds an address; a name could resolve to anything.
+        try:
+            ipaddress.ip_address(parts.hostname)
+        except ValueError:
+            raise FlagError(f"{flag}: expected an IP address to bind to in {url!r}") from None
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _urls(flag: str, text: str, *, bind: bool = False) -> tuple[str, ...]:
+    items = [u.strip() for u in text.split(",")]
+    if not any(items):
+        raise FlagError(f"{flag} must not be empty")
+    if not all(items):
+        raise FlagError(f"{flag}: empty URL in {text!r}")
+    return tuple(_url(flag, u, bind=bind) for u in items)
+
+
+def _initial_cluster(text: str) -> dict[str, list[str]]:
+    """'n1=http://a:1,n1=http://a:2,n2=http://b:1' -> {n1: [a:1, a:2], n2: [b:1]}."""
+    members: dict[str, list[str]] = {}
+    owner: dict[str, str] = {}
+    for item in (s.strip() for s in text.split(",")):
+        name, eq, url = item.partition("=")
+        name, url = name.strip(), url.strip()
+        if not eq or not name or not url:
+            raise FlagError(f"--initial-cluster: {item!r} is not name=url")
+        url = _url("--initial-cluster", url)
+        if url in owner:
+            raise FlagError(f"--initial-cluster: {url} is listed for both "
+                            f"{owner[url]} and {name}")
+        owner[url] = name
+        members.setdefault(name, []).append(url)
+    return members
+
+
+def _check_timing(heartbeat: int, election: int) -> None:
+    # etcd's own checks and wording (embed.Config.Validate).
+    if heartbeat <= 0:
+        raise FlagError(f"--heartbeat-interval must be >0 (set to {heartbeat}ms)")
+    if election <= 0:
+        raise FlagError(f"--election-timeout must be >0 (set to {election}ms)")
+    if 5 * heartbeat > election:
+        raise FlagError(f"--election-timeout[{election}ms] should be at least as 5 times "
+                        f"as --heartbeat-interval[{heartbeat}ms]")
+    if election > MAX_ELECTION_MS:
+        raise FlagError(f"--election-timeout[{election}ms] is too long, and should be set "
+                        f"less than {MAX_ELECTION_MS}ms")
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+                 "h": 3600.0}
+
+
+def _periodic_retention(text: str) -> float:
+    """etcd's periodic retention in seconds: a bare integer counts hours,
+    anything else is a Go duration ("1h30m", "5m", "90s")."""
+    if re.fullmatch(r"\d+", text):
+        return int(text) * 3600.0
+    pos, total = 0, 0.0
+    while pos < len(text):
+        m = _DURATION_PART.match(text, pos)
+        if m is None:
+            break
+        total += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        pos = m.end()
+    if not text or pos != len(text):
+        raise FlagError(f"--auto-compaction-retention: {text!r} is neither a number of hours "
+                        f"nor a duration like 5m or 1h")
+    return total
+
+
+def _revision_retention(text: str) -> int:
+    if not re.fullmatch(r"\d+", text):
+        raise FlagError(f"--auto-compaction-retention: revision mode needs a number of "
+                        f"revisions, got {text!r}")
+    return int(text)
+
+
+def _check_tls(which: str, urls: tuple[str, ...], cert: tuple[str, str], key: tuple[str, str],
+               ca: tuple[str, str], auth: tuple[str, bool]) -> None:
+    if bool(cert[1]) != bool(key[1]):
+        raise FlagError(f"{cert[0]} and {key[0]} must be given together")
+    https = [u for u in urls if u.startswith("https://")]
+    if https and not cert[1]:
+        raise FlagError(f"{which} URL {https[0]} is https but {cert[0]} and {key[0]} "
+                        f"are not set")
+    if auth[1] and not ca[1]:
+        raise FlagError(f"{auth[0]} needs {ca[0]} to verify certificates with")
