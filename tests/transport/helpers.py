@@ -92,8 +92,10 @@ class Member:
         await self.stop_server()
 
 
-async def cluster(n: int, **kw) -> list[Member]:
-    members = [await Member(i + 1, **kw).start() for i in range(n)]
+async def cluster(n: int, faults: dict[int, FaultFilter] | None = None) -> list[Member]:
+    """n members (ids 1..n), each knowing all others; `faults` by member id."""
+    faults = faults or {}
+    members = [await Member(i, faults=faults.get(i)).start() for i in range(1, n + 1)]
     for a in members:
         for b in members:
             if a is not b:

@@ -147,8 +147,7 @@ def test_cut_all_then_heal() -> None:
 
 def test_drop_between_live_members() -> None:
     async def main():
-        a, b = await cluster(2, faults=None)
-        a.transport.faults._rng = random.Random(5)  # reproducible draws
+        a, b = await cluster(2, faults={1: FaultFilter(rng=random.Random(5))})
         try:
             a.transport.faults.drop(0.5, peers={2})
             a.transport.send([msg(2, 1, i) for i in range(400)])

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import random
 
-import grpc
 import pytest
 
 from engine.proto import raft_pb2 as raftpb
