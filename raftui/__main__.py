@@ -1,12 +1,75 @@
-"""`raftui` entry point."""
+"""`raftui` entry point: attach to running members, or host a local cluster.
+
+    raftui --endpoints 127.0.0.1:2379,127.0.0.1:22379     attach (etcd or raftnode)
+    raftui [--data-dir DIR] [--members 3]                  host raftnode members locally
+"""
 from __future__ import annotations
 
+import argparse
 import sys
+
+import themes
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="raftui",
+        description="Watch and break an etcd-compatible cluster from the terminal. "
+                    "With --endpoints, attach to running members (raftnode or etcd 3.4+); "
+                    "without, start local raftnode members and host them.",
+    )
+    p.add_argument("--endpoints", help="attach to these members: host:port,host:port,...")
+    p.add_argument("--cacert", help="verify the members' TLS certificates with this CA bundle")
+    p.add_argument("--cert", help="client TLS certificate")
+    p.add_argument("--key", help="client TLS key")
+    p.add_argument("--data-dir", help="host mode: where the members keep their data "
+                                      "(default: a per-user directory); reusing it resumes the cluster")
+    p.add_argument("--members", type=int, choices=(1, 3, 5, 7), default=3,
+                   help="host mode: how many members to start (default 3)")
+    p.add_argument("--theme", choices=sorted(themes.THEMES), default=themes.DEFAULT_THEME,
+                   help="colour theme (T cycles it at run time)")
+    return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("raftui: the console is not built yet (see issue 5)", file=sys.stderr)
-    return 1
+    args = parse_args(argv)
+    # Imported after parsing so `raftui --help` stays fast and always works.
+    from raftui.app import RaftuiApp
+    from raftui.host import HostError, default_data_dir, raftnode_host
+    from raftui.source import ClusterSource, TlsFiles, parse_endpoints
+
+    tls = TlsFiles(args.cacert, args.cert, args.key) if (args.cacert or args.cert or args.key) else None
+    host = None
+    if args.endpoints:
+        endpoints = parse_endpoints(args.endpoints)
+        if not endpoints:
+            print("raftui: --endpoints names no endpoint", file=sys.stderr)
+            return 2
+        label = f"attached to {len(endpoints)} endpoint(s)"
+    else:
+        data_dir = args.data_dir or str(default_data_dir())
+        try:
+            host = raftnode_host(data_dir, args.members)
+            print(f"raftui: {'resuming' if host.resumed else 'starting'} {len(host.names)} members, "
+                  f"data in {host.data_dir}", file=sys.stderr)
+            host.start()
+            host.wait_listening(timeout=15.0)
+        except (HostError, OSError) as exc:
+            if host is not None:
+                host.stop_all()
+            print(f"raftui: {exc}", file=sys.stderr)
+            return 1
+        endpoints = host.endpoints
+        label = f"hosting {len(endpoints)} members"
+
+    app = RaftuiApp(lambda: ClusterSource(endpoints, tls), host=host, theme=args.theme, mode_label=label)
+    try:
+        app.run()
+    except BaseException:
+        if host is not None:  # nobody was asked; do not leave orphans behind a crash
+            host.stop_all()
+        raise
+    return 0
 
 
 if __name__ == "__main__":

@@ -147,7 +147,8 @@ class ProcessHost(ClusterHost):
         while pending:
             for m in list(pending):
                 if not self._procs[m.name].alive():
-                    raise HostError(f"{m.name} exited at start; see {self.log_path(m.name)}")
+                    raise HostError(f"{m.name} exited at start ({self._last_log_line(m.name)}); "
+                                    f"see {self.log_path(m.name)}")
                 try:
                     with socket.create_connection((HOST, m.client_port), timeout=0.2):
                         pending.remove(m)
@@ -159,6 +160,13 @@ class ProcessHost(ClusterHost):
                 time.sleep(0.05)  # poll interval
 
     # -------------------------------------------------------------- internals
+
+    def _last_log_line(self, name: str) -> str:
+        try:
+            lines = self.log_path(name).read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "no log"
+        return lines[-1][:160] if lines else "no output"
 
     def _running(self, name: str) -> _Proc:
         p = self._procs.get(name)

@@ -19,7 +19,7 @@ import dataclasses
 import time
 from typing import AsyncIterator, Awaitable, Callable
 
-from . import actions, merge, poll, rates, timeline
+from . import actions, faults, merge, poll, rates, timeline
 from . import watch as watch_stream
 from .connection import Connections, Stubs, TlsFiles
 from .model import ActionResult, ClusterState, LiveWatch, Member, TimelineEvent
@@ -43,6 +43,7 @@ class ClusterSource:
         self._poll_lock = asyncio.Lock()
         self._last_compact_probe = 0.0
         self._last_watchers = 0.0
+        self._fault_capable: dict[str, bool] = {}   # endpoint -> serves Fault (absent: not known yet)
 
     # ------------------------------------------------------------------ state
 
@@ -88,14 +89,21 @@ class ClusterSource:
         preferred = self._preferred_stubs()
         probe_compact = now - self._last_compact_probe >= COMPACT_REVISION_EVERY
         inspect_eps = [ep for ep in endpoints if self._inspect_wanted(ep)]
+        fault_eps = [ep for ep in endpoints if self._fault_capable.get(ep, True)]
 
-        statuses, member_list, alarms, compact, inspects = await asyncio.gather(
+        statuses, member_list, alarms, compact, inspects, fault_views = await asyncio.gather(
             asyncio.gather(*(poll.status(self._conns.get(ep)) for ep in endpoints)),
             poll.member_list(preferred),
             poll.alarms(preferred),
             poll.compact_revision(preferred) if probe_compact else _none(),
             asyncio.gather(*(poll.inspect_status(self._conns.get(ep)) for ep in inspect_eps)),
+            asyncio.gather(*(faults.status(self._conns.get(ep), poll.POLL_DEADLINE) for ep in fault_eps)),
         )
+        for ep, view in zip(fault_eps, fault_views):
+            if view is False:
+                self._fault_capable[ep] = False
+            elif view is not None:
+                self._fault_capable[ep] = True
         if probe_compact:
             self._last_compact_probe = now
         by_endpoint = dict(zip(endpoints, statuses))
@@ -111,10 +119,23 @@ class ClusterSource:
         )
         old = self._state
         new = merge.build(old, known, self._endpoint_of, results, self._clock())
+        new = self._with_faults(new, dict(zip(fault_eps, fault_views)))
         new = await self._inspect_extras(new, wal_member)
         new = dataclasses.replace(new, rates=rates.append(old.rates, rates.sample(old, new)))
         self._state = new
         self._add_events(timeline.changes(old, new, new.polled_at))
+
+    def _with_faults(self, state: ClusterState, views: dict) -> ClusterState:
+        """Mark members with a cut as partitioned; note whether any member serves Fault."""
+        members = tuple(
+            dataclasses.replace(m, health="partitioned")
+            if m.health == "up" and isinstance(views.get(m.endpoint), faults.FaultView)
+            and views[m.endpoint].partitioned else m
+            for m in state.members
+        )
+        capable = [self._fault_capable[m.endpoint] for m in members if m.endpoint in self._fault_capable]
+        return dataclasses.replace(state, members=members,
+                                   fault=any(capable) if capable else state.fault)
 
     async def _inspect_extras(self, state: ClusterState, wal_member: int) -> ClusterState:
         """WAL tail of one member and everyone's watchers, from Inspect when served."""
@@ -249,6 +270,30 @@ class ClusterSource:
         stubs = self._stubs_for(m)
         name = m.label if m else stubs.endpoint
         return self._record(await actions.snapshot_save(stubs, path, name), "snapshot")
+
+    # ---------------------------------------------------------- network faults
+
+    def _voting_stubs(self) -> list[tuple[Stubs, int]]:
+        return [(self._conns.get(m.endpoint), m.id) for m in self._state.members if m.endpoint and m.id > 0]
+
+    async def partition(self, groups: list[list[int]]) -> ActionResult:
+        """Cut the members in groups[0] off from everyone else."""
+        everyone = self._voting_stubs()
+        side_a = [(s, i) for s, i in everyone if i in groups[0]]
+        side_b = [(s, i) for s, i in everyone if i not in groups[0]]
+        names = ", ".join(m.label for m in self._state.members if m.id in groups[0])
+        others = ", ".join(m.label for m in self._state.members if m.id not in groups[0])
+        return self._record(await faults.partition(side_a, side_b, f"{{{names}}} | {{{others}}}"), "partition")
+
+    async def heal(self) -> ActionResult:
+        return self._record(await faults.heal([s for s, _ in self._voting_stubs()]), "heal")
+
+    async def drop_delay(self, member_id: int, drop_percent: int, delay_ms: int) -> ActionResult:
+        m = self._member(member_id)
+        if m is None:
+            return self._record(ActionResult.fail("drop/delay: no such member"))
+        return self._record(await faults.drop_delay(self._conns.get(m.endpoint), m.label,
+                                                    drop_percent, delay_ms), "fault")
 
     # ------------------------------------------------------------------ watch
 

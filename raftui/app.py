@@ -1,0 +1,103 @@
+"""The Textual application: themes, the few app-wide keys, the command palette.
+
+Everything about the cluster lives in MainScreen; the app only wires the
+source (made inside the running loop, where gRPC channels must be born) and
+the host, and decides what quitting means in host mode.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+import themes
+from raftui.commands import COMMANDS
+from raftui.host import ClusterHost
+from raftui.screens.confirm import ConfirmScreen
+from raftui.screens.help import HelpScreen
+from raftui.screens.main import NAV_BINDINGS, MainScreen
+from raftui.source import ClusterSource
+
+
+class RaftuiApp(App[None]):
+    TITLE = "raftui"
+    CSS_PATH = themes.STYLESHEETS
+    BINDINGS = [
+        Binding("question_mark", "help", "Keys", id="help"),
+        Binding("T", "cycle_theme", "Theme", id="cycle_theme"),
+        Binding("q", "quit", "Quit", id="quit"),
+    ]
+
+    def __init__(self, make_source: Callable[[], ClusterSource], *, host: ClusterHost | None = None,
+                 theme: str = themes.DEFAULT_THEME, mode_label: str = "", live: bool = True) -> None:
+        super().__init__()
+        self.make_source = make_source
+        self.host = host
+        self.mode_label = mode_label
+        self.live = live
+        self.source: ClusterSource | None = None
+        for t in themes.THEMES.values():
+            self.register_theme(t)
+        self.theme = themes.THEMES[theme].name
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        return dict(themes.VARIABLE_DEFAULTS)
+
+    def on_mount(self) -> None:
+        self.source = self.make_source()
+        self.push_screen(MainScreen(self.source, self.host, mode_label=self.mode_label, live=self.live))
+
+    async def on_unmount(self) -> None:
+        if self.source is not None and self.live:
+            await self.source.close()
+
+    # ------------------------------------------------------------- app keys
+
+    def action_cycle_theme(self) -> None:
+        names = [t.name for t in themes.THEMES.values()]
+        current = names.index(self.theme) if self.theme in names else -1
+        self.theme = names[(current + 1) % len(names)]
+        self.notify(f"theme {self.theme}", timeout=2)
+
+    def action_help(self) -> None:
+        rows = [(b.key_display or b.key, b.description, b.tooltip or b.description, b.id or "")
+                for b in self.BINDINGS]
+        rows += [("tab / shift+tab", "Panels", "Next / previous panel", "next_panel, previous_panel"),
+                 ("1-9, up/down", "Select member", "Select a member (also arrows in the cluster table)",
+                  "member_1 .. member_9")]
+        rows += [(c.key, c.title, c.help, c.id) for c in COMMANDS]
+        rows += [("ctrl+p", "Palette", "Search every command by name", "")]
+        self.push_screen(HelpScreen(rows))
+
+    async def action_quit(self) -> None:
+        if self.host is None:
+            self.exit()
+            return
+
+        def answered(stop: bool | None) -> None:
+            if stop:
+                self.host.stop_all()
+                self.exit(message="raftui: members stopped")
+            else:
+                self.exit(message=f"raftui: members left running; reattach with "
+                                  f"raftui --data-dir {self.host.data_dir}")
+
+        self.push_screen(ConfirmScreen(
+            f"Stop the {len(self.host.names)} members? (no: leave them running)",
+            yes="stop them", no="leave them running"), answered)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        main = next((s for s in self.screen_stack if isinstance(s, MainScreen)), None)
+        if main is None:
+            return
+        for c in COMMANDS:
+            yield SystemCommand(f"{c.title} ({c.key})", c.help,
+                                lambda cid=c.id: main.action_command(cid))
+        yield SystemCommand("Cycle theme (T)", "dark → light → mono", self.action_cycle_theme)
+        yield SystemCommand("Keys (?)", "Show every key binding", self.action_help)
+        for b in NAV_BINDINGS[:2]:
+            yield SystemCommand(f"{b.description} ({b.key})", b.description,
+                                lambda step=(1 if b.key == 'tab' else -1): main.action_panel(step))

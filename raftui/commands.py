@@ -1,0 +1,231 @@
+"""Every operator command in one table: key, title, help, the form it asks
+for, whether it asks for confirmation, and what it runs.
+
+The same table makes the screen's key bindings (each with an id, so users can
+remap them with Textual's keymap), the `?` help screen and the command
+palette. A command's `run` gets a Context and the form's values and returns
+an ActionResult; it never touches widgets.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Awaitable, Callable
+
+from raftui.host import ClusterHost, HostError
+from raftui.source import ActionResult, ClusterSource, ClusterState, Member
+
+
+@dataclasses.dataclass
+class Context:
+    source: ClusterSource
+    host: ClusterHost | None
+    state: ClusterState
+    member: Member | None        # the selected member
+    key: str                     # the key highlighted in the keys panel
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    name: str
+    label: str
+    default: Callable[[Context], str] | str = ""
+    placeholder: str = ""
+    integer: bool = False
+    optional: bool = False
+
+
+Runner = Callable[[Context, dict], Awaitable[ActionResult]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Command:
+    id: str
+    key: str
+    title: str                   # short: the footer and the palette
+    help: str                    # one sentence: `?` and the palette
+    run: Runner | None = None    # None: the screen handles it (UI-only commands)
+    fields: tuple[Field, ...] = ()
+    confirm: Callable[[Context, dict], str] | None = None
+    needs: str = ""              # "member", "host"
+    footer: bool = False
+    group: str = "cluster"
+    result_view: str = ""        # "detail": show result data in the keys detail table
+
+
+def _member_name(ctx: Context) -> str:
+    return ctx.member.label if ctx.member else "?"
+
+
+def _key_or_selected(ctx: Context) -> str:
+    return ctx.key
+
+
+def _int(values: dict, name: str) -> int:
+    return int(values[name]) if str(values.get(name, "")).strip() else 0
+
+
+def _split_prefix(key: str) -> tuple[str, bool]:
+    """etcdctl-like convenience: a trailing * means "every key with this prefix"."""
+    return (key[:-1], True) if key.endswith("*") else (key, False)
+
+
+# ------------------------------------------------------------------ runners
+
+async def _write(ctx: Context, v: dict) -> ActionResult:
+    return await ctx.source.put(v["key"], v["value"], _int(v, "ttl") or None)
+
+
+async def _delete(ctx: Context, v: dict) -> ActionResult:
+    key, prefix = _split_prefix(v["key"])
+    return await ctx.source.delete(key, prefix)
+
+
+async def _read(ctx: Context, v: dict) -> ActionResult:
+    key, prefix = _split_prefix(v["key"])
+    return await ctx.source.get(key, _int(v, "revision"), prefix)
+
+
+async def _history(ctx: Context, v: dict) -> ActionResult:
+    return await ctx.source.history(v["key"])
+
+
+async def _compact(ctx: Context, v: dict) -> ActionResult:
+    return await ctx.source.compact(_int(v, "revision"))
+
+
+async def _defrag(ctx: Context, v: dict) -> ActionResult:
+    return await ctx.source.defrag(ctx.member.id)
+
+
+async def _transfer(ctx: Context, v: dict) -> ActionResult:
+    return await ctx.source.move_leader(ctx.member.id)
+
+
+async def _snapshot(ctx: Context, v: dict) -> ActionResult:
+    return await ctx.source.snapshot_save(v["path"], ctx.member.id if ctx.member else 0)
+
+
+async def _add_learner(ctx: Context, v: dict) -> ActionResult:
+    return await ctx.source.add_learner(v["peer_url"])
+
+
+async def _promote(ctx: Context, v: dict) -> ActionResult:
+    return await ctx.source.promote(ctx.member.id)
+
+
+async def _remove(ctx: Context, v: dict) -> ActionResult:
+    return await ctx.source.remove_member(ctx.member.id)
+
+
+async def _alarms(ctx: Context, v: dict) -> ActionResult:
+    return await ctx.source.alarm_list()
+
+
+async def _disarm(ctx: Context, v: dict) -> ActionResult:
+    return await ctx.source.alarm_disarm()
+
+
+def _host_action(verb: str, method: str) -> Runner:
+    async def run(ctx: Context, v: dict) -> ActionResult:
+        name = ctx.member.name
+        try:
+            # kill waits for the process to be reaped; keep that off the UI loop.
+            await asyncio.to_thread(getattr(ctx.host, method), name)
+        except (HostError, OSError, KeyError) as exc:
+            result = ActionResult.fail(f"{verb} {name}: {exc}")
+        else:
+            result = ActionResult(True, f"{verb} {name}")
+        ctx.source.note(result.text, result.ok, "host" if result.ok else "error")
+        return result
+    return run
+
+
+async def _partition(ctx: Context, v: dict) -> ActionResult:
+    return await ctx.source.partition([[ctx.member.id]])
+
+
+async def _partition_groups(ctx: Context, v: dict) -> ActionResult:
+    names = {n.strip() for n in v["group"].split(",") if n.strip()}
+    ids = [m.id for m in ctx.state.members if m.name in names]
+    if not ids:
+        return ActionResult.fail(f"partition: no member named {', '.join(sorted(names)) or '?'}")
+    return await ctx.source.partition([ids])
+
+
+async def _heal(ctx: Context, v: dict) -> ActionResult:
+    return await ctx.source.heal()
+
+
+async def _drop_delay(ctx: Context, v: dict) -> ActionResult:
+    return await ctx.source.drop_delay(ctx.member.id, _int(v, "drop"), _int(v, "delay"))
+
+
+def _confirm_member(verb: str) -> Callable[[Context, dict], str]:
+    return lambda ctx, v: f"{verb} {_member_name(ctx)}?"
+
+
+COMMANDS: tuple[Command, ...] = (
+    # --- keys
+    Command("write", "w", "Write", "Write a key (key, value, optional lease TTL)", _write, (
+        Field("key", "Key", _key_or_selected, "foo"),
+        Field("value", "Value", "", "bar"),
+        Field("ttl", "Lease TTL (s)", "", "none", integer=True, optional=True),
+    ), footer=True, group="keys"),
+    Command("delete", "d", "Delete", "Delete a key (end it with * for a prefix)", _delete,
+            (Field("key", "Key", _key_or_selected),),
+            confirm=lambda ctx, v: f"Delete {v['key']!r}?", group="keys"),
+    Command("read", "r", "Read@rev", "Read a key or prefix (key*) at a revision", _read, (
+        Field("key", "Key", _key_or_selected, "foo or foo*"),
+        Field("revision", "Revision", lambda ctx: str(max(1, ctx.state.revision - 1)), integer=True),
+    ), footer=True, group="keys", result_view="detail"),
+    Command("history", "h", "History", "A key's versions across revisions", _history,
+            (Field("key", "Key", _key_or_selected),), group="keys", result_view="detail"),
+    Command("filter", "slash", "Filter", "Show only keys with a prefix", None,
+            (Field("prefix", "Prefix", "", "empty: all keys", optional=True),), group="keys"),
+    Command("watch", "W", "Watch", "Open a live watch on a key or prefix (key*)", None,
+            (Field("key", "Key", _key_or_selected, "foo or foo*"),), group="keys"),
+    Command("compact", "c", "Compact", "Compact the key-value history up to a revision", _compact,
+            (Field("revision", "Revision", lambda ctx: str(ctx.state.revision), integer=True),),
+            confirm=lambda ctx, v: f"Compact history up to revision {v['revision']}? Older revisions become unreadable.",
+            group="keys"),
+    # --- maintenance
+    Command("defrag", "g", "Defrag", "Defragment the selected member's backend", _defrag,
+            needs="member", footer=True, group="maintenance"),
+    Command("transfer", "t", "Leader→", "Transfer leadership to the selected member", _transfer,
+            needs="member", group="maintenance"),
+    Command("snapshot", "S", "Snapshot", "Save a snapshot of the selected member to a file", _snapshot,
+            (Field("path", "File", "raftui-snapshot.db"),), group="maintenance"),
+    Command("alarms", "A", "Alarms", "List the cluster's alarms", _alarms, group="maintenance"),
+    Command("disarm", "exclamation_mark", "Disarm", "Disarm every alarm", _disarm,
+            confirm=lambda ctx, v: "Disarm every alarm?", group="maintenance"),
+    # --- membership
+    Command("add_learner", "a", "Add learner", "Add a learner member (its peer URL)", _add_learner,
+            (Field("peer_url", "Peer URL", "", "http://127.0.0.1:2380"),), group="membership"),
+    Command("promote", "o", "Promote", "Promote the selected learner to voter", _promote,
+            confirm=_confirm_member("Promote"), needs="member", group="membership"),
+    Command("remove", "X", "Remove", "Remove the selected member from the cluster", _remove,
+            confirm=_confirm_member("Remove member"), needs="member", group="membership"),
+    # --- processes (host mode)
+    Command("kill", "k", "Kill", "kill -9 the selected member (host mode)", _host_action("killed", "kill"),
+            confirm=_confirm_member("kill -9"), needs="host", footer=True, group="processes"),
+    Command("restart", "s", "Restart", "Restart a killed member (host mode)",
+            _host_action("restarted", "restart"), needs="host", group="processes"),
+    Command("pause", "z", "Pause", "Pause the selected member with SIGSTOP (host mode)",
+            _host_action("paused", "pause"), needs="host", group="processes"),
+    Command("resume", "u", "Resume", "Resume a paused member with SIGCONT (host mode)",
+            _host_action("resumed", "resume"), needs="host", group="processes"),
+    # --- network faults (raftnode's Fault service)
+    Command("partition", "p", "Partition", "Cut the selected member off from all others", _partition,
+            confirm=_confirm_member("Partition"), needs="member", group="faults"),
+    Command("partition_groups", "P", "Split", "Partition the cluster into two groups", _partition_groups,
+            (Field("group", "Members of one side", "", "n1,n2"),), group="faults"),
+    Command("heal", "H", "Heal", "Heal every partition, drop and delay", _heal, group="faults"),
+    Command("drop_delay", "f", "Drop/delay", "Drop or delay the selected member's peer messages",
+            _drop_delay, (
+                Field("drop", "Drop %", "0", integer=True),
+                Field("delay", "Delay (ms)", "0", integer=True),
+            ), needs="member", group="faults"),
+)
+
+BY_ID = {c.id: c for c in COMMANDS}

@@ -1,0 +1,315 @@
+"""The dashboard: six panels, as tabs on a small terminal and a grid on a big one.
+
+Data flows down: workers poll the ClusterSource and hand each panel the part
+of the new ClusterState it shows (reactive attributes). Intent flows up:
+panels post messages (a member or key selected); key bindings come from the
+command table (raftui/commands.py). All network I/O runs in workers with
+deadlines; the poll re-arms its own timer when it finishes, so polls never
+overlap and a slow member only slows the poll, never the screen.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Container
+from textual.css.query import NoMatches
+from textual.events import Resize
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widgets import Footer, Static, Tab, Tabs
+from textual.worker import get_current_worker
+
+from raftui.commands import BY_ID, COMMANDS, Command, Context
+from raftui.host import ClusterHost
+from raftui.source import ActionResult, ClusterSource, ClusterState
+from raftui.widgets.cluster_panel import ClusterPanel
+from raftui.widgets.keys_panel import Detail, KeysPanel, Listing
+from raftui.widgets.rates_panel import RatesPanel
+from raftui.widgets.timeline_panel import TimelinePanel
+from raftui.widgets.wal_panel import WalPanel
+from raftui.widgets.watchers_panel import WatchersPanel
+
+from .confirm import ConfirmScreen
+from .form import FormScreen
+
+POLL_INTERVAL = 0.3          # seconds between the end of one poll and the next
+KEYS_INTERVAL = 1.0
+KEY_PAGE = 1000
+KEY_PAGES = 5                # the listing holds at most KEY_PAGE * KEY_PAGES keys
+COMMAND_DEADLINE = 90.0      # a last resort; each call has its own, shorter deadline
+WIDE = (140, 40)             # from this size on, all panels at once
+
+PANELS = (  # id, tab label, widget to focus
+    ("cluster", "Cluster", "#cluster-table"),
+    ("timeline", "Timeline", "#timeline-list"),
+    ("wal", "WAL", "#wal-list"),
+    ("keys", "Keys", "#keys-table"),
+    ("watchers", "Watchers", "#watch-events"),
+    ("rates", "Rates", ""),
+)
+
+
+def command_bindings() -> list[Binding]:
+    return [Binding(c.key, f"command('{c.id}')", c.title, show=c.footer, id=c.id, tooltip=c.help)
+            for c in COMMANDS]
+
+
+NAV_BINDINGS = [
+    Binding("tab", "panel(1)", "Next panel", show=False, id="next_panel"),
+    Binding("shift+tab", "panel(-1)", "Previous panel", show=False, id="previous_panel"),
+    *[Binding(str(i), f"select_member({i})", f"Member {i}", show=False, id=f"member_{i}")
+      for i in range(1, 10)],
+]
+
+
+class PanelTabs(Tabs, can_focus=False):
+    """The tab strip of the small layout; switched with tab/shift+tab, never focused."""
+
+
+class MainScreen(Screen):
+    BINDINGS = [*NAV_BINDINGS, *command_bindings()]
+
+    state: reactive[ClusterState] = reactive(ClusterState, init=False)
+    selected: reactive[int] = reactive(0, init=False)
+    active_panel: reactive[str] = reactive("cluster", init=False)
+
+    def __init__(self, source: ClusterSource, host: ClusterHost | None = None, *,
+                 mode_label: str = "", live: bool = True) -> None:
+        """`live=False` (snapshot tests): show `source.state` once, start no workers."""
+        super().__init__()
+        self.source = source
+        self.host = host
+        self.mode_label = mode_label
+        self.live = live
+        self.prefix = ""
+        self.selected_key = ""
+        self._keys_generation = 0
+
+    # ---------------------------------------------------------------- layout
+
+    def compose(self) -> ComposeResult:
+        yield Static("raftui", id="title-bar")
+        yield PanelTabs(*(Tab(label, id=f"tab-{pid}") for pid, label, _ in PANELS), id="panel-tabs")
+        # Grid order for the wide layout (themes/app.tcss); the tab order is PANELS.
+        with Container(id="panels"):
+            yield ClusterPanel(id="cluster")
+            yield RatesPanel(id="rates")
+            yield KeysPanel(id="keys")
+            yield TimelinePanel(id="timeline")
+            yield WalPanel(id="wal")
+            yield WatchersPanel(id="watchers")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._layout_for(self.app.size.width, self.app.size.height)
+        self.watch_active_panel("cluster")
+        self._show(self.source.state)
+        if self.live:
+            self.poll()
+            self.refresh_keys()
+
+    def on_resize(self, event: Resize) -> None:
+        self._layout_for(event.size.width, event.size.height)
+
+    def _layout_for(self, width: int, height: int) -> None:
+        self.set_class(width >= WIDE[0] and height >= WIDE[1], "-wide")
+
+    def watch_active_panel(self, panel: str) -> None:
+        for pid, _, _ in PANELS:
+            self.query_one(f"#{pid}").set_class(pid == panel, "-active")
+        tabs = self.query_one(PanelTabs)
+        if tabs.active != f"tab-{panel}":
+            tabs.active = f"tab-{panel}"
+        focus = dict((pid, target) for pid, _, target in PANELS)[panel]
+        if focus:
+            self.query_one(focus).focus()
+
+    @on(Tabs.TabActivated, "#panel-tabs")
+    def _tab_activated(self, event: Tabs.TabActivated) -> None:
+        if event.tab is not None and event.tab.id:
+            self.active_panel = event.tab.id.removeprefix("tab-")
+
+    def action_panel(self, step: int) -> None:
+        ids = [pid for pid, _, _ in PANELS]
+        self.active_panel = ids[(ids.index(self.active_panel) + step) % len(ids)]
+
+    # ------------------------------------------------------------ state flow
+
+    def _show(self, state: ClusterState) -> None:
+        if self.host is not None:
+            state = state.with_health(self.host.health_overrides())
+        self.state = state
+
+    def watch_state(self, state: ClusterState) -> None:
+        if not self.selected and state.members:
+            self.selected = (state.leader or state.members[0]).id
+        self.query_one(ClusterPanel).state = state
+        self.query_one(TimelinePanel).events = state.timeline
+        self.query_one(WalPanel).state = state
+        self.query_one(WatchersPanel).state = state
+        self.query_one(RatesPanel).rates = state.rates
+        self.query_one(KeysPanel).revision = (state.revision, state.compact_revision)
+        self._title(state)
+
+    def watch_selected(self, member_id: int) -> None:
+        self.query_one(ClusterPanel).selected = member_id
+        self.query_one(WalPanel).selected = member_id
+        self._title(self.state)
+
+    def _title(self, state: ClusterState) -> None:
+        leader = state.leader
+        member = state.member(self.selected)
+        parts = [
+            "raftui",
+            self.mode_label,
+            f"leader {leader.label}" if leader else "no leader",
+            f"term {state.term}",
+            f"rev {state.revision}",
+            f"compacted {state.compact_revision}",
+            f"selected {member.label}" if member else "",
+        ]
+        self.query_one("#title-bar", Static).update(" · ".join(p for p in parts if p))
+
+    @on(ClusterPanel.MemberSelected)
+    def _member_selected(self, event: ClusterPanel.MemberSelected) -> None:
+        self.selected = event.member_id
+
+    @on(KeysPanel.KeyHighlighted)
+    def _key_highlighted(self, event: KeysPanel.KeyHighlighted) -> None:
+        self.selected_key = event.key
+
+    @on(KeysPanel.KeyChosen)
+    def _key_chosen(self, event: KeysPanel.KeyChosen) -> None:
+        self.selected_key = event.key
+        self.run_command(BY_ID["history"], {"key": event.key})
+
+    def action_select_member(self, number: int) -> None:
+        members = self.state.members
+        if 1 <= number <= len(members):
+            self.selected = members[number - 1].id
+
+    # --------------------------------------------------------------- workers
+
+    @work(exclusive=True, group="poll")
+    async def poll(self) -> None:
+        try:
+            state = await self.source.poll(wal_member=self.selected)
+        except Exception as exc:  # noqa: BLE001 -- a bug in one poll must not end the console
+            self.source.note(f"poll failed: {exc!r}", ok=False, kind="error")
+            state = self.source.state
+        finally:
+            # Re-arm after finishing, success or not: polls never pile up.
+            if not get_current_worker().is_cancelled:
+                self.set_timer(POLL_INTERVAL, self.poll)
+        self._show(state)
+
+    @work(exclusive=True, group="keys")
+    async def refresh_keys(self, rearm: bool = True) -> None:
+        generation = self._keys_generation
+        prefix = self.prefix
+        keys, more, error, after = [], False, "", None
+        try:
+            for _ in range(KEY_PAGES):
+                result = await self.source.list_keys(prefix, KEY_PAGE, after)
+                if not result.ok:
+                    error = result.text
+                    break
+                page, more = result.data
+                keys.extend(page)
+                if not more or not page:
+                    break
+                after = page[-1].key
+        finally:
+            if rearm and not get_current_worker().is_cancelled:
+                self.set_timer(KEYS_INTERVAL, self.refresh_keys)
+        if generation != self._keys_generation:
+            return  # the prefix changed while we were fetching: stale
+        panel = self.query_one(KeysPanel)
+        if error:
+            panel.listing = dataclasses.replace(panel.listing, error=error)
+        else:
+            panel.listing = Listing(prefix, tuple(keys), more)
+
+    @work(exclusive=True, group="watch")
+    async def open_watch(self, key: str, prefix: bool) -> None:
+        self.source.close_watch()
+        async for state in self.source.watch(key, prefix):
+            self._show(state)
+
+    def action_command(self, command_id: str) -> None:
+        self.run_command(BY_ID[command_id])
+
+    def _command_context(self) -> Context:
+        return Context(self.source, self.host, self.state, self.state.member(self.selected),
+                       self.selected_key)
+
+    @work(group="command")
+    async def run_command(self, cmd: Command, values: dict | None = None) -> None:
+        ctx = self._command_context()
+        problem = self._cannot_run(cmd, ctx)
+        if problem:
+            self._report(ActionResult.fail(problem), record=True)
+            return
+        if values is None:
+            values = {}
+            if cmd.fields:
+                initial = [(f, f.default(ctx) if callable(f.default) else f.default) for f in cmd.fields]
+                answer = await self.app.push_screen_wait(FormScreen(cmd.help, initial))
+                if answer is None:
+                    return
+                values = answer
+        if cmd.confirm is not None:
+            if not await self.app.push_screen_wait(ConfirmScreen(cmd.confirm(ctx, values))):
+                return
+        if cmd.run is None:
+            self._run_ui_command(cmd, values)
+            return
+        try:
+            result = await asyncio.wait_for(cmd.run(ctx, values), COMMAND_DEADLINE)
+        except asyncio.TimeoutError:
+            result = ActionResult.fail(f"{cmd.title}: no answer after {COMMAND_DEADLINE:.0f}s")
+            self.source.note(result.text, ok=False, kind="error")
+        self._report(result)
+        if cmd.result_view == "detail":
+            self.query_one(KeysPanel).detail = Detail(result.text, tuple(result.data or ()), result.ok)
+        self._show(self.source.state)
+        if result.ok:
+            self._keys_generation += 1
+            self.refresh_keys(rearm=True)
+
+    def _cannot_run(self, cmd: Command, ctx: Context) -> str:
+        if cmd.needs == "host" and self.host is None:
+            return f"{cmd.title.lower()} needs host mode (raftui without --endpoints)"
+        if cmd.needs in ("member", "host") and ctx.member is None:
+            return f"{cmd.title.lower()}: select a member first (1-9)"
+        return ""
+
+    def _run_ui_command(self, cmd: Command, values: dict) -> None:
+        if cmd.id == "filter":
+            self.prefix = values.get("prefix", "")
+            self._keys_generation += 1
+            self.query_one(KeysPanel).listing = Listing(self.prefix)
+            self.refresh_keys()
+        elif cmd.id == "watch":
+            key = values["key"]
+            prefix = key.endswith("*")
+            self.open_watch(key[:-1] if prefix else key, prefix)
+            self.active_panel = "watchers" if not self.has_class("-wide") else self.active_panel
+
+    def _report(self, result: ActionResult, record: bool = False) -> None:
+        if record:
+            self.source.note(result.text, result.ok, "action" if result.ok else "error")
+            self._show(self.source.state)
+        self.notify(result.text, severity="information" if result.ok else "error",
+                    timeout=4 if result.ok else 8)
+
+    def focus_panel(self, panel: str) -> None:
+        """Show a panel (tests and the palette)."""
+        try:
+            self.active_panel = panel
+        except NoMatches:
+            pass

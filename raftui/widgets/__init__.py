@@ -1,0 +1,1 @@
+"""Panels (one widget class per module) and the virtual line list they share."""

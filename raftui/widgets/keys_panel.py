@@ -1,0 +1,133 @@
+"""Keys & revisions panel: the key listing (prefix filter), and below it a
+detail table: a key's history across revisions, or a read at a revision.
+
+The listing holds keys only (etcd keys_only Range, paged); values are shown
+in the detail table. Both are DataTables, which draw only visible rows.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widgets import DataTable, Static
+
+from raftui.source.model import KeyValue
+
+
+@dataclasses.dataclass(frozen=True)
+class Listing:
+    prefix: str = ""
+    keys: tuple[KeyValue, ...] = ()
+    more: bool = False
+    error: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Detail:
+    title: str = "enter: a key's history · r: read at a revision"
+    rows: tuple[KeyValue, ...] = ()
+    ok: bool = True
+
+
+class KeysTable(DataTable):
+    pass
+
+
+class DetailTable(DataTable):
+    COMPONENT_CLASSES = {"detail--value"}
+
+
+class KeysPanel(Vertical):
+    @dataclasses.dataclass
+    class KeyHighlighted(Message):
+        key: str
+
+    @dataclasses.dataclass
+    class KeyChosen(Message):
+        key: str
+
+    listing: reactive[Listing] = reactive(Listing, init=False)
+    detail: reactive[Detail] = reactive(Detail, init=False)
+    revision: reactive[tuple[int, int]] = reactive((0, 0), init=False)   # (current, compacted)
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, classes="panel")
+        self.border_title = "Keys & revisions"
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="keys-summary", classes="summary")
+        keys = KeysTable(id="keys-table", cursor_type="row")
+        keys.add_columns("key", "create", "mod", "ver")
+        yield keys
+        yield Static(Detail().title, id="keys-detail-title", classes="summary")
+        detail = DetailTable(id="keys-detail", cursor_type="row")
+        detail.add_columns("key", "value", "create", "mod", "ver", "lease")
+        yield detail
+
+    def on_mount(self) -> None:
+        self._summary()
+
+    def watch_revision(self) -> None:
+        self._summary()
+
+    def watch_listing(self, old: Listing, new: Listing) -> None:
+        self._summary()
+        if old.keys == new.keys:
+            return
+        table = self.query_one(KeysTable)
+        current = self.highlighted_key()
+        table.clear()
+        table.add_rows([(kv.key, str(kv.create_revision), str(kv.mod_revision), str(kv.version))
+                        for kv in new.keys])
+        if current is not None:
+            row = next((i for i, kv in enumerate(new.keys) if kv.key == current), None)
+            if row is not None:
+                table.move_cursor(row=row, animate=False)
+
+    def watch_detail(self, detail: Detail) -> None:
+        title = self.query_one("#keys-detail-title", Static)
+        title.update(detail.title)
+        title.set_class(not detail.ok, "-error")
+        table = self.query_one(DetailTable)
+        table.clear()
+        value_style = table.get_component_rich_style("detail--value")
+        table.add_rows([(kv.key, Text(kv.value, style=value_style), str(kv.create_revision),
+                         str(kv.mod_revision), str(kv.version), f"{kv.lease:x}" if kv.lease else "")
+                        for kv in detail.rows])
+
+    def _summary(self) -> None:
+        current, compacted = self.revision
+        listing = self.listing
+        where = f"prefix {listing.prefix!r}" if listing.prefix else "all keys"
+        count = f"{len(listing.keys)}{'+' if listing.more else ''} keys"
+        text = f"revision {current} · compacted {compacted} · {where} · {count}"
+        if listing.error:
+            text += f" · {listing.error}"
+        self.query_one("#keys-summary", Static).update(text)
+
+    def highlighted_key(self) -> str | None:
+        table = self.query_one(KeysTable)
+        keys = self.listing.keys
+        if not keys or table.cursor_row < 0 or table.cursor_row >= len(keys):
+            return None
+        return keys[table.cursor_row].key
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id != "keys-table":
+            return
+        event.stop()
+        key = self.highlighted_key()
+        if key is not None:
+            self.post_message(self.KeyHighlighted(key))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        if event.data_table.id != "keys-table":
+            return
+        event.stop()
+        key = self.highlighted_key()
+        if key is not None:
+            self.post_message(self.KeyChosen(key))

@@ -1,0 +1,74 @@
+"""Watchers panel: the members' watchers (Inspect), and the console's own
+live watch with its events streaming in, newest on top."""
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.reactive import reactive
+from textual.widgets import DataTable, Static
+
+from raftui.source.model import ClusterState, WatchEvent
+
+from .line_list import LineList
+
+NO_INSPECT = "watchers need raftnode's Inspect service (etcd has none)"
+
+
+class WatchEventList(LineList[WatchEvent]):
+    COMPONENT_CLASSES = {"watch--put", "watch--delete", "watch--meta", "watch--time"}
+
+    def render_item(self, e: WatchEvent) -> Text:
+        stamp = time.strftime("%H:%M:%S", time.localtime(e.at))
+        style = {"PUT": "watch--put", "DELETE": "watch--delete"}.get(e.type, "watch--meta")
+        rev = f" @{e.mod_revision}" if e.mod_revision else ""
+        body = f"{e.type:<7} {e.key}{rev}" + (f" = {e.value}" if e.type == "PUT" else
+                                               (f"  {e.value}" if e.type != "DELETE" else ""))
+        return Text.assemble((stamp, self.get_component_rich_style("watch--time")), " ",
+                             (body, self.get_component_rich_style(style)))
+
+
+class WatchersPanel(Vertical):
+    state: reactive[ClusterState] = reactive(ClusterState, init=False)
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, classes="panel")
+        self.border_title = "Watchers"
+        self._shown_watchers: tuple = ()
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="watchers-note", classes="summary")
+        table = DataTable(id="watchers-table", cursor_type="row")
+        table.add_columns("member", "id", "key", "range end", "start", "synced", "sent")
+        yield table
+        yield Static("no live watch · W: watch a key (end it with * for a prefix)",
+                     id="watch-title", classes="summary")
+        events = WatchEventList(id="watch-events")
+        yield events
+
+    def watch_state(self, state: ClusterState) -> None:
+        note = self.query_one("#watchers-note", Static)
+        table = self.query_one("#watchers-table", DataTable)
+        if state.inspect is False:
+            note.update(NO_INSPECT)
+            table.display = False
+        else:
+            note.update(f"{len(state.watchers)} watchers on the members")
+            table.display = True
+            if state.watchers != self._shown_watchers:
+                self._shown_watchers = state.watchers
+                table.clear()
+                table.add_rows([(w.member, str(w.watch_id), w.key, w.range_end, str(w.start_revision),
+                                 "yes" if w.synced else "catching up", str(w.events_sent))
+                                for w in state.watchers])
+        live = state.watch
+        title = self.query_one("#watch-title", Static)
+        events = self.query_one(WatchEventList)
+        if live is None:
+            events.set_items(())
+            return
+        what = f"{live.key}{'*' if live.prefix else ''}"
+        title.update(f"live watch on {what!r}: {live.status} · {len(live.events)} events")
+        events.set_items(tuple(reversed(live.events)))
