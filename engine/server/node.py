@@ -1,0 +1,621 @@
+"""Node: one cluster member's asyncio loop around the pure Raft core.
+
+One task (`_run`) owns the RawNode. Everything else — gRPC handlers, the
+peer transport, timers — only queues work (proposals, incoming messages,
+read requests) and wakes it. For each Ready the task does, in order:
+
+  1. persist: snapshot from the leader -> store + snap file + WAL marker;
+     new entries + hard state -> WAL, ONE fsync for all of them (group
+     commit: every proposal queued while the previous fsync ran goes in);
+  2. send the messages (votes and acknowledgements only now, after 1);
+  3. apply the committed entries, a run of normal ones in ONE SQLite
+     transaction; conf changes through the core and the member table;
+  4. answer the waiting clients (futures by request id, read barriers);
+  5. advance, then maybe snapshot + compact the log.
+
+The fsync runs in a worker thread so the loop keeps accepting requests
+meanwhile; the core is not touched until it returns.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import dataclasses
+import logging
+import random
+import time
+from typing import Callable
+
+from engine.cli.flags import MemberConfig
+from engine.mvcc import errors as mvcc_errors
+from engine.mvcc.apply import Applier, open_applier
+from engine.proto import internal_pb2, rpc_pb2
+from engine.proto import raft_pb2 as pb
+from engine.raft import Config, ProposalDroppedError, RawNode, StateType
+from engine.server import errors
+from engine.server.membership import MemberRecord, Membership
+from engine.server.raftlog import RaftLog, open_raft_log
+from engine.server.waiters import Waiters
+from engine.transport import FaultFilter, PeerTransport
+
+log = logging.getLogger("engine.server")
+
+# How many entries a lagging follower may still catch up from the log after
+# a snapshot (etcd's SnapshotCatchUpEntries).
+CATCH_UP_ENTRIES = 5000
+# Refuse new proposals when applying lags commit by this much (etcd's maxGapBetweenApplyAndCommitIndex).
+MAX_APPLY_LAG = 5000
+EVENT_HISTORY = 200
+
+
+@dataclasses.dataclass
+class TimelineEvent:
+    at: float        # unix time
+    kind: str        # leader, term, election, member, snapshot, fault, alarm, ...
+    text: str
+
+
+def _metadata(member_id: int, cluster_id: int) -> bytes:
+    return member_id.to_bytes(8, "big") + cluster_id.to_bytes(8, "big")
+
+
+def _parse_metadata(b: bytes) -> tuple[int, int]:
+    return int.from_bytes(b[:8], "big"), int.from_bytes(b[8:16], "big")
+
+
+class Node:
+    def __init__(self, cfg: MemberConfig) -> None:
+        self.cfg = cfg
+        self.member_id = cfg.member_id
+        self.cluster_id = cfg.cluster_id
+        self.faults = FaultFilter()
+        self.events: collections.deque[TimelineEvent] = collections.deque(maxlen=EVENT_HISTORY)
+        self.leader_id = 0
+        self.started_at = time.time()
+        self._proposals: list[bytes] = []
+        self._conf_changes: list[pb.ConfChange] = []
+        self._incoming: list[pb.Message] = []
+        self._local_calls: list[Callable[[], None]] = []
+        self._read_waiters: list[asyncio.Future] = []
+        self._reads_in_flight: dict[bytes, tuple[float, list[asyncio.Future]]] = {}
+        self._waiters = Waiters()
+        self._wake = asyncio.Event()
+        self._leader_changed = asyncio.Event()
+        self._stopped = False
+        self._tasks: list[asyncio.Task] = []
+        self._bg_tasks: set[asyncio.Task] = set()
+        self._io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wal")
+        self._req_seq = (int(time.time() * 1000) & 0xFFFF_FFFF) << 8
+        self._snapshot_index = 0
+        self._fatal: BaseException | None = None
+        # Rates for the console (Inspect).
+        self.applied_requests = 0
+        self.proposed_requests = 0
+
+    # -- start / stop -------------------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        self.applier: Applier = open_applier(cfg.data_dir, member_id=self.member_id,
+                                             quota_bytes=cfg.quota_backend_bytes, clock=time.monotonic)
+        self.membership = Membership(self.applier.backend)
+        self.applier.register("member_attributes", self._apply_member_attributes)
+        self.raftlog: RaftLog = open_raft_log(cfg.data_dir, _metadata(self.member_id, self.cluster_id))
+        if not self.raftlog.is_new:
+            mid, cid = _parse_metadata(self.raftlog.metadata)
+            if mid != self.member_id:
+                raise SystemExit(f"raftnode: data dir {cfg.data_dir} belongs to member {mid:x}, "
+                                 f"not {self.member_id:x} (wrong --name or --initial-cluster?)")
+            self.cluster_id = cid
+        storage = self.raftlog.storage
+        self._snapshot_index = storage.snapshot().metadata.index
+        election_ticks = max(2, cfg.election_timeout_ms // cfg.heartbeat_interval_ms)
+        self.rn = RawNode(Config(
+            id=self.member_id, storage=storage, election_tick=election_ticks, heartbeat_tick=1,
+            # Pre-vote on (etcd 3.5's default; 3.4 had it off): a member back
+            # from a partition must not depose a healthy leader.
+            pre_vote=True, check_quorum=True, max_inflight_msgs=512,
+            max_size_per_msg=1 << 20, max_committed_size_per_ready=64 << 20,
+            rng=random.Random(self.member_id ^ int(time.time())),
+        ))
+        if self.raftlog.is_new and cfg.initial_cluster_state == "new":
+            peers = []
+            for m in cfg.initial_cluster:
+                rec = MemberRecord(m.id, m.name, list(m.peer_urls), [])
+                ctx = internal_pb2.ConfChangeContext(member=rec.to_pb())
+                peers.append((m.id, ctx.SerializeToString()))
+            self.rn.bootstrap(peers)
+        self.transport = PeerTransport(self.member_id, self.cluster_id, self._on_messages,
+                                       self._on_unreachable, self._on_snapshot_status,
+                                       faults=self.faults, tls=None)
+        self._joining = self.raftlog.is_new and cfg.initial_cluster_state == "existing"
+        for m in cfg.initial_cluster:
+            if m.id != self.member_id and m.id not in self.membership.removed:
+                self.transport.add_peer(m.id, list(m.peer_urls))
+        for m in self.membership.sorted():
+            if m.id != self.member_id:
+                self.transport.add_peer(m.id, m.peer_urls)
+        self._note("start", f"member {self.member_id:x} started, term {self.rn.raft.term}, "
+                            f"commit {self.rn.raft.log.committed}")
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._run(), name="raft-loop"),
+                       loop.create_task(self._ticker(), name="raft-ticker"),
+                       loop.create_task(self._housekeeping(), name="housekeeping")]
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._wake.set()
+        for t in [*self._tasks, *self._bg_tasks]:
+            t.cancel()
+        for t in [*self._tasks, *self._bg_tasks]:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self.transport.close()
+        self._waiters.fail_all(errors.Stopped())
+        self._fail_reads(errors.Stopped())
+        self._io.shutdown(wait=True)
+        self.raftlog.close()
+        self.applier.close()
+
+    def _fail_reads(self, exc: Exception) -> None:
+        pending = self._read_waiters + [f for _, fs in self._reads_in_flight.values() for f in fs]
+        self._read_waiters, self._reads_in_flight = [], {}
+        for f in pending:
+            if not f.done():
+                f.set_exception(exc)
+
+    def _note(self, kind: str, text: str) -> None:
+        self.events.append(TimelineEvent(time.time(), kind, text))
+        log.info("%s: %s", kind, text)
+
+    # -- what handlers call ----------------------------------------------------------
+
+    def next_request_id(self) -> int:
+        self._req_seq += 1
+        return ((self.member_id & 0xFFFF) << 48) | (self._req_seq & ((1 << 48) - 1))
+
+    @property
+    def is_leader(self) -> bool:
+        return self.rn.raft.state is StateType.LEADER
+
+    @property
+    def is_learner(self) -> bool:
+        return self.rn.raft.is_learner
+
+    @property
+    def term(self) -> int:
+        return self.rn.raft.term
+
+    def header(self, revision: int | None = None) -> rpc_pb2.ResponseHeader:
+        return rpc_pb2.ResponseHeader(
+            cluster_id=self.cluster_id, member_id=self.member_id,
+            revision=self.applier.kv.current_rev if revision is None else revision,
+            raft_term=self.rn.raft.term)
+
+    async def propose(self, req: internal_pb2.InternalRequest, timeout: float):
+        """Replicate a request through the log and return what applying it
+        gave (an etcd response), raising its error. Waits for a leader while
+        there is none, up to the timeout (etcd's behaviour: the client sees
+        its own deadline fire on a minority member)."""
+        self._check_running()
+        if self.rn.raft.log.committed - self.rn.raft.log.applied > MAX_APPLY_LAG:
+            raise errors.TooManyRequests()
+        if not req.id:
+            req.id = self.next_request_id()
+        fut = self._waiters.register(req.id)
+        self._proposals.append(req.SerializeToString())
+        self.proposed_requests += 1
+        self._wake.set()
+        try:
+            result = await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            self._waiters.forget(req.id)
+            raise (errors.Timeout() if self.leader_id else errors.NoLeader()) from None
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def read_barrier(self, timeout: float) -> None:
+        """Linearizable read point (ReadIndex): returns once this member has
+        applied everything committed before the call."""
+        self._check_running()
+        fut = asyncio.get_running_loop().create_future()
+        self._read_waiters.append(fut)
+        self._wake.set()
+        deadline = time.monotonic() + timeout
+        try:
+            index = await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise (errors.Timeout() if self.leader_id else errors.NoLeader()) from None
+        if self.rn.raft.log.applied >= index:
+            return
+        try:
+            await asyncio.wait_for(self._waiters.wait_applied(index), max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise errors.TimeoutWaitAppliedIndex() from None
+
+    async def propose_conf_change(self, cc: pb.ConfChange, timeout: float) -> None:
+        """Propose a membership change and wait until it is applied here."""
+        self._check_running()
+        cc.id = self.next_request_id()
+        fut = self._waiters.register(cc.id)
+        self._conf_changes.append(cc)
+        self._wake.set()
+        try:
+            result = await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            self._waiters.forget(cc.id)
+            raise errors.Timeout() from None
+        if isinstance(result, Exception):
+            raise result
+
+    async def transfer_leadership(self, target: int, timeout: float) -> None:
+        if not self.is_leader:
+            raise errors.NotLeader()
+        if target not in self.rn.raft.voters or target == self.member_id:
+            raise errors.BadLeaderTransferee()
+        self._local_calls.append(lambda: self.rn.transfer_leader(target))
+        self._wake.set()
+        deadline = time.monotonic() + timeout
+        while self.leader_id != target:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise errors.Timeout()
+            self._leader_changed.clear()
+            try:
+                await asyncio.wait_for(self._leader_changed.wait(), min(left, 0.1))
+            except asyncio.TimeoutError:
+                pass
+
+    async def wait_leader(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.leader_id:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._leader_changed.clear()
+            try:
+                await asyncio.wait_for(self._leader_changed.wait(), min(left, 0.1))
+            except asyncio.TimeoutError:
+                pass
+        return True
+
+    def _check_running(self) -> None:
+        if self._stopped:
+            raise errors.Stopped()
+        if self._fatal is not None:
+            raise errors.Stopped()
+
+    # -- transport callbacks ---------------------------------------------------------
+
+    def _on_messages(self, msgs: list[pb.Message]) -> None:
+        self._incoming.extend(msgs)
+        self._wake.set()
+
+    def _on_unreachable(self, peer: int) -> None:
+        self._local_calls.append(lambda: self.rn.report_unreachable(peer))
+        self._wake.set()
+
+    def _on_snapshot_status(self, peer: int, ok: bool) -> None:
+        self._local_calls.append(lambda: self.rn.report_snapshot(peer, ok))
+        self._wake.set()
+
+    # -- the loop ------------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        interval = self.cfg.heartbeat_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            self._local_calls.append(self.rn.tick)
+            self._wake.set()
+
+    async def _run(self) -> None:
+        try:
+            while not self._stopped:
+                await self._wake.wait()
+                self._wake.clear()
+                self._feed_core()
+                while self.rn.has_ready() and not self._stopped:
+                    await self._handle_ready(self.rn.ready())
+                    # Requests that came in meanwhile join the next Ready.
+                    self._feed_core()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # a bug or a disk error: stop serving, loudly
+            self._fatal = e
+            log.critical("raft loop failed: %r", e, exc_info=True)
+            self._waiters.fail_all(errors.Stopped())
+            raise
+
+    def _feed_core(self) -> None:
+        rn = self.rn
+        calls, self._local_calls = self._local_calls, []
+        for call in calls:
+            call()
+        msgs, self._incoming = self._incoming, []
+        for m in msgs:
+            try:
+                rn.step(m)
+            except ProposalDroppedError:
+                pass
+            except ValueError:
+                log.warning("refused a local-only message from a peer: %s", m.type)
+        props, self._proposals = self._proposals, []
+        if props:
+            try:
+                rn.propose_many(props)
+            except ProposalDroppedError:
+                # No leader known yet: keep them for when there is one (the
+                # waiting clients' own deadlines bound how long).
+                self._proposals = props + self._proposals
+        ccs, self._conf_changes = self._conf_changes, []
+        for i, cc in enumerate(ccs):
+            try:
+                rn.propose_conf_change(cc)
+            except ProposalDroppedError:
+                self._conf_changes.extend(ccs[i:])
+                break
+        self._start_read_round()
+
+    def _start_read_round(self) -> None:
+        now = time.monotonic()
+        # A ReadIndex request can be lost (leader change, dropped message):
+        # retry rounds older than an election timeout.
+        stale = [c for c, (t, _) in self._reads_in_flight.items()
+                 if now - t > self.cfg.election_timeout_ms / 1000]
+        for c in stale:
+            _, futs = self._reads_in_flight.pop(c)
+            self._read_waiters = futs + self._read_waiters
+        if not self._read_waiters or self._reads_in_flight:
+            return
+        ctx = self.next_request_id().to_bytes(8, "big")
+        waiters, self._read_waiters = self._read_waiters, []
+        try:
+            self.rn.read_index(ctx)
+        except ProposalDroppedError:
+            self._read_waiters = waiters
+            return
+        self._reads_in_flight[ctx] = (now, waiters)
+
+    async def _handle_ready(self, rd) -> None:
+        rl = self.raftlog
+        if rd.soft_state is not None:
+            self._on_soft_state(rd.soft_state)
+        # 1. persist
+        if rd.snapshot is not None:
+            self._install_snapshot(rd.snapshot)
+        if rd.entries or rd.hard_state is not None:
+            if rd.must_sync:
+                await asyncio.get_running_loop().run_in_executor(self._io, rl.wal.save, rd.hard_state, rd.entries)
+                if rd.entries:
+                    rl.storage.append(rd.entries)
+                if rd.hard_state is not None:
+                    rl.storage.set_hard_state(rd.hard_state)
+            else:
+                rl.save(rd.hard_state, rd.entries)
+        # 2. send
+        if rd.messages:
+            self._send(rd.messages)
+        # 3. apply
+        if rd.committed_entries:
+            self._apply(rd.committed_entries)
+        # 4. answer reads
+        for rs in rd.read_states:
+            _, futs = self._reads_in_flight.pop(rs.request_ctx, (0, []))
+            for f in futs:
+                if not f.done():
+                    f.set_result(rs.index)
+        self.rn.advance(rd)
+        if rd.read_states:
+            self._start_read_round()
+        # 5. snapshot + compact
+        applied = self.rn.raft.log.applied
+        if applied - self._snapshot_index >= self.cfg.snapshot_count:
+            self._take_snapshot(applied)
+
+    def _on_soft_state(self, ss) -> None:
+        r = self.rn.raft
+        if ss.lead != self.leader_id:
+            old = self.leader_id
+            self.leader_id = ss.lead
+            self._leader_changed.set()
+            if ss.lead:
+                self._note("leader", f"leader is {ss.lead:x} in term {r.term}"
+                           + (f" (was {old:x})" if old else ""))
+            else:
+                self._note("leader", f"no leader (term {r.term})")
+        if ss.state is StateType.LEADER:
+            self.applier.lessor.promote(time.monotonic(), extend=self.cfg.election_timeout_ms / 1000)
+        else:
+            self.applier.lessor.demote()
+        if ss.state in (StateType.CANDIDATE, StateType.PRE_CANDIDATE):
+            self._note("election", f"{ss.state.value} for term {r.term + (ss.state is StateType.PRE_CANDIDATE)}")
+
+    def _send(self, msgs: list[pb.Message]) -> None:
+        for i, m in enumerate(msgs):
+            if m.type == pb.MsgSnap:
+                msgs[i] = self._merged_snapshot_message(m)
+        self.transport.send(msgs)
+
+    def _merged_snapshot_message(self, m: pb.Message) -> pb.Message:
+        """The core asks to send its last snapshot; like etcd we send the
+        store as it is now instead (the snap file holds no data), with the
+        raft metadata of the current applied index."""
+        r = self.rn.raft
+        applied = r.log.applied
+        out = pb.Message()
+        out.CopyFrom(m)
+        out.snapshot.data = self.applier.snapshot_bytes()
+        md = out.snapshot.metadata
+        md.index = applied
+        md.term = r.log.term(applied) or m.snapshot.metadata.term
+        md.conf_state.CopyFrom(r.conf_state())
+        self._note("snapshot", f"sending snapshot at {applied} ({len(out.snapshot.data)} bytes) to {m.to:x}")
+        return out
+
+    def _install_snapshot(self, snap: pb.Snapshot) -> None:
+        md = snap.metadata
+        self.applier.restore(snap.data)
+        self.membership.reload()
+        self._sync_peers()
+        self.raftlog.save_snapshot(snap)
+        self._snapshot_index = md.index
+        self._note("snapshot", f"installed snapshot at {md.index} (term {md.term}) from the leader")
+        self._waiters.applied_to(md.index)
+
+    def _take_snapshot(self, applied: int) -> None:
+        # The store must be durable before the log below it is dropped.
+        self.applier.sync()
+        self._snapshot_index = self.raftlog.compact(applied, self.rn.raft.conf_state(), CATCH_UP_ENTRIES)
+        self._note("snapshot", f"snapshot at {applied}, log compacted")
+
+    # -- applying ------------------------------------------------------------------
+
+    def _apply(self, ents: list[pb.Entry]) -> None:
+        term = self.rn.raft.term
+        batch: list[internal_pb2.InternalRequest] = []
+        indexes: list[int] = []
+        last_index = 0
+
+        def flush() -> None:
+            if not last_index:
+                return
+            results = self.applier.apply_batch(last_index, batch, term=term, indexes=indexes)
+            for req, res in zip(batch, results):
+                if res is not None:
+                    self._after_apply(req, res)
+                    self._waiters.trigger(req.id, res)
+            self.applied_requests += len(batch)
+            batch.clear()
+            indexes.clear()
+
+        for e in ents:
+            if e.type == pb.EntryConfChange:
+                flush()
+                last_index = 0
+                self._apply_conf_change(e)
+                continue
+            last_index = e.index
+            if e.data:
+                req = internal_pb2.InternalRequest()
+                try:
+                    req.ParseFromString(e.data)
+                except Exception:
+                    log.error("undecodable entry at %d, skipped", e.index)
+                    continue
+                batch.append(req)
+                indexes.append(e.index)
+        flush()
+        self._waiters.applied_to(ents[-1].index)
+
+    def _after_apply(self, req: internal_pb2.InternalRequest, res) -> None:
+        kind = req.WhichOneof("request")
+        if kind == "member_attributes":
+            pass
+        elif kind == "alarm" and not isinstance(res, Exception):
+            self._note("alarm", f"alarm {rpc_pb2.AlarmRequest.AlarmAction.Name(req.alarm.action)} "
+                                f"{rpc_pb2.AlarmType.Name(req.alarm.alarm)}")
+        elif kind == "compaction" and not isinstance(res, Exception):
+            self._note("compaction", f"compacted to revision {req.compaction.revision}")
+
+    def _apply_member_attributes(self, req: internal_pb2.InternalRequest):
+        m = req.member_attributes
+        self.membership.set_attributes(m.ID, m.name, list(m.clientURLs))
+        return rpc_pb2.MemberUpdateResponse()
+
+    def _apply_conf_change(self, e: pb.Entry) -> None:
+        cc = pb.ConfChange()
+        cc.ParseFromString(e.data)
+        ctx = internal_pb2.ConfChangeContext()
+        if cc.context:
+            ctx.ParseFromString(cc.context)
+        already = e.index <= self.applier.consistent_index
+        self.rn.apply_conf_change(cc)
+        if not already:
+            t = cc.type
+            if t in (pb.ConfChangeAddNode, pb.ConfChangeAddLearnerNode):
+                if t == pb.ConfChangeAddNode and cc.node_id in self.membership.members:
+                    self.membership.promote(cc.node_id)
+                    self._note("member", f"member {cc.node_id:x} promoted to voter")
+                else:
+                    rec = MemberRecord.from_pb(ctx.member)
+                    rec.id = cc.node_id
+                    rec.is_learner = t == pb.ConfChangeAddLearnerNode
+                    self.membership.add(rec)
+                    self._note("member", f"member {cc.node_id:x} ({rec.name or 'unnamed'}) added"
+                                         + (" as learner" if rec.is_learner else ""))
+            elif t == pb.ConfChangeRemoveNode:
+                self.membership.remove(cc.node_id)
+                self._note("member", f"member {cc.node_id:x} removed")
+            elif t == pb.ConfChangeUpdateNode:
+                self.membership.update_peer_urls(cc.node_id, list(ctx.member.peerURLs))
+            # The member table and the applied index move together.
+            self.applier.apply_batch(e.index, [], term=self.rn.raft.term)
+        self._sync_peers()
+        if cc.node_id == self.member_id and cc.type == pb.ConfChangeRemoveNode:
+            self._note("member", "this member was removed from the cluster")
+        self._waiters.trigger(cc.id, None)
+
+    def _sync_peers(self) -> None:
+        for m in self.membership.sorted():
+            if m.id != self.member_id:
+                self.transport.add_peer(m.id, m.peer_urls)
+        for mid in self.membership.removed:
+            if mid in self.transport.peers():
+                self.transport.remove_peer(mid)
+
+    # -- periodic work -------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        """Lease expiry (leader), catching up unsynced watchers, publishing
+        our client URLs once."""
+        published = False
+        while True:
+            await asyncio.sleep(0.1)
+            if self._stopped:
+                return
+            try:
+                hub = self.applier.hub
+                if hub.unsynced_count:
+                    hub.sync_unsynced(max_events=1000)
+                if self.is_leader:
+                    for lid in self.applier.lessor.expired(time.monotonic()):
+                        req = internal_pb2.InternalRequest(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lid))
+                        self._background(self.propose(req, 5.0))
+                if not published and self.leader_id:
+                    published = True
+                    self._background(self._publish())
+            except Exception:
+                log.exception("housekeeping failed")
+
+    def _background(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(self._quiet(coro))
+        self._bg_tasks.add(task)
+        task.add_done_callback(self._bg_tasks.discard)
+
+    async def _publish(self) -> None:
+        me = self.membership.members.get(self.member_id)
+        urls = list(self.cfg.advertise_client_urls)
+        if me is not None and me.client_urls == urls and me.name == self.cfg.name:
+            return
+        rec = MemberRecord(self.member_id, self.cfg.name, list(self.cfg.initial_advertise_peer_urls), urls)
+        req = internal_pb2.InternalRequest(member_attributes=rec.to_pb())
+        for _ in range(10):
+            try:
+                await self.propose(req, 5.0)
+                return
+            except (errors.ServerError, mvcc_errors.MVCCError) as e:
+                log.info("publish failed, retrying: %s", e)
+                req.id = 0
+
+    @staticmethod
+    async def _quiet(coro) -> None:
+        try:
+            await coro
+        except Exception as e:
+            log.debug("background proposal failed: %s", e)
