@@ -1,0 +1,62 @@
+"""Console tests: helpers to drive the app with key presses and wait on conditions.
+
+pytest 8 has no built-in async tests and we add no plugin: each async test
+body runs through `run()` (a fresh event loop per test, so gRPC channels are
+born and die in the loop that uses them).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Awaitable, Callable
+
+import pytest
+
+DEFAULT_WAIT = 10.0
+
+
+def run(coro: Awaitable, timeout: float = 60.0):
+    """Run one test coroutine with an overall deadline."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def until(pilot, condition: Callable[[], object], timeout: float = DEFAULT_WAIT,
+                what: str = "condition"):
+    """Let the app run until `condition()` is truthy; fail after `timeout` seconds.
+
+    Synchronisation is on observable state, never on a fixed sleep: the pause
+    is only how long to let the app work between two looks."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await pilot.pause(0.05)
+
+
+async def type_text(pilot, text: str) -> None:
+    await pilot.press(*text)
+
+
+async def fill(pilot, *values: str) -> None:
+    """Fill the open form: each field cleared (ctrl+u), typed, enter."""
+    for value in values:
+        await pilot.press("end", "ctrl+u")
+        await type_text(pilot, value)
+        await pilot.press("enter")
+
+
+@pytest.fixture
+def fixed_clock_and_tz(monkeypatch):
+    """Snapshot determinism: UTC time stamps, no cursor blink."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    from textual.widgets import Input
+
+    monkeypatch.setattr(Input, "cursor_blink", False, raising=False)
+    yield
+    monkeypatch.undo()
+    time.tzset()
