@@ -24,12 +24,19 @@ class AlarmStore:
 
     def load(self) -> None:
         self._alarms = set(self._b.alarms())
+        self._refresh()
+
+    def _refresh(self) -> None:
+        # Checked before every applied request: keep them as plain flags.
+        self.nospace = any(a == NOSPACE for _, a in self._alarms)
+        self.corrupt = any(a == CORRUPT for _, a in self._alarms)
 
     def activate(self, member_id: int, alarm: int) -> tuple[int, int]:
         m = (member_id, alarm)
         if m not in self._alarms:
             self._alarms.add(m)
             self._b.put_alarm(member_id, alarm)
+            self._refresh()
         return m
 
     def deactivate(self, member_id: int, alarm: int) -> tuple[int, int] | None:
@@ -38,6 +45,7 @@ class AlarmStore:
             return None
         self._alarms.discard(m)
         self._b.delete_alarm(member_id, alarm)
+        self._refresh()
         return m
 
     def get(self, alarm: int = NONE) -> list[tuple[int, int]]:
@@ -45,4 +53,8 @@ class AlarmStore:
         return sorted(m for m in self._alarms if alarm == NONE or m[1] == alarm)
 
     def active(self, alarm: int) -> bool:
+        if alarm == NOSPACE:
+            return self.nospace
+        if alarm == CORRUPT:
+            return self.corrupt
         return any(m[1] == alarm for m in self._alarms)

@@ -150,9 +150,10 @@ class Applier:
             refusal = self.precheck(req)
             if refusal is not None:
                 return refusal
-        if self.alarms.active(CORRUPT) and kind in _CORRUPTIBLE:
+        alarms = self.alarms
+        if alarms.corrupt and kind in _CORRUPTIBLE:
             return errors.Corrupt()
-        if kind in _GROWING and self.alarms.active(NOSPACE) and cost(req) > 0:
+        if alarms.nospace and kind in _GROWING and cost(req) > 0:
             return errors.NoSpace()
         try:
             if kind == "put":

@@ -116,8 +116,11 @@ class Backend:
 
     def get_rows(self, revs: list[bytes]) -> dict[bytes, bytes]:
         """rev -> kv blob for the given revision keys (missing ones absent)."""
-        out: dict[bytes, bytes] = {}
         db = self._db
+        if len(revs) == 1:
+            r = db.execute("SELECT kv FROM kv WHERE rev = ?", revs).fetchone()
+            return {revs[0]: r[0]} if r is not None else {}
+        out: dict[bytes, bytes] = {}
         # One statement per chunk instead of one per key.
         for i in range(0, len(revs), 500):
             chunk = revs[i:i + 500]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from typing import Iterator
 
-from sortedcontainers import SortedDict
+from sortedcontainers import SortedDict, SortedList
 
 # Larger than any sub revision: (r, _MAX_SUB) sorts after every (r, sub).
 _MAX_SUB = 1 << 64
@@ -206,10 +206,19 @@ class KeyIndex:
     Range convention (etcd's, after ``mkGteRange``): ``end is None`` means
     the single key ``key``; ``end == b""`` means every key >= ``key``;
     otherwise the half-open interval ``[key, end)``.
+
+    Besides the histories it keeps the sorted list of keys that exist now
+    (``_live``): a read at the latest revision, the common case, then
+    counts a range with two bisections and walks only the keys it returns,
+    instead of visiting every key in the range (etcd visits them all).
     """
 
     def __init__(self) -> None:
         self._keys: SortedDict = SortedDict()
+        self._live: SortedList = SortedList()
+        # Invariant: latest_rev >= every revision in the index, so a read at
+        # at_rev >= latest_rev sees exactly the keys in _live.
+        self.latest_rev = 0
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -217,24 +226,37 @@ class KeyIndex:
     def history(self, key: bytes) -> KeyHistory | None:
         return self._keys.get(key)
 
-    def put(self, key: bytes, main: int, sub: int) -> None:
-        h = self._keys.get(key)
+    def put(self, key: bytes, main: int, sub: int, h: KeyHistory | None = None) -> None:
+        """Record a put; ``h`` is the key's history if the caller looked it up already."""
         if h is None:
-            h = KeyHistory(key)
-            self._keys[key] = h
+            h = self._keys.get(key)
+            if h is None:
+                h = KeyHistory(key)
+                self._keys[key] = h
+        if not h.generations[-1].revs:
+            self._live.add(key)
         h.put(main, sub)
+        self.latest_rev = main
 
     def tombstone(self, key: bytes, main: int, sub: int) -> None:
         h = self._keys.get(key)
         if h is None:
             raise KeyError(key)
         h.tombstone(main, sub)
+        self._live.remove(key)
+        self.latest_rev = main
 
     def restore(self, key: bytes, created: int, modified: Rev, ver: int) -> KeyHistory:
+        """Add a key read back from the backend (call finish_restore() at the end)."""
         h = KeyHistory(key)
         h.restore(created, modified, ver)
         self._keys[key] = h
         return h
+
+    def finish_restore(self, latest_rev: int) -> None:
+        """Derive the live-key list after histories were rebuilt directly."""
+        self._live = SortedList(k for k, h in self._keys.items() if h.is_live())
+        self.latest_rev = latest_rev
 
     def get(self, key: bytes, at_rev: int) -> tuple[Rev, int, int] | None:
         h = self._keys.get(key)
@@ -259,30 +281,49 @@ class KeyIndex:
         for k in it:
             yield keys[k]
 
-    def revisions(self, key: bytes, end: bytes | None, at_rev: int) -> list[tuple[bytes, Rev]]:
-        """(key, revision) of every key in the range that exists at at_rev, by key."""
+    def revisions(self, key: bytes, end: bytes | None, at_rev: int, limit: int = 0) -> tuple[list[tuple[bytes, Rev]], int]:
+        """(key, revision) of keys in the range existing at at_rev, by key, and their count.
+
+        With limit > 0 only the first ``limit`` pairs are returned; the count
+        is always the full one.
+        """
+        if end is None:
+            h = self._keys.get(key)
+            if h is None:
+                return [], 0
+            r = h.get(at_rev)
+            return ([(key, r[0])], 1) if r is not None else ([], 0)
+        if end and end <= key:
+            return [], 0
+        if at_rev >= self.latest_rev:
+            live = self._live
+            lo = live.bisect_left(key)
+            hi = live.bisect_left(end) if end else len(live)
+            n = hi - lo
+            if limit <= 0 or limit > n:
+                limit = n
+            keys = self._keys
+            out = []
+            for k in live.islice(lo, lo + limit):
+                out.append((k, keys[k].generations[-1].revs[-1]))
+            return out, n
         out = []
         append = out.append
+        total = 0
         for h in self.histories(key, end):
-            # Inline of KeyHistory.get's fast path: most reads are at the
-            # current revision of live keys.
-            g = h.generations[-1]
-            revs = g.revs
-            if revs and revs[-1][0] <= at_rev:
-                append((h.key, revs[-1]))
-                continue
-            r = h.get(at_rev)
-            if r is not None:
-                append((h.key, r[0]))
-        return out
-
-    def count(self, key: bytes, end: bytes | None, at_rev: int) -> int:
-        n = 0
-        for h in self.histories(key, end):
+            # Inline of KeyHistory.get's fast path.
             revs = h.generations[-1].revs
-            if (revs and revs[-1][0] <= at_rev) or h.get(at_rev) is not None:
-                n += 1
-        return n
+            if revs and revs[-1][0] <= at_rev:
+                r = revs[-1]
+            else:
+                got = h.get(at_rev)
+                if got is None:
+                    continue
+                r = got[0]
+            total += 1
+            if limit <= 0 or total <= limit:
+                append((h.key, r))
+        return out, total
 
     def compact(self, at_rev: int) -> set[Rev]:
         """Compact every key at at_rev; return the revisions still needed <= at_rev."""

@@ -146,6 +146,7 @@ class KVStore:
                     h.put(main, sub)
                 live_lease[key] = kv.lease
             cur = main
+        index.finish_restore(cur)
         finished = b.get_meta("finished_compact_rev", -1)
         scheduled = b.get_meta("scheduled_compact_rev", -1)
         self.compact_rev = max(finished, scheduled)
@@ -242,7 +243,7 @@ class KVStore:
                 old_lease = self.lessor.lease_of(key)
         kv = KeyValue(key=key, value=value, create_revision=created, mod_revision=rev, version=ver, lease=lease)
         self._pending[rev_to_bytes(rev, sub)] = kv.SerializeToString()
-        self.index.put(key, rev, sub)
+        self.index.put(key, rev, sub, h)
         w.changes.append((PUT, kv))
         if old_lease != lease:
             if old_lease != NO_LEASE:
@@ -261,7 +262,7 @@ class KVStore:
             self.lessor.detach(lid, key)
 
     def _delete_range(self, w: _Write, key: bytes, end: bytes | None) -> int:
-        pairs = self.index.revisions(key, end, w.read_rev())
+        pairs, _ = self.index.revisions(key, end, w.read_rev())
         for k, _ in pairs:
             self._delete(w, k)
         return len(pairs)
@@ -291,12 +292,6 @@ class KVStore:
 
     def _range_into(self, req: rpc_pb2.RangeRequest, cur: int, out: rpc_pb2.RangeResponse) -> None:
         rev = self._check_rev(req.revision, cur)
-        pairs = self.index.revisions(req.key, mk_gte_range(req.range_end), rev)
-        out.header.revision = cur
-        n = len(pairs)
-        out.count = n
-        if req.count_only or n == 0:
-            return
         limit = req.limit
         # etcd fetches everything only for an explicit sort order or a
         # revision filter; otherwise it fetches limit+1 keys in key order and
@@ -306,11 +301,22 @@ class KVStore:
             req.sort_order or req.min_mod_revision or req.max_mod_revision
             or req.min_create_revision or req.max_create_revision
         )
-        if not fetch_all and not req.sort_target:
-            # Index order is key order: no need to look at the values to
-            # apply the limit.
+        plain = not fetch_all and not req.sort_target
+        if req.count_only:
+            want = 1
+        elif fetch_all or limit <= 0:
+            want = 0
+        else:
+            want = limit if plain else limit + 1
+        pairs, n = self.index.revisions(req.key, mk_gte_range(req.range_end), rev, want)
+        out.header.revision = cur
+        out.count = n
+        if req.count_only or n == 0:
+            return
+        if plain:
+            # Index order is key order: the index applied the limit without
+            # looking at any value.
             if 0 < limit < n:
-                pairs = pairs[:limit]
                 out.more = True
             blobs = self._fetch([rev_to_bytes(m, s) for _, (m, s) in pairs])
             if req.keys_only:
@@ -323,8 +329,6 @@ class KVStore:
                 # wire form (field 2, length-delimited): one parse for all.
                 out.MergeFromString(b"".join([b"\x12" + _varint(len(x)) + x for x in blobs]))
             return
-        if not fetch_all and limit > 0:
-            pairs = pairs[:limit + 1]
         parse = KeyValue.FromString
         kvs = [parse(x) for x in self._fetch([rev_to_bytes(m, s) for _, (m, s) in pairs])]
         if req.max_mod_revision:
@@ -410,7 +414,7 @@ class KVStore:
     def _delete_into(self, w: _Write, req: rpc_pb2.DeleteRangeRequest, out: rpc_pb2.DeleteRangeResponse) -> None:
         end = mk_gte_range(req.range_end)
         if req.prev_kv:
-            pairs = self.index.revisions(req.key, end, w.read_rev())
+            pairs, _ = self.index.revisions(req.key, end, w.read_rev())
             if pairs:
                 out.MergeFromString(b"".join(
                     [b"\x1a" + _varint(len(x)) + x for x in self._fetch([rev_to_bytes(*r) for _, r in pairs])]
@@ -441,7 +445,7 @@ class KVStore:
     # -- Txn ------------------------------------------------------------------
 
     def _compare(self, c: rpc_pb2.Compare, at_rev: int) -> bool:
-        pairs = self.index.revisions(c.key, mk_gte_range(c.range_end), at_rev)
+        pairs, _ = self.index.revisions(c.key, mk_gte_range(c.range_end), at_rev)
         target = c.target
         if not pairs:
             # A value cannot be compared on a missing key (nil == "" on the

@@ -28,7 +28,9 @@ Delivery: a watcher has a ``notify(watcher)`` callback, called (once per
 ``notify``/``sync_unsynced`` call, at most) when it got new events or was
 cancelled; it must be cheap (e.g. set an asyncio Event). The consumer then
 calls ``watcher.take_events()`` and sends them with
-``watcher.revision`` as the response header revision.
+``watcher.revision`` as the response header revision. Event objects may be
+shared between watchers: treat them as read-only (copying them into a
+WatchResponse is fine).
 
 Not thread-safe; run from the thread that runs the applier, outside batches.
 """
@@ -256,39 +258,84 @@ class WatchHub:
         return True
 
     def notify(self, changes: list[RevisionChanges]) -> None:
-        """Fan the changes of a committed batch out to the synced watchers."""
+        """Fan the changes of a committed batch out to the synced watchers.
+
+        Work is done per group of watchers on the same key or range: the
+        matching changes are found once per group, and a watcher without
+        prev_kv or filters whose buffer has room takes the whole batch's
+        events (shared Event objects) in one extend.
+        """
         if not self._watchers:
             return
         notified: dict[int, Watcher] = {}
-        keys, ranges = self._synced_keys, self._synced_ranges
-        for rev, chs in changes:
-            per: dict[Watcher, list[Event]] = {}
-            cache: dict = {}
-            for typ, kv in chs:
-                key = kv.key
-                ws = keys.get(key)
-                if ws:
-                    for w in ws:
-                        if rev >= w.min_rev:
-                            ev = self._event(w, typ, kv, cache)
-                            if ev is not None:
-                                per.setdefault(w, []).append(ev)
-                for (lo, hi), ws in ranges.items():
-                    if lo <= key and (not hi or key < hi):
-                        for w in ws:
-                            if rev >= w.min_rev:
-                                ev = self._event(w, typ, kv, cache)
-                                if ev is not None:
-                                    per.setdefault(w, []).append(ev)
-            victims = [w for w, evs in per.items() if not self._offer(w, rev, evs, notified)]
-            for w in victims:
-                # Too slow: catch it up from history once it drains its buffer.
-                self._remove_synced(w)
-                w.min_rev = rev
-                self._unsynced.add(w)
+        victims: list[tuple[Watcher, int]] = []
+        cache: dict[int, Event] = {}
+        for (lo, hi), ws in self._synced_ranges.items():
+            revs = []
+            for rev, chs in changes:
+                m = [c for c in chs if lo <= c[1].key and (not hi or c[1].key < hi)]
+                if m:
+                    revs.append((rev, m))
+            if revs:
+                self._deliver(ws, revs, cache, notified, victims)
+        if self._synced_keys:
+            keys = self._synced_keys
+            per_key: dict[bytes, list] = {}
+            for rev, chs in changes:
+                for c in chs:
+                    k = c[1].key
+                    if k in keys:
+                        revs = per_key.setdefault(k, [])
+                        if revs and revs[-1][0] == rev:
+                            revs[-1][1].append(c)
+                        else:
+                            revs.append((rev, [c]))
+            for k, revs in per_key.items():
+                self._deliver(keys[k], revs, cache, notified, victims)
+        for w, rev in victims:
+            # Too slow: catch it up from history once it drains its buffer.
+            self._remove_synced(w)
+            w.min_rev = rev
+            self._unsynced.add(w)
         for w in notified.values():
             if w.notify is not None:
                 w.notify(w)
+
+    def _deliver(self, ws: set[Watcher], revs: list[RevisionChanges], cache: dict[int, Event],
+                 notified: dict[int, Watcher], victims: list[tuple[Watcher, int]]) -> None:
+        """Offer one group's matching changes (by revision) to each of its watchers."""
+        first, last = revs[0][0], revs[-1][0]
+        shared: list[Event] | None = None
+        for w in ws:
+            buf = w.buffer
+            if not (w.prev_kv or w.no_put or w.no_delete or w.min_rev > first):
+                if shared is None:
+                    shared = []
+                    for _, chs in revs:
+                        for typ, kv in chs:
+                            ev = cache.get(id(kv))
+                            if ev is None:
+                                ev = cache[id(kv)] = Event(type=typ, kv=kv)
+                            shared.append(ev)
+                if len(buf) + len(shared) <= w.max_buffered:
+                    buf.extend(shared)
+                    w.min_rev = last + 1
+                    w._revision = last
+                    notified[w.id] = w
+                    continue
+            # One revision at a time: filters, prev_kv, a start in the
+            # future, or a buffer close to full.
+            for rev, chs in revs:
+                if rev < w.min_rev:
+                    continue
+                evs = []
+                for typ, kv in chs:
+                    ev = self._event(w, typ, kv, cache)
+                    if ev is not None:
+                        evs.append(ev)
+                if evs and not self._offer(w, rev, evs, notified):
+                    victims.append((w, rev))
+                    break
 
     # -- catching up ----------------------------------------------------------
 

@@ -101,14 +101,17 @@ def test_index_ranges():
     for i, k in enumerate([b"a", b"b", b"ba", b"c", b"d"]):
         ix.put(k, 2 + i, 0)
     ix.tombstone(b"c", 7, 0)
-    keys = lambda key, end, at=10: [k for k, _ in ix.revisions(key, end, at)]
+    keys = lambda key, end, at=10: [k for k, _ in ix.revisions(key, end, at)[0]]
     assert keys(b"b", None) == [b"b"]
     assert keys(b"b", b"c") == [b"b", b"ba"]
     assert keys(b"b", b"") == [b"b", b"ba", b"d"]
     assert keys(b"b", b"", 6) == [b"b", b"ba", b"c", b"d"]
     assert keys(b"c", b"b") == []
     assert keys(b"zz", None) == []
-    assert ix.count(b"", b"", 10) == 4
+    assert ix.revisions(b"", b"", 10)[1] == 4
+    assert ix.revisions(b"", b"", 6)[1] == 5
+    assert ix.revisions(b"", b"", 10, limit=2) == ([(b"a", (2, 0)), (b"b", (3, 0))], 4)
+    assert ix.revisions(b"", b"", 6, limit=2) == ([(b"a", (2, 0)), (b"b", (3, 0))], 5)
     avail = ix.compact(8)
     assert ix.history(b"c") is None
     assert avail == {(2, 0), (3, 0), (4, 0), (6, 0)}

@@ -243,3 +243,22 @@ def test_fan_out_to_many_watchers(h):
 def test_empty_range_is_refused(h):
     with pytest.raises(ValueError):
         h.a.hub.watch(b"b", b"a")
+
+
+def test_victim_in_the_middle_of_a_batch(tmp_path):
+    h = Harness.in_dir(tmp_path, watch_buffer_events=8)
+    hub = h.a.hub
+    w = hub.watch(b"m/", b"m0")
+    plain = hub.watch(b"m/", b"m0")
+    expected = []
+    for b in range(6):
+        reqs = [put_req(f"m/{b}{i}", str(i)) for i in range(5)]
+        h.apply(*reqs)
+        expected += [("P", f"m/{b}{i}", h.rev - 4 + i, str(i)) for i in range(5)]
+        assert [ev(e) for e in plain.take_events()] == expected[-5:]
+    # w took 5, then 3 of the second batch fit (8), then it became a victim
+    got = [ev(e) for e in w.take_events()]
+    assert got == expected[:8] and not w.synced
+    got += drain_all(hub, w, max_events=4)
+    assert got == expected
+    h.close()
