@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 from engine.proto import internal_pb2, rpc_pb2
 
 from . import errors
-from .alarm import CORRUPT, NOSPACE, AlarmStore
+from .alarm import NOSPACE, AlarmStore
 from .backend import Backend
 from .kvstore import KVStore
 from .lease import DEFAULT_MIN_TTL, Lessor
@@ -258,6 +258,20 @@ class Applier:
 
     def db_size_in_use(self) -> int:
         return self.backend.db_size_in_use()
+
+    def compact_step(self) -> bool:
+        """Advance a pending physical compaction by one bounded chunk, in its
+        own transaction; True when none is pending. Apply batches advance it
+        too; call this when idle, or until True before answering a
+        CompactionRequest with physical=true."""
+        if self.kv.compaction_pending:
+            self.kv.begin_batch()
+            try:
+                self.kv.commit_batch()
+            except BaseException:
+                self.kv.abort_batch()
+                raise
+        return not self.kv.compaction_pending
 
     def defrag(self) -> None:
         """Finish any pending physical compaction, then VACUUM."""

@@ -10,9 +10,10 @@ Semantics after etcd's ``lease/lessor.go`` (3.4):
   leases never expire ("forever"); ``promote(now)`` starts every lease's
   clock afresh from its remaining TTL (checkpointed) or its granted TTL, as
   etcd does on a new leader; ``demote()`` stops them again.
-* Time is injected. ``now`` is a number of seconds passed in by the server
-  (or taken from the ``clock`` callable it gave us); nothing here reads the
-  wall clock, so tests drive expiry with a fake clock.
+* Time is injected. ``now`` is a number of seconds passed in by the server;
+  a grant applied while primary starts its lease at ``clock()`` if a clock
+  callable was given, else at the last ``now`` the server passed in.
+  Nothing here reads the wall clock, so tests drive expiry with a fake clock.
 * Expiry does not delete anything: ``expired(now)`` tells the server which
   leases to revoke, and it proposes LeaseRevoke through the log.
 
@@ -69,6 +70,7 @@ class Lessor:
         self._b = backend
         self.min_ttl = min_ttl
         self._clock = clock
+        self._last_now = 0.0
         self._leases: dict[int, Lease] = {}
         self._item_map: dict[bytes, int] = {}  # key -> lease id
         self.primary = False
@@ -85,9 +87,11 @@ class Lessor:
                 l.refresh(now)
 
     def _now(self) -> float:
-        if self._clock is None:
-            raise RuntimeError("a primary lessor needs a clock")
-        return self._clock()
+        return self._clock() if self._clock is not None else self._last_now
+
+    def _seen(self, now: float) -> float:
+        self._last_now = now
+        return now
 
     # -- queries ----------------------------------------------------------
 
@@ -168,6 +172,7 @@ class Lessor:
         revoked at most ``limit`` per expired() call instead.
         """
         self.primary = True
+        self._seen(now)
         for l in self._leases.values():
             l.refresh(now, extend)
             l.offered_at = -_FOREVER
@@ -181,6 +186,7 @@ class Lessor:
         """Renew a lease; returns its TTL. Primary only."""
         if not self.primary:
             raise errors.LeaseNotPrimary()
+        self._seen(now)
         l = self._leases.get(lease_id)
         if l is None:
             raise errors.LeaseNotFound()
@@ -216,6 +222,7 @@ class Lessor:
         """
         if not self.primary:
             return []
+        self._seen(now)
         due = [
             l for l in self._leases.values()
             if l.expiry <= now and now - l.offered_at >= EXPIRED_RETRY_INTERVAL

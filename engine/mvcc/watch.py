@@ -42,7 +42,7 @@ from typing import Callable, Iterable
 from engine.proto import kv_pb2, rpc_pb2
 
 from . import errors
-from .kvstore import DELETE, PUT, Change, KVStore, RevisionChanges, mk_gte_range
+from .kvstore import DELETE, PUT, KVStore, RevisionChanges, mk_gte_range
 
 Event = kv_pb2.Event
 NOPUT = rpc_pb2.WatchCreateRequest.NOPUT

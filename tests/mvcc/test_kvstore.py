@@ -228,3 +228,18 @@ def test_range_through_the_log_is_a_read(h):
     (r,) = h.apply(range_req("x"))
     assert isinstance(r, rpc_pb2.RangeResponse) and r.kvs[0].value == b"1"
     assert h.rev == 2
+
+
+def test_compact_step_finishes_a_physical_compaction_when_idle(tmp_path, monkeypatch):
+    import engine.mvcc.kvstore as kvstore
+    monkeypatch.setattr(kvstore, "COMPACT_ROWS_PER_BATCH", 4)
+    h = Harness.in_dir(tmp_path)
+    for i in range(20):
+        h.put("k", str(i))
+    h.compact(h.rev)
+    steps = 1
+    while not h.a.compact_step():
+        steps += 1
+    assert steps > 3 and h.a.backend.row_count() == 1
+    assert h.a.backend.get_meta("finished_compact_rev") == h.rev
+    h.close()

@@ -159,3 +159,13 @@ def test_failed_put_with_lease_leaves_no_change(h):
     (r,) = h.apply(put_req("k", "v", lease=42))
     assert isinstance(r, errors.LeaseNotFound)
     assert h.a.hash_kv() == before and h.rev == 1
+
+
+def test_primary_without_clock_uses_the_last_now_it_was_given(tmp_path):
+    h = Harness.in_dir(tmp_path, min_lease_ttl=1)
+    l = h.a.lessor
+    l.promote(50.0)
+    h.do(Grant(ID=1, TTL=10))
+    assert l.expired(59.0) == []
+    assert l.expired(60.0) == [1]
+    h.close()
