@@ -62,3 +62,55 @@ def etcd_cluster_factory(
     finally:
         for cluster in started:
             cluster.stop()
+
+
+# --- raftnode (tests/support/raftnode.py) -------------------------------------
+# Fixtures that run our own member, `python -m engine`, as real processes.
+from tests.support import raftnode as _support_raftnode  # noqa: E402
+
+
+@_pytest.fixture(scope="session")
+def raftnode_binary() -> list[str]:
+    """argv prefix that runs a member ([python, -m, engine]). Skips -- or fails under
+    RAFTUI_REQUIRE_ETCD=1 -- if the engine cannot be imported (it always can; symmetry)."""
+    try:
+        import engine.cli.main  # noqa: F401
+    except Exception as e:  # noqa: BLE001
+        msg = f"engine cannot be imported: {e}"
+        if _support_require.etcd_required():
+            _pytest.fail(msg, pytrace=False)
+        _pytest.skip(msg)
+    return _support_raftnode.raftnode_command()
+
+
+@_pytest.fixture(scope="module")
+def raftnode3(raftnode_binary, tmp_path_factory) -> _Iterator[_support_raftnode.RaftnodeCluster]:
+    """A fresh 3-member raftnode cluster (fault injection on) per test module."""
+    cluster = _support_raftnode.start_raftnode_cluster(tmp_path_factory.mktemp("raftnode3"), size=3)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@_pytest.fixture
+def raftnode_cluster_factory(
+    raftnode_binary, tmp_path_factory
+) -> _Iterator[_Callable[..., _support_raftnode.RaftnodeCluster]]:
+    """make(size=3, extra_args=(), *, fault_injection=True, timeout=30.0) -> a fresh cluster,
+    stopped after the test."""
+    started: list[_support_raftnode.RaftnodeCluster] = []
+
+    def make(size: int = 3, extra_args=(), *, fault_injection: bool = True,
+             timeout: float = 30.0) -> _support_raftnode.RaftnodeCluster:
+        cluster = _support_raftnode.start_raftnode_cluster(
+            tmp_path_factory.mktemp(f"raftnode{size}"), size=size, extra_args=extra_args,
+            fault_injection=fault_injection, timeout=timeout)
+        started.append(cluster)
+        return cluster
+
+    try:
+        yield make
+    finally:
+        for cluster in started:
+            cluster.stop()
