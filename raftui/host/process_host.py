@@ -118,10 +118,16 @@ class ProcessHost(ClusterHost):
         p.reap(5.0)
 
     def pause(self, name: str) -> None:
-        os.kill(self._running(name).pid, signal.SIGSTOP)
+        p = self._running(name)
+        os.kill(p.pid, signal.SIGSTOP)
+        # Signals are delivered asynchronously; return once the stop shows,
+        # so state() right after pause() tells the truth.
+        _wait_for(lambda: p.stopped() or not p.alive(), 1.0)
 
     def resume(self, name: str) -> None:
-        os.kill(self._running(name).pid, signal.SIGCONT)
+        p = self._running(name)
+        os.kill(p.pid, signal.SIGCONT)
+        _wait_for(lambda: not p.stopped(), 1.0)
 
     def stop_all(self, timeout: float = 10.0) -> None:
         # One after another: a leader told to stop hands leadership to a live
@@ -225,6 +231,12 @@ class ProcessHost(ClusterHost):
         if str(self.data_dir / f"{m.name}.data").encode() not in cmdline:
             return None   # the PID was reused by something else
         return _Proc(pid)
+
+
+def _wait_for(condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)  # the kernel acts within microseconds; this only bounds the wait
 
 
 def _proc_state(pid: int) -> str | None:

@@ -145,6 +145,12 @@ class MainScreen(Screen):
         self.state = state
 
     def watch_state(self, state: ClusterState) -> None:
+        try:
+            self._distribute(state)
+        except NoMatches:
+            pass  # the screen is being torn down while a worker delivers its last result
+
+    def _distribute(self, state: ClusterState) -> None:
         if not self.selected and state.members:
             self.selected = (state.leader or state.members[0]).id
         self.query_one(ClusterPanel).state = state
