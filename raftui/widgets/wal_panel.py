@@ -31,7 +31,7 @@ class WalList(LineList[WalEntry]):
         mark = "✓" if e.applied else ("c" if e.committed else "…")
         return Text.assemble(
             (f"{e.index:>8} t{e.term:<4}", self.get_component_rich_style("wal--index")),
-            f" {mark} ", (f"{'conf ' if e.type != 'normal' else ''}{e.text}", style),
+            f" {mark} ", (e.text, style),
         )
 
 
