@@ -193,4 +193,8 @@ def test_help_lists_every_binding_and_host_actions_explain_attach_mode(real_etcd
             await pilot.press("p", "y")
             await until(pilot, lambda: any("Fault service" in t for t in _timeline(app)),
                         what="the fault-service explanation")
+            await pilot.press("T")
+            assert app.theme == "raftui-light"
+            await pilot.press("T", "T")
+            assert app.theme == "raftui-dark"
     run(body())
