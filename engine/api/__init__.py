@@ -1,0 +1,41 @@
+"""The client-facing gRPC services of a member: etcd's v3 API (KV, Watch,
+Lease, Cluster, Maintenance, Auth) and our Inspect service.
+
+Each servicer is thin: check (etcd's interceptors, gate.py) -> validate ->
+call the node or read the local store -> translate errors through the one
+table (errors.py) -> fill the response header.
+"""
+from __future__ import annotations
+
+import grpc
+
+from engine.proto import inspect_pb2_grpc, rpc_pb2_grpc
+
+from .auth import AuthServicer
+from .cluster import ClusterServicer
+from .forward import LeaderLink
+from .inspect import InspectServicer
+from .kv import KVServicer
+from .lease import LeaseServicer
+from .maintenance import MaintenanceServicer
+from .stats import Counters
+from .watch import WatchRegistry, WatchServicer
+
+
+def add_services(server: grpc.aio.Server, node, *, watch_progress_interval: float | None = None) -> None:
+    """Register every client service for node on server (before it starts).
+
+    watch_progress_interval: seconds between watch progress notifications
+    (etcd: 10 min); default from $RAFTUI_WATCH_PROGRESS_NOTIFY_INTERVAL.
+    """
+    counters = Counters()
+    registry = WatchRegistry()
+    link = LeaderLink(node)
+    rpc_pb2_grpc.add_KVServicer_to_server(KVServicer(node, counters), server)
+    rpc_pb2_grpc.add_WatchServicer_to_server(
+        WatchServicer(node, counters, registry, watch_progress_interval), server)
+    rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseServicer(node, link), server)
+    rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(node, link), server)
+    rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceServicer(node), server)
+    rpc_pb2_grpc.add_AuthServicer_to_server(AuthServicer(node), server)
+    inspect_pb2_grpc.add_InspectServicer_to_server(InspectServicer(node, counters, registry), server)

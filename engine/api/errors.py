@@ -1,0 +1,159 @@
+"""The one table from internal conditions to etcd's gRPC status.
+
+Every error a handler can meet is an exception class carrying etcd's exact
+text (``etcd_message``): the MVCC layer's (engine/mvcc/errors.py), the
+server's (engine/server/errors.py) and the request checks made here, in the
+API layer (the ones etcd's v3rpc makes before calling the server). clientv3
+turns a status back into a typed error by that text, so the text goes out
+verbatim; the code comes from ``GRPC_CODES`` below, which follows
+etcdserver/api/v3rpc/rpctypes/error.go at v3.4.23.
+
+Anything not in the table goes out as UNKNOWN with ``str(e)`` -- etcd's
+``togRPCError`` does the same -- and never with a traceback.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from engine.mvcc import errors as mvcc
+from engine.server import errors as server
+
+log = logging.getLogger("engine.api")
+Code = grpc.StatusCode
+
+
+class APIError(mvcc.MVCCError):
+    """A request refused by the API layer's own checks, before any call."""
+
+
+class EmptyKey(APIError):
+    etcd_message = "etcdserver: key is not provided"
+
+
+class EmptyRequestOp(APIError):
+    # etcd answers an empty RequestOp with its "key not found" error.
+    etcd_message = "etcdserver: key not found"
+
+
+class ValueProvided(APIError):
+    etcd_message = "etcdserver: value is provided"
+
+
+class LeaseProvided(APIError):
+    etcd_message = "etcdserver: lease is provided"
+
+
+class TooManyOps(APIError):
+    etcd_message = "etcdserver: too many operations in txn request"
+
+
+class DuplicateKey(APIError):
+    etcd_message = "etcdserver: duplicate key given in txn request"
+
+
+class WatchCanceled(APIError):
+    etcd_message = "etcdserver: watch canceled"
+
+
+class AuthNotEnabled(APIError):
+    etcd_message = "etcdserver: authentication is not enabled"
+
+
+class RootUserNotExist(APIError):
+    etcd_message = "etcdserver: root user does not exist"
+
+
+class UserNotFound(APIError):
+    etcd_message = "etcdserver: user name not found"
+
+
+class RoleNotFound(APIError):
+    etcd_message = "etcdserver: role name not found"
+
+
+class UserEmpty(APIError):
+    etcd_message = "etcdserver: user name is empty"
+
+
+class RoleEmpty(APIError):
+    etcd_message = "etcdserver: role name is empty"
+
+
+class AuthUnsupported(APIError):
+    etcd_message = "raftnode: user and role management (auth) is not implemented yet"
+
+
+GRPC_CODES: dict[type[Exception], grpc.StatusCode] = {
+    # -- request checks (v3rpc/key.go and friends)
+    EmptyKey: Code.INVALID_ARGUMENT,
+    EmptyRequestOp: Code.INVALID_ARGUMENT,
+    ValueProvided: Code.INVALID_ARGUMENT,
+    LeaseProvided: Code.INVALID_ARGUMENT,
+    TooManyOps: Code.INVALID_ARGUMENT,
+    DuplicateKey: Code.INVALID_ARGUMENT,
+    WatchCanceled: Code.CANCELLED,
+    AuthNotEnabled: Code.FAILED_PRECONDITION,
+    RootUserNotExist: Code.FAILED_PRECONDITION,
+    UserNotFound: Code.FAILED_PRECONDITION,
+    RoleNotFound: Code.FAILED_PRECONDITION,
+    UserEmpty: Code.INVALID_ARGUMENT,
+    RoleEmpty: Code.INVALID_ARGUMENT,
+    AuthUnsupported: Code.UNIMPLEMENTED,
+    # -- the store (mvcc, lease, quota, alarms)
+    mvcc.Compacted: Code.OUT_OF_RANGE,
+    mvcc.FutureRevision: Code.OUT_OF_RANGE,
+    mvcc.KeyNotFound: Code.INVALID_ARGUMENT,
+    mvcc.LeaseNotFound: Code.NOT_FOUND,
+    mvcc.LeaseExists: Code.FAILED_PRECONDITION,
+    mvcc.LeaseTTLTooLarge: Code.OUT_OF_RANGE,
+    mvcc.NoSpace: Code.RESOURCE_EXHAUSTED,
+    mvcc.Corrupt: Code.DATA_LOSS,
+    mvcc.Unsupported: Code.UNIMPLEMENTED,
+    mvcc.LeaseNotPrimary: Code.UNKNOWN,  # never meant to reach a client (we forward)
+    # -- the server (raft, membership, leadership)
+    server.NoLeader: Code.UNAVAILABLE,
+    server.NotLeader: Code.FAILED_PRECONDITION,
+    server.LeaderChanged: Code.UNAVAILABLE,
+    server.Stopped: Code.UNAVAILABLE,
+    server.Timeout: Code.UNAVAILABLE,
+    server.TimeoutDueToLeaderFail: Code.UNAVAILABLE,
+    server.TimeoutWaitAppliedIndex: Code.UNAVAILABLE,
+    server.TooManyRequests: Code.RESOURCE_EXHAUSTED,
+    server.RequestTooLarge: Code.INVALID_ARGUMENT,
+    server.MemberNotFound: Code.NOT_FOUND,
+    server.MemberExists: Code.FAILED_PRECONDITION,
+    server.PeerURLExists: Code.FAILED_PRECONDITION,
+    server.NotEnoughStartedMembers: Code.FAILED_PRECONDITION,
+    server.BadURLs: Code.INVALID_ARGUMENT,
+    server.MemberNotLearner: Code.FAILED_PRECONDITION,
+    server.LearnerNotReady: Code.FAILED_PRECONDITION,
+    server.TooManyLearners: Code.FAILED_PRECONDITION,
+    server.NotSupportedForLearner: Code.UNAVAILABLE,
+    server.BadLeaderTransferee: Code.FAILED_PRECONDITION,
+    server.Unhealthy: Code.UNAVAILABLE,
+}
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """(code, message) a client must see for exc."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        # A forwarded call failed: pass the leader's answer through as it is.
+        return exc.code(), exc.details() or ""
+    if isinstance(exc, asyncio.TimeoutError):
+        return Code.UNAVAILABLE, server.Timeout.etcd_message
+    for cls in type(exc).__mro__:
+        code = GRPC_CODES.get(cls)  # type: ignore[arg-type]
+        if code is not None:
+            return code, exc.etcd_message  # type: ignore[attr-defined]
+    return Code.UNKNOWN, str(exc) or type(exc).__name__
+
+
+async def abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    """End the RPC with exc's status. Raises (grpc.aio's abort always does)."""
+    code, message = status_of(exc)
+    if code is Code.UNKNOWN:
+        log.warning("unexpected error answered as UNKNOWN: %r", exc, exc_info=exc)
+    await context.abort(code, message)

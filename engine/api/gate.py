@@ -1,0 +1,58 @@
+"""What every client RPC checks before it runs: etcd's gRPC interceptors.
+
+etcd (v3rpc/interceptor.go) refuses, before the handler runs:
+  * on a learner, every unary RPC but Status and a serializable Range, and
+    every stream, with "etcdserver: rpc not supported for learner";
+  * when the client sent `hasleader: true` metadata (etcdctl does on watch
+    streams) and the member knows no leader, with "etcdserver: no leader".
+grpc.aio servers take interceptors only when they are made, and the server
+is made by engine/cli before the services are added, so each handler calls
+``check`` itself.
+
+Also here: the deadline a handler gives the node (etcd's request timeout,
+bounded by the client's own deadline).
+"""
+from __future__ import annotations
+
+import grpc
+
+from engine.server import errors as server_errors
+
+REQUIRE_LEADER_KEY = "hasleader"
+
+
+def has_require_leader(context: grpc.aio.ServicerContext) -> bool:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUIRE_LEADER_KEY and value == "true":
+            return True
+    return False
+
+
+def check(node, context: grpc.aio.ServicerContext, *, learner_ok: bool = False) -> None:
+    """Raise the error etcd's interceptors would answer with, if any."""
+    if node.is_learner and not learner_ok:
+        raise server_errors.NotSupportedForLearner()
+    if not node.leader_id and has_require_leader(context):
+        raise server_errors.NoLeader()
+
+
+def request_timeout(node, context: grpc.aio.ServicerContext | None = None) -> float:
+    """etcd's ReqTimeout (5 s + 2 election timeouts), or less if the client
+    gave a shorter deadline (waiting past it would answer nobody)."""
+    timeout = 5.0 + 2 * node.cfg.election_timeout_ms / 1000
+    if context is not None:
+        left = context.time_remaining()
+        if left is not None:
+            timeout = max(0.0, min(timeout, left))
+    return timeout
+
+
+def fill_header(node, header, revision: int | None = None) -> None:
+    """etcd's header.fill: cluster, member and term always; the revision
+    only if the response did not set one (it is the revision the answer is
+    at, not the store's revision when the answer is sent)."""
+    header.cluster_id = node.cluster_id
+    header.member_id = node.member_id
+    header.raft_term = node.term
+    if not header.revision:
+        header.revision = node.applier.kv.current_rev if revision is None else revision

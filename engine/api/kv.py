@@ -1,0 +1,104 @@
+"""etcd's KV service: validate -> read locally or propose -> header."""
+from __future__ import annotations
+
+import asyncio
+
+from engine.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
+
+from . import validate
+from .errors import abort
+from .gate import check, fill_header, request_timeout
+from .stats import Counters
+from .submit import submit
+
+IR = internal_pb2.InternalRequest
+
+
+class KVServicer(rpc_pb2_grpc.KVServicer):
+    def __init__(self, node, counters: Counters) -> None:
+        self.node = node
+        self.counters = counters
+
+    async def Range(self, request: rpc_pb2.RangeRequest, context):
+        node = self.node
+        try:
+            check(node, context, learner_ok=request.serializable)
+            validate.check_range(request)
+            self.counters.bump("range")
+            if not request.serializable:
+                # ReadIndex: after this, the local store has everything
+                # committed before the request came in.
+                await node.read_barrier(request_timeout(node, context))
+            resp = node.applier.kv.range(request)
+        except Exception as e:
+            await abort(context, e)
+        fill_header(node, resp.header)
+        return resp
+
+    async def Put(self, request: rpc_pb2.PutRequest, context):
+        try:
+            check(self.node, context)
+            validate.check_put(request)
+            self.counters.bump("put")
+            resp = await submit(self.node, context, IR(put=request), admit=True)
+        except Exception as e:
+            await abort(context, e)
+        fill_header(self.node, resp.header)
+        return resp
+
+    async def DeleteRange(self, request: rpc_pb2.DeleteRangeRequest, context):
+        try:
+            check(self.node, context)
+            validate.check_delete(request)
+            self.counters.bump("delete")
+            resp = await submit(self.node, context, IR(delete_range=request))
+        except Exception as e:
+            await abort(context, e)
+        fill_header(self.node, resp.header)
+        return resp
+
+    async def Txn(self, request: rpc_pb2.TxnRequest, context):
+        try:
+            check(self.node, context)
+            validate.check_txn(request, self.node.cfg.max_txn_ops)
+            self.counters.bump("txn")
+            # Read-only txns go through the log too (etcd answers them
+            # locally after a ReadIndex): same answer, one more log entry.
+            resp = await submit(self.node, context, IR(txn=request), admit=True)
+        except Exception as e:
+            await abort(context, e)
+        fill_header(self.node, resp.header)
+        return resp
+
+    async def Compact(self, request: rpc_pb2.CompactionRequest, context):
+        node = self.node
+        try:
+            check(node, context)
+            self.counters.bump("compact")
+            resp = await submit(node, context, IR(compaction=request))
+            if request.physical:
+                await finish_compaction(node, request_timeout(node, context))
+        except Exception as e:
+            await abort(context, e)
+        # etcd answers with the store's revision after the compaction.
+        resp.header.revision = node.applier.kv.current_rev
+        fill_header(node, resp.header)
+        return resp
+
+
+async def finish_compaction(node, timeout: float) -> None:
+    """Wait until the physical part of the compaction is done here.
+
+    The store deletes compacted rows a slice per apply batch; to answer a
+    `physical` compaction promptly, run slices now, yielding to the loop
+    between them so no request waits behind the whole deletion.
+    """
+    kv = node.applier.kv
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while kv.compaction_pending:
+        if loop.time() > deadline:
+            raise asyncio.TimeoutError()
+        kv.begin_batch()
+        kv.commit_batch()
+        await asyncio.sleep(0)

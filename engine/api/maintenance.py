@@ -1,0 +1,131 @@
+"""etcd's Maintenance service (v3rpc/maintenance.go at v3.4.23)."""
+from __future__ import annotations
+
+import hashlib
+import time
+
+from engine.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
+from engine.server import errors as server_errors
+from engine.server.node import TimelineEvent
+
+from .errors import abort
+from .gate import check, fill_header, request_timeout
+from .submit import submit
+
+IR = internal_pb2.InternalRequest
+VERSION = "3.4.23"              # the etcd version whose API we speak
+SNAPSHOT_CHUNK = 32 * 1024      # etcd's snapshotSendBufferSize
+
+
+def alarm_text(member_id: int, alarm: int) -> str:
+    """An AlarmMember as etcd's Status.errors shows it (gogoproto's compact
+    text, trailing space included): 'memberID:123 alarm:NOSPACE '."""
+    return f"memberID:{member_id} alarm:{rpc_pb2.AlarmType.Name(alarm)} "
+
+
+class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
+    def __init__(self, node) -> None:
+        self.node = node
+
+    async def Status(self, request, context):
+        node = self.node
+        try:
+            check(node, context, learner_ok=True)
+        except Exception as e:
+            await abort(context, e)
+        applier = node.applier
+        raft_log = node.rn.raft.log
+        resp = rpc_pb2.StatusResponse(
+            version=VERSION, dbSize=applier.db_size(), leader=node.leader_id,
+            raftIndex=raft_log.committed, raftTerm=node.term, raftAppliedIndex=raft_log.applied,
+            dbSizeInUse=applier.db_size_in_use(), isLearner=node.is_learner)
+        if not node.leader_id:
+            resp.errors.append(server_errors.NoLeader.etcd_message)
+        for member_id, alarm in applier.alarms.get():
+            resp.errors.append(alarm_text(member_id, alarm))
+        fill_header(node, resp.header)
+        return resp
+
+    async def Alarm(self, request: rpc_pb2.AlarmRequest, context):
+        try:
+            check(self.node, context)
+            resp = await submit(self.node, context, IR(alarm=request))
+        except Exception as e:
+            await abort(context, e)
+        resp.ClearField("header")  # etcd 3.4 answers Alarm without a header
+        return resp
+
+    async def Defragment(self, request, context):
+        try:
+            check(self.node, context)
+            # SQLite VACUUM, on the loop's thread (the connection is not
+            # shared with other threads): the member pauses for its length,
+            # as etcd's does while it rewrites bbolt.
+            self.node.applier.defrag()
+        except Exception as e:
+            await abort(context, e)
+        return rpc_pb2.DefragmentResponse()
+
+    async def Hash(self, request, context):
+        # etcd hashes the whole bbolt file; we have no such file format, so
+        # Hash is the hash of the key space (HashKV at the current revision).
+        try:
+            check(self.node, context)
+            got = self.node.applier.hash_kv(0)
+        except Exception as e:
+            await abort(context, e)
+        resp = rpc_pb2.HashResponse(hash=got.hash)
+        resp.header.revision = got.header.revision
+        fill_header(self.node, resp.header)
+        return resp
+
+    async def HashKV(self, request: rpc_pb2.HashKVRequest, context):
+        try:
+            check(self.node, context)
+            resp = self.node.applier.hash_kv(request.revision)
+        except Exception as e:
+            await abort(context, e)
+        fill_header(self.node, resp.header)
+        return resp
+
+    async def Snapshot(self, request, context):
+        """The store's bytes in 32 KiB chunks with the bytes still to come,
+        then one message holding their sha256 (what `etcdctl snapshot save`
+        checks: file size % 512 == 32, the last 32 bytes the digest)."""
+        try:
+            check(self.node, context)
+            data = self.node.applier.snapshot_bytes()
+        except Exception as e:
+            await abort(context, e)
+        total = len(data)
+        digest = hashlib.sha256()
+        view = memoryview(data)
+        for off in range(0, total, SNAPSHOT_CHUNK):
+            chunk = bytes(view[off:off + SNAPSHOT_CHUNK])
+            digest.update(chunk)
+            await context.write(rpc_pb2.SnapshotResponse(
+                remaining_bytes=total - off - len(chunk), blob=chunk))
+        await context.write(rpc_pb2.SnapshotResponse(remaining_bytes=0, blob=digest.digest()))
+
+    async def MoveLeader(self, request: rpc_pb2.MoveLeaderRequest, context):
+        node = self.node
+        try:
+            check(node, context)
+            if not node.is_leader:
+                raise server_errors.NotLeader()
+            target = request.targetID
+            rec = node.membership.members.get(target)
+            if rec is None or rec.is_learner:
+                raise server_errors.BadLeaderTransferee()
+            if target != node.member_id:  # etcd: moving to ourselves is done already
+                _note_transfer(node, target)
+                await node.transfer_leadership(target, request_timeout(node, context))
+        except Exception as e:
+            await abort(context, e)
+        return rpc_pb2.MoveLeaderResponse()
+
+
+def _note_transfer(node, target: int) -> None:
+    """Record the transfer on the member's timeline (Inspect.LeaderHistory)."""
+    node.events.append(TimelineEvent(time.time(), "transfer",
+                                     f"moving leadership to {target:x} in term {node.term}"))
