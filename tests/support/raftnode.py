@@ -181,8 +181,13 @@ class RaftnodeCluster:
             return None
 
     def _grpc_leader(self) -> tuple[int | None, bool]:
-        """(index of the member whose Status says it is the leader, whether any member served Status)."""
+        """(index of the member whose Status says it is the leader, whether any member served Status).
+
+        Several members may claim leadership for a moment (an isolated old
+        leader before check-quorum demotes it): the highest term wins.
+        """
         answered = False
+        best: tuple[int, int] | None = None   # (term, index)
         for i in range(len(self.members)):
             st = self.status(i)
             if st is None:
@@ -190,9 +195,10 @@ class RaftnodeCluster:
             answered = True
             if st.leader and st.leader == st.header.member_id:
                 idx = self.index_of(st.leader)
-                if idx is not None:
-                    return idx, True
-        return None, answered
+                term = st.raft_term or st.header.raft_term
+                if idx is not None and (best is None or term > best[0]):
+                    best = (term, idx)
+        return (best[1] if best else None), answered
 
     def _logged_leader(self) -> int | None:
         """The leader that a majority of live members logged last, at the highest term seen."""
@@ -318,11 +324,15 @@ class RaftnodeCluster:
         m.member_id = None  # a member added at runtime gets a random id from the cluster
         return m
 
-    def start_planned(self, m: RaftnodeMember, *, wait: bool = True, timeout: float = 30.0,
-                      extra_args: Sequence[str] = ()) -> RaftnodeMember:
-        """Start a planned member with --initial-cluster-state existing; it joins the members list."""
-        initial = ",".join([*(f"{x.name}={x.peer_url}" for x in self.members if x.running()),
-                            f"{m.name}={m.peer_url}"])
+    def start_planned(self, m: RaftnodeMember, *, initial_cluster: str | None = None, wait: bool = True,
+                      timeout: float = 30.0, extra_args: Sequence[str] = ()) -> RaftnodeMember:
+        """Start a planned member with --initial-cluster-state existing; it joins the members list.
+
+        `initial_cluster` defaults to the running members plus this one; pass
+        what `member add` printed (ETCD_INITIAL_CLUSTER) to be faithful.
+        """
+        initial = initial_cluster or ",".join([*(f"{x.name}={x.peer_url}" for x in self.members if x.running()),
+                                               f"{m.name}={m.peer_url}"])
         m.args = _member_args(m, initial, "existing", self.token, self.fault_injection,
                               [*self.extra_args, *extra_args])
         self.members.append(m)

@@ -1,0 +1,1 @@
+"""The etcdctl judge: the same etcdctl commands against real etcd and raftnode (see framework.py)."""
