@@ -44,6 +44,11 @@ class PeerStub:
                 request_serializer=engine_dot_proto_dot_peer__pb2.SnapshotChunk.SerializeToString,
                 response_deserializer=engine_dot_proto_dot_peer__pb2.SnapshotAck.FromString,
                 _registered_method=True)
+        self.Members = channel.unary_unary(
+                '/raftuipb.Peer/Members',
+                request_serializer=engine_dot_proto_dot_peer__pb2.MembersRequest.SerializeToString,
+                response_deserializer=engine_dot_proto_dot_peer__pb2.MembersResponse.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -67,6 +72,16 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Members(self, request, context):
+        """The cluster as this member knows it. A member started with
+        --initial-cluster-state existing asks a peer for it, to learn the
+        cluster id and the member id that `member add` gave it (matched by
+        peer URL), as etcd's joining members do.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -79,6 +94,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.SendSnapshot,
                     request_deserializer=engine_dot_proto_dot_peer__pb2.SnapshotChunk.FromString,
                     response_serializer=engine_dot_proto_dot_peer__pb2.SnapshotAck.SerializeToString,
+            ),
+            'Members': grpc.unary_unary_rpc_method_handler(
+                    servicer.Members,
+                    request_deserializer=engine_dot_proto_dot_peer__pb2.MembersRequest.FromString,
+                    response_serializer=engine_dot_proto_dot_peer__pb2.MembersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +155,33 @@ class Peer:
             '/raftuipb.Peer/SendSnapshot',
             engine_dot_proto_dot_peer__pb2.SnapshotChunk.SerializeToString,
             engine_dot_proto_dot_peer__pb2.SnapshotAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Members(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftuipb.Peer/Members',
+            engine_dot_proto_dot_peer__pb2.MembersRequest.SerializeToString,
+            engine_dot_proto_dot_peer__pb2.MembersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,7 +37,10 @@ from engine.server import errors
 from engine.server.membership import MemberRecord, Membership
 from engine.server.raftlog import RaftLog, open_raft_log
 from engine.server.waiters import Waiters
+from engine.proto import peer_pb2
 from engine.transport import FaultFilter, PeerTransport
+from engine.transport.transport import fetch_members
+from engine.wal import WAL, layout
 
 log = logging.getLogger("engine.server")
 
@@ -97,17 +100,18 @@ class Node:
 
     async def start(self) -> None:
         cfg = self.cfg
+        joining = cfg.initial_cluster_state == "existing" and not WAL.exists(layout.wal_dir(cfg.data_dir))
+        if joining:
+            await self._learn_ids_from_cluster()
+        self.raftlog: RaftLog = open_raft_log(cfg.data_dir, _metadata(self.member_id, self.cluster_id))
+        if not self.raftlog.is_new:
+            # The WAL says who we are: a member added by `member add` has the
+            # id the cluster gave it, not one derived from our flags.
+            self.member_id, self.cluster_id = _parse_metadata(self.raftlog.metadata)
         self.applier: Applier = open_applier(cfg.data_dir, member_id=self.member_id,
                                              quota_bytes=cfg.quota_backend_bytes, clock=time.monotonic)
         self.membership = Membership(self.applier.backend)
         self.applier.register("member_attributes", self._apply_member_attributes)
-        self.raftlog: RaftLog = open_raft_log(cfg.data_dir, _metadata(self.member_id, self.cluster_id))
-        if not self.raftlog.is_new:
-            mid, cid = _parse_metadata(self.raftlog.metadata)
-            if mid != self.member_id:
-                raise SystemExit(f"raftnode: data dir {cfg.data_dir} belongs to member {mid:x}, "
-                                 f"not {self.member_id:x} (wrong --name or --initial-cluster?)")
-            self.cluster_id = cid
         storage = self.raftlog.storage
         self._snapshot_index = storage.snapshot().metadata.index
         election_ticks = max(2, cfg.election_timeout_ms // cfg.heartbeat_interval_ms)
@@ -129,7 +133,7 @@ class Node:
         self.transport = PeerTransport(self.member_id, self.cluster_id, self._on_messages,
                                        self._on_unreachable, self._on_snapshot_status,
                                        faults=self.faults, tls=None)
-        self._joining = self.raftlog.is_new and cfg.initial_cluster_state == "existing"
+        self.transport.members_provider = self._members_response
         for m in cfg.initial_cluster:
             if m.id != self.member_id and m.id not in self.membership.removed:
                 self.transport.add_peer(m.id, list(m.peer_urls))
@@ -142,6 +146,34 @@ class Node:
         self._tasks = [loop.create_task(self._run(), name="raft-loop"),
                        loop.create_task(self._ticker(), name="raft-ticker"),
                        loop.create_task(self._housekeeping(), name="housekeeping")]
+
+    async def _learn_ids_from_cluster(self) -> None:
+        """--initial-cluster-state existing on an empty data dir: ask the
+        running members who we are (the id `member add` gave our peer URLs)."""
+        cfg = self.cfg
+        mine = set(cfg.initial_advertise_peer_urls)
+        urls = [u for m in cfg.initial_cluster if not mine & set(m.peer_urls) for u in m.peer_urls]
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                info = await fetch_members(urls)
+                break
+            except ConnectionError as e:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"raftnode: cannot join: {e}") from None
+                await asyncio.sleep(0.3)
+        me = [m for m in info.members if mine & set(m.peer_urls)]
+        if not me:
+            raise SystemExit(f"raftnode: no member with peer URLs {','.join(sorted(mine))} in the "
+                             f"existing cluster; add it first (etcdctl member add)")
+        self.member_id, self.cluster_id = me[0].id, info.cluster_id
+
+    def _members_response(self) -> peer_pb2.MembersResponse:
+        out = peer_pb2.MembersResponse(cluster_id=self.cluster_id)
+        for m in self.membership.sorted():
+            out.members.add(id=m.id, name=m.name, peer_urls=m.peer_urls, client_urls=m.client_urls,
+                            is_learner=m.is_learner)
+        return out
 
     async def stop(self) -> None:
         if self._stopped:
@@ -471,7 +503,11 @@ class Node:
     def _take_snapshot(self, applied: int) -> None:
         # The store must be durable before the log below it is dropped.
         self.applier.sync()
-        self._snapshot_index = self.raftlog.compact(applied, self.rn.raft.conf_state(), CATCH_UP_ENTRIES)
+        # Keep CATCH_UP_ENTRIES for slow followers, but never more than a
+        # snapshot interval: with a small --snapshot-count (tests, teaching)
+        # lagging members really do get snapshots.
+        keep = min(CATCH_UP_ENTRIES, self.cfg.snapshot_count)
+        self._snapshot_index = self.raftlog.compact(applied, self.rn.raft.conf_state(), keep)
         self._note("snapshot", f"snapshot at {applied}, log compacted")
 
     # -- applying ------------------------------------------------------------------
@@ -576,13 +612,18 @@ class Node:
         our client URLs once."""
         published = False
         while True:
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.02 if self.applier.hub.unsynced_count else 0.1)
             if self._stopped:
                 return
             try:
                 hub = self.applier.hub
-                if hub.unsynced_count:
-                    hub.sync_unsynced(max_events=1000)
+                # Catch up watchers that started in the past (or fell
+                # behind) in bounded slices, yielding to the loop between them.
+                budget = time.monotonic() + 0.02
+                while hub.unsynced_count and hub.sync_unsynced(max_events=1000) and time.monotonic() < budget:
+                    pass
+                if self.applier.kv.compaction_pending:
+                    self.applier.compact_step()
                 if self.is_leader:
                     for lid in self.applier.lessor.expired(time.monotonic()):
                         req = internal_pb2.InternalRequest(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lid))

@@ -192,6 +192,8 @@ class PeerTransport:
         self._removed: set[int] = set()
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
+        # Set by the node: () -> peer_pb2.MembersResponse, served to joiners.
+        self.members_provider: Callable[[], peer_pb2.MembersResponse] | None = None
 
     # -- membership -------------------------------------------------------------
 
@@ -506,6 +508,24 @@ class PeerTransport:
         return urls
 
 
+async def fetch_members(urls: Sequence[str], timeout: float = 2.0,
+                        tls: grpc.ChannelCredentials | None = None) -> peer_pb2.MembersResponse:
+    """Ask the first peer that answers for the cluster's member list."""
+    last: Exception | None = None
+    for url in urls:
+        target, secure = url_target(url)
+        channel = (grpc.aio.secure_channel(target, tls) if secure and tls is not None
+                   else grpc.aio.insecure_channel(target))
+        try:
+            stub = peer_pb2_grpc.PeerStub(channel)
+            return await stub.Members(peer_pb2.MembersRequest(), timeout=timeout)
+        except grpc.aio.AioRpcError as e:
+            last = e
+        finally:
+            await channel.close()
+    raise ConnectionError(f"no peer answered at {', '.join(urls)}: {last and last.details()}")
+
+
 def _describe_error(e: BaseException) -> str:
     if isinstance(e, grpc.aio.AioRpcError):
         return f"{e.code().name}: {e.details()}"
@@ -579,6 +599,13 @@ class _PeerServicer(peer_pb2_grpc.PeerServicer):
             # Tell the sender, so its leader reports the snapshot as failed.
             await context.abort(grpc.StatusCode.UNAVAILABLE, "dropped by fault injection")
         return peer_pb2.SnapshotAck()
+
+
+    async def Members(self, request, context):
+        provider = self._t.members_provider
+        if provider is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "member list not available yet")
+        return provider()
 
 
 def add_peer_service(server: grpc.aio.Server, transport: PeerTransport) -> None:
