@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Awaitable, Iterator, TypeVar
 
 import grpc
 import pytest
 
+from engine.proto import rpc_pb2, rpc_pb2_grpc
 from tests.support import etcd as support_etcd
 from tests.support import raftnode as support_raftnode
 
@@ -29,13 +31,36 @@ def _start(tmp_path_factory, size: int, extra=()) -> support_raftnode.RaftnodeCl
     old = os.environ.get(PROGRESS_ENV)
     os.environ[PROGRESS_ENV] = str(PROGRESS_INTERVAL)
     try:
-        return support_raftnode.start_raftnode_cluster(
+        c = support_raftnode.start_raftnode_cluster(
             tmp_path_factory.mktemp(f"raftnode{size}"), size=size, extra_args=(*FAST, *extra), timeout=30)
     finally:
         if old is None:
             os.environ.pop(PROGRESS_ENV, None)
         else:
             os.environ[PROGRESS_ENV] = old
+    try:
+        wait_published(c)
+    except BaseException:
+        c.stop()
+        raise
+    return c
+
+
+def wait_published(c, timeout: float = 10.0) -> None:
+    """Wait until every member has published its client URLs through the log
+    (what forwarding to the leader and `member list` need)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with grpc.insecure_channel(c.endpoints[0]) as ch:
+                ms = rpc_pb2_grpc.ClusterStub(ch).MemberList(rpc_pb2.MemberListRequest(), timeout=1).members
+            if len(ms) == len(c.members) and all(m.clientURLs for m in ms):
+                return
+        except grpc.RpcError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"members did not publish their client URLs within {timeout}s")
+        time.sleep(0.05)  # poll interval, not synchronisation
 
 
 @pytest.fixture(scope="session")
