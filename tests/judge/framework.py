@@ -370,7 +370,9 @@ _TOOK = re.compile(r"took = [0-9.]+[a-zµ]+")
 _REMAINING = re.compile(r"remaining\(-?\d+s\)")
 _COMPACTED = re.compile(r"compacted revision (\d+)")
 _FIELD = re.compile(r'^"(\w+)" : (.*)$')
-_MEMBER_ADDED = re.compile(r"^Member ([0-9a-f]+) added to cluster ([0-9a-f]+)$", re.M)
+_MEMBER_ADDED = re.compile(r"^Member +([0-9a-f]+) added to cluster +([0-9a-f]+)$", re.M)
+# etcdctl prints some ids with %16x: space-padded when the id has leading zero nibbles.
+_PADDED_TOKEN = re.compile(r" {2,}(<[\w+-]+>)")
 _INITIAL_CLUSTER = re.compile(r'^ETCD_INITIAL_CLUSTER="([^"]*)"$', re.M)
 
 REV_KEYS = {"revision", "create_revision", "mod_revision", "compact_revision", "CompactRevision",
@@ -383,6 +385,13 @@ TTL_KEYS = {"ttl"}           # timetolive's remaining TTL (json); "TTL" (granted
 VERSION_KEYS = {"version", "Version"}  # only when a string (server version); a kv's version is an int
 TABLE_COLUMNS = {"DB SIZE": "<size>", "RAFT TERM": "<term>", "RAFT INDEX": "<index>",
                  "RAFT APPLIED INDEX": "<index>", "VERSION": "<version>", "TOOK": "<took>", "HASH": "<hash>"}
+
+# `endpoint status` / `endpoint hashkv` print comma-separated lines in the simple format.
+CSV_LAYOUTS = {
+    "csv-status": ("ENDPOINT", "ID", "VERSION", "DB SIZE", "IS LEADER", "IS LEARNER", "RAFT TERM",
+                   "RAFT INDEX", "RAFT APPLIED INDEX", "ERRORS"),
+    "csv-hashkv": ("ENDPOINT", "HASH"),
+}
 
 
 @dataclasses.dataclass
@@ -559,7 +568,7 @@ class Normaliser:
         line = _TOOK.sub("took = <took>", line)
         line = _REMAINING.sub("remaining(<ttl>)", line)
         line = _COMPACTED.sub(lambda m: f"compacted revision {self.rev(m.group(1))}", line)
-        return self.names(self.text(line))
+        return _PADDED_TOKEN.sub(r" \1", self.names(self.text(line)))
 
     def simple(self, s: str) -> list[str]:
         return [self.simple_line(line) for line in s.splitlines()]
@@ -583,7 +592,18 @@ class Normaliser:
             out.append(self.simple_line(line))
         return out
 
+    def csv(self, s: str, columns: Sequence[str]) -> list[tuple[str, ...]]:
+        """etcdctl's "simple" lines of comma-separated cells, normalised like table columns."""
+        out = []
+        for line in s.splitlines():
+            cells = [c.strip() for c in line.split(", ")]
+            out.append(tuple(TABLE_COLUMNS[col] if col in TABLE_COLUMNS and c else self.names(self.text(c))
+                             for col, c in zip(list(columns) + [""] * len(cells), cells)))
+        return out
+
     def stdout(self, s: str, fmt: str):
+        if fmt in CSV_LAYOUTS:
+            return self.csv(s, CSV_LAYOUTS[fmt])
         if fmt == "json":
             parsed = self.json_text(s)
             return parsed if parsed is not None else self.simple(s)
@@ -595,6 +615,14 @@ class Normaliser:
 
 
 def output_format(argv: Sequence[str]) -> str:
+    """The -w format of an argv; the simple format of endpoint status/hashkv is "csv-..."."""
+    fmt = _write_out(argv)
+    if fmt == "simple" and len(argv) >= 2 and argv[0] == "endpoint" and argv[1] in ("status", "hashkv"):
+        return f"csv-{argv[1]}"
+    return fmt
+
+
+def _write_out(argv: Sequence[str]) -> str:
     for i, a in enumerate(argv):
         if a in ("-w", "--write-out") and i + 1 < len(argv):
             return argv[i + 1]
@@ -695,7 +723,10 @@ class Case:
                 so = [so[0], *sorted(so[1:])]
             else:
                 so = sorted(so, key=repr)
-        out.norm = (out.rc, so, n.stderr(out.stderr))
+        se = n.stderr(out.stderr)
+        if sort:
+            se = sorted(se)   # e.g. `endpoint health` reports on stderr, in completion order
+        out.norm = (out.rc, so, se)
 
     def both(self, *args: Arg, **kw) -> tuple[Outcome, Outcome]:
         """Run on both sides, no comparison."""
@@ -722,6 +753,8 @@ class Case:
         for o in outs:
             self.normalise(o, f, sort=sort)
         ref, cand = outs
+        if os.environ.get("RAFTUI_JUDGE_TRACE"):
+            print(f"judge: etcdctl {' '.join(a[:40] for a in ref.argv)} -> {ref.norm!r}", file=sys.stderr)
         if rc is not None:
             assert ref.rc == rc, f"the reference itself gave rc={ref.rc}, expected {rc}:\n{ref}"
         assert_same(ref, cand, compare_stderr=stderr)
