@@ -402,8 +402,10 @@ class Raft:
             if m.type == pb.MsgVote:
                 self.election_elapsed = 0
                 self.vote = m.from_
-        else:
+        elif self.term:
             self.send(pb.Message(to=m.from_, term=self.term, type=_vote_resp_type(m.type), reject=True))
+        # A member that has never seen a term (term 0) has nothing to teach
+        # the candidate; it stays silent rather than reject with term 0.
 
     # -- leader ---------------------------------------------------------------
 
