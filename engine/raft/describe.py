@@ -41,7 +41,7 @@ def describe_message(m: pb.Message) -> str:
         s += f" Log:{m.log_term}/{m.index}"
     if t in (pb.MsgApp, pb.MsgHeartbeat):
         s += f" Commit:{m.commit}"
-    if t == pb.MsgAppResp:
+    if t in (pb.MsgAppResp, pb.MsgReadIndexResp):
         s += f" Index:{m.index}"
     if m.reject:
         s += f" Rejected (Hint: {m.reject_hint}/{m.log_term})"

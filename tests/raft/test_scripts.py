@@ -1,0 +1,178 @@
+"""Interaction scripts for the Raft core, in the style of etcd-io/raft's
+testdata: each block is a command, `----`, then what it printed. The
+expected text is the same describe() text the logs and the console use.
+
+Regenerate after an intended change, then review the diff:
+    RAFTUI_REWRITE=1 python -m pytest tests/raft/test_scripts.py
+
+Commands:
+    cluster 1 2 3 [pre-vote=off] [check-quorum=off]
+    campaign N                  N starts an election (prints what N sends)
+    propose N DATA              N proposes an entry
+    deliver [N]                 deliver in FIFO order until quiet (or N messages), printing each
+    tick N [K]                  tick node N K times (prints what it sends)
+    tick-all [K]                tick every node K times (prints what is sent)
+    isolate N / heal            cut N off from everyone / restore the network
+    crash N / restart N         lose everything but storage / come back from it
+    transfer N TO               ask leader N to hand leadership to TO
+    read-index N CTX            ask for a linearizable read point at N
+    add-learner N ID / promote N ID / remove N ID   conf changes proposed at N
+    status                      one line per node
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+from engine.proto import raft_pb2 as pb
+from engine.raft import ProposalDroppedError
+from engine.raft.describe import describe_message
+from engine.sim.cluster import SimCluster
+
+DATA = pathlib.Path(__file__).parent / "testdata"
+
+
+class Script:
+    def __init__(self) -> None:
+        self.c: SimCluster | None = None
+
+    def _sent(self, before: int) -> list[str]:
+        return [describe_message(m) for m in self.c.net.inflight[before:]]
+
+    def run(self, line: str) -> list[str]:
+        words = line.split()
+        cmd, args = words[0], words[1:]
+        c = self.c
+        if cmd == "cluster":
+            ids = [int(a) for a in args if a.isdigit()]
+            opts = {a.split("=")[0]: a.split("=")[1] for a in args if "=" in a}
+            self.c = SimCluster(ids, seed=0, pre_vote=opts.get("pre-vote", "on") == "on",
+                                check_quorum=opts.get("check-quorum", "on") == "on")
+            return self._status()
+        if cmd == "status":
+            return self._status()
+        if cmd in ("campaign", "propose", "tick", "transfer", "read-index",
+                   "add-learner", "promote", "remove"):
+            n = c.nodes[int(args[0])]
+            before = len(c.net.inflight)
+            try:
+                if cmd == "campaign":
+                    n.rn.campaign()
+                elif cmd == "propose":
+                    n.rn.propose(args[1].encode())
+                elif cmd == "tick":
+                    for _ in range(int(args[1]) if len(args) > 1 else 1):
+                        n.rn.tick()
+                        c.process(n)
+                elif cmd == "transfer":
+                    n.rn.transfer_leader(int(args[1]))
+                elif cmd == "read-index":
+                    n.rn.read_index(args[1].encode())
+                else:
+                    t = {"add-learner": pb.ConfChangeAddLearnerNode, "promote": pb.ConfChangeAddNode,
+                         "remove": pb.ConfChangeRemoveNode}[cmd]
+                    nid = int(args[1])
+                    if cmd == "add-learner":
+                        c.add_empty_node(nid)
+                    n.rn.propose_conf_change(pb.ConfChange(type=t, node_id=nid))
+            except ProposalDroppedError as e:
+                return [f"dropped: {e}"]
+            c.process(n)
+            return self._sent(before)
+        if cmd == "tick-all":
+            before = len(c.net.inflight)
+            for _ in range(int(args[0]) if args else 1):
+                c.tick_all()
+            return self._sent(before)
+        if cmd == "deliver":
+            limit = int(args[0]) if args else 10_000
+            out = []
+            while c.net.inflight and len(out) < limit:
+                m = c.net.take_first()
+                cut = c.net.is_cut(m.from_, m.to) or not c.nodes[m.to].alive
+                out.append(describe_message(m) + ("  (dropped)" if cut else ""))
+                c.deliver(m)
+            for n in c.live():
+                for ctx, idx in n.read_results:
+                    out.append(f"{n.id}: read {ctx.decode()} at index {idx}")
+                n.read_results.clear()
+            return out
+        if cmd == "isolate":
+            c.net.isolate(int(args[0]), list(c.nodes))
+            return []
+        if cmd == "heal":
+            c.net.heal()
+            return []
+        if cmd == "crash":
+            c.crash(int(args[0]))
+            return []
+        if cmd == "restart":
+            c.restart(int(args[0]))
+            return self._status()
+        raise ValueError(f"unknown command {cmd!r}")
+
+    def _status(self) -> list[str]:
+        out = []
+        for nid, n in sorted(self.c.nodes.items()):
+            if not n.alive:
+                out.append(f"{nid}: down")
+                continue
+            r = n.raft
+            role = "learner" if r.is_learner else r.state.value
+            out.append(f"{nid}: {role} term={r.term} lead={r.lead} commit={r.log.committed} "
+                       f"applied={r.log.applied} last={r.log.last_index()} voters={list(r.voters)}"
+                       + (f" learners={list(r.learners)}" if r.learners else ""))
+        return out
+
+
+def _parse(text: str) -> list[tuple[list[str], list[str]]]:
+    blocks, cmds, out, in_out = [], [], [], False
+    for line in text.splitlines():
+        if line.startswith("#") and not in_out:
+            continue
+        if line == "----":
+            in_out = True
+            continue
+        if in_out:
+            if line == "":
+                blocks.append((cmds, out))
+                cmds, out, in_out = [], [], False
+            else:
+                out.append(line)
+        elif line.strip():
+            cmds.append(line)
+    if cmds:
+        blocks.append((cmds, out))
+    return blocks
+
+
+def _render(header: list[str], blocks) -> str:
+    parts = ["\n".join(header)] if header else []
+    for cmds, out in blocks:
+        parts.append("\n".join(cmds) + "\n----\n" + ("\n".join(out) + "\n" if out else "") )
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("path", sorted(DATA.glob("*.txt")), ids=lambda p: p.stem)
+def test_script(path: pathlib.Path):
+    text = path.read_text()
+    header = [l for l in text.splitlines() if l.startswith("#")]
+    s = Script()
+    got_blocks = []
+    failures = []
+    for cmds, want in _parse(text):
+        got = []
+        for cmd in cmds:
+            got.extend(s.run(cmd))
+        got_blocks.append((cmds, got))
+        if got != want:
+            failures.append((cmds, want, got))
+    if os.environ.get("RAFTUI_REWRITE"):
+        path.write_text(_render(header, got_blocks))
+        return
+    if failures:
+        cmds, want, got = failures[0]
+        pytest.fail(f"{path.name}: after {cmds}:\n--- want\n" + "\n".join(want)
+                    + "\n--- got\n" + "\n".join(got), pytrace=False)
