@@ -54,6 +54,11 @@ def test_member_add_learner_promote_remove(cluster_factory):
     # The learner never started: it has nothing, so it is not in sync.
     assert error_line(eps, "member", "promote", lid) == \
         "Error: etcdserver: can only promote a learner member which is in sync with leader"
+    out = ok(eps, "member", "update", lid, "--peer-urls=http://127.0.0.1:3")
+    assert out == f"Member {int(lid, 16):16x} updated in cluster {int(m.group(2), 16):16x}\n"
+    assert f"{lid}, unstarted, , http://127.0.0.1:3, , true" in ok(eps, "member", "list")
+    assert error_line(eps, "member", "update", lid, f"--peer-urls={c.members[0].peer_url}") == \
+        "Error: etcdserver: Peer URLs already exists"
     assert ok(eps, "member", "remove", lid) == \
         f"Member {int(lid, 16):16x} removed from cluster {int(m.group(2), 16):16x}\n"
     assert lid not in ok(eps, "member", "list")

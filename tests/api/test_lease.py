@@ -3,8 +3,12 @@ revoke, put --lease -- asked of the leader and of followers (forwarded)."""
 from __future__ import annotations
 
 import re
+import subprocess
 
-from .conftest import error_line, ok
+from tests.support import etcd as support_etcd
+from tests.support.require import etcdctl_path
+
+from .conftest import ctl, error_line, ok
 
 
 def _grant(eps, ttl: int) -> str:
@@ -44,3 +48,24 @@ def test_lease_errors(cluster1):
     # A TTL under the minimum is raised to it, as etcd does (2 s at these timeouts? etcd: 3/2 election).
     out = ok(eps, "lease", "grant", "1")
     assert re.fullmatch(r"lease [0-9a-f]{16} granted with TTL\(\d+s\)\n", out)
+
+
+def test_lock_and_elect(cluster3):
+    """etcd's recipes: txn + watch + lease together."""
+    eps = cluster3.endpoints
+    assert ok(eps, "lock", "api-lock", "echo", "held") == "held\n"
+    leader = subprocess.Popen([etcdctl_path(), f"--endpoints={eps[0]}", "elect", "api-elect", "p1"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=support_etcd._clean_env({"ETCDCTL_API": "3"}))
+    try:
+        first = leader.stdout.readline()   # blocks until elected
+        assert re.fullmatch(r"api-elect/[0-9a-f]+\n", first), first
+        r = ctl(eps[1:], "elect", "-l", "api-elect", timeout=2)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        assert out.startswith(first + "p1\n"), out
+    else:
+        raise AssertionError(f"elect -l returned: {r}")
+    finally:
+        leader.terminate()
+        leader.communicate(timeout=10)

@@ -181,3 +181,29 @@ def test_no_leader_ends_required_leader_watches(cluster_factory):
                                           "Error: watch is canceled by the server"]
     status = ok([ep], "endpoint", "status", "-w", "json")
     assert '"errors":["etcdserver: no leader"]' in status
+
+
+def test_fragmented_watch_response(cluster1):
+    """One revision bigger than max-request-bytes + 512 KiB reaches a
+    `fragment` watcher split over several responses, the last unflagged."""
+    async def go():
+        s = Stream(cluster1.endpoints[0])
+        try:
+            keys = [b"frag/%02d" % i for i in range(14)]
+            for k in keys:
+                await s.put(k, b"a" * 100_000)
+            await s.send(create(b"frag/", range_end=b"frag0", prev_kv=True, fragment=True))
+            assert (await s.recv()).created
+            txn = rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp(
+                request_put=rpc_pb2.PutRequest(key=k, value=b"b" * 100_000)) for k in keys])
+            await s.kv.Txn(txn, timeout=10)
+            parts = []
+            while not parts or parts[-1].fragment:
+                parts.append(await s.recv())
+            assert len(parts) >= 2 and all(p.fragment for p in parts[:-1])
+            events = [e for p in parts for e in p.events]
+            assert [e.kv.key for e in events] == keys
+            assert all(e.prev_kv.value == b"a" * 100_000 for e in events)
+        finally:
+            await s.close()
+    run(go())
