@@ -141,6 +141,7 @@ def test_partitioned_leader_minority_refuses_majority_serves_heal_converges(raft
     majority = [cluster.endpoints[i] for i in others]
     assert etcdctl(cluster.endpoints, "put", "part/before", "1", timeout=15).returncode == 0
 
+    differences: list[str] = []
     st = _fault(old_ep).Cut(fault_pb2.CutRequest(all=True), timeout=5)
     assert st.cut_all, st
     try:
@@ -150,10 +151,15 @@ def test_partitioned_leader_minority_refuses_majority_serves_heal_converges(raft
         old_id = cluster.members[old].member_id
         poll(lambda: (lambda s: s is not None and s.leader != old_id)(cluster.status(old, timeout=1)), 15,
              "the isolated old leader to step down (check-quorum)")
-        # The minority refuses writes: etcdctl's own deadline fires.
+        # The minority refuses writes. Like etcd, the member should hold the proposal until
+        # the client's own deadline fires (etcd 3.4: "context deadline exceeded"); a quick
+        # refusal with another message is a difference, reported at the end of the test so
+        # the rest (majority, heal, convergence) is still checked.
         r = etcdctl([old_ep], "--command-timeout=3s", "put", "part/minority", "x", timeout=30)
-        assert r.returncode != 0, r
-        assert r.stderr.strip().splitlines()[-1] == "Error: context deadline exceeded", r.stderr
+        assert r.returncode != 0, f"the isolated minority accepted a write: {r}"
+        last = (r.stderr.strip().splitlines() or [""])[-1]
+        if last != "Error: context deadline exceeded":
+            differences.append(f"minority put: etcd says 'Error: context deadline exceeded', raftnode {last!r}")
         # The majority serves reads and writes.
         r = etcdctl(majority, "put", "part/majority", "y", timeout=15)
         assert r.returncode == 0, r.stderr
@@ -177,3 +183,4 @@ def test_partitioned_leader_minority_refuses_majority_serves_heal_converges(raft
         leaders = {s.leader for s in sts if s is not None}
         return all(sts) and len(leaders) == 1 and 0 not in leaders
     poll(one_leader, 15, "all three members to follow the same leader")
+    assert not differences, differences

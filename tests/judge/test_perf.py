@@ -14,13 +14,15 @@ from tests.support.etcd import etcdctl
 
 def parse_check_perf(stdout: str) -> dict:
     """The verdict lines of `check perf` (after its progress bar)."""
+    # Verdict lines: "PASS: Throughput is 150 writes/s", "Slowest request took too long: 1.1s",
+    # "FAIL: Stddev too high: ...", and a last line "PASS" or "FAIL".
     out: dict = {"lines": [line.strip() for line in re.split(r"[\r\n]", stdout)
-                           if line.strip().startswith(("PASS", "FAIL"))]}
-    m = re.search(r"Throughput is (\d+) writes/s", stdout)
+                           if re.match(r"\s*(PASS|FAIL|Throughput|Slowest|Stddev)", line)]}
+    m = re.search(r"Throughput (?:is|too low: )?\s*(\d+) writes/s", stdout)
     out["writes_per_s"] = int(m.group(1)) if m else None
-    m = re.search(r"Slowest request took ([0-9.]+)s", stdout)
+    m = re.search(r"Slowest request took (?:too long: )?([0-9.]+)s", stdout)
     out["slowest_s"] = float(m.group(1)) if m else None
-    m = re.search(r"Stddev is ([0-9.]+)s", stdout)
+    m = re.search(r"Stddev (?:is|too high: )?\s*([0-9.]+)s", stdout)
     out["stddev_s"] = float(m.group(1)) if m else None
     out["passed"] = bool(out["lines"]) and out["lines"][-1] == "PASS"
     return out

@@ -195,7 +195,7 @@ class RaftnodeCluster:
             answered = True
             if st.leader and st.leader == st.header.member_id:
                 idx = self.index_of(st.leader)
-                term = st.raft_term or st.header.raft_term
+                term = st.raftTerm or st.header.raft_term
                 if idx is not None and (best is None or term > best[0]):
                     best = (term, idx)
         return (best[1] if best else None), answered
