@@ -34,6 +34,7 @@ from engine.proto import internal_pb2, rpc_pb2
 from engine.proto import raft_pb2 as pb
 from engine.raft import Config, ProposalDroppedError, RawNode, StateType
 from engine.server import errors
+from engine.server.compactor import Compactor
 from engine.server.membership import MemberRecord, Membership
 from engine.server.raftlog import RaftLog, open_raft_log
 from engine.server.waiters import Waiters
@@ -92,6 +93,7 @@ class Node:
         self._req_seq = (int(time.time() * 1000) & 0xFFFF_FFFF) << 8
         self._snapshot_index = 0
         self._fatal: BaseException | None = None
+        self.compactor = Compactor(cfg.auto_compaction_period_seconds, cfg.auto_compaction_revisions)
         # Rates for the console (Inspect).
         self.applied_requests = 0
         self.proposed_requests = 0
@@ -616,6 +618,7 @@ class Node:
             if self._stopped:
                 return
             try:
+                self._maybe_auto_compact()
                 hub = self.applier.hub
                 # Catch up watchers that started in the past (or fell
                 # behind) in bounded slices, yielding to the loop between them.
@@ -633,6 +636,20 @@ class Node:
                     self._background(self._publish())
             except Exception:
                 log.exception("housekeeping failed")
+
+    def _maybe_auto_compact(self) -> None:
+        c = self.compactor
+        if not c.enabled:
+            return
+        if not self.is_leader:
+            c.reset()
+            return
+        kv = self.applier.kv
+        rev = c.due(time.monotonic(), kv.current_rev, max(kv.compact_rev, 0))
+        if rev is not None:
+            self._note("compaction", f"auto-compaction to revision {rev}")
+            req = internal_pb2.InternalRequest(compaction=rpc_pb2.CompactionRequest(revision=rev))
+            self._background(self.propose(req, 5.0))
 
     def _background(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(self._quiet(coro))
