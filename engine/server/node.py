@@ -27,6 +27,8 @@ import random
 import time
 from typing import Callable
 
+import grpc
+
 from engine.cli.flags import MemberConfig
 from engine.mvcc import errors as mvcc_errors
 from engine.mvcc.apply import Applier, open_applier
@@ -134,7 +136,7 @@ class Node:
             self.rn.bootstrap(peers)
         self.transport = PeerTransport(self.member_id, self.cluster_id, self._on_messages,
                                        self._on_unreachable, self._on_snapshot_status,
-                                       faults=self.faults, tls=None)
+                                       faults=self.faults, tls=self._peer_credentials())
         self.transport.members_provider = self._members_response
         for m in cfg.initial_cluster:
             if m.id != self.member_id and m.id not in self.membership.removed:
@@ -149,6 +151,21 @@ class Node:
                        loop.create_task(self._ticker(), name="raft-ticker"),
                        loop.create_task(self._housekeeping(), name="housekeeping")]
 
+    def _peer_credentials(self):
+        """Client credentials for talking to peers over https (--peer-*-file)."""
+        cfg = self.cfg
+        if not cfg.peer_tls:
+            return None
+
+        def read(path: str) -> bytes | None:
+            if not path:
+                return None
+            with open(path, "rb") as f:
+                return f.read()
+        return grpc.ssl_channel_credentials(root_certificates=read(cfg.peer_trusted_ca_file),
+                                            private_key=read(cfg.peer_key_file),
+                                            certificate_chain=read(cfg.peer_cert_file))
+
     async def _learn_ids_from_cluster(self) -> None:
         """--initial-cluster-state existing on an empty data dir: ask the
         running members who we are (the id `member add` gave our peer URLs)."""
@@ -158,7 +175,7 @@ class Node:
         deadline = time.monotonic() + 10
         while True:
             try:
-                info = await fetch_members(urls)
+                info = await fetch_members(urls, tls=self._peer_credentials())
                 break
             except ConnectionError as e:
                 if time.monotonic() > deadline:
