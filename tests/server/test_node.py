@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from engine.proto import internal_pb2, rpc_pb2
 from engine.proto import raft_pb2 as pb
 from engine.server.membership import MemberRecord
@@ -155,6 +157,22 @@ def test_periodic_auto_compaction_through_the_log(tmp_path):
             await eventually(lambda: all(n.applier.kv.compact_rev >= rev for n in c.nodes.values()),
                              timeout=10, what="auto-compaction on every member")
             assert len({n.applier.kv.compact_rev for n in c.nodes.values()}) == 1
+        finally:
+            await c.stop_all()
+    run(go())
+
+
+@pytest.mark.parametrize("size", [1, 5, 7])
+def test_cluster_sizes_elect_and_replicate(tmp_path, size):
+    async def go():
+        c = InProcCluster(str(tmp_path), size=size)
+        await c.start_all()
+        try:
+            lead = await c.leader(timeout=20)
+            await put(lead, b"size", b"%d" % size)
+            for n in c.nodes.values():
+                assert await get(n, b"size") == b"%d" % size
+            assert len(lead.rn.raft.voters) == size
         finally:
             await c.stop_all()
     run(go())
