@@ -87,18 +87,18 @@ def test_inspect(cluster3):
             assert any(e.kind == ipb.ELECTED for e in hist.events)
             rates = await stub.Rates(ipb.RatesRequest(), timeout=2)
             names = {r.name: r for r in rates.rates}
-            assert names["put"].total >= 1 and names["commit"].total == st.commit_index or True
+            assert names["put"].total >= 1 and names["commit"].total >= st.commit_index
             assert {"put", "range", "txn", "proposal", "apply", "commit", "watch_event"} <= set(names)
             # Watchers: one of ours, seen with its stream and options.
-            kv_ch = rpc_pb2_grpc.WatchStub(ch).Watch()
-            await kv_ch.write(rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(
+            watch_call = rpc_pb2_grpc.WatchStub(ch).Watch()
+            await watch_call.write(rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(
                 key=b"insp/", range_end=b"insp0", prev_kv=True, filters=[rpc_pb2.WatchCreateRequest.NOPUT])))
-            await asyncio.wait_for(kv_ch.read(), 5)
+            await asyncio.wait_for(watch_call.read(), 5)
             ws = await stub.Watchers(ipb.WatchersRequest(), timeout=2)
             mine = [w for w in ws.watchers if w.key == b"insp/"]
             assert len(mine) == 1 and mine[0].prev_kv and list(mine[0].filters) == ["noput"]
             assert mine[0].stream_id and mine[0].synced and mine[0].peer
-            kv_ch.cancel()
+            watch_call.cancel()
             # The status stream: the current status at once.
             stream = stub.WatchStatus(ipb.WatchStatusRequest(min_interval_ms=50))
             first = await asyncio.wait_for(stream.read(), 5)
