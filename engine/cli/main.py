@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 import grpc
 
@@ -19,6 +20,9 @@ from engine.transport import add_peer_service, make_server
 from engine.transport.transport import url_target
 
 log = logging.getLogger("raftnode")
+
+# Seconds a SIGTERM'd member may spend stopping cleanly before it just exits.
+SHUTDOWN_GRACE = 4.0
 
 
 def _check_data_dir(path: str) -> None:
@@ -90,9 +94,19 @@ async def serve(cfg: MemberConfig, ready: asyncio.Event | None = None) -> None:
              ",".join(cfg.listen_client_urls))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        stop.set()
+        # A clean stop closes the WAL and the store, but it must not hang on
+        # a peer stream that grpc is slow to cancel: everything is already
+        # durable (a kill -9 is always safe), so after a grace period exit.
+        t = threading.Timer(SHUTDOWN_GRACE, lambda: os._exit(0))
+        t.daemon = True
+        t.start()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
         except (NotImplementedError, RuntimeError):
             pass
     if ready is not None:
@@ -102,7 +116,11 @@ async def serve(cfg: MemberConfig, ready: asyncio.Event | None = None) -> None:
     finally:
         await client.stop(0.5)
         await peer.stop(0.5)
-        await node.stop()
+        try:
+            await asyncio.wait_for(node.stop(), SHUTDOWN_GRACE / 2)
+        except asyncio.TimeoutError:
+            log.warning("node did not stop within %.0fs; exiting", SHUTDOWN_GRACE / 2)
+            os._exit(0)
 
 
 def run_member(argv: list[str]) -> int:
