@@ -8,7 +8,6 @@ without a leader answers normally.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 
 import grpc
@@ -33,36 +32,20 @@ _ROLES = {
 }
 _PROGRESS = {"probe": ipb.PROBE, "replicate": ipb.REPLICATE, "snapshot": ipb.SNAPSHOT}
 
-# The node's timeline texts (engine/server/node.py) that are leader events.
-_ELECTED = re.compile(r"leader is ([0-9a-f]+) in term (\d+)")
-_LOST = re.compile(r"no leader \(term (\d+)\)")
-_CAMPAIGN = re.compile(r"(pre-candidate|candidate) for term (\d+)")
-_TRANSFER = re.compile(r"moving leadership to ([0-9a-f]+) in term (\d+)")
+_LEADER_KINDS = {"elected": ipb.ELECTED, "leader-lost": ipb.LEADER_LOST,
+                 "campaign": ipb.CAMPAIGN, "transfer": ipb.TRANSFER_STARTED}
 
 
 def leader_event(ev) -> ipb.LeaderEvent | None:
     """A node TimelineEvent as a LeaderEvent, or None if it is not one."""
-    nanos = int(ev.at * 1e9)
-    if ev.kind == "leader":
-        m = _ELECTED.search(ev.text)
-        if m:
-            return ipb.LeaderEvent(unix_nanos=nanos, kind=ipb.ELECTED, term=int(m.group(2)),
-                                   leader_id=int(m.group(1), 16), detail=ev.text)
-        m = _LOST.search(ev.text)
-        if m:
-            return ipb.LeaderEvent(unix_nanos=nanos, kind=ipb.LEADER_LOST, term=int(m.group(1)),
-                                   detail=ev.text)
-    elif ev.kind == "election":
-        m = _CAMPAIGN.search(ev.text)
-        if m:
-            return ipb.LeaderEvent(unix_nanos=nanos, kind=ipb.CAMPAIGN, term=int(m.group(2)),
-                                   detail="pre-vote" if m.group(1) == "pre-candidate" else "election")
-    elif ev.kind == "transfer":
-        m = _TRANSFER.search(ev.text)
-        if m:
-            return ipb.LeaderEvent(unix_nanos=nanos, kind=ipb.TRANSFER_STARTED, term=int(m.group(2)),
-                                   leader_id=int(m.group(1), 16), detail=ev.text)
-    return None
+    kind = _LEADER_KINDS.get(ev.kind)
+    if kind is None:
+        return None
+    detail = ev.text
+    if kind == ipb.CAMPAIGN:
+        detail = "pre-vote" if ev.text.startswith("pre-candidate") else "election"
+    return ipb.LeaderEvent(unix_nanos=int(ev.at * 1e9), kind=kind, term=ev.term,
+                           leader_id=ev.leader, detail=detail)
 
 
 class InspectServicer(inspect_pb2_grpc.InspectServicer):

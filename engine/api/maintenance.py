@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import hashlib
-import time
 
 from engine.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
 from engine.server import errors as server_errors
-from engine.server.node import TimelineEvent
 
 from .errors import abort
 from .gate import check, fill_header, request_timeout
@@ -118,14 +116,7 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
             if rec is None or rec.is_learner:
                 raise server_errors.BadLeaderTransferee()
             if target != node.member_id:  # etcd: moving to ourselves is done already
-                _note_transfer(node, target)
                 await node.transfer_leadership(target, request_timeout(node, context))
         except Exception as e:
             await abort(context, e)
         return rpc_pb2.MoveLeaderResponse()
-
-
-def _note_transfer(node, target: int) -> None:
-    """Record the transfer on the member's timeline (Inspect.LeaderHistory)."""
-    node.events.append(TimelineEvent(time.time(), "transfer",
-                                     f"moving leadership to {target:x} in term {node.term}"))

@@ -58,8 +58,12 @@ EVENT_HISTORY = 200
 @dataclasses.dataclass
 class TimelineEvent:
     at: float        # unix time
-    kind: str        # leader, term, election, member, snapshot, fault, alarm, ...
+    # elected, leader-lost, campaign, transfer, member, snapshot, alarm,
+    # compaction, start
+    kind: str
     text: str
+    term: int = 0    # for the leader events: the term they are about
+    leader: int = 0  # elected: the new leader; transfer: the target
 
 
 def _metadata(member_id: int, cluster_id: int) -> bytes:
@@ -220,8 +224,8 @@ class Node:
             if not f.done():
                 f.set_exception(exc)
 
-    def _note(self, kind: str, text: str) -> None:
-        self.events.append(TimelineEvent(time.time(), kind, text))
+    def _note(self, kind: str, text: str, term: int = 0, leader: int = 0) -> None:
+        self.events.append(TimelineEvent(time.time(), kind, text, term, leader))
         log.info("%s: %s", kind, text)
 
     # -- what handlers call ----------------------------------------------------------
@@ -310,6 +314,7 @@ class Node:
             raise errors.NotLeader()
         if target not in self.rn.raft.voters or target == self.member_id:
             raise errors.BadLeaderTransferee()
+        self._note("transfer", f"moving leadership to {target:x} in term {self.term}", self.term, target)
         self._local_calls.append(lambda: self.rn.transfer_leader(target))
         self._wake.set()
         deadline = time.monotonic() + timeout
@@ -476,16 +481,17 @@ class Node:
             self.leader_id = ss.lead
             self._leader_changed.set()
             if ss.lead:
-                self._note("leader", f"leader is {ss.lead:x} in term {r.term}"
-                           + (f" (was {old:x})" if old else ""))
+                self._note("elected", f"leader is {ss.lead:x} in term {r.term}"
+                           + (f" (was {old:x})" if old else ""), r.term, ss.lead)
             else:
-                self._note("leader", f"no leader (term {r.term})")
+                self._note("leader-lost", f"no leader (term {r.term})", r.term)
         if ss.state is StateType.LEADER:
             self.applier.lessor.promote(time.monotonic(), extend=self.cfg.election_timeout_ms / 1000)
         else:
             self.applier.lessor.demote()
         if ss.state in (StateType.CANDIDATE, StateType.PRE_CANDIDATE):
-            self._note("election", f"{ss.state.value} for term {r.term + (ss.state is StateType.PRE_CANDIDATE)}")
+            term = r.term + (ss.state is StateType.PRE_CANDIDATE)
+            self._note("campaign", f"{ss.state.value} for term {term}", term)
 
     def _send(self, msgs: list[pb.Message]) -> None:
         for i, m in enumerate(msgs):

@@ -132,7 +132,7 @@ class Schedule:
     # -- one random step -----------------------------------------------------------
 
     def _step(self) -> None:
-        r, cfg, c = self.rng, self.cfg, self.c
+        r, cfg = self.rng, self.cfg
         x = r.random()
         acc = 0.0
         for p, action in (

@@ -6,9 +6,9 @@ import random
 import pytest
 
 from engine.proto import raft_pb2 as pb
-from engine.raft import Config, MemoryStorage, ProposalDroppedError, Raft, RawNode, StateType
+from engine.raft import Config, ProposalDroppedError, Raft, RawNode, StateType
 from engine.raft.describe import describe_message
-from tests.raft.helpers import cluster_from, elect, storage_with, terms, tick_until
+from tests.raft.helpers import cluster_from, elect, storage_with
 
 
 def raft_with(nid=1, voters=(1, 2, 3), log_terms=(), term=0, **kw) -> Raft:

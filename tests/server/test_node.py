@@ -2,11 +2,10 @@
 membership and snapshots, with real peer gRPC and real files."""
 from __future__ import annotations
 
-import asyncio
 
 import pytest
 
-from engine.proto import internal_pb2, rpc_pb2
+from engine.proto import internal_pb2
 from engine.proto import raft_pb2 as pb
 from engine.server.membership import MemberRecord
 from tests.server.inproc import InProcCluster, eventually, get, put, run

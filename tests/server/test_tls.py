@@ -2,7 +2,6 @@
 URLs (etcd's --cert-file ... --peer-*-file flags), judged by etcdctl over TLS."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
