@@ -161,7 +161,10 @@ async def add_learner(stubs: Stubs, peer_url: str) -> ActionResult:
         )
     except grpc.aio.AioRpcError as exc:
         return ActionResult.fail(f"add learner {peer_url}: {errors.describe(exc)}")
-    return ActionResult(True, f"added learner {resp.member.ID:x} at {peer_url}", resp.member.ID)
+    # data: the new id, and the cluster's (name, first peer URL) list -- what
+    # the new member's --initial-cluster must say.
+    members = [(m.name, m.peerURLs[0] if m.peerURLs else "") for m in resp.members]
+    return ActionResult(True, f"added learner {resp.member.ID:x} at {peer_url}", (resp.member.ID, members))
 
 
 async def promote(stubs: Stubs, member_id: int, name: str) -> ActionResult:

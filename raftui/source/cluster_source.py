@@ -4,6 +4,7 @@ The console owns one ClusterSource and calls it from its workers:
 
     source = ClusterSource(["127.0.0.1:2379", ...])     # inside the running loop
     state = await source.poll()                           # one round, ~1 s at most
+    async for state in source.follow(): ...               # pushed raft changes (raftnode)
     result = await source.put("k", "v")                   # etcd's answer or error text
     async for state in source.watch("k", prefix=True): ...
 
@@ -23,11 +24,13 @@ from . import actions, faults, merge, poll, rates, timeline
 from . import watch as watch_stream
 from .connection import Connections, Stubs, TlsFiles
 from .model import ActionResult, ClusterState, LiveWatch, Member, TimelineEvent
+from .status_stream import LeaderNote, StatusStreams
 
 COMPACT_REVISION_EVERY = 2.0   # seconds between compact-revision probes (a watch each)
 WATCHERS_EVERY = 1.0
 WAL_ENTRIES = 200
 WATCH_EVENTS_KEPT = 1000
+FOLLOW_GAP = 0.15              # at most this often does follow() yield (coalescing)
 
 
 class ClusterSource:
@@ -44,6 +47,11 @@ class ClusterSource:
         self._last_compact_probe = 0.0
         self._last_watchers = 0.0
         self._fault_capable: dict[str, bool] = {}   # endpoint -> serves Fault (absent: not known yet)
+        self._streams: StatusStreams | None = None  # made by follow()
+        self._stream_changed = asyncio.Event()
+        self._announced: set[tuple[int, int]] = set()   # (leader id, term) already in the timeline
+        self._seen_notes: set[tuple] = set()
+        self._last_rates: dict[str, poll.RatesResult] = {}
 
     # ------------------------------------------------------------------ state
 
@@ -60,16 +68,29 @@ class ClusterSource:
         self._add_events([TimelineEvent(self._clock(), kind, text, ok)])
 
     def _add_events(self, events: list[TimelineEvent]) -> None:
+        events = [e for e in events if self._first_announcement(e)]
         if events:
             self._state = dataclasses.replace(
                 self._state, timeline=timeline.prepend(self._state.timeline, events)
             )
+
+    def _first_announcement(self, e: TimelineEvent) -> bool:
+        """False for a "leader is now X (term T)" already in the timeline (seen
+        first by the status stream, or by a poll)."""
+        if e.kind != "leader" or not e.key:
+            return True
+        if e.key in self._announced:
+            return False
+        self._announced.add(e.key)
+        return True
 
     def _record(self, result: ActionResult, kind: str = "action") -> ActionResult:
         self.note(result.text, result.ok, kind if result.ok else "error")
         return result
 
     async def close(self) -> None:
+        if self._streams is not None:
+            await self._streams.close()
         await self._conns.close()
 
     # ------------------------------------------------------------------- poll
@@ -88,15 +109,24 @@ class ClusterSource:
         endpoints = list(self._conns.endpoints)
         preferred = self._preferred_stubs()
         probe_compact = now - self._last_compact_probe >= COMPACT_REVISION_EVERY
-        inspect_eps = [ep for ep in endpoints if self._inspect_wanted(ep)]
+        wanted = [ep for ep in endpoints if self._inspect_wanted(ep)]
+        streams = self._streams
+        if streams is not None:
+            streams.ensure(wanted)
+        # A member whose status stream is up needs no RaftStatus poll -- but the
+        # leader does: its replication progress is not streamed.
+        leader = self._state.leader
+        leader_ep = leader.endpoint if leader is not None else ""
+        inspect_eps = [ep for ep in wanted if streams is None or not streams.live(ep) or ep == leader_ep]
+        rate_eps = [ep for ep in wanted if self._inspect_known(ep)]
         fault_eps = [ep for ep in endpoints if self._fault_capable.get(ep, True)]
 
-        statuses, member_list, alarms, compact, inspects, fault_views = await asyncio.gather(
+        statuses, member_list, compact, inspects, rate_results, fault_views = await asyncio.gather(
             asyncio.gather(*(poll.status(self._conns.get(ep)) for ep in endpoints)),
             poll.member_list(preferred),
-            poll.alarms(preferred),
             poll.compact_revision(preferred) if probe_compact else _none(),
             asyncio.gather(*(poll.inspect_status(self._conns.get(ep)) for ep in inspect_eps)),
+            asyncio.gather(*(poll.inspect_rates(self._conns.get(ep)) for ep in rate_eps)),
             asyncio.gather(*(faults.status(self._conns.get(ep), poll.POLL_DEADLINE) for ep in fault_eps)),
         )
         for ep, view in zip(fault_eps, fault_views):
@@ -113,28 +143,60 @@ class ClusterSource:
         if member_list is not None:
             self._members = member_list
         known = self._members or self._members_from_endpoints(statuses)
+        inspect_by_ep = dict(zip(inspect_eps, inspects))
+        if streams is not None:
+            inspect_by_ep.update({ep: v for ep, v in streams.latest.items()
+                                  if ep in by_endpoint and inspect_by_ep.get(ep) is None})
         results = merge.RoundResults(
-            statuses=by_endpoint, members=member_list, alarms=alarms, compact_revision=compact,
-            inspects=dict(zip(inspect_eps, inspects)),
+            statuses=by_endpoint, members=member_list, compact_revision=compact,
+            inspects=inspect_by_ep, rates=dict(zip(rate_eps, rate_results)),
         )
-        old = self._state
-        new = merge.build(old, known, self._endpoint_of, results, self._clock())
+        new = merge.build(self._state, known, self._endpoint_of, results, self._clock())
         new = self._with_faults(new, dict(zip(fault_eps, fault_views)))
         new = await self._inspect_extras(new, wal_member)
-        new = dataclasses.replace(new, rates=rates.append(old.rates, rates.sample(old, new)))
+        # Streamed statuses that arrived while this round was out are newer than its answers.
+        old = self._state
+        if streams is not None:
+            new = merge.overlay(new, streams.latest)
+        served = {ep: r for ep, r in results.rates.items() if r is not None}
+        new = dataclasses.replace(new, rates=rates.append(
+            old.rates, rates.sample(old, new, served, self._last_rates)))
+        self._last_rates.update(served)
         self._state = new
         self._add_events(timeline.changes(old, new, new.polled_at))
+        if streams is not None:
+            self._apply_streams()   # leader events that came before the members were known
 
     def _with_faults(self, state: ClusterState, views: dict) -> ClusterState:
-        """Mark members with a cut as partitioned; note whether any member serves Fault."""
-        members = tuple(
-            dataclasses.replace(m, health="partitioned")
-            if m.health == "up" and isinstance(views.get(m.endpoint), faults.FaultView)
-            and views[m.endpoint].partitioned else m
-            for m in state.members
-        )
+        """Mark members cut off from a majority as partitioned (and name every
+        cut in the errors column); note whether any member serves Fault.
+
+        A partition is told to both sides, so the majority side has cuts too:
+        only a member that can no longer reach a quorum (itself included) is
+        "partitioned"; the others stay up, their cuts listed."""
+        ids = {m.id for m in state.members if m.id > 0}
+        voters = [m for m in state.members if not m.is_learner] or list(state.members)
+        quorum = len(voters) // 2 + 1
+        label = {m.id: m.label for m in state.members}
+        members = []
+        for m in state.members:
+            view = views.get(m.endpoint)
+            if isinstance(view, faults.FaultView) and m.health == "up" and (view.partitioned or view.drop
+                                                                            or view.delay_ms):
+                cut = ids - {m.id} if view.cut_all else ids & set(view.cut)
+                reachable = len([v for v in voters if v.id not in cut])
+                notes = []
+                if cut:
+                    notes.append("cut from " + ",".join(sorted(label[i] for i in cut)))
+                if view.drop:
+                    notes.append(f"dropping {view.drop:.0%}")
+                if view.delay_ms:
+                    notes.append(f"delaying {view.delay_ms} ms")
+                m = dataclasses.replace(m, errors=(*m.errors, *notes),
+                                        health="partitioned" if cut and reachable < quorum else m.health)
+            members.append(m)
         capable = [self._fault_capable[m.endpoint] for m in members if m.endpoint in self._fault_capable]
-        return dataclasses.replace(state, members=members,
+        return dataclasses.replace(state, members=tuple(members),
                                    fault=any(capable) if capable else state.fault)
 
     async def _inspect_extras(self, state: ClusterState, wal_member: int) -> ClusterState:
@@ -164,6 +226,77 @@ class ClusterSource:
     def _inspect_wanted(self, endpoint: str) -> bool:
         member = next((m for m in self._state.members if m.endpoint == endpoint), None)
         return member is None or member.inspect is not False
+
+    def _inspect_known(self, endpoint: str) -> bool:
+        member = next((m for m in self._state.members if m.endpoint == endpoint), None)
+        return member is not None and member.inspect is True and member.health in ("up", "partitioned")
+
+    # ----------------------------------------------------------------- follow
+
+    async def follow(self) -> AsyncIterator[ClusterState]:
+        """Yield the state whenever a member's status stream (Inspect.WatchStatus)
+        changed it: elections, term and leader changes, commit/apply progress,
+        a member's stream breaking. Runs until cancelled; with no member
+        serving Inspect (etcd) it just never yields. Polls keep running
+        alongside for everything else (db size, faults, members)."""
+        if self._streams is None:
+            self._streams = StatusStreams(self._conns, self._stream_changed.set)
+            self._streams.ensure(ep for ep in self._conns.endpoints if self._inspect_wanted(ep))
+        while True:
+            await self._stream_changed.wait()
+            self._stream_changed.clear()
+            if self._apply_streams():
+                yield self._state
+            await asyncio.sleep(FOLLOW_GAP)  # coalesce bursts into one screen update
+
+    def _apply_streams(self) -> bool:
+        streams = self._streams
+        old = self._state
+        if streams is None or not old.members:
+            return False
+        now = self._clock()
+        new = old
+        broken = streams.take_broken()
+        if broken:
+            new = dataclasses.replace(new, members=tuple(
+                dataclasses.replace(m, health="down", role="unknown", errors=(broken[m.endpoint],))
+                if m.endpoint in broken and m.health in ("up", "partitioned") else m
+                for m in new.members))
+            new = merge.summarise(new, list(new.members), {})
+        new = merge.overlay(new, streams.latest)
+        notes = self._leader_notes(streams.take_notes(), new)
+        if new is old and not notes:
+            return False
+        self._state = new
+        # The members' own notes first: an election they report wins over the
+        # same change seen in the numbers (its time stamp is the member's).
+        self._add_events(notes + timeline.changes(old, new, now))
+        return True
+
+    def _leader_notes(self, notes: list[LeaderNote], state: ClusterState) -> list[TimelineEvent]:
+        """Members' leader events as timeline lines (an election once, not once per member)."""
+        out = []
+        label_of = {m.endpoint: m.label for m in state.members}
+        name_of = {m.id: m.label for m in state.members}
+        for n in notes:
+            who = label_of.get(n.endpoint, n.endpoint)
+            if n.kind == "elected":
+                leader = name_of.get(n.leader_id, f"{n.leader_id:x}")
+                out.append(TimelineEvent(n.at, "leader", f"leader is now {leader} (term {n.term})",
+                                         key=(n.leader_id, n.term)))
+                continue
+            key = (n.endpoint, n.kind, n.term, n.at)
+            if key in self._seen_notes:
+                continue
+            self._seen_notes.add(key)
+            if n.kind == "campaign":
+                out.append(TimelineEvent(n.at, "election", f"{who} campaigns for term {n.term} ({n.detail})"))
+            elif n.kind == "lost":
+                out.append(TimelineEvent(n.at, "election", f"{who} lost its leader (term {n.term})"))
+            elif n.kind == "transfer":
+                target = name_of.get(n.leader_id, f"{n.leader_id:x}")
+                out.append(TimelineEvent(n.at, "leader", f"{who} hands leadership to {target} (term {n.term})"))
+        return out
 
     def _discover_endpoints(self) -> None:
         """Poll members the operator did not list: their first client URL."""

@@ -59,9 +59,10 @@ class Member:
 @dataclasses.dataclass(frozen=True)
 class TimelineEvent:
     at: float                        # wall clock, seconds
-    kind: str                        # leader, term, down, up, alarm, compact, defrag, action, error, ...
+    kind: str                        # leader, election, term, down, up, alarm, compact, defrag, action, error, ...
     text: str
     ok: bool = True
+    key: tuple | None = dataclasses.field(default=None, compare=False)   # (leader id, term) of a leader change
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +112,7 @@ class RateSample:
     writes_per_s: float              # revision advance per second (cluster)
     commit_per_s: tuple[tuple[str, float], ...]   # per member name
     apply_lag: tuple[tuple[str, int], ...]
+    from_inspect: bool = False       # the members' own counters (Inspect.Rates), not polled deltas
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,5 +1,11 @@
-"""One poll round's raw calls: Status on every endpoint, MemberList, Alarm,
-the compact revision, and Inspect when the member has it.
+"""One poll round's raw calls: Status on every endpoint, MemberList, the
+compact revision, and Inspect (RaftStatus, Rates, WalTail, Watchers) when
+the member has it.
+
+Alarms are read from Status.errors (etcd puts every active alarm there, as
+`memberID:123 alarm:NOSPACE `), not with Alarm(GET): etcd -- and raftnode,
+faithfully -- sends an Alarm GET through raft, so polling it would put a log
+entry in every member's WAL several times a second.
 
 Each call has its own deadline (POLL_DEADLINE) and all run concurrently, so a
 round takes at most about one deadline however many members are down. The
@@ -9,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
+import time
 
 import grpc
 
@@ -37,7 +45,8 @@ class StatusResult:
     revision: int = 0
     is_learner: bool = False
     version: str = ""
-    errors: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()                    # without the alarms
+    alarms: dict[int, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # the cluster's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,14 +58,46 @@ class MemberInfo:
     is_learner: bool
 
 
+_ALARM = re.compile(r"memberID:(\d+) alarm:([A-Z_]+)")
+
+
+def alarms_from_errors(errors_: tuple[str, ...]) -> tuple[dict[int, tuple[str, ...]], tuple[str, ...]]:
+    """Split Status.errors into ({member id: alarms}, the other errors)."""
+    alarms: dict[int, list[str]] = {}
+    rest = []
+    for e in errors_:
+        m = _ALARM.search(e)
+        if m:
+            alarms.setdefault(int(m.group(1)), []).append(m.group(2))
+        else:
+            rest.append(e)
+    return {k: tuple(v) for k, v in alarms.items()}, tuple(rest)
+
+
 @dataclasses.dataclass(frozen=True)
 class InspectResult:
-    """Inspect.RaftStatus of one member; `available` False means UNIMPLEMENTED."""
+    """Inspect.RaftStatus of one member (polled or streamed); `available`
+    False means UNIMPLEMENTED (etcd)."""
     endpoint: str
     available: bool
     role: str = "unknown"
     last_index: int | None = None
     progress: tuple[PeerProgress, ...] = ()
+    member_id: int = 0
+    term: int = 0
+    leader_id: int = 0
+    commit_index: int = 0
+    applied_index: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class RatesResult:
+    """Inspect.Rates of one member: counters, and their per-second rates over the member's window."""
+    per_second: dict[str, float]
+    apply_lag: int
+    window: float
+    totals: dict[str, int] = dataclasses.field(default_factory=dict)
+    at: float = 0.0                  # time.monotonic() when the answer came
 
 
 async def status(stubs: Stubs, deadline: float = POLL_DEADLINE) -> StatusResult:
@@ -65,12 +106,13 @@ async def status(stubs: Stubs, deadline: float = POLL_DEADLINE) -> StatusResult:
     except grpc.aio.AioRpcError as exc:
         return StatusResult(endpoint=stubs.endpoint, ok=False, error=errors.describe(exc))
     h = resp.header
+    alarms, other = alarms_from_errors(tuple(resp.errors))
     return StatusResult(
         endpoint=stubs.endpoint, ok=True, member_id=h.member_id, cluster_id=h.cluster_id,
         leader_id=resp.leader, term=resp.raftTerm, commit_index=resp.raftIndex,
         applied_index=resp.raftAppliedIndex, db_size=resp.dbSize, db_size_in_use=resp.dbSizeInUse,
         revision=h.revision, is_learner=resp.isLearner, version=resp.version,
-        errors=tuple(resp.errors),
+        errors=other, alarms=alarms,
     )
 
 
@@ -83,19 +125,6 @@ async def member_list(stubs: Stubs, deadline: float = POLL_DEADLINE) -> list[Mem
         MemberInfo(m.ID, m.name, tuple(m.peerURLs), tuple(m.clientURLs), m.isLearner)
         for m in resp.members
     ]
-
-
-async def alarms(stubs: Stubs, deadline: float = POLL_DEADLINE) -> dict[int, tuple[str, ...]] | None:
-    try:
-        resp = await stubs.maintenance.Alarm(
-            rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.GET), timeout=deadline
-        )
-    except grpc.aio.AioRpcError:
-        return None
-    out: dict[int, list[str]] = {}
-    for a in resp.alarms:
-        out.setdefault(a.memberID, []).append(rpc_pb2.AlarmType.Name(a.alarm))
-    return {k: tuple(v) for k, v in out.items()}
 
 
 async def compact_revision(stubs: Stubs, deadline: float = POLL_DEADLINE) -> int | None:
@@ -144,13 +173,30 @@ async def inspect_status(stubs: Stubs, deadline: float = POLL_DEADLINE) -> Inspe
         if errors.is_unimplemented(exc):
             return InspectResult(stubs.endpoint, available=False)
         return None
+    return inspect_result(stubs.endpoint, resp)
+
+
+def inspect_result(endpoint: str, resp) -> InspectResult:
+    """A RaftStatusResponse (from RaftStatus or a WatchStatus event) as an InspectResult."""
     progress = tuple(
         PeerProgress(p.member_id, p.match, p.next, _PROGRESS.get(p.state, "?"), p.inflight,
                      p.recent_active, p.paused)
         for p in resp.progress
     )
-    return InspectResult(stubs.endpoint, True, _ROLES.get(resp.role, "unknown"),
-                         resp.last_index, progress)
+    return InspectResult(endpoint, True, _ROLES.get(resp.role, "unknown"), resp.last_index, progress,
+                         member_id=resp.header.member_id, term=resp.term, leader_id=resp.leader_id,
+                         commit_index=resp.commit_index, applied_index=resp.applied_index)
+
+
+async def inspect_rates(stubs: Stubs, deadline: float = POLL_DEADLINE) -> RatesResult | None:
+    from engine.proto import inspect_pb2
+
+    try:
+        resp = await stubs.inspect.Rates(inspect_pb2.RatesRequest(), timeout=deadline)
+    except grpc.aio.AioRpcError:
+        return None
+    return RatesResult({r.name: r.per_second for r in resp.rates}, resp.apply_lag, resp.window_seconds,
+                       {r.name: r.total for r in resp.rates}, time.monotonic())
 
 
 async def wal_tail(stubs: Stubs, limit: int = 200, deadline: float = POLL_DEADLINE) -> tuple[WalEntry, ...] | None:

@@ -1,17 +1,29 @@
-"""Rates from consecutive polls: writes/s, commit-index advance/s, apply lag.
+"""Rates for the sparklines: writes/s, commit-index advance/s, apply lag.
 
-etcd has no rate counters in its v3 API, so the console derives them: the
-store revision advances once per write transaction, the commit index once per
-raft entry.
+raftnode counts them itself (Inspect.Rates: per-second rates over its own
+window of a few seconds, and the apply lag); the console uses those when
+the members serve them (the counters' advance between two answers, so the
+sparklines react within a poll). etcd has no rate counters in its v3 API, so there
+the console derives them from consecutive polls: the store revision advances
+once per write transaction, the commit index once per raft entry.
 """
 from __future__ import annotations
 
 from .model import ClusterState, RateSample
+from .poll import RatesResult
 
 RATE_HISTORY = 120   # samples kept for the sparklines
+WRITES = ("put", "delete", "txn")
 
 
-def sample(old: ClusterState, new: ClusterState) -> RateSample | None:
+def sample(old: ClusterState, new: ClusterState,
+           served: dict[str, RatesResult | None] | None = None,
+           previous: dict[str, RatesResult] | None = None) -> RateSample | None:
+    """`served`: this round's Inspect.Rates answers by endpoint (None: not
+    asked or no answer); `previous`: the last answer of each endpoint."""
+    served = {ep: r for ep, r in (served or {}).items() if r is not None}
+    if served:
+        return _from_inspect(new, served, previous or {})
     dt = new.polled_at - old.polled_at
     if not old.polled_at or dt <= 0:
         return None
@@ -24,6 +36,27 @@ def sample(old: ClusterState, new: ClusterState) -> RateSample | None:
         commit.append((m.label, max(0, m.commit_index - prev.commit_index) / dt if up else 0.0))
         lag.append((m.label, max(0, m.commit_index - m.applied_index) if m.health == "up" else 0))
     return RateSample(new.polled_at, writes, tuple(commit), tuple(lag))
+
+
+def _per_second(r: RatesResult, before: RatesResult | None, name: str) -> float:
+    """The counter's rate since the previous answer (what just happened), or
+    the member's own windowed rate when there is no previous answer."""
+    if before is not None and r.at > before.at and name in r.totals:
+        return max(0, r.totals[name] - before.totals.get(name, 0)) / (r.at - before.at)
+    return r.per_second.get(name, 0.0)
+
+
+def _from_inspect(new: ClusterState, served: dict[str, RatesResult],
+                  previous: dict[str, RatesResult]) -> RateSample:
+    # Writes are counted by the member the client sent them to: the sum over
+    # members is the cluster's rate (a member that did not answer adds 0).
+    writes = sum(_per_second(r, previous.get(ep), name) for ep, r in served.items() for name in WRITES)
+    commit, lag = [], []
+    for m in new.members:
+        r = served.get(m.endpoint)
+        commit.append((m.label, _per_second(r, previous.get(m.endpoint), "commit") if r else 0.0))
+        lag.append((m.label, r.apply_lag if r else 0))
+    return RateSample(new.polled_at, writes, tuple(commit), tuple(lag), from_inspect=True)
 
 
 def append(history: tuple[RateSample, ...], s: RateSample | None) -> tuple[RateSample, ...]:

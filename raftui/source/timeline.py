@@ -24,7 +24,8 @@ def changes(old: ClusterState, new: ClusterState, now: float) -> list[TimelineEv
         if new.leader_id:
             leader = new.leader
             name = leader.label if leader else f"{new.leader_id:x}"
-            events.append(TimelineEvent(now, "leader", f"leader is now {name} (term {new.term})"))
+            events.append(TimelineEvent(now, "leader", f"leader is now {name} (term {new.term})",
+                                        key=(new.leader_id, new.term)))
         else:
             events.append(TimelineEvent(now, "leader", "no leader", ok=False))
     elif new.term != old.term and new.term:
@@ -59,7 +60,12 @@ def changes(old: ClusterState, new: ClusterState, now: float) -> list[TimelineEv
 
 
 def prepend(timeline: tuple[TimelineEvent, ...], events: list[TimelineEvent]) -> tuple[TimelineEvent, ...]:
-    """Newest first, bounded."""
+    """Newest first, bounded. Events stamped earlier than the newest line (a
+    member's leader history, sent when the console connects) go in their
+    place by time; lines with the same time keep the order they came in."""
     if not events:
         return timeline
-    return (tuple(reversed(events)) + timeline)[:TIMELINE_LIMIT]
+    merged = tuple(reversed(events)) + timeline
+    if timeline and min(e.at for e in events) < timeline[0].at:
+        merged = tuple(sorted(merged, key=lambda e: e.at, reverse=True))
+    return merged[:TIMELINE_LIMIT]
