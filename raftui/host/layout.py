@@ -23,6 +23,10 @@ class MemberLayout:
     name: str
     client_port: int
     peer_port: int
+    # A member added later (a learner) joins an existing cluster with the
+    # member list the cluster gave when it was added.
+    initial_cluster: str = ""
+    initial_state: str = "new"
 
     @property
     def client_url(self) -> str:
@@ -42,9 +46,19 @@ class ClusterLayout:
     token: str
     members: tuple[MemberLayout, ...]
 
+    def initial_cluster_of(self, m: MemberLayout) -> str:
+        return m.initial_cluster or self.initial_cluster
+
     @property
     def initial_cluster(self) -> str:
-        return ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        return ",".join(f"{m.name}={m.peer_url}" for m in self.members if m.initial_state == "new")
+
+    def with_member(self, m: MemberLayout) -> "ClusterLayout":
+        return dataclasses.replace(self, members=self.members + (m,))
+
+    def next_name(self) -> str:
+        taken = {m.name for m in self.members}
+        return next(f"n{i}" for i in range(1, len(taken) + 2) if f"n{i}" not in taken)
 
     def member(self, name: str) -> MemberLayout:
         for m in self.members:

@@ -12,6 +12,7 @@ starting a second one on the same ports. Output goes to `<name>.log`.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import shutil
@@ -23,7 +24,7 @@ import time
 from typing import Sequence
 
 from .base import ClusterHost, HostError, ProcessState
-from .layout import HOST, ClusterLayout, MemberLayout
+from .layout import HOST, ClusterLayout, MemberLayout, free_ports
 
 
 class _Proc:
@@ -59,13 +60,16 @@ class _Proc:
 
 class ProcessHost(ClusterHost):
     def __init__(self, data_dir: os.PathLike | str, size: int, command: Sequence[str], *,
-                 fault_injection: bool, extra_args: Sequence[str] = ()) -> None:
+                 fault_injection: bool, extra_args: Sequence[str] = (), stop_together: bool = False) -> None:
         if size < 1:
             raise ValueError("size must be >= 1")
         self.data_dir = pathlib.Path(data_dir).expanduser().resolve()
         self.command = list(command)
         self.fault_injection = fault_injection
         self.extra_args = list(extra_args)
+        # raftnode members stop on SIGTERM without waiting for their peers, so
+        # they can all be told at once (0.8 s for three instead of 1.5 s).
+        self.stop_together = stop_together
         existing = ClusterLayout.load(self.data_dir)
         # An existing layout wins over `size`: resuming must bring back the same cluster.
         self.layout = existing or ClusterLayout.new(size)
@@ -106,6 +110,22 @@ class ProcessHost(ClusterHost):
             if self.state(m.name) not in ("running", "paused"):
                 self._start_member(m)
 
+    def plan_member(self) -> MemberLayout:
+        """Name and free ports for one more member (not started, not saved)."""
+        client, peer = free_ports(2)
+        return MemberLayout(self.layout.next_name(), client, peer)
+
+    def start_joining(self, planned: MemberLayout, members: Sequence[tuple[str, str]]) -> MemberLayout:
+        """Start a member the cluster has just been told about (MemberAdd):
+        `members` is the cluster's (name, peer URL) list, the new one included
+        (nameless until it starts). Saved in the layout, so it comes back on resume."""
+        initial = ",".join(f"{name or planned.name}={url}" for name, url in members)
+        m = dataclasses.replace(planned, initial_cluster=initial, initial_state="existing")
+        self.layout = self.layout.with_member(m)
+        self.layout.save(self.data_dir)
+        self._start_member(m)
+        return m
+
     def restart(self, name: str) -> None:
         if self.state(name) in ("running", "paused"):
             raise HostError(f"{name} is already running")
@@ -130,9 +150,19 @@ class ProcessHost(ClusterHost):
         _wait_for(lambda: not p.stopped(), 1.0)
 
     def stop_all(self, timeout: float = 10.0) -> None:
-        # One after another: a leader told to stop hands leadership to a live
-        # peer quickly, but waits in vain if its peers are dying with it.
-        for name in self.names:
+        if self.stop_together:
+            self._stop(self.names, timeout)
+        else:
+            # One after another: an etcd leader told to stop hands leadership
+            # to a live peer quickly, but waits in vain (7 s) if its peers
+            # are dying with it.
+            for name in self.names:
+                self._stop([name], timeout)
+
+    def _stop(self, names: list[str], timeout: float) -> None:
+        """SIGTERM the members named, then reap them against one deadline (SIGKILL after it)."""
+        told = []
+        for name in names:
             p = self._procs.get(name)
             if p is None or not p.alive():
                 continue
@@ -141,8 +171,14 @@ class ProcessHost(ClusterHost):
                 os.kill(p.pid, signal.SIGCONT)  # a paused member must run to see SIGTERM
             except ProcessLookupError:
                 continue
-            if not p.reap(timeout):
-                os.kill(p.pid, signal.SIGKILL)
+            told.append((name, p))
+        deadline = time.monotonic() + timeout
+        for name, p in told:
+            if not p.reap(max(0.0, deadline - time.monotonic())):
+                try:
+                    os.kill(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
                 p.reap(5.0)
             (self.data_dir / f"{name}.pid").unlink(missing_ok=True)
 
@@ -189,8 +225,8 @@ class ProcessHost(ClusterHost):
             "--advertise-client-urls", m.client_url,
             "--listen-peer-urls", m.peer_url,
             "--initial-advertise-peer-urls", m.peer_url,
-            "--initial-cluster", self.layout.initial_cluster,
-            "--initial-cluster-state", "new",
+            "--initial-cluster", self.layout.initial_cluster_of(m),
+            "--initial-cluster-state", m.initial_state,
             "--initial-cluster-token", self.layout.token,
         ]
         if self.fault_injection:
@@ -256,14 +292,14 @@ def _clean_env() -> dict[str, str]:
 # ----------------------------------------------------------------- factories
 
 def raftnode_command() -> list[str] | None:
-    """How to run our node: the `raftnode` script, else `python -m engine.cli`; None if neither exists."""
+    """How to run our node: the `raftnode` script, else `python -m engine`; None if neither exists."""
     script = shutil.which("raftnode")
     if script:
         return [script]
     import importlib.util
 
-    if importlib.util.find_spec("engine.cli") is not None:
-        return [sys.executable, "-m", "engine.cli"]
+    if importlib.util.find_spec("engine.cli.main") is not None:
+        return [sys.executable, "-m", "engine"]
     return None
 
 
@@ -272,7 +308,7 @@ def raftnode_host(data_dir: os.PathLike | str, size: int = 3) -> ProcessHost:
     if command is None:
         raise HostError("host mode needs raftnode (engine.cli), which is not installed; "
                         "attach to running members with --endpoints h:p,...")
-    return ProcessHost(data_dir, size, command, fault_injection=True)
+    return ProcessHost(data_dir, size, command, fault_injection=True, stop_together=True)
 
 
 def etcd_host(data_dir: os.PathLike | str, size: int = 3, etcd_bin: str | None = None) -> ProcessHost:
