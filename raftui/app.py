@@ -6,6 +6,7 @@ the host, and decides what quitting means in host mode.
 """
 from __future__ import annotations
 
+import asyncio
 from typing import Callable, Iterable
 
 from textual.app import App, SystemCommand
@@ -15,7 +16,7 @@ from textual.screen import Screen
 import themes
 from raftui.commands import COMMANDS
 from raftui.host import ClusterHost
-from raftui.screens.confirm import ConfirmScreen
+from raftui.screens.quit import QuitScreen
 from raftui.screens.help import HelpScreen
 from raftui.screens.main import NAV_BINDINGS, MainScreen
 from raftui.source import ClusterSource
@@ -75,18 +76,26 @@ class RaftuiApp(App[None]):
         if self.host is None:
             self.exit()
             return
+        self.run_worker(self._quit_hosted(), exclusive=True, group="quit")
 
-        def answered(stop: bool | None) -> None:
-            if stop:
-                self.host.stop_all()
-                self.exit(message="raftui: members stopped")
-            else:
-                self.exit(message=f"raftui: members left running; reattach with "
-                                  f"raftui --data-dir {self.host.data_dir}")
+    def reattach_command(self) -> str:
+        data_dir = getattr(self.host, "data_dir", None)
+        return f"raftui --data-dir {data_dir}" if data_dir else "raftui --endpoints " + ",".join(self.host.endpoints)
 
-        self.push_screen(ConfirmScreen(
-            f"Stop the {len(self.host.names)} members? (no: leave them running)",
-            yes="stop them", no="leave them running"), answered)
+    async def _quit_hosted(self) -> None:
+        answer = await self.push_screen_wait(QuitScreen(len(self.host.names), self.reattach_command()))
+        if answer == "cancel":
+            return
+        if answer == "leave":
+            self.exit(message=f"raftui: {len(self.host.names)} members left running "
+                              f"(endpoints {','.join(self.host.endpoints)}); reattach with "
+                              f"{self.reattach_command()}")
+            return
+        self.notify(f"stopping {len(self.host.names)} members ...", timeout=30)
+        # SIGTERM and reaping take a moment per member: off the UI loop.
+        await asyncio.to_thread(self.host.stop_all)
+        self.exit(message=f"raftui: members stopped; their data stays in {self.host.data_dir} "
+                          f"(start again with {self.reattach_command()})")
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

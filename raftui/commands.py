@@ -107,7 +107,26 @@ async def _snapshot(ctx: Context, v: dict) -> ActionResult:
 
 
 async def _add_learner(ctx: Context, v: dict) -> ActionResult:
-    return await ctx.source.add_learner(v["peer_url"])
+    url = v.get("peer_url", "").strip()
+    plan = getattr(ctx.host, "plan_member", None)
+    if url or plan is None:
+        if not url:
+            return ActionResult.fail("add learner: its peer URL is needed (attach mode starts no process)")
+        return await ctx.source.add_learner(url)
+    # Host mode: pick ports, tell the cluster, then start the process that joins.
+    planned = await asyncio.to_thread(plan)
+    added = await ctx.source.add_learner(planned.peer_url)
+    if not added.ok:
+        return added
+    _, members = added.data
+    try:
+        m = await asyncio.to_thread(ctx.host.start_joining, planned, members)
+    except (HostError, OSError) as exc:
+        result = ActionResult.fail(f"{added.text}, but its process did not start: {exc}")
+    else:
+        result = ActionResult(True, f"started learner {m.name} on {m.endpoint} (peer {m.peer_url})")
+    ctx.source.note(result.text, result.ok, "host" if result.ok else "error")
+    return result
 
 
 async def _promote(ctx: Context, v: dict) -> ActionResult:
@@ -200,8 +219,11 @@ COMMANDS: tuple[Command, ...] = (
     Command("disarm", "exclamation_mark", "Disarm", "Disarm every alarm", _disarm,
             confirm=lambda ctx, v: "Disarm every alarm?", group="maintenance"),
     # --- membership
-    Command("add_learner", "a", "Add learner", "Add a learner member (its peer URL)", _add_learner,
-            (Field("peer_url", "Peer URL", "", "http://127.0.0.1:2380"),), group="membership"),
+    Command("add_learner", "a", "Add learner",
+            "Add a learner (host mode: leave the URL empty and a new local member is started)",
+            _add_learner,
+            (Field("peer_url", "Peer URL", "", "empty: start a new local member (host mode)",
+                   optional=True),), group="membership"),
     Command("promote", "o", "Promote", "Promote the selected learner to voter", _promote,
             confirm=_confirm_member("Promote"), needs="member", group="membership"),
     Command("remove", "X", "Remove", "Remove the selected member from the cluster", _remove,

@@ -34,7 +34,10 @@ class FormScreen(ModalScreen[dict | None]):
         inputs = list(self.query(Input))
         index = inputs.index(event.input)
         if index + 1 < len(inputs):
-            inputs[index + 1].focus()
+            # Screen.set_focus at once, not Widget.focus() (deferred): keys
+            # already queued behind this enter (typed fast, pasted, sent over
+            # a slow link) must land in the next field, not this one.
+            self.set_focus(inputs[index + 1])
             return
         values = {f.name: self.query_one(f"#field-{f.name}", Input).value for f, _ in self.fields}
         missing = [f.label for f, _ in self.fields if not f.optional and not values[f.name].strip()]

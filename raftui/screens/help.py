@@ -5,7 +5,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
+
+from raftui.widgets.table import Table
 
 
 class HelpScreen(ModalScreen[None]):
@@ -20,7 +22,7 @@ class HelpScreen(ModalScreen[None]):
         with Vertical(classes="dialog help"):
             yield Static("Keys  (ids can be remapped; ctrl+p searches the same commands)",
                          classes="dialog-title")
-            table = DataTable(id="help-table", cursor_type="row", zebra_stripes=True)
+            table = Table(id="help-table", cursor_type="row", zebra_stripes=True)
             table.add_columns("key", "command", "what it does", "id")
             table.add_rows(self.rows)
             yield table

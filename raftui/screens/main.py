@@ -36,7 +36,7 @@ from raftui.widgets.watchers_panel import WatchersPanel
 from .confirm import ConfirmScreen
 from .form import FormScreen
 
-POLL_INTERVAL = 0.3          # seconds between the end of one poll and the next
+POLL_INTERVAL = 0.4          # seconds between the end of one poll and the next
 KEYS_INTERVAL = 1.0
 KEY_PAGE = 1000
 KEY_PAGES = 5                # the listing holds at most KEY_PAGE * KEY_PAGES keys
@@ -73,9 +73,9 @@ class PanelTabs(Tabs, can_focus=False):
 class MainScreen(Screen):
     BINDINGS = [*NAV_BINDINGS, *command_bindings()]
 
-    state: reactive[ClusterState] = reactive(ClusterState, init=False)
-    selected: reactive[int] = reactive(0, init=False)
-    active_panel: reactive[str] = reactive("cluster", init=False)
+    state: reactive[ClusterState] = reactive(ClusterState, init=False, repaint=False)
+    selected: reactive[int] = reactive(0, init=False, repaint=False)
+    active_panel: reactive[str] = reactive("cluster", init=False, repaint=False)
 
     def __init__(self, source: ClusterSource, host: ClusterHost | None = None, *,
                  mode_label: str = "", live: bool = True) -> None:
@@ -88,6 +88,7 @@ class MainScreen(Screen):
         self.prefix = ""
         self.selected_key = ""
         self._keys_generation = 0
+        self._title_text = ""
 
     # ---------------------------------------------------------------- layout
 
@@ -109,7 +110,12 @@ class MainScreen(Screen):
         self.watch_active_panel("cluster")
         self._show(self.source.state)
         if self.live:
+            if self.host is not None:
+                verb = "resumed" if getattr(self.host, "resumed", False) else "started"
+                self.source.note(f"{verb} {len(self.host.names)} members; data in {self.host.data_dir}",
+                                 kind="host")
             self.poll()
+            self.follow()
             self.refresh_keys()
 
     def on_resize(self, event: Resize) -> None:
@@ -123,7 +129,11 @@ class MainScreen(Screen):
             self.query_one(f"#{pid}").set_class(pid == panel, "-active")
         tabs = self.query_one(PanelTabs)
         if tabs.active != f"tab-{panel}":
-            tabs.active = f"tab-{panel}"
+            # Without `prevent`, the TabActivated this posts comes back later
+            # and sets active_panel again: two quick tab presses then chase
+            # each other forever (the panel flips back and forth at full CPU).
+            with tabs.prevent(Tabs.TabActivated):
+                tabs.active = f"tab-{panel}"
         focus = dict((pid, target) for pid, _, target in PANELS)[panel]
         if focus:
             self.query_one(focus).focus()
@@ -171,14 +181,23 @@ class MainScreen(Screen):
         member = state.member(self.selected)
         parts = [
             "raftui",
-            self.mode_label,
             f"leader {leader.label}" if leader else "no leader",
             f"term {state.term}",
             f"rev {state.revision}",
             f"compacted {state.compact_revision}",
             f"selected {member.label}" if member else "",
+            self.mode_label,
         ]
-        self.query_one("#title-bar", Static).update(" · ".join(p for p in parts if p))
+        parts = [p for p in parts if p]
+        # Narrow terminals lose the least useful parts first, never the leader or term.
+        room = self.app.size.width - 2
+        for drop in (self.mode_label, f"compacted {state.compact_revision}"):
+            if len(" · ".join(parts)) > room and drop in parts:
+                parts.remove(drop)
+        text = " · ".join(parts)
+        if text != self._title_text:
+            self._title_text = text
+            self.query_one("#title-bar", Static).update(text, layout=False)
 
     @on(ClusterPanel.MemberSelected)
     def _member_selected(self, event: ClusterPanel.MemberSelected) -> None:
@@ -212,6 +231,13 @@ class MainScreen(Screen):
             if not get_current_worker().is_cancelled:
                 self.set_timer(POLL_INTERVAL, self.poll)
         self._show(state)
+
+    @work(exclusive=True, group="follow")
+    async def follow(self) -> None:
+        """Raft changes pushed by the members (Inspect.WatchStatus): elections
+        and term changes show within ~0.1 s, between polls."""
+        async for state in self.source.follow():
+            self._show(state)
 
     @work(exclusive=True, group="keys")
     async def refresh_keys(self, rearm: bool = True) -> None:

@@ -14,9 +14,10 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.message import Message
 from textual.reactive import reactive
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 
 from raftui.source.actions import human_bytes
+from raftui.widgets.table import Table
 from raftui.source.model import ClusterState, Member
 
 FLASH_SECONDS = 1.5
@@ -26,7 +27,7 @@ ROLE_GLYPH = {"leader": "★", "follower": "·", "candidate": "?", "learner": "�
 HEALTH_GLYPH = {"up": "●", "down": "✕", "unknown": "?", "paused": "‖", "killed": "☠", "partitioned": "⊘"}
 
 
-class ClusterTable(DataTable, inherit_bindings=True):
+class ClusterTable(Table, inherit_bindings=True):
     COMPONENT_CLASSES = {
         "cluster--leader", "cluster--follower", "cluster--learner", "cluster--candidate",
         "cluster--up", "cluster--down", "cluster--paused", "cluster--unknown",
@@ -41,8 +42,8 @@ class ClusterPanel(Vertical):
     class MemberSelected(Message):
         member_id: int
 
-    state: reactive[ClusterState] = reactive(ClusterState, always_update=False, init=False)
-    selected: reactive[int] = reactive(0, init=False)
+    state: reactive[ClusterState] = reactive(ClusterState, init=False, repaint=False)
+    selected: reactive[int] = reactive(0, init=False, repaint=False)
 
     def __init__(self, *, id: str | None = None, clock=time.monotonic) -> None:
         super().__init__(id=id, classes="panel")
@@ -50,23 +51,37 @@ class ClusterPanel(Vertical):
         self._clock = clock
         self._flash_until = 0.0
         self._row_ids: list[int] = []
+        self._shown: dict[int, list] = {}     # member id -> the cells last drawn
+        self.flashes = 0                      # term changes flashed so far
+        self._detail_text = ""
 
     def compose(self) -> ComposeResult:
         table = ClusterTable(id="cluster-table", cursor_type="row", zebra_stripes=False)
         table.add_columns(*COLUMNS)
         yield table
+        # On a narrow screen the table's right-hand columns are off to the
+        # side: the selected member's row, spelled out (themes/cluster.tcss
+        # hides it when the table fits).
+        yield Static("", id="member-detail")
 
     @property
     def table(self) -> ClusterTable:
         return self.query_one(ClusterTable)
 
+    @property
+    def flashing(self) -> bool:
+        """True while the term column flashes after a term change."""
+        return self._clock() < self._flash_until
+
     def watch_state(self, old: ClusterState, new: ClusterState) -> None:
         if old.term and new.term != old.term:
+            self.flashes += 1
             self._flash_until = self._clock() + FLASH_SECONDS
             self.set_timer(FLASH_SECONDS + 0.05, self._redraw)
         self._redraw()
 
     def watch_selected(self, member_id: int) -> None:
+        self._detail()
         if member_id in self._row_ids:
             row = self._row_ids.index(member_id)
             if self.table.cursor_row != row:
@@ -83,14 +98,45 @@ class ClusterPanel(Vertical):
             for mid, cells in zip(ids, rows):
                 table.add_row(*cells, key=str(mid))
             self._row_ids = ids
+            self._shown = {mid: [_signature(c) for c in cells] for mid, cells in zip(ids, rows)}
             self.watch_selected(self.selected)
         else:
+            # Only the cells that changed: every update makes the table
+            # re-measure its columns, and most polls change one or two numbers.
             for mid, cells in zip(ids, rows):
-                for col, value in zip(table.columns, cells):
-                    table.update_cell(str(mid), col, value)
+                shown = self._shown[mid]
+                for i, (col, value) in enumerate(zip(table.columns, cells)):
+                    sig = _signature(value)
+                    if shown[i] != sig:
+                        shown[i] = sig
+                        table.update_cell(str(mid), col, value, update_width=True)
+        self._detail()
         leader = self.state.leader
-        self.border_subtitle = (f"leader {leader.label} · term {self.state.term}" if leader
-                                else "no leader")
+        subtitle = f"leader {leader.label} · term {self.state.term}" if leader else "no leader"
+        if self.border_subtitle != subtitle:
+            self.border_subtitle = subtitle
+
+    def _detail(self) -> None:
+        m = self.state.member(self.selected)
+        if m is None:
+            text = ""
+        else:
+            p = m.progress
+            lines = [
+                f"{m.label} · id {m.id:x} · {m.endpoint} · {m.role} · {m.health}" if m.id > 0
+                else f"{m.label} · {m.endpoint} · {m.role} · {m.health}",
+                f"term {m.term} · commit {m.commit_index} · applied {m.applied_index}"
+                + (f" · last {m.last_index}" if m.last_index is not None else "")
+                + (f" · match/next {p.match}/{p.next} {p.state}{' (paused)' if p.paused else ''}" if p else ""),
+                f"db {human_bytes(m.db_size)} · in use {human_bytes(m.db_size_in_use)}"
+                + (f" · alarms {', '.join(m.alarms)}" if m.alarms else ""),
+            ]
+            if m.errors:
+                lines.append("; ".join(m.errors))
+            text = "\n".join(lines)
+        if text != self._detail_text:
+            self._detail_text = text
+            self.query_one("#member-detail", Static).update(text)
 
     def _style(self, name: str):
         return self.table.get_component_rich_style(f"cluster--{name}")
@@ -129,3 +175,11 @@ class ClusterPanel(Vertical):
             member_id = int(event.row_key.value)
             if member_id != self.selected:
                 self.post_message(self.MemberSelected(member_id))
+
+
+def _signature(cell) -> tuple:
+    """What a cell looks like: rich's Text equality ignores the base style
+    (a flash or a dimmed number would compare equal)."""
+    if isinstance(cell, Text):
+        return (cell.plain, str(cell.style))
+    return (cell, "")

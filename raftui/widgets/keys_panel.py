@@ -15,6 +15,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import DataTable, Static
 
+from raftui.widgets.table import Table
 from raftui.source.model import KeyValue
 
 
@@ -33,11 +34,11 @@ class Detail:
     ok: bool = True
 
 
-class KeysTable(DataTable):
+class KeysTable(Table):
     pass
 
 
-class DetailTable(DataTable):
+class DetailTable(Table):
     COMPONENT_CLASSES = {"detail--value"}
 
 
@@ -50,13 +51,14 @@ class KeysPanel(Vertical):
     class KeyChosen(Message):
         key: str
 
-    listing: reactive[Listing] = reactive(Listing, init=False)
-    detail: reactive[Detail] = reactive(Detail, init=False)
-    revision: reactive[tuple[int, int]] = reactive((0, 0), init=False)   # (current, compacted)
+    listing: reactive[Listing] = reactive(Listing, init=False, repaint=False)
+    detail: reactive[Detail] = reactive(Detail, init=False, repaint=False)
+    revision: reactive[tuple[int, int]] = reactive((0, 0), init=False, repaint=False)   # (current, compacted)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, classes="panel")
         self.border_title = "Keys & revisions"
+        self._summary_text = ""
 
     def compose(self) -> ComposeResult:
         yield Static("", id="keys-summary", classes="summary")
@@ -107,7 +109,9 @@ class KeysPanel(Vertical):
         text = f"revision {current} · compacted {compacted} · {where} · {count}"
         if listing.error:
             text += f" · {listing.error}"
-        self.query_one("#keys-summary", Static).update(text)
+        if text != self._summary_text:
+            self._summary_text = text
+            self.query_one("#keys-summary", Static).update(text, layout=False)
 
     def highlighted_key(self) -> str | None:
         table = self.query_one(KeysTable)

@@ -42,8 +42,8 @@ class LineList(ScrollView, Generic[T], can_focus=True):
 
     def set_items(self, items: Sequence[T], width_hint: int = 0) -> None:
         """Replace the items (the list keeps the reference; pass an immutable sequence)."""
-        if items is self._items:
-            return
+        if items is self._items or items == self._items:
+            return   # the same lines: nothing to redraw (the WAL is re-read every poll)
         self._items = items
         self._width = max(self._width, width_hint)
         self.virtual_size = Size(self._width, len(items))

@@ -19,18 +19,21 @@ class RateRow(Horizontal):
     def __init__(self, label: str, *, id: str | None = None, member: bool = False) -> None:
         super().__init__(id=id, classes="rate-row member-rate" if member else "rate-row")
         self.label = label
+        self._text = label
 
     def compose(self) -> ComposeResult:
         yield Static(self.label, classes="rate-label")
         yield Sparkline([], classes="rate-spark")
 
     def show(self, text: str, values: list[float]) -> None:
-        self.query_one(".rate-label", Static).update(text)
+        if text != self._text:
+            self._text = text
+            self.query_one(".rate-label", Static).update(text, layout=False)
         self.query_one(Sparkline).data = values or [0.0]
 
 
 class RatesPanel(Vertical):
-    rates: reactive[tuple[RateSample, ...]] = reactive((), init=False)
+    rates: reactive[tuple[RateSample, ...]] = reactive((), init=False, repaint=False)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, classes="panel")
@@ -51,6 +54,9 @@ class RatesPanel(Vertical):
             self._members = names
             await self.mount_all([RateRow(name, id=f"rate-m{i}", member=True)
                                   for i, name in enumerate(names)])
+        subtitle = "Inspect.Rates" if last.from_inspect else "from polls (no rate counters)"
+        if self.border_subtitle != subtitle:
+            self.border_subtitle = subtitle
         writes = [s.writes_per_s for s in recent]
         self.query_one("#rate-writes", RateRow).show(f"writes/s {last.writes_per_s:7.1f}", writes)
         for i, name in enumerate(names):

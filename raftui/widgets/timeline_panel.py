@@ -13,8 +13,8 @@ from raftui.source.model import TimelineEvent
 
 from .line_list import LineList
 
-KIND_GLYPH = {"leader": "★", "term": "↑", "down": "✕", "up": "●", "paused": "‖", "killed": "☠",
-              "alarm": "!", "compact": "⌫", "defrag": "♻", "error": "✕", "watch": "👁"}
+KIND_GLYPH = {"leader": "★", "term": "↑", "election": "⚑", "partition": "⊘", "heal": "∞", "down": "✕", "up": "●", "paused": "‖", "killed": "☠",
+              "alarm": "!", "compact": "⌫", "defrag": "♻", "error": "✕", "watch": "◉", "host": "⚙"}
 
 
 class TimelineList(LineList[TimelineEvent]):
@@ -29,14 +29,12 @@ class TimelineList(LineList[TimelineEvent]):
         else:
             style = self.get_component_rich_style("timeline--ok")
         glyph = KIND_GLYPH.get(e.kind, "·")
-        if glyph == "👁":
-            glyph = "◉"
         return Text.assemble((stamp, self.get_component_rich_style("timeline--time")), " ",
                              (f"{glyph} {e.text}", style))
 
 
 class TimelinePanel(Vertical):
-    events: reactive[tuple[TimelineEvent, ...]] = reactive((), init=False)
+    events: reactive[tuple[TimelineEvent, ...]] = reactive((), init=False, repaint=False)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, classes="panel")

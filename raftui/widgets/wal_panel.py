@@ -36,8 +36,8 @@ class WalList(LineList[WalEntry]):
 
 
 class WalPanel(Vertical):
-    state: reactive[ClusterState] = reactive(ClusterState, init=False)
-    selected: reactive[int] = reactive(0, init=False)
+    state: reactive[ClusterState] = reactive(ClusterState, init=False, repaint=False)
+    selected: reactive[int] = reactive(0, init=False, repaint=False)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, classes="panel")
@@ -67,4 +67,6 @@ class WalPanel(Vertical):
             return
         lines.empty_text = "the log is empty"
         lines.set_items(tuple(reversed(state.wal)))
-        self.border_subtitle = f"{member.label} · {len(state.wal)} entries"
+        subtitle = f"{member.label} · {len(state.wal)} entries"
+        if self.border_subtitle != subtitle:
+            self.border_subtitle = subtitle

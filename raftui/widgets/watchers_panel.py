@@ -8,11 +8,12 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.reactive import reactive
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from raftui.source.model import ClusterState, WatchEvent
 
 from .line_list import LineList
+from .table import Table
 
 NO_INSPECT = "watchers need raftnode's Inspect service (etcd has none)"
 
@@ -31,16 +32,23 @@ class WatchEventList(LineList[WatchEvent]):
 
 
 class WatchersPanel(Vertical):
-    state: reactive[ClusterState] = reactive(ClusterState, init=False)
+    state: reactive[ClusterState] = reactive(ClusterState, init=False, repaint=False)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, classes="panel")
         self.border_title = "Watchers"
         self._shown_watchers: tuple = ()
+        self._note_text = ""
+        self._watch_title = ""
+
+    def _note(self, text: str) -> None:
+        if text != self._note_text:
+            self._note_text = text
+            self.query_one("#watchers-note", Static).update(text, layout=False)
 
     def compose(self) -> ComposeResult:
         yield Static("", id="watchers-note", classes="summary")
-        table = DataTable(id="watchers-table", cursor_type="row")
+        table = Table(id="watchers-table", cursor_type="row")
         table.add_columns("member", "id", "key", "range end", "start", "synced", "sent")
         yield table
         yield Static("no live watch · W: watch a key (end it with * for a prefix)",
@@ -49,13 +57,12 @@ class WatchersPanel(Vertical):
         yield events
 
     def watch_state(self, state: ClusterState) -> None:
-        note = self.query_one("#watchers-note", Static)
-        table = self.query_one("#watchers-table", DataTable)
+        table = self.query_one("#watchers-table", Table)
         if state.inspect is False:
-            note.update(NO_INSPECT)
+            self._note(NO_INSPECT)
             table.display = False
         else:
-            note.update(f"{len(state.watchers)} watchers on the members")
+            self._note(f"{len(state.watchers)} watchers on the members")
             table.display = True
             if state.watchers != self._shown_watchers:
                 self._shown_watchers = state.watchers
@@ -70,5 +77,8 @@ class WatchersPanel(Vertical):
             events.set_items(())
             return
         what = f"{live.key}{'*' if live.prefix else ''}"
-        title.update(f"live watch on {what!r}: {live.status} · {len(live.events)} events")
+        text = f"live watch on {what!r}: {live.status} · {len(live.events)} events"
+        if text != self._watch_title:
+            self._watch_title = text
+            title.update(text, layout=False)
         events.set_items(tuple(reversed(live.events)))
