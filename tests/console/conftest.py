@@ -26,15 +26,25 @@ async def until(pilot, condition: Callable[[], object], timeout: float = DEFAULT
     """Let the app run until `condition()` is truthy; fail after `timeout` seconds.
 
     Synchronisation is on observable state, never on a fixed sleep: the pause
-    is only how long to let the app work between two looks."""
+    is only how long to let the app work between two looks. A failure says
+    what the console's timeline showed, which usually tells why."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{_timeline_tail(pilot)}")
         await pilot.pause(0.05)
+
+
+def _timeline_tail(pilot, lines: int = 15) -> str:
+    source = getattr(pilot.app, "source", None)
+    if source is None:
+        return ""
+    events = source.state.timeline[:lines]
+    return "timeline (newest first):\n" + "\n".join(
+        f"  {time.strftime('%H:%M:%S', time.localtime(e.at))} {e.kind}: {e.text}" for e in events)
 
 
 async def type_text(pilot, text: str) -> None:

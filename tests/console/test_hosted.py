@@ -1,0 +1,341 @@
+"""The console in host mode on real raftnode members, driven by key presses.
+
+One hosted 3-member cluster (raftui's own ProcessHost, fault injection on)
+serves the module; each test leaves it healthy for the next. Every wait is
+on what the screen shows (a table cell, a panel's state) with a deadline;
+nothing sleeps to synchronise. Members are stopped by PID at teardown.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import uuid
+
+import grpc
+import pytest
+
+from engine.proto import rpc_pb2, rpc_pb2_grpc
+from raftui.host import raftnode_host
+from raftui.screens.quit import QuitScreen
+from raftui.source import ClusterSource
+from raftui.widgets.keys_panel import DetailTable
+from raftui.widgets.wal_panel import WalList, WalPanel
+
+from .conftest import fill, run, until
+from .ui import (COL, cell_text, cluster_panel, cluster_rows, key_rows, leader_row, make_app, ready,
+                 row_of, screen, timeline)
+
+
+DOWN_WITHIN = 3.0           # a killed member is shown down this fast (its status stream breaks at once)
+ELECTION_WITHIN = 10.0      # a new leader after the old one is killed
+
+
+def _stop_by_pid(host) -> None:
+    host.stop_all(timeout=10.0)
+    for name in host.names:            # anything that survived: SIGKILL by PID
+        pid = host.pid(name)
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def hosted(raftnode_binary, tmp_path_factory):
+    host = raftnode_host(tmp_path_factory.mktemp("hosted") / "cluster", 3)
+    try:
+        host.start()
+        host.wait_listening(30.0)
+        yield host
+    finally:
+        _stop_by_pid(host)
+
+
+@pytest.fixture
+def key() -> str:
+    return f"h{uuid.uuid4().hex[:6]}"
+
+
+def _app(host):
+    return make_app(host.endpoints, host=host)
+
+
+def _num(row: list[str], col: str) -> int:
+    text = row[COL[col]]
+    return int(text) if text.strip().isdigit() else -1
+
+
+def _number_of(app, name: str) -> str:
+    """The digit that selects member `name` (rows are numbered from 1)."""
+    return next(r[COL["#"]] for r in cluster_rows(app) if r[COL["member"]] == name)
+
+
+def _followers(app) -> list[str]:
+    return [r[COL["member"]] for r in cluster_rows(app) if "follower" in r[COL["role"]]]
+
+
+async def _put_direct(endpoint: str, items: list[tuple[bytes, bytes]] | None = None,
+                      delete_prefix: bytes | None = None, timeout: float = 10.0) -> None:
+    """Writes outside the console (a test's set-up, not what is tested)."""
+    async with grpc.aio.insecure_channel(endpoint) as ch:
+        kv = rpc_pb2_grpc.KVStub(ch)
+        for i in range(0, len(items or []), 50):
+            await asyncio.gather(*(kv.Put(rpc_pb2.PutRequest(key=k, value=v), timeout=timeout)
+                                   for k, v in items[i:i + 50]))
+        if delete_prefix is not None:
+            end = delete_prefix[:-1] + bytes([delete_prefix[-1] + 1])
+            await kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=delete_prefix, range_end=end),
+                                 timeout=timeout)
+
+
+# --------------------------------------------------------------------- keys
+
+def test_write_key_see_revision_and_read_older_revision(hosted, key):
+    async def body():
+        app = _app(hosted)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await ready(app, pilot)
+            await pilot.press("w")
+            await fill(pilot, key, "one", "")
+            first = await until(pilot, lambda: next((r for r in key_rows(app) if r[0] == key), None),
+                                what=f"{key} in the keys panel")
+            await pilot.press("w")
+            await fill(pilot, key, "two", "")
+            second = await until(pilot, lambda: next((r for r in key_rows(app) if r[0] == key
+                                                      and r[3] == "2"), None), what="version 2")
+            assert int(second[2]) > int(first[2]) and second[1] == first[1]
+            table = screen(app).query_one("#keys-table")
+            shown = [[cell_text(table, r, c) for c in range(4)] for r in range(table.row_count)]
+            assert [key, first[1], second[2], "2"] in shown      # key, create, mod revision, version
+
+            await pilot.press("r")
+            await fill(pilot, key, first[2])
+            detail = screen(app).query_one(DetailTable)
+            await until(pilot, lambda: detail.row_count == 1, what="the read at the old revision")
+            assert cell_text(detail, 0, 1) == "one" and cell_text(detail, 0, 3) == first[2]
+            assert any(f"get {key} at revision {first[2]}" in t for t in timeline(app))
+    run(body())
+
+
+# ------------------------------------------------------------ leader change
+
+def test_kill_leader_new_leader_and_term_flash_then_restart(hosted):
+    async def body():
+        app = _app(hosted)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await ready(app, pilot)
+            panel = cluster_panel(app)
+            before = leader_row(app)
+            old_term, old_leader = _num(before, "term"), before[COL["member"]]
+            flashes = panel.flashes
+            await pilot.press(before[COL["#"]], "k", "y")
+            await until(pilot, lambda: "killed" in row_of(app, old_leader)[COL["health"]],
+                        timeout=DOWN_WITHIN, what="the killed leader marked killed")
+            await until(pilot, lambda: (leader_row(app) or before)[COL["member"]] != old_leader,
+                        timeout=ELECTION_WITHIN, what="a new leader")
+            new = leader_row(app)
+            assert _num(new, "term") > old_term
+            assert f"term {new[COL['term']]}" in str(screen(app).query_one("#title-bar").render())
+            assert any(t.startswith(f"leader is now {new[COL['member']]}") for t in timeline(app))
+            assert panel.flashes > flashes      # the term change flashed (see test_panels for the look)
+
+            await pilot.press("s")   # restart the selected (killed) member
+            await until(pilot, lambda: "up" in row_of(app, old_leader)[COL["health"]],
+                        timeout=ELECTION_WITHIN, what="the restarted member up")
+            await until(pilot, lambda: _num(row_of(app, old_leader), "term") == _num(leader_row(app), "term"),
+                        what="the restarted member in the new term")
+    run(body(), timeout=60)
+
+
+# ------------------------------------------------------------- partitions
+
+def test_partition_a_member_rest_commits_then_heal_catches_up(hosted, key):
+    async def body():
+        app = _app(hosted)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await ready(app, pilot)
+            victim = _followers(app)[0]
+            await pilot.press(_number_of(app, victim), "p", "y")
+            await until(pilot, lambda: "partitioned" in row_of(app, victim)[COL["health"]],
+                        what=f"{victim} marked partitioned")
+            assert all("up" in r[COL["health"]] for r in cluster_rows(app) if r[COL["member"]] != victim)
+            cut_commit = _num(row_of(app, victim), "commit")
+            leader_commit = _num(leader_row(app), "commit")
+            await pilot.press("w")
+            await fill(pilot, key, "v", "")
+            await until(pilot, lambda: _num(leader_row(app), "commit") > leader_commit,
+                        what="the majority committing while the member is cut off")
+            await until(pilot, lambda: all(_num(r, "commit") > leader_commit
+                                           for r in cluster_rows(app) if r[COL["member"]] != victim),
+                        what="every member of the majority committing")
+            assert _num(row_of(app, victim), "commit") == cut_commit
+
+            await pilot.press("H")
+            await until(pilot, lambda: "up" in row_of(app, victim)[COL["health"]],
+                        what=f"{victim} up again after heal")
+            await until(pilot, lambda: _num(row_of(app, victim), "applied") == _num(leader_row(app), "applied")
+                        > leader_commit, what=f"{victim} caught up (applied index = the leader's)")
+            assert any(t.startswith("partitioned {" + victim) for t in timeline(app))
+            assert any(t.startswith("healed") for t in timeline(app))
+    run(body(), timeout=60)
+
+
+# ------------------------------------------------------------- maintenance
+
+def test_compact_and_defrag_shrink_the_db(hosted, key):
+    big = b"x" * 4096
+    leader_ep = None
+
+    async def body():
+        nonlocal leader_ep
+        app = _app(hosted)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await ready(app, pilot)
+            leader_ep = screen(app).state.leader.endpoint
+            prefix = f"{key}/bulk/".encode()
+            await _put_direct(leader_ep, [(prefix + b"%05d" % i, big) for i in range(400)], prefix)
+            name = leader_row(app)[COL["member"]]
+            await pilot.press(_number_of(app, name))
+            await until(pilot, lambda: screen(app).state.revision >= 401, what="the bulk load on screen")
+            await pilot.press("c")
+            await fill(pilot, str(screen(app).state.revision))
+            await pilot.press("y")
+            await until(pilot, lambda: any(t.startswith("compacted to revision") for t in timeline(app)),
+                        what="the compaction")
+            size_before = row_of(app, name)[COL["db size"]]
+            await pilot.press("g")
+            line = await until(pilot, lambda: next((t for t in timeline(app)
+                                                    if t.startswith(f"defragmented {name}: db ")), None),
+                               timeout=30, what="the defrag result in the timeline")
+            db_before, db_after = line.split(": db ")[1].split(" -> ")
+            assert _bytes(db_after) < _bytes(db_before), line
+            await until(pilot, lambda: row_of(app, name)[COL["db size"]] != size_before,
+                        what="the db size column changing")
+            assert _bytes(row_of(app, name)[COL["db size"]]) < _bytes(size_before)
+    run(body(), timeout=60)
+
+
+def _bytes(text: str) -> float:
+    number, unit = text.split()
+    return float(number) * {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}[unit]
+
+
+# --------------------------------------------------------------------- WAL
+
+def test_wal_shows_uncommitted_entries_while_followers_are_paused(hosted, key):
+    async def body():
+        app = _app(hosted)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await ready(app, pilot)
+            leader = leader_row(app)[COL["member"]]
+            leader_ep = screen(app).state.leader.endpoint
+            followers = _followers(app)
+            for f in followers:
+                await pilot.press(_number_of(app, f), "z")
+            await pilot.press(_number_of(app, leader))
+            await until(pilot, lambda: all(hosted.state(f) == "paused" for f in followers),
+                        what="both followers stopped")
+            # A write straight to the leader at once (set-up: typing it into
+            # the form takes longer than check-quorum gives): the leader
+            # appends it but cannot commit it; about an election timeout later
+            # it steps down, and the entry stays in its log, uncommitted.
+            put = asyncio.ensure_future(_put_direct(leader_ep, [(key.encode(), b"pending")], timeout=3))
+            wal = screen(app).query_one(WalPanel)
+
+            def entry():
+                return next((e for e in wal.state.wal if key in e.text), None)
+
+            pending = await until(pilot, lambda: (e := entry()) is not None and not e.committed and e,
+                                  what="the uncommitted entry in the leader's WAL")
+            lines = screen(app).query_one(WalList)
+            uncommitted = lines.get_component_rich_style("wal--uncommitted")
+            committed = lines.get_component_rich_style("wal--committed")
+            assert uncommitted != committed
+            rendered = lines.render_item(pending)
+            assert any(span.style == uncommitted for span in rendered.spans)
+            assert "…" in rendered.plain         # the not-yet-committed mark
+            assert all("paused" in row_of(app, f)[COL["health"]] for f in followers)
+            for f in followers:
+                await pilot.press(_number_of(app, f), "u")
+            await ready(app, pilot, timeout=ELECTION_WITHIN)
+            await asyncio.gather(put, return_exceptions=True)
+    run(body(), timeout=60)
+
+
+# ---------------------------------------------------- quitting and resuming
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def test_learner_quit_leave_reattach_stop_and_resume_with_keys(raftnode_binary, tmp_path, key):
+    data_dir = tmp_path / "cluster"
+    host = raftnode_host(data_dir, 1)
+    hosts = [host]
+    try:
+        host.start()
+        host.wait_listening(30.0)
+
+        async def first():
+            app = _app(host)
+            async with app.run_test(size=(80, 24)) as pilot:
+                await ready(app, pilot, members=1)
+                await pilot.press("w")
+                await fill(pilot, key, "kept", "")
+                await until(pilot, lambda: any(r[0] == key for r in key_rows(app)), what="the key")
+                await pilot.press("a")          # host mode: an empty URL starts a local learner
+                await fill(pilot, "")
+                await until(pilot, lambda: row_of(app, "n2") and "learner" in row_of(app, "n2")[COL["role"]]
+                            and "up" in row_of(app, "n2")[COL["health"]],
+                            timeout=20, what="the new learner n2 up")
+                await pilot.press("q")
+                await until(pilot, lambda: isinstance(app.screen, QuitScreen), what="the quit question")
+                assert f"raftui --data-dir {host.data_dir}" in app.screen.reattach
+                await pilot.press("l")          # leave them running
+            return app.return_code
+
+        assert run(first(), timeout=60) == 0
+        pids = {n: host.pid(n) for n in host.names}
+        assert host.names == ["n1", "n2"] and all(pid and _alive(pid) for pid in pids.values())
+
+        again = raftnode_host(data_dir, 3)      # the saved layout wins over --members
+        hosts.append(again)
+        assert again.resumed and again.names == ["n1", "n2"]
+        again.start()                           # adopts the running members, starts nothing
+        assert {n: again.pid(n) for n in again.names} == pids
+
+        async def second():
+            app = _app(again)
+            async with app.run_test(size=(80, 24)) as pilot:
+                await ready(app, pilot, members=2)
+                await pilot.press("q", "s")     # stop them
+                await until(pilot, lambda: not app.is_running, timeout=20, what="the console to exit")
+
+        run(second(), timeout=60)
+        assert not any(_alive(pid) for pid in pids.values())
+
+        third = raftnode_host(data_dir, 3)
+        hosts.append(third)
+        third.start()
+        third.wait_listening(30.0)
+
+        async def resumed():
+            source = ClusterSource(third.endpoints)
+            try:
+                for _ in range(100):
+                    got = await source.get(key)
+                    if got.ok and got.data:
+                        return got.data[0].value, len((await source.poll()).members)
+                    await asyncio.sleep(0.1)  # retry interval while the resumed members elect
+                return None, 0
+            finally:
+                await source.close()
+
+        assert run(resumed()) == ("kept", 2)
+    finally:
+        for h in hosts:
+            _stop_by_pid(h)

@@ -1,0 +1,47 @@
+"""Panels on a fixed state (no network): what a change looks like."""
+from __future__ import annotations
+
+import dataclasses
+
+from raftui.app import RaftuiApp
+from raftui.widgets.cluster_panel import FLASH_SECONDS, ClusterPanel
+
+from .conftest import run
+from .fake_state import STATE, FakeSource
+from .ui import COL, screen
+
+
+def _next_term(state, term: int):
+    return dataclasses.replace(state, term=term, members=tuple(
+        dataclasses.replace(m, term=term) if m.health == "up" else m for m in state.members))
+
+
+def test_term_change_flashes_the_term_column_then_stops():
+    async def body():
+        app = RaftuiApp(FakeSource, live=False)
+        async with app.run_test(size=(160, 48)) as pilot:
+            panel = screen(app).query_one(ClusterPanel)
+            now = [1000.0]
+            panel._clock = lambda: now[0]
+            table = panel.table
+            flash = table.get_component_rich_style("cluster--flash")
+
+            def term_style(row: int):
+                return table.get_row_at(row)[COL["term"]].style
+
+            assert term_style(0) != flash and not panel.flashing
+            panel.state = _next_term(STATE, 8)
+            await pilot.pause()
+            assert panel.flashing and panel.flashes == 1
+            assert term_style(0) == flash and term_style(1) == flash     # the members that answer
+            assert term_style(2) != flash                                # n3 is down: still term 6, dimmed
+            assert table.get_row_at(0)[COL["term"]].plain == "8"
+
+            now[0] += FLASH_SECONDS + 0.1
+            panel._redraw()       # what the panel's own timer does when the flash is over
+            await pilot.pause()
+            assert not panel.flashing and term_style(0) != flash
+            panel.state = dataclasses.replace(_next_term(STATE, 8), revision=999)   # same term: no flash
+            await pilot.pause()
+            assert panel.flashes == 1 and term_style(0) != flash
+    run(body())
