@@ -53,6 +53,8 @@ CATCH_UP_ENTRIES = 5000
 # Refuse new proposals when applying lags commit by this much (etcd's maxGapBetweenApplyAndCommitIndex).
 MAX_APPLY_LAG = 5000
 EVENT_HISTORY = 200
+# A Ready that takes longer than this (seconds) is logged.
+SLOW_READY = 0.1
 
 
 @dataclasses.dataclass
@@ -439,6 +441,7 @@ class Node:
         self._reads_in_flight[ctx] = (now, waiters)
 
     async def _handle_ready(self, rd) -> None:
+        t0 = time.monotonic()
         rl = self.raftlog
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state)
@@ -453,13 +456,21 @@ class Node:
                 if rd.hard_state is not None:
                     rl.storage.set_hard_state(rd.hard_state)
             else:
-                rl.save(rd.hard_state, rd.entries)
+                # Only the commit index moved: write it, no fsync (etcd's MustSync).
+                rl.save(rd.hard_state, rd.entries, sync=False)
+        t1 = time.monotonic()
         # 2. send
         if rd.messages:
             self._send(rd.messages)
         # 3. apply
         if rd.committed_entries:
             self._apply(rd.committed_entries)
+        t2 = time.monotonic()
+        if t2 - t0 > SLOW_READY:
+            # etcd warns likewise ("apply request took too long"): a slow disk
+            # or a big apply delays heartbeats and every waiting client.
+            log.warning("slow ready: persist %.0f ms (%d entries), apply %.0f ms (%d entries)",
+                        (t1 - t0) * 1000, len(rd.entries), (t2 - t1) * 1000, len(rd.committed_entries))
         # 4. answer reads
         for rs in rd.read_states:
             _, futs = self._reads_in_flight.pop(rs.request_ctx, (0, []))

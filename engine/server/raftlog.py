@@ -21,10 +21,11 @@ class RaftLog:
     metadata: bytes
     is_new: bool
 
-    def save(self, hard_state: pb.HardState | None, entries) -> None:
-        """Persist one Ready: one write, one fsync (group commit)."""
+    def save(self, hard_state: pb.HardState | None, entries, sync: bool = True) -> None:
+        """Persist one Ready: one write, one fsync (group commit); no fsync
+        when only the commit index changed (sync=False)."""
         if entries or hard_state is not None:
-            self.wal.save(hard_state, entries)
+            self.wal.save(hard_state, entries, sync)
         if entries:
             self.storage.append(entries)
         if hard_state is not None:

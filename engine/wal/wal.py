@@ -311,10 +311,17 @@ class WAL:
 
     # -- writing ---------------------------------------------------------
 
-    def save(self, hard_state: raftpb.HardState | None, entries: Sequence[raftpb.Entry]) -> None:
+    def save(self, hard_state: raftpb.HardState | None, entries: Sequence[raftpb.Entry],
+             sync: bool = True) -> None:
         """Append `entries` then `hard_state` (None or all-zero: not written)
         with one write and one fdatasync; nothing to write, no fsync. Cuts a
-        new segment afterwards if this one reached segment_bytes."""
+        new segment afterwards if this one reached segment_bytes.
+
+        sync=False writes without the fdatasync, for a Ready whose only
+        change is the commit index (raft's MustSync is false): a commit
+        index lost in a crash is learned again from the leader, and the
+        next synced save makes this write durable too. Entries, terms and
+        votes must always be synced."""
         self._check_usable()
         parts: list[bytes] = []
         crc = self._crc
@@ -327,7 +334,9 @@ class WAL:
             crc = encode(parts, RecordType.HARD_STATE, hs, crc)
         if not parts:
             return
-        self._append(parts, crc)
+        if entries and not sync:
+            raise ValueError("entries are always synced")
+        self._append(parts, crc, sync)
         if entries:
             self._last_index = entries[-1].index
         if hs is not None:
@@ -398,11 +407,12 @@ class WAL:
         if self._failed is not None:
             raise WALFailedError(f"{self._dir}: an earlier write failed: {self._failed}") from self._failed
 
-    def _append(self, parts: list[bytes], crc: int) -> None:
+    def _append(self, parts: list[bytes], crc: int, sync: bool = True) -> None:
         data = b"".join(parts)
         try:
             write_all(self._fd, data)
-            fdatasync(self._fd)
+            if sync:
+                fdatasync(self._fd)
         except OSError as exc:
             self._failed = exc
             raise WALFailedError(f"{self._segments[-1].path}: write failed: {exc}") from exc

@@ -124,7 +124,14 @@ def test_one_fsync_per_save_and_none_for_an_empty_save(tmp_path, monkeypatch):
     w.save(hs(1, 1, 100), [])
     w.save_snapshot(50, 1)
     assert len(calls) == 3
+    # A commit-only hard state may skip the fsync; entries never may.
+    w.save(hs(1, 1, 101), [], sync=False)
+    assert len(calls) == 3
+    with pytest.raises(ValueError):
+        w.save(None, [ent(101)], sync=False)
     w.close()
+    _, replay = WAL.open(tmp_path)
+    assert replay.hard_state.commit == 101
 
 
 def test_segments_cut_by_size_with_names_and_headers(tmp_path):
