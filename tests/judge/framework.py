@@ -62,7 +62,11 @@ def candidate_kind() -> str:
 
 
 def poll(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Call pred() until it returns something truthy; AssertionError naming `what` at the deadline."""
+    """Call pred() until it returns something truthy; AssertionError naming `what` at the deadline.
+
+    Other exceptions from pred() (a grpc error, unparsable output) count as "not yet"
+    and are reported at the deadline; an AssertionError from pred() fails at once.
+    """
     deadline = time.monotonic() + timeout
     last_exc: BaseException | None = None
     while True:
@@ -70,6 +74,8 @@ def poll(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0
             got = pred()
             if got:
                 return got
+        except AssertionError:
+            raise
         except Exception as e:  # noqa: BLE001 -- reported at the deadline
             last_exc = e
         if time.monotonic() >= deadline:

@@ -16,7 +16,7 @@ import pytest
 from tests.judge.framework import (Case, Judge, Outcome, Side, assert_same, parse_member_added, poll,
                                    sort_initial_cluster)
 
-_PROMOTED = re.compile(r"^Member [0-9a-f]+ promoted in cluster [0-9a-f]+$")
+_PROMOTED = re.compile(r"^Member +[0-9a-f]+ promoted in cluster +[0-9a-f]+$")   # ids printed with %16x
 _IN_SYNC = "can only promote a learner member which is in sync with leader"
 
 
@@ -105,6 +105,34 @@ def _start(case: Case, token: str) -> None:
              f"{side.label}: the new member {token} to start and publish its name")
 
 
+def _cleanup(case: Case, *tokens: str) -> None:
+    """After a test (passed or not): remove the members it added and stop their processes,
+    so that one failure does not leave the next test a changed cluster. Never raises (it runs
+    in a finally: the test's own failure is what must be reported)."""
+    for side in case.judge.sides:
+        for token in tokens:
+            try:
+                _cleanup_member(side, token)
+            except Exception as e:  # noqa: BLE001
+                print(f"[{side.label}] cleanup of {token} failed: {e!r}")
+
+
+def _cleanup_member(side: Side, token: str) -> None:
+    if token in side.vars:
+        mid = int(side.vars[token], 16)
+
+        def gone() -> bool:
+            if not any(int(m["ID"]) == mid for m in _members(side)):
+                return True
+            side.ctl("member", "remove", side.vars[token])
+            return False
+        poll(gone, 20, f"{side.label}: cleanup: remove {token}", interval=0.25)
+    if f"{token}_index" in side.vars:
+        side.stop_member(side.vars[f"{token}_index"])
+    for k in [k for k in side.vars if k == token or k.startswith(token + "_")]:
+        del side.vars[k]
+
+
 def test_member_list(member_judge: Judge) -> None:
     case = member_judge.case()
     case.same("member", "list", rc=0, sort=True, prepare=_sorted_by_id)
@@ -119,6 +147,13 @@ def test_member_list(member_judge: Judge) -> None:
 
 def test_learner_add_promote_remove(member_judge: Judge) -> None:
     case = member_judge.case()
+    try:
+        _learner_add_promote_remove(case)
+    finally:
+        _cleanup(case, "learner", "extra")
+
+
+def _learner_add_promote_remove(case: Case) -> None:
     _add(case, "learner1", "learner", learner=True)
     case.same("member", "list", rc=0, sort=True, prepare=_sorted_by_id)        # unstarted, IS LEARNER true
     # A second learner is refused in 3.4 (at most one).
@@ -143,14 +178,29 @@ def test_learner_add_promote_remove(member_judge: Judge) -> None:
     case.same("endpoint", "status", "-w", "table", endpoints=learner, rc=0)     # IS LEARNER true
     # Promote: etcd refuses until the learner is in sync; poll with a deadline, then compare.
     for side in case.judge.sides:
+        attempts: list[str] = []
+
         def promoted() -> bool:
             r = side.ctl("member", "promote", side.vars["learner"])
+            attempts.append(f"rc={r.returncode} {r.stdout.strip()!r} {r.stderr.strip().splitlines()[-1:]!r}")
             if r.returncode == 0:
                 assert _PROMOTED.match(r.stdout.strip()), (side.label, r.stdout)
                 return True
-            assert _IN_SYNC in r.stderr, (side.label, r.stdout, r.stderr)
+            if _IN_SYNC in r.stderr:
+                return False
+            # Another error (a timeout under load, seen from etcd too): the outcome of a failed
+            # request is unknown -- it may have been applied. Go by the member list.
+            mid = int(side.vars["learner"], 16)
+            me = [m for m in _members(side) if int(m["ID"]) == mid]
+            assert me, f"[{side.label}] the learner disappeared: {attempts}"
+            if not me[0].get("isLearner"):
+                print(f"[{side.label}] member promote failed but was applied: {attempts}")
+                return True
             return False
-        poll(promoted, 30, f"{side.label}: the learner to be promotable", interval=0.2)
+        try:
+            poll(promoted, 30, f"{side.label}: the learner to be promotable", interval=0.2)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\nattempts: {attempts}") from None
     case.same("member", "promote", case.var("learner"), rc=1)       # no longer a learner
     case.same("member", "list", rc=0, sort=True)                      # IS LEARNER false
     case.same("member", "remove", case.var("learner"), rc=0)
@@ -163,6 +213,13 @@ def test_learner_add_promote_remove(member_judge: Judge) -> None:
 
 def test_voter_add_and_remove(member_judge: Judge) -> None:
     case = member_judge.case()
+    try:
+        _voter_add_and_remove(case)
+    finally:
+        _cleanup(case, "voter")
+
+
+def _voter_add_and_remove(case: Case) -> None:
     _add(case, "voter4", "voter", learner=False)
     case.same("member", "list", rc=0, sort=True, prepare=_sorted_by_id)
     _start(case, "voter")
