@@ -2,7 +2,8 @@
 
 The histories come from Jepsen-style tests (tests/jepsen): concurrent
 clients record, for every operation, an ``invoke`` event before sending the
-request and one completion event after the answer:
+request and one completion event after the answer (optionally naming, as ``node``,
+the server that answered):
 
 * ``ok``   -- the operation happened, with the value it returned;
 * ``fail`` -- the operation definitely did NOT happen (the request was never
@@ -116,6 +117,7 @@ class Op:
     swapped: bool | None = None   # cas ok: whether it swapped
     current: Any = _ABSENT        # cas ok, not swapped: the value seen instead, if recorded
     error: str | None = None
+    node: Any = None              # which server answered (or was asked), if the client recorded it
 
     def written(self) -> Any:
         """The value this op stores if it takes effect (writes and cas), else _ABSENT."""
@@ -144,7 +146,8 @@ class Op:
                 else:
                     body += " (not swapped)"
         tail = "" if self.status == OK else f" [{self.status}{': ' + self.error if self.error else ''}]"
-        return f"#{self.id} p{self.process} {body}{tail}"
+        via = f" @{self.node}" if self.node is not None else ""
+        return f"#{self.id} p{self.process}{via} {body}{tail}"
 
 
 # ---------------------------------------------------------------- events -> ops
@@ -187,7 +190,7 @@ def ops_from_history(events: Iterable[dict]) -> list[Op]:
             raise ValueError(f"op {oid} completes before its invocation")
         op = Op(id=oid, process=inv.get("process"), f=f, key=inv["key"], value=value, status=status,
                 invoke=inv["time"], complete=c["time"] if status == OK else INF,
-                error=(c or {}).get("error"))
+                error=(c or {}).get("error"), node=(c or inv).get("node"))
         if status == FAIL:
             op.complete = c["time"]
         if f == CAS and status == OK:
