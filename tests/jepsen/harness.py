@@ -361,7 +361,7 @@ class Nemesis:
         return False
 
     async def run_schedule(self, kinds: Sequence[str], until: float, *, max_faults: int = 40,
-                           quiet: tuple[float, float] = (0.5, 1.2), hold: tuple[float, float] = (1.0, 2.5)) -> None:
+                           quiet: tuple[float, float] = (0.4, 1.0), hold: tuple[float, float] = (0.8, 2.0)) -> None:
         """Every kind once (shuffled), then random kinds until ``until`` (monotonic)."""
         plan = list(kinds)
         self.rng.shuffle(plan)

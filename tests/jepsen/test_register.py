@@ -34,7 +34,7 @@ from tests.support import linearizability as lin
 # Fast elections (more leader changes per run) and frequent snapshots (a
 # restarted member often catches up from a snapshot instead of the log).
 CLUSTER_ARGS = ("--heartbeat-interval=50", "--election-timeout=500", "--snapshot-count=300")
-DURATION = float(os.environ.get("RAFTUI_JEPSEN_DURATION", "22"))
+DURATION = float(os.environ.get("RAFTUI_JEPSEN_DURATION", "18"))
 MIN_OK_OPS = 200
 N_KEYS = 3
 

@@ -91,6 +91,7 @@ history's.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
@@ -228,20 +229,31 @@ def step(state: Any, op: Op) -> tuple[bool, Any]:
 # ---------------------------------------------------------------- pruning
 
 
+_ANY = object()   # "observes any value": see _observes
+
+
+def _observes(o: Op) -> tuple | object:
+    """The values whose presence in the register o's legality depends on:
+    a read its result; a cas that swapped (or may have) its old value; a cas
+    that did not swap the current value it saw -- or, if none was recorded,
+    _ANY ("the value was not old" holds for every other value)."""
+    if o.f == READ:
+        return (o.value,) if o.status == OK else ()
+    if o.f == CAS:
+        if o.status == OK and not o.swapped:
+            return _ANY if o.current is _ABSENT else (o.current,)
+        return (o.value[0],)
+    return ()
+
+
 def _observed(ops: Sequence[Op]) -> set | None:
-    """Values some op in ops observes (depends on the register holding them).
-    None means "any value may be observed" (see the module docstring)."""
+    """Values some op in ops observes; None means "any value may be"."""
     seen: set = set()
     for o in ops:
-        if o.f == READ and o.status == OK:
-            seen.add(o.value)
-        elif o.f == CAS:
-            if o.status == OK and not o.swapped:
-                if o.current is _ABSENT:
-                    return None
-                seen.add(o.current)
-            else:
-                seen.add(o.value[0])
+        obs = _observes(o)
+        if obs is _ANY:
+            return None
+        seen.update(obs)
     return seen
 
 
@@ -380,12 +392,46 @@ def _prefix(ops: Sequence[Op], t: float) -> list[Op]:
     return out
 
 
-def _removable(o: Op, ops: Sequence[Op]) -> bool:
-    """Removing o cannot turn a linearizable history into a non-linearizable one."""
-    if not o.mutates():
-        return True   # reads and cas that did not swap change no state
-    seen = _observed([x for x in ops if x is not o])
-    return seen is not None and o.written() not in seen
+def _sound_removal(ops: Sequence[Op], candidates: Sequence[Op]) -> list[Op]:
+    """ops minus as many of candidates as can be removed soundly, i.e. such
+    that removing them cannot turn a linearizable history into a
+    non-linearizable one: every op that changes no state (reads, cas that did
+    not swap), then, repeatedly, every op whose written value no remaining op
+    observes (module docstring)."""
+    counts: collections.Counter = collections.Counter()
+    any_observers = 0
+    for o in ops:
+        obs = _observes(o)
+        if obs is _ANY:
+            any_observers += 1
+        else:
+            counts.update(obs)
+    gone: set[int] = set()
+
+    def drop(o: Op) -> None:
+        nonlocal any_observers
+        gone.add(id(o))
+        obs = _observes(o)
+        if obs is _ANY:
+            any_observers -= 1
+        else:
+            counts.subtract(obs)
+
+    for o in candidates:
+        if not o.mutates():
+            drop(o)
+    changed = True
+    while changed:
+        changed = False
+        for o in candidates:
+            if id(o) in gone or any_observers:
+                continue
+            own = _observes(o)
+            w = o.written()
+            if counts[w] - (own.count(w) if own is not _ANY else 0) == 0:
+                drop(o)
+                changed = True
+    return [o for o in ops if id(o) not in gone]
 
 
 def _holds(ops: Sequence[Op], initial: Any, budget: int) -> bool | None:
@@ -393,11 +439,12 @@ def _holds(ops: Sequence[Op], initial: Any, budget: int) -> bool | None:
 
 
 def minimize(ops: Sequence[Op], initial: Any = None, *, budget: int = 200_000,
-             deadline_s: float = 20.0) -> list[Op]:
+             deadline_s: float = 10.0) -> list[Op]:
     """A small sub-history that is still not linearizable (see module docstring).
 
     ``ops`` must be non-linearizable. Every step keeps that property and is
-    sound, so the result's violation implies the original's.
+    sound, so the result's violation implies the original's. Best effort
+    within ``deadline_s``: what is returned is always a valid witness.
     """
     t_end = _time.monotonic() + deadline_s
     cur = _prune(ops)
@@ -414,19 +461,26 @@ def minimize(ops: Sequence[Op], initial: Any = None, *, budget: int = 200_000,
         cand = _prune(_prefix(cur, times[lo]))
         if _holds(cand, initial, budget) is False:
             cur = cand
-    # 2. Greedy removal, oldest first; repeat while something goes.
-    changed = True
-    while changed and _time.monotonic() < t_end:
-        changed = False
-        for o in sorted(cur, key=lambda x: x.invoke):
+    # 2. Delta debugging (ddmin, complements only): try to remove chunks of
+    #    the history, oldest first, halving the chunk size when none can go.
+    chunks = 2
+    while _time.monotonic() < t_end and len(cur) > 1:
+        order = sorted(cur, key=lambda x: (x.invoke, str(x.id)))
+        size = max(1, -(-len(order) // chunks))
+        progress = False
+        for k in range(0, len(order), size):
             if _time.monotonic() >= t_end:
                 break
-            if o not in cur or not _removable(o, cur):
-                continue
-            cand = _prune([x for x in cur if x is not o])
-            if _holds(cand, initial, budget) is False:
+            cand = _prune(_sound_removal(cur, order[k:k + size]))
+            if len(cand) < len(cur) and _holds(cand, initial, budget) is False:
                 cur = cand
-                changed = True
+                chunks = max(chunks - 1, 2)
+                progress = True
+                break
+        if not progress:
+            if size == 1:
+                break
+            chunks = min(len(cur), chunks * 2)
     return cur
 
 
