@@ -36,14 +36,21 @@ def check(node, context: grpc.aio.ServicerContext, *, learner_ok: bool = False) 
         raise server_errors.NoLeader()
 
 
+# Seconds past the client's deadline the server keeps waiting (see request_timeout).
+CLIENT_DEADLINE_SLACK = 0.5
+
+
 def request_timeout(node, context: grpc.aio.ServicerContext | None = None) -> float:
-    """etcd's ReqTimeout (5 s + 2 election timeouts), or less if the client
-    gave a shorter deadline (waiting past it would answer nobody)."""
+    """etcd's ReqTimeout (5 s + 2 election timeouts), or a little past the
+    client's own deadline if that is shorter. Waiting past the deadline
+    answers nobody, but stopping exactly at it would race the client's
+    timer: etcd never does, so its clients see their own "context deadline
+    exceeded", not a server error, when a minority member cannot commit."""
     timeout = 5.0 + 2 * node.cfg.election_timeout_ms / 1000
     if context is not None:
         left = context.time_remaining()
         if left is not None:
-            timeout = max(0.0, min(timeout, left))
+            timeout = max(0.0, min(timeout, left + CLIENT_DEADLINE_SLACK))
     return timeout
 
 

@@ -445,6 +445,14 @@ class Node:
         rl = self.raftlog
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state)
+        # A leader sends before it persists (thesis §10.2.1; etcd does the
+        # same): its appends then travel while its own fsync runs. Safe
+        # because nothing it sends promises its own durability, and it
+        # applies and answers clients only in a later Ready, after this
+        # fsync. Anyone else's messages (votes, acks) wait for the fsync.
+        leader_sends_early = self.rn.raft.state is StateType.LEADER and rd.snapshot is None
+        if leader_sends_early and rd.messages:
+            self._send(rd.messages)
         # 1. persist
         if rd.snapshot is not None:
             self._install_snapshot(rd.snapshot)
@@ -460,7 +468,7 @@ class Node:
                 rl.save(rd.hard_state, rd.entries, sync=False)
         t1 = time.monotonic()
         # 2. send
-        if rd.messages:
+        if rd.messages and not leader_sends_early:
             self._send(rd.messages)
         # 3. apply
         if rd.committed_entries:
