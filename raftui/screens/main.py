@@ -258,8 +258,8 @@ class MainScreen(Screen):
         finally:
             if rearm and not get_current_worker().is_cancelled:
                 self.set_timer(KEYS_INTERVAL, self.refresh_keys)
-        if generation != self._keys_generation:
-            return  # the prefix changed while we were fetching: stale
+        if generation != self._keys_generation or not self.is_attached:
+            return  # the prefix changed while we were fetching (stale), or the console is closing
         panel = self.query_one(KeysPanel)
         if error:
             panel.listing = dataclasses.replace(panel.listing, error=error)
@@ -305,6 +305,8 @@ class MainScreen(Screen):
         except asyncio.TimeoutError:
             result = ActionResult.fail(f"{cmd.title}: no answer after {COMMAND_DEADLINE:.0f}s")
             self.source.note(result.text, ok=False, kind="error")
+        if not self.is_attached:
+            return   # the console is closing; the result is in the source's timeline
         self._report(result)
         if cmd.result_view == "detail":
             self.query_one(KeysPanel).detail = Detail(result.text, tuple(result.data or ()), result.ok)

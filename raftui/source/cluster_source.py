@@ -154,8 +154,12 @@ class ClusterSource:
         new = merge.build(self._state, known, self._endpoint_of, results, self._clock())
         new = self._with_faults(new, dict(zip(fault_eps, fault_views)))
         new = await self._inspect_extras(new, wal_member)
-        # Streamed statuses that arrived while this round was out are newer than its answers.
+        # While this round was out, actions and the live watch added to the
+        # state (timeline lines, watch events, a compaction): keep theirs.
         old = self._state
+        new = dataclasses.replace(new, timeline=old.timeline, watch=old.watch,
+                                  compact_revision=max(new.compact_revision, old.compact_revision))
+        # Streamed statuses that arrived meanwhile are newer than its answers.
         if streams is not None:
             new = merge.overlay(new, streams.latest)
         served = {ep: r for ep, r in results.rates.items() if r is not None}

@@ -42,9 +42,12 @@ def _timeline_tail(pilot, lines: int = 15) -> str:
     source = getattr(pilot.app, "source", None)
     if source is None:
         return ""
-    events = source.state.timeline[:lines]
-    return "timeline (newest first):\n" + "\n".join(
-        f"  {time.strftime('%H:%M:%S', time.localtime(e.at))} {e.kind}: {e.text}" for e in events)
+    state = source.state
+    members = "\n".join(f"  {m.label} {m.role} {m.health} term {m.term} commit {m.commit_index} "
+                        f"applied {m.applied_index} {'; '.join(m.errors)}" for m in state.members)
+    events = "\n".join(f"  {time.strftime('%H:%M:%S', time.localtime(e.at))} {e.kind}: {e.text}"
+                       for e in state.timeline[:lines])
+    return f"members:\n{members}\ntimeline (newest first):\n{events}"
 
 
 async def type_text(pilot, text: str) -> None:
