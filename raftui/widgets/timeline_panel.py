@@ -13,7 +13,7 @@ from raftui.source.model import TimelineEvent
 
 from .line_list import LineList
 
-KIND_GLYPH = {"leader": "★", "term": "↑", "election": "⚑", "partition": "⊘", "heal": "∞", "down": "✕", "up": "●", "paused": "‖", "killed": "☠",
+KIND_GLYPH = {"leader": "★", "term": "↑", "election": "⚑", "partition": "⊘", "partitioned": "⊘", "heal": "∞", "down": "✕", "up": "●", "paused": "‖", "killed": "☠",
               "alarm": "!", "compact": "⌫", "defrag": "♻", "error": "✕", "watch": "◉", "host": "⚙"}
 
 
