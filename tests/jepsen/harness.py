@@ -70,8 +70,11 @@ PARTITION, PARTITION_LEADER = "partition", "partition-leader"
 PAUSE, PAUSE_LEADER = "pause", "pause-leader"
 SPLIT = "split"                      # 5+ members: a minority group cut off from the majority
 FLAKY = "flaky-net"                  # a member's peer traffic: 30% dropped, the rest delayed 20-80 ms
+BRIDGE = "bridge"                    # two halves that cannot talk, one member (the bridge) sees both
+KILL_MAJORITY = "kill-majority"      # kill -9 a majority at once (no quorum), then restart them
 CRASH_ALL = "crash-all"              # kill -9 of every member at once
-STANDARD_FAULTS = (KILL, LEADER_KILL, PARTITION, PARTITION_LEADER, PAUSE, PAUSE_LEADER, FLAKY)
+STANDARD_FAULTS = (KILL, LEADER_KILL, KILL_MAJORITY, PARTITION, PARTITION_LEADER, BRIDGE, PAUSE, PAUSE_LEADER,
+                   FLAKY)
 
 
 def seed_from_env() -> int:
@@ -395,6 +398,9 @@ class Nemesis:
             if lead is None:
                 return
             target = lead
+        if kind in (KILL, LEADER_KILL, PAUSE, PAUSE_LEADER) and not c.members[target].running():
+            self.problems.append(f"{kind}: {self.name(target)} is not running")
+            return
         if kind in (KILL, LEADER_KILL):
             self.rec.nemesis(f"{kind} {self.name(target)}: kill -9 pid {c.members[target].pid}")
             await asyncio.to_thread(c.kill, target)
@@ -426,6 +432,37 @@ class Nemesis:
             for j in done:
                 if await self.fault_rpc(j, "Heal", fault_pb2.HealRequest()):
                     self.cut.discard(j)
+        elif kind == BRIDGE:
+            others = [j for j in range(size) if j != target]
+            self.rng.shuffle(others)
+            half_a, half_b = others[:len(others) // 2], others[len(others) // 2:]
+            ids_b = [c.members[j].member_id for j in half_b]
+            desc = (f"{{{','.join(self.name(j) for j in half_a)}}} x "
+                    f"{{{','.join(self.name(j) for j in half_b)}}}, bridge {self.name(target)}")
+            self.rec.nemesis(f"bridge: {desc}")
+            done = [j for j in half_a if await self.fault_rpc(j, "Cut", fault_pb2.CutRequest(peers=ids_b))]
+            self.cut.update(done)
+            if done:
+                self.injected[kind] += 1
+            await asyncio.sleep(hold)
+            self.rec.nemesis(f"heal {','.join(self.name(j) for j in done)}")
+            for j in done:
+                if await self.fault_rpc(j, "Heal", fault_pb2.HealRequest()):
+                    self.cut.discard(j)
+        elif kind == KILL_MAJORITY:
+            victims = [j for j in self.rng.sample(range(size), size // 2 + 1) if c.members[j].running()]
+            procs = [(c.members[j], c.members[j].proc) for j in victims]
+            self.rec.nemesis(f"{kind}: kill -9 " + ", ".join(f"{m.name} pid {p.pid}" for m, p in procs))
+            for m, p in procs:
+                os.kill(p.pid, signal.SIGKILL)
+            for m, p in procs:
+                await asyncio.to_thread(p.wait, 10.0)
+                m.paused = False
+            self.injected[kind] += 1
+            await asyncio.sleep(hold)
+            self.rec.nemesis("restart " + ",".join(self.name(j) for j in victims))
+            await self.restart(victims)
+            self.rec.nemesis("listening again")
         elif kind == FLAKY:
             self.rec.nemesis(f"{kind} {self.name(target)}: drop 30%, delay 20ms+60ms jitter, all peers")
             if (await self.fault_rpc(target, "Drop", fault_pb2.DropRequest(all=True, rate=0.3))

@@ -34,7 +34,7 @@ from tests.support import linearizability as lin
 # Fast elections (more leader changes per run) and frequent snapshots (a
 # restarted member often catches up from a snapshot instead of the log).
 CLUSTER_ARGS = ("--heartbeat-interval=50", "--election-timeout=500", "--snapshot-count=300")
-DURATION = float(os.environ.get("RAFTUI_JEPSEN_DURATION", "18"))
+DURATION = float(os.environ.get("RAFTUI_JEPSEN_DURATION", "22"))
 MIN_OK_OPS = 200
 N_KEYS = 3
 
@@ -107,7 +107,8 @@ def test_register_linearizable_under_faults_5_members(raftnode_cluster_factory):
     seed = harness.seed_from_env()
     print(f"\nseed {seed}")
     cluster = raftnode_cluster_factory(5, CLUSTER_ARGS)
-    kinds = (harness.KILL, harness.LEADER_KILL, harness.PARTITION_LEADER, harness.PAUSE_LEADER, harness.SPLIT)
+    kinds = (harness.KILL, harness.LEADER_KILL, harness.PARTITION_LEADER, harness.PAUSE_LEADER, harness.SPLIT,
+             harness.BRIDGE)
     res = asyncio.run(harness.run(cluster, seed=seed, keys=_keys(f"f{seed}"), duration=DURATION * 0.6,
                                   faults=kinds))
     _judge(res, cluster, "register5", kinds=kinds, min_ok=MIN_OK_OPS // 2)
@@ -138,12 +139,12 @@ def test_no_acknowledged_write_lost_when_every_member_crashes(raftnode_cluster_f
 @pytest.mark.soak
 @pytest.mark.parametrize("size", [3, 5])
 def test_register_soak(raftnode_cluster_factory, size):
-    """Longer runs (-m soak): RAFTUI_JEPSEN_SOAK_SECONDS of traffic (default 120)."""
+    """Longer runs with 8 clients (-m soak): RAFTUI_JEPSEN_SOAK_SECONDS of traffic (default 120)."""
     seed = harness.seed_from_env()
     print(f"\nseed {seed}")
     cluster = raftnode_cluster_factory(size, CLUSTER_ARGS)
     kinds = harness.STANDARD_FAULTS + ((harness.SPLIT,) if size >= 5 else ())
     duration = float(os.environ.get("RAFTUI_JEPSEN_SOAK_SECONDS", "120"))
     res = asyncio.run(harness.run(cluster, seed=seed, keys=_keys(f"soak{size}-{seed}"), duration=duration,
-                                  faults=kinds))
+                                  faults=kinds, n_clients=8))
     _judge(res, cluster, f"soak{size}", kinds=kinds)
