@@ -597,7 +597,8 @@ class Node:
         kind = req.WhichOneof("request")
         if kind == "member_attributes":
             pass
-        elif kind == "alarm" and not isinstance(res, Exception):
+        elif (kind == "alarm" and not isinstance(res, Exception)
+              and req.alarm.action != rpc_pb2.AlarmRequest.GET):  # a GET changes nothing
             self._note("alarm", f"alarm {rpc_pb2.AlarmRequest.AlarmAction.Name(req.alarm.action)} "
                                 f"{rpc_pb2.AlarmType.Name(req.alarm.alarm)}")
         elif kind == "compaction" and not isinstance(res, Exception):

@@ -378,7 +378,8 @@ class PeerTransport:
         peer.queue.clear()
         peer.dropped += len(lost)
         if was is not False:
-            log.warning("peer %x unreachable: %s", peer.member_id, why)
+            # While closing, broken streams are expected, not news.
+            (log.debug if self._closed else log.warning)("peer %x unreachable: %s", peer.member_id, why)
         if was or lost:
             self._notify(self._on_unreachable, peer.member_id)
 
