@@ -339,3 +339,88 @@ def test_learner_quit_leave_reattach_stop_and_resume_with_keys(raftnode_binary, 
     finally:
         for h in hosts:
             _stop_by_pid(h)
+
+
+# ------------------------------------------- leadership, split, faults, snapshot
+
+def test_transfer_leadership_to_the_selected_member(hosted):
+    async def body():
+        app = _app(hosted)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await ready(app, pilot)
+            old = leader_row(app)[COL["member"]]
+            target = _followers(app)[0]
+            await pilot.press(_number_of(app, target), "t")
+            await until(pilot, lambda: (leader_row(app) or [""] * len(COL))[COL["member"]] == target,
+                        what=f"{target} shown as the leader")
+            assert "leader" not in row_of(app, old)[COL["role"]]
+            await until(pilot, lambda: any(t.startswith(f"leadership moved to {target}") for t in timeline(app)),
+                        what="the transfer in the timeline")
+    run(body(), timeout=40)
+
+
+def test_split_into_two_groups_minority_marked_majority_commits_then_heal(hosted, key):
+    async def body():
+        app = _app(hosted)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await ready(app, pilot)
+            minority = _followers(app)[0]
+            majority = [r[COL["member"]] for r in cluster_rows(app) if r[COL["member"]] != minority]
+            leader_commit = _num(leader_row(app), "commit")
+            await pilot.press("P")
+            await fill(pilot, minority)
+            await until(pilot, lambda: "partitioned" in row_of(app, minority)[COL["health"]],
+                        what=f"{minority} (the minority side) marked partitioned")
+            assert all("up" in row_of(app, n)[COL["health"]] for n in majority)
+            assert all(f"cut from {minority}" in row_of(app, n)[COL["alarms / errors"]] for n in majority)
+            assert any(t.startswith("partitioned {" + minority + "}") for t in timeline(app))
+            cut_commit = _num(row_of(app, minority), "commit")
+            await pilot.press("w")
+            await fill(pilot, key, "split", "")
+            await until(pilot, lambda: all(_num(row_of(app, n), "commit") > leader_commit for n in majority),
+                        what="the majority side committing")
+            assert _num(row_of(app, minority), "commit") == cut_commit
+            await pilot.press("H")
+            await until(pilot, lambda: "up" in row_of(app, minority)[COL["health"]]
+                        and _num(row_of(app, minority), "applied") == _num(leader_row(app), "applied")
+                        > leader_commit, what=f"{minority} healed and caught up")
+    run(body(), timeout=40)
+
+
+def test_drop_and_delay_peer_messages_shown_in_the_member_fault_status(hosted):
+    async def body():
+        app = _app(hosted)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await ready(app, pilot)
+            victim = _followers(app)[0]
+            await pilot.press(_number_of(app, victim), "f")
+            await fill(pilot, "30", "40")
+            shown = await until(pilot, lambda: (lambda s: "dropping 30%" in s and "delaying 40 ms" in s and s)(
+                row_of(app, victim)[COL["alarms / errors"]]), what=f"{victim}'s drop/delay status")
+            assert "dropping 30%" in shown
+            assert any(t.startswith(f"{victim}: dropping 30% and delaying 40 ms") for t in timeline(app))
+            assert "partitioned" not in row_of(app, victim)[COL["health"]]
+            await pilot.press("H")
+            await until(pilot, lambda: "dropping" not in row_of(app, victim)[COL["alarms / errors"]]
+                        and "delaying" not in row_of(app, victim)[COL["alarms / errors"]],
+                        what="the drop/delay gone after heal")
+    run(body(), timeout=40)
+
+
+def test_save_a_snapshot_to_a_file(hosted, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)         # the form's default file name is relative: keep it (enter)
+    target = tmp_path / "raftui-snapshot.db"
+
+    async def body():
+        app = _app(hosted)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await ready(app, pilot)
+            await pilot.press("S", "enter")
+            line = await until(pilot, lambda: next((t for t in timeline(app) if t.startswith("snapshot ")), None),
+                               timeout=20, what="the snapshot result in the timeline")
+            assert "sha256 ok" in line and "raftui-snapshot.db" in line, line
+    run(body(), timeout=40)
+    assert target.exists()
+    size = target.stat().st_size
+    assert size > 32 and size % 512 == 32, size      # bbolt pages + the trailing sha256
+    assert not target.with_name(target.name + ".part").exists()
