@@ -9,9 +9,11 @@ Pieces:
   channels): random read / write / cas on the keys, each op with a short
   deadline, against one member at a time, re-picking a member on failure.
 * ``Nemesis``   -- injects faults into a ``RaftnodeCluster`` on a schedule:
-  kill -9 + restart (a random member, or the leader), isolation through the
-  member's Fault service (Cut all + Heal), SIGSTOP / SIGCONT; and, for the
-  crash test, kill -9 of every member at once + restart.
+  kill -9 + restart (a random member, the leader, a majority at once, or
+  every member at once), partitions through the members' Fault service
+  (isolate one member or the leader, a bridge, a minority split; Cut +
+  Heal), a flaky network (Drop + Delay), SIGSTOP / SIGCONT. It also notices
+  members that die by themselves (a crash is a finding).
 * ``run``       -- clients + nemesis for a while, then heal everything,
   wait for a leader, read every key once more and check the history.
 
@@ -21,7 +23,8 @@ Outcome of an op (what makes a history honest):
   nothing, so "did it happen" does not matter;
 * writes and cas: ``ok`` on an answer. An error is ``fail`` only when the
   request provably never reached a member: gRPC's "failed to connect to all
-  addresses" (the call is refused by the channel before anything is sent).
+  addresses" (the channel has no connection -- refused, or backing off
+  after a refusal -- and fails the call before anything is sent).
   Everything else -- deadline exceeded, "request timed out", "no leader",
   "leader changed", a connection reset -- is ``info``: raftnode keeps a
   proposal queued while it waits for a leader and forgets only the waiter,

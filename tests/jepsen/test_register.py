@@ -2,11 +2,19 @@
 
 Five clients (asyncio tasks, grpc.aio channels, one member at a time,
 re-picking on failure) do random linearizable reads, writes and
-compare-and-set Txns on three keys with 1 s deadlines while a nemesis kills
-(-9) and restarts members (random ones and the leader), isolates members
-through their Fault service, and pauses them with SIGSTOP. Then everything
-is healed, the cluster settles, every key is read once more, and the whole
-history goes to the linearizability checker (tests/support/linearizability.py).
+compare-and-set Txns on three keys with 1 s deadlines while a nemesis, one
+fault at a time, kills (-9) and restarts a random member, the leader, or a
+majority at once; isolates a random member or the leader through its Fault
+service (Cut all); builds a bridge (two halves that cannot talk, one member
+seeing both); makes a member's network flaky (drop 30 %, delay 20-80 ms);
+and pauses a random member or the leader with SIGSTOP. Each kind at least
+once, then random ones until the time is up (the 5-member run also splits a
+minority group off). Then everything is healed, killed members restarted,
+the cluster settles (a leader, with a deadline), every key is read once
+more, and the whole history goes to the linearizability checker
+(tests/support/linearizability.py). The test also demands >= 200 ok ops and
+every fault kind injected, so it cannot pass vacuously, and checks that the
+checker rejects the same history with a stale read planted in it.
 
 The crash test kills every member at once, twice, in the middle of traffic:
 every acknowledged write must survive (be read back or superseded by a
