@@ -23,8 +23,9 @@ linearizable.
 
 Reproducing: every run prints its seed; RAFTUI_JEPSEN_SEED=<seed> replays
 the same plan (each client's ops, keys and members; the nemesis's faults,
-targets and timings). Timing still varies -- scheduling, elections, fsync --
-so a seed replays the plan, not the exact history. On failure the history,
+targets and timings; a leader-targeted fault hits whoever leads at that
+moment). Timing still varies -- scheduling, elections, fsync -- so a seed
+replays the plan, not the exact history. On failure the history,
 a timeline, the verdict and the member logs are saved under
 /tmp/raftui-jepsen-<test>-seed<seed>-<time>/.
 """
