@@ -47,13 +47,13 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from typing import Any, Sequence
 
 import grpc
 
 from engine.proto import fault_pb2, fault_pb2_grpc, rpc_pb2, rpc_pb2_grpc
+from tests.support.launch import with_parent_death_signal
 from tests.support import linearizability as lin
 from tests.support.etcd import _clean_env
 from tests.support.raftnode import REPO_ROOT, RaftnodeCluster, RaftnodeError
@@ -261,20 +261,6 @@ class Client:
 
 # ---------------------------------------------------------------- restarting members
 
-# Runs as the child: PR_SET_PDEATHSIG (SIGTERM when the parent goes), then
-# exec the member -- same PID, so the helper still stops it by PID.
-_EXEC_WITH_PDEATHSIG = (
-    "import ctypes, os, signal, sys\n"
-    "try:\n"
-    "    ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)\n"
-    "except OSError:\n"
-    "    pass\n"
-    "if os.getppid() != int(sys.argv[1]):\n"
-    "    sys.exit('raftnode launcher: parent already gone')\n"
-    "os.execv(sys.argv[2], sys.argv[2:])\n"
-)
-
-
 def spawn(cluster: RaftnodeCluster, i: int) -> None:
     """Start member i again with its own argv, data dir and log -- what
     ``RaftnodeCluster.restart(i, wait=False)`` does, minus its preexec_fn.
@@ -297,7 +283,7 @@ def spawn(cluster: RaftnodeCluster, i: int) -> None:
     env.setdefault("PYTHONUNBUFFERED", "1")
     m.paused = False
     m.proc = subprocess.Popen(
-        [sys.executable, "-c", _EXEC_WITH_PDEATHSIG, str(os.getpid()), *m.args],
+        with_parent_death_signal(m.args),
         stdin=subprocess.DEVNULL, stdout=m._log, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT), env=env)
 
 

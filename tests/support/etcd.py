@@ -18,14 +18,11 @@ dies (Linux PR_SET_PDEATHSIG), so a crashed test run leaves no etcd behind.
 from __future__ import annotations
 
 import atexit
-import ctypes
 import dataclasses
 import json
 import os
 import pathlib
-import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -35,6 +32,8 @@ import weakref
 from typing import IO, Iterable, Sequence
 
 from . import ports, require
+
+from .launch import with_parent_death_signal
 
 HOST = ports.HOST
 ETCDCTL_TIMEOUT = 30.0
@@ -188,15 +187,6 @@ def _stop_leftovers() -> None:
             pass
 
 
-def _die_with_parent() -> None:
-    """preexec_fn: ask Linux to SIGTERM the child when its parent goes away."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     # ETCD_* / ETCDCTL_* in the caller's environment would silently override flags.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "ETCDCTL_"))}
@@ -259,12 +249,11 @@ def start_etcd_cluster(
             ]
             m._log = open(m.log_path, "ab")
             m.proc = subprocess.Popen(
-                args,
+                with_parent_death_signal(args),
                 stdin=subprocess.DEVNULL,
                 stdout=m._log,
                 stderr=subprocess.STDOUT,
                 env=_clean_env(),
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
         cluster.wait_healthy(timeout=timeout)
     except BaseException:

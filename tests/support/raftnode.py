@@ -44,7 +44,8 @@ import weakref
 from typing import IO, Sequence
 
 from . import ports
-from .etcd import _clean_env, _die_with_parent
+from .etcd import _clean_env
+from .launch import with_parent_death_signal
 
 HOST = ports.HOST
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -267,9 +268,8 @@ class RaftnodeCluster:
         env.setdefault("PYTHONUNBUFFERED", "1")
         m.paused = False
         m.proc = subprocess.Popen(
-            m.args, stdin=subprocess.DEVNULL, stdout=m._log, stderr=subprocess.STDOUT,
-            cwd=str(REPO_ROOT), env=env,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            with_parent_death_signal(m.args), stdin=subprocess.DEVNULL, stdout=m._log,
+            stderr=subprocess.STDOUT, cwd=str(REPO_ROOT), env=env,
         )
 
     def kill(self, i: int) -> None:
