@@ -260,11 +260,36 @@ class MainScreen(Screen):
                 self.set_timer(KEYS_INTERVAL, self.refresh_keys)
         if generation != self._keys_generation or not self.is_attached:
             return  # the prefix changed while we were fetching (stale), or the console is closing
-        panel = self.query_one(KeysPanel)
+        try:
+            panel = self.query_one(KeysPanel)
+        except NoMatches:
+            return  # the screen is being torn down (its children go before it is detached)
         if error:
             panel.listing = dataclasses.replace(panel.listing, error=error)
         else:
             panel.listing = Listing(prefix, tuple(keys), more)
+
+    @on(WalPanel.NeedOlder)
+    def _wal_need_older(self, event: WalPanel.NeedOlder) -> None:
+        event.stop()
+        if self.live:
+            self.load_older_wal(event.member_id, event.before_index)
+
+    @work(exclusive=True, group="wal-page")
+    async def load_older_wal(self, member_id: int, before_index: int) -> None:
+        """One page back through a member's log (Inspect.WalTail before_index)."""
+        entries, first = None, 0
+        try:
+            result = await self.source.wal_page(member_id, before_index)
+            if result.ok:
+                entries, first = result.data
+        finally:
+            # Answer even on failure: the panel asks again when scrolled to the end.
+            if self.is_attached and not get_current_worker().is_cancelled:
+                try:
+                    self.query_one(WalPanel).add_older(member_id, before_index, entries, first)
+                except NoMatches:
+                    pass  # the screen is being torn down
 
     @work(exclusive=True, group="watch")
     async def open_watch(self, key: str, prefix: bool) -> None:

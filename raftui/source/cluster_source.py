@@ -29,6 +29,7 @@ from .status_stream import LeaderNote, StatusStreams
 COMPACT_REVISION_EVERY = 2.0   # seconds between compact-revision probes (a watch each)
 WATCHERS_EVERY = 1.0
 WAL_ENTRIES = 200
+WAL_PAGE = 1000               # entries per page when the WAL panel pages back
 WATCH_EVENTS_KEPT = 1000
 FOLLOW_GAP = 0.15              # at most this often does follow() yield (coalescing)
 
@@ -359,6 +360,18 @@ class ClusterSource:
     async def list_keys(self, prefix: str = "", limit: int = 1000, after: str | None = None) -> ActionResult:
         """One page: data = (list[KeyValue], more). Not put in the timeline (it is a refresh)."""
         return await actions.list_keys(self._preferred_stubs(), prefix, limit, after)
+
+    async def wal_page(self, member_id: int, before_index: int, limit: int = WAL_PAGE) -> ActionResult:
+        """Older WAL entries of one member (Inspect.WalTail with before_index):
+        data = (entries ascending, the member's first index). Not put in the
+        timeline (it is scrolling)."""
+        m = self._member(member_id)
+        if m is None or not m.endpoint:
+            return ActionResult.fail("WAL page: no such member")
+        got = await poll.wal_page(self._conns.get(m.endpoint), before_index, limit)
+        if got is None:
+            return ActionResult.fail(f"WAL page from {m.label}: no answer")
+        return ActionResult(True, f"{len(got[0])} WAL entries before {before_index}", got)
 
     async def compact(self, revision: int) -> ActionResult:
         result = self._record(await actions.compact(self._preferred_stubs(), revision), "compact")

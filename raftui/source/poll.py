@@ -200,17 +200,27 @@ async def inspect_rates(stubs: Stubs, deadline: float = POLL_DEADLINE) -> RatesR
 
 
 async def wal_tail(stubs: Stubs, limit: int = 200, deadline: float = POLL_DEADLINE) -> tuple[WalEntry, ...] | None:
+    page = await wal_page(stubs, 0, limit, deadline)
+    return None if page is None else page[0]
+
+
+async def wal_page(stubs: Stubs, before_index: int, limit: int,
+                   deadline: float = POLL_DEADLINE) -> tuple[tuple[WalEntry, ...], int] | None:
+    """Entries with index < before_index (0: the newest), ascending, and the
+    member's first (oldest still available) index; None on failure."""
     from engine.proto import inspect_pb2
 
     try:
-        resp = await stubs.inspect.WalTail(inspect_pb2.WalTailRequest(limit=limit), timeout=deadline)
+        resp = await stubs.inspect.WalTail(inspect_pb2.WalTailRequest(limit=limit, before_index=before_index),
+                                           timeout=deadline)
     except grpc.aio.AioRpcError:
         return None
-    return tuple(
+    entries = tuple(
         WalEntry(e.index, e.term, "conf change" if e.type == 1 else "normal", e.text,
                  e.committed, e.applied)
         for e in resp.entries
     )
+    return entries, resp.first_index
 
 
 async def watchers(stubs: Stubs, member: str, deadline: float = POLL_DEADLINE) -> tuple[WatcherInfo, ...] | None:
