@@ -46,17 +46,14 @@ import pathlib
 import random
 import shutil
 import signal
-import subprocess
 import time
 from typing import Any, Sequence
 
 import grpc
 
 from engine.proto import fault_pb2, fault_pb2_grpc, rpc_pb2, rpc_pb2_grpc
-from tests.support.launch import with_parent_death_signal
 from tests.support import linearizability as lin
-from tests.support.etcd import _clean_env
-from tests.support.raftnode import REPO_ROOT, RaftnodeCluster, RaftnodeError
+from tests.support.raftnode import RaftnodeCluster, RaftnodeError
 
 OP_TIMEOUT = 1.0            # per-op client deadline (s)
 NEVER_SENT = "failed to connect to all addresses"
@@ -262,29 +259,9 @@ class Client:
 # ---------------------------------------------------------------- restarting members
 
 def spawn(cluster: RaftnodeCluster, i: int) -> None:
-    """Start member i again with its own argv, data dir and log -- what
-    ``RaftnodeCluster.restart(i, wait=False)`` does, minus its preexec_fn.
-
-    Why not the helper's restart: it forks with a Python ``preexec_fn``,
-    and forking a process in which grpc's threads are busy (our clients)
-    kills the child before exec now and then. Measured here: 150 spawns
-    during grpc.aio traffic, 36 children died of SIGSEGV and 6 of SIGABRT
-    with a preexec_fn, none without. So the child is started without one
-    (subprocess then uses vfork/posix_spawn) and sets PR_SET_PDEATHSIG
-    itself before exec'ing the member.
-    """
-    m = cluster.members[i]
-    if m.running():
-        raise RaftnodeError(f"{m.name} is still running (pid {m.pid})")
-    if m._log is None:
-        m._log = open(m.log_path, "ab")
-    env = _clean_env()
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    m.paused = False
-    m.proc = subprocess.Popen(
-        with_parent_death_signal(m.args),
-        stdin=subprocess.DEVNULL, stdout=m._log, stderr=subprocess.STDOUT, cwd=str(REPO_ROOT), env=env)
+    """Start member i again without waiting for it to listen (the nemesis
+    keeps the clients going meanwhile)."""
+    cluster.restart(i, wait=False)
 
 
 # ---------------------------------------------------------------- the nemesis

@@ -34,15 +34,15 @@ import dataclasses
 import json
 import os
 import pathlib
-import queue
 import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
+from tests.support.launch import with_parent_death_signal
 from tests.support import etcd as support_etcd
 from tests.support import ports
 from tests.support import raftnode as support_raftnode
@@ -247,9 +247,8 @@ class Side:
                 f"--initial-cluster-token={self.cluster.token}", "--logger=zap", "--log-outputs=stderr"]
         m._log = open(m.log_path, "ab")
         self.members.append(m)
-        m.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=m._log, stderr=subprocess.STDOUT,
-                                  env=support_etcd._clean_env(),
-                                  preexec_fn=support_etcd._die_with_parent)
+        m.proc = subprocess.Popen(with_parent_death_signal(args), stdin=subprocess.DEVNULL, stdout=m._log,
+                                  stderr=subprocess.STDOUT, env=support_etcd._clean_env())
         return len(self.members) - 1
 
     def stop_member(self, i: int, timeout: float = 10.0) -> None:
@@ -286,9 +285,9 @@ class BgProc:
 
     def __init__(self, argv: list[str]) -> None:
         self.argv = argv
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=support_etcd._clean_env({"ETCDCTL_API": "3"}),
-                                     preexec_fn=support_etcd._die_with_parent)
+        self.proc = subprocess.Popen(with_parent_death_signal(argv), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=support_etcd._clean_env({"ETCDCTL_API": "3"}))
         self._out: list[str] = []
         self._err: list[str] = []
         self._lock = threading.Lock()

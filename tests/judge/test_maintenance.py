@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from tests.judge.framework import Case, Outcome, Side, assert_same, poll
+from tests.judge.framework import Case, Outcome, Side, poll
 
 
 def _hashes(side: Side, *extra: str) -> list[int]:

@@ -61,5 +61,5 @@ def test_txn_errors(case: Case) -> None:
     case.same("txn", input=f"\n{many}\n\n", rc=1)
     exact = "".join(f'put {p}k{i} "v"\n' for i in range(128))              # 128 is still allowed
     case.same("txn", input=f"\n{exact}\n\n", rc=0)
-    case.same("txn", input=f'value("") = "x"\n\n\n\n', rc=1)                # empty key in a compare
+    case.same("txn", input='value("") = "x"\n\n\n\n', rc=1)                # empty key in a compare
     case.same("get", p, "--prefix", "--keys-only", "--limit", "3", rc=0)
