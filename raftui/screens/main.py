@@ -38,8 +38,7 @@ from .form import FormScreen
 
 POLL_INTERVAL = 0.4          # seconds between the end of one poll and the next
 KEYS_INTERVAL = 1.0
-KEY_PAGE = 1000
-KEY_PAGES = 5                # the listing holds at most KEY_PAGE * KEY_PAGES keys
+KEY_PAGE = 1000              # keys per Range; more pages come in as the keys table is scrolled
 COMMAND_DEADLINE = 90.0      # a last resort; each call has its own, shorter deadline
 WIDE = (140, 40)             # from this size on, all panels at once
 
@@ -241,20 +240,13 @@ class MainScreen(Screen):
 
     @work(exclusive=True, group="keys")
     async def refresh_keys(self, rearm: bool = True) -> None:
+        """Every KEYS_INTERVAL: the first page of the listing only. Pages
+        that scrolling brought in (more_keys) are kept after it, as they were
+        read; a new prefix starts over from one page."""
         generation = self._keys_generation
         prefix = self.prefix
-        keys, more, error, after = [], False, "", None
         try:
-            for _ in range(KEY_PAGES):
-                result = await self.source.list_keys(prefix, KEY_PAGE, after)
-                if not result.ok:
-                    error = result.text
-                    break
-                page, more = result.data
-                keys.extend(page)
-                if not more or not page:
-                    break
-                after = page[-1].key
+            result = await self.source.list_keys(prefix, KEY_PAGE)
         finally:
             if rearm and not get_current_worker().is_cancelled:
                 self.set_timer(KEYS_INTERVAL, self.refresh_keys)
@@ -264,10 +256,43 @@ class MainScreen(Screen):
             panel = self.query_one(KeysPanel)
         except NoMatches:
             return  # the screen is being torn down (its children go before it is detached)
-        if error:
-            panel.listing = dataclasses.replace(panel.listing, error=error)
+        if not result.ok:
+            panel.listing = dataclasses.replace(panel.listing, error=result.text)
+            return
+        page, more = result.data
+        held = panel.listing
+        if held.prefix == prefix and not held.error and more and page and len(held.keys) > len(page):
+            last = page[-1].key
+            tail = tuple(kv for kv in held.keys if kv.key > last)
+            panel.listing = Listing(prefix, tuple(page) + tail, held.more)
         else:
-            panel.listing = Listing(prefix, tuple(keys), more)
+            panel.listing = Listing(prefix, tuple(page), more)
+
+    @on(KeysPanel.NeedMore)
+    def _keys_need_more(self, event: KeysPanel.NeedMore) -> None:
+        event.stop()
+        if self.live:
+            self.more_keys(event.prefix, event.after)
+
+    @work(exclusive=True, group="keys-more")
+    async def more_keys(self, prefix: str, after: str) -> None:
+        """The next page of keys after the last one held (Range from after+\\0, limit)."""
+        generation = self._keys_generation
+        result = await self.source.list_keys(prefix, KEY_PAGE, after)
+        if generation != self._keys_generation or not self.is_attached:
+            return
+        try:
+            panel = self.query_one(KeysPanel)
+        except NoMatches:
+            return
+        held = panel.listing
+        if held.prefix != prefix or not held.keys or held.keys[-1].key != after:
+            return  # the listing moved on while we were fetching
+        if not result.ok:
+            panel.listing = dataclasses.replace(held, error=result.text)
+            return
+        page, more = result.data
+        panel.listing = Listing(prefix, held.keys + tuple(page), more)
 
     @on(WalPanel.NeedOlder)
     def _wal_need_older(self, event: WalPanel.NeedOlder) -> None:

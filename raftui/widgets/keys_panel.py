@@ -3,6 +3,9 @@ detail table: a key's history across revisions, or a read at a revision.
 
 The listing holds keys only (etcd keys_only Range, paged); values are shown
 in the detail table. Both are DataTables, which draw only visible rows.
+The listing starts with one page; moving the cursor near its end asks for
+the next page (NeedMore: a Range from just after the last key held), so a
+large key space is paged in as the operator scrolls, never read whole.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import dataclasses
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
 from textual.reactive import reactive
@@ -35,7 +39,19 @@ class Detail:
 
 
 class KeysTable(Table):
-    pass
+    # A list of keys: home/end go to the first/last key (DataTable's go to
+    # the first/last column), as in the WAL and timeline lists.
+    BINDINGS = [
+        Binding("home", "scroll_top", "First key", show=False),
+        Binding("end", "scroll_bottom", "Last key", show=False),
+    ]
+
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        # end / pagedown scroll without moving the cursor: near the bottom, ask for more too.
+        panel = self.parent
+        if isinstance(panel, KeysPanel):
+            self.call_later(panel._maybe_more)
 
 
 class DetailTable(Table):
@@ -51,6 +67,14 @@ class KeysPanel(Vertical):
     class KeyChosen(Message):
         key: str
 
+    @dataclasses.dataclass
+    class NeedMore(Message):
+        """The next page of keys under `prefix`, after key `after`, is wanted."""
+        prefix: str
+        after: str
+
+    MORE_WITHIN = 50        # rows from the end of the listing that ask for the next page
+
     listing: reactive[Listing] = reactive(Listing, init=False, repaint=False)
     detail: reactive[Detail] = reactive(Detail, init=False, repaint=False)
     revision: reactive[tuple[int, int]] = reactive((0, 0), init=False, repaint=False)   # (current, compacted)
@@ -59,6 +83,7 @@ class KeysPanel(Vertical):
         super().__init__(id=id, classes="panel")
         self.border_title = "Keys & revisions"
         self._summary_text = ""
+        self._asked_after: str | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("", id="keys-summary", classes="summary")
@@ -78,9 +103,15 @@ class KeysPanel(Vertical):
 
     def watch_listing(self, old: Listing, new: Listing) -> None:
         self._summary()
+        self._asked_after = None
         if old.keys == new.keys:
             return
         table = self.query_one(KeysTable)
+        if new.keys[:len(old.keys)] == old.keys and table.row_count == len(old.keys):
+            # A page appended: add its rows only (the cursor stays where it is).
+            table.add_rows([(kv.key, str(kv.create_revision), str(kv.mod_revision), str(kv.version))
+                            for kv in new.keys[len(old.keys):]])
+            return
         current = self.highlighted_key()
         table.clear()
         table.add_rows([(kv.key, str(kv.create_revision), str(kv.mod_revision), str(kv.version))
@@ -127,6 +158,17 @@ class KeysPanel(Vertical):
         key = self.highlighted_key()
         if key is not None:
             self.post_message(self.KeyHighlighted(key))
+        self._maybe_more()
+
+    def _maybe_more(self) -> None:
+        listing = self.listing
+        table = self.query_one(KeysTable)
+        bottom = max(table.cursor_row, round(table.scroll_y) + table.scrollable_content_region.height)
+        if (listing.more and listing.keys and not listing.error
+                and bottom >= len(listing.keys) - self.MORE_WITHIN
+                and self._asked_after != listing.keys[-1].key):
+            self._asked_after = listing.keys[-1].key
+            self.post_message(self.NeedMore(listing.prefix, self._asked_after))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table.id != "keys-table":
