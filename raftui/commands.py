@@ -134,7 +134,19 @@ async def _promote(ctx: Context, v: dict) -> ActionResult:
 
 
 async def _remove(ctx: Context, v: dict) -> ActionResult:
-    return await ctx.source.remove_member(ctx.member.id)
+    removed = await ctx.source.remove_member(ctx.member.id)
+    name = ctx.member.name
+    if not removed.ok or ctx.host is None or name not in ctx.host.names:
+        return removed
+    # Host mode: the member's process goes too, and cluster.json forgets it.
+    try:
+        await asyncio.to_thread(ctx.host.remove, name)
+    except (HostError, OSError, KeyError) as exc:
+        result = ActionResult.fail(f"{removed.text}, but its process was not stopped: {exc}")
+    else:
+        result = ActionResult(True, f"{removed.text}; stopped its process and dropped it from cluster.json")
+    ctx.source.note(result.text, result.ok, "host" if result.ok else "error")
+    return result
 
 
 async def _alarms(ctx: Context, v: dict) -> ActionResult:

@@ -59,6 +59,10 @@ class ClusterHost(abc.ABC):
     def stop_all(self, timeout: float = 10.0) -> None:
         """SIGTERM every member (SIGKILL after `timeout`)."""
 
+    def remove(self, name: str) -> None:
+        """Stop a member the cluster no longer has and forget it (after MemberRemove)."""
+        raise HostError(f"this host cannot remove {name}")
+
     def health_overrides(self) -> dict[str, str]:
         """Health the console should show instead of what polling says: a paused
         member looks merely "down" to gRPC; the host knows better."""

@@ -126,6 +126,23 @@ class ProcessHost(ClusterHost):
         self._start_member(m)
         return m
 
+    def remove(self, name: str, timeout: float = 10.0) -> None:
+        """After MemberRemove: stop the member's process and drop it from
+        cluster.json, so a resume does not start it again. Its data directory
+        and log are moved aside (`<name>.removed-<time>`): a later member may
+        get the same name, and must not start from the removed one's data."""
+        self.layout.member(name)           # KeyError for a name we do not run
+        self._stop([name], timeout)
+        self.layout = dataclasses.replace(self.layout,
+                                          members=tuple(m for m in self.layout.members if m.name != name))
+        self.layout.save(self.data_dir)
+        self._procs.pop(name, None)
+        self._killed.discard(name)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for path in (self.data_dir / f"{name}.data", self.log_path(name)):
+            if path.exists():
+                os.replace(path, path.with_name(f"{path.name}.removed-{stamp}"))
+
     def restart(self, name: str) -> None:
         if self.state(name) in ("running", "paused"):
             raise HostError(f"{name} is already running")

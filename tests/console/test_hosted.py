@@ -19,7 +19,7 @@ from engine.proto import rpc_pb2, rpc_pb2_grpc
 from raftui.host import raftnode_host
 from raftui.screens.quit import QuitScreen
 from raftui.source import ClusterSource
-from raftui.widgets.keys_panel import DetailTable
+from raftui.widgets.keys_panel import DetailTable, KeysPanel
 from raftui.widgets.wal_panel import WalList, WalPanel
 
 from .conftest import fill, run, until
@@ -424,3 +424,89 @@ def test_save_a_snapshot_to_a_file(hosted, tmp_path, monkeypatch):
     size = target.stat().st_size
     assert size > 32 and size % 512 == 32, size      # bbolt pages + the trailing sha256
     assert not target.with_name(target.name + ".part").exists()
+
+
+# ------------------------------------------------------ keys beyond one page
+
+def test_keys_page_in_as_the_table_scrolls(hosted, key, monkeypatch):
+    from raftui.screens import main as main_screen
+
+    monkeypatch.setattr(main_screen, "KEY_PAGE", 100)      # pages of 100 keys: 250 keys make three
+    prefix = f"{key}/many/"
+    calls = []
+
+    async def body():
+        app = _app(hosted)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await ready(app, pilot)
+            await _put_direct(screen(app).state.leader.endpoint,
+                              [(f"{prefix}{i:04d}".encode(), b"v") for i in range(250)])
+            source = app.source
+            list_keys = source.list_keys
+
+            async def counted(p="", limit=1000, after=None):
+                calls.append(after)
+                return await list_keys(p, limit, after)
+
+            source.list_keys = counted
+            await pilot.press("slash")
+            await fill(pilot, prefix)
+            table = screen(app).query_one("#keys-table")
+            await until(pilot, lambda: len(key_rows(app)) == 100 and key_rows(app)[0][0] == f"{prefix}0000",
+                        what="the first page of the prefix")
+            assert screen(app).query_one(KeysPanel).listing.more
+            await pilot.press("tab", "tab", "tab")                 # to the keys panel
+            await until(pilot, lambda: app.focused is table, what="the keys table focused")
+            for want in (200, 250):
+                await pilot.press("end")
+                await until(pilot, lambda: len(key_rows(app)) == want, what=f"{want} keys paged in")
+            assert not screen(app).query_one(KeysPanel).listing.more
+            assert [r[0] for r in key_rows(app)] == [f"{prefix}{i:04d}" for i in range(250)]
+            assert table.row_count == 250
+            paged = [a for a in calls if a is not None]
+            assert paged == [f"{prefix}0099", f"{prefix}0199"]     # each page read once, on scrolling
+            refreshes = len(calls) - len(paged)
+            await until(pilot, lambda: len(calls) - len(paged) >= refreshes + 2,
+                        what="two more periodic refreshes")
+            assert [a for a in calls if a is not None] == paged   # which read the first page only
+            assert len(key_rows(app)) == 250                      # and keep the pages scrolled in
+            await _put_direct(screen(app).state.leader.endpoint, [], prefix.encode())
+    run(body(), timeout=40)
+
+
+# ------------------------------------------------------ removing a member
+
+def test_remove_a_member_in_host_mode_stops_its_process_and_forgets_it(raftnode_binary, tmp_path):
+    import json
+
+    host = raftnode_host(tmp_path / "cluster", 1)
+    try:
+        host.start()
+        host.wait_listening(30.0)
+        pids = {}
+
+        async def body():
+            app = _app(host)
+            async with app.run_test(size=(160, 48)) as pilot:
+                await ready(app, pilot, members=1)
+                await pilot.press("a")          # host mode: an empty URL starts a local learner
+                await fill(pilot, "")
+                await until(pilot, lambda: row_of(app, "n2") and "up" in row_of(app, "n2")[COL["health"]],
+                            timeout=20, what="the new learner n2 up")
+                pids["n2"] = host.pid("n2")
+                await pilot.press(_number_of(app, "n2"), "X", "y")
+                await until(pilot, lambda: row_of(app, "n2") is None, timeout=15, what="n2 gone from the table")
+                await until(pilot, lambda: any("dropped it from cluster.json" in t for t in timeline(app)),
+                            what="the removal and the stop in the timeline")
+                assert len(cluster_rows(app)) == 1 and "up" in row_of(app, "n1")[COL["health"]]
+
+        run(body(), timeout=60)
+        assert pids["n2"] and not _alive(pids["n2"])
+        assert host.names == ["n1"] and host.state("n2") == "not started"
+        saved = json.loads((host.data_dir / "cluster.json").read_text())
+        assert [m["name"] for m in saved["members"]] == ["n1"]
+        assert not (host.data_dir / "n2.data").exists()          # moved aside: a new n2 starts clean
+        assert list(host.data_dir.glob("n2.data.removed-*"))
+        assert raftnode_host(host.data_dir, 3).names == ["n1"]    # a resume does not bring it back
+    finally:
+        _stop_by_pid(host)
