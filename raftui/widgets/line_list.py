@@ -49,6 +49,13 @@ class LineList(ScrollView, Generic[T], can_focus=True):
         self.virtual_size = Size(self._width, len(items))
         self.refresh()
 
+    # home/end jump at once: an animated scroll across 100,000 lines helps nobody.
+    def action_scroll_home(self) -> None:
+        self.scroll_home(animate=False)
+
+    def action_scroll_end(self) -> None:
+        self.scroll_end(animate=False)
+
     def render_item(self, item: T) -> Text:
         return Text(str(item))
 
