@@ -510,3 +510,26 @@ def test_remove_a_member_in_host_mode_stops_its_process_and_forgets_it(raftnode_
         assert raftnode_host(host.data_dir, 3).names == ["n1"]    # a resume does not bring it back
     finally:
         _stop_by_pid(host)
+
+
+def test_wal_panel_pages_back_through_the_member_log(hosted, key):
+    async def body():
+        app = _app(hosted)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await ready(app, pilot)
+            leader = leader_row(app)[COL["member"]]
+            await _put_direct(screen(app).state.leader.endpoint,
+                              [(f"{key}/{i:03d}".encode(), b"v") for i in range(260)])
+            await pilot.press(_number_of(app, leader), "tab", "tab")       # the WAL panel
+            wal = screen(app).query_one(WalPanel)
+            lines = screen(app).query_one(WalList)
+            await until(pilot, lambda: app.focused is lines and lines.allow_vertical_scroll
+                        and len(wal.state.wal) == 200, what="the WAL panel focused with a full live tail")
+            assert not wal.older
+            await pilot.press("end")                                        # the oldest line in view
+            await until(pilot, lambda: wal.older, what="an older page from Inspect.WalTail(before_index)")
+            indexes = [e.index for e in lines.items]
+            assert indexes == list(range(indexes[0], indexes[0] - len(indexes), -1))   # contiguous, newest first
+            assert len(indexes) > 200
+            assert any(f'"{key}/000"' in e.text for e in lines.items)        # the first put, below the tail
+    run(body(), timeout=40)
