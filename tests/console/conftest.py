@@ -7,7 +7,6 @@ born and die in the loop that uses them).
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from typing import Awaitable, Callable
 
