@@ -29,11 +29,12 @@ import urllib.error
 import urllib.request
 import uuid
 import weakref
-from typing import IO, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from . import ports, require
 
 from .launch import with_parent_death_signal
+from .member import ProcessMember
 
 HOST = ports.HOST
 ETCDCTL_TIMEOUT = 30.0
@@ -44,42 +45,7 @@ class EtcdError(RuntimeError):
 
 
 @dataclasses.dataclass
-class EtcdMember:
-    name: str
-    client_port: int
-    peer_port: int
-    data_dir: pathlib.Path
-    log_path: pathlib.Path
-    proc: subprocess.Popen | None = None
-    _log: IO[bytes] | None = dataclasses.field(default=None, repr=False)
-
-    @property
-    def endpoint(self) -> str:
-        """host:port, what grpc targets and etcdctl --endpoints accept."""
-        return f"{HOST}:{self.client_port}"
-
-    @property
-    def client_url(self) -> str:
-        return f"http://{HOST}:{self.client_port}"
-
-    @property
-    def peer_url(self) -> str:
-        return f"http://{HOST}:{self.peer_port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_tail(self, limit: int = 4000) -> str:
-        try:
-            data = self.log_path.read_bytes()
-        except OSError:
-            return "<no log>"
-        return data[-limit:].decode("utf-8", "replace")
-
+class EtcdMember(ProcessMember):
     def healthy(self, timeout: float = 1.0) -> bool:
         """True when this member's /health says so (it has a leader and can read)."""
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -41,11 +41,12 @@ import threading
 import time
 import uuid
 import weakref
-from typing import IO, Sequence
+from typing import Sequence
 
 from . import ports
 from .etcd import _clean_env
 from .launch import with_parent_death_signal
+from .member import ProcessMember
 
 HOST = ports.HOST
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -71,37 +72,10 @@ def _member_id(peer_url: str, token: str) -> int | None:
 
 
 @dataclasses.dataclass
-class RaftnodeMember:
-    name: str
-    client_port: int
-    peer_port: int
-    data_dir: pathlib.Path
-    log_path: pathlib.Path
+class RaftnodeMember(ProcessMember):
     args: list[str] = dataclasses.field(default_factory=list)   # the full argv, reused by restart
     member_id: int | None = None
-    proc: subprocess.Popen | None = None
     paused: bool = False
-    _log: IO[bytes] | None = dataclasses.field(default=None, repr=False)
-
-    @property
-    def endpoint(self) -> str:
-        """host:port, what grpc targets and etcdctl --endpoints accept."""
-        return f"{HOST}:{self.client_port}"
-
-    @property
-    def client_url(self) -> str:
-        return f"http://{HOST}:{self.client_port}"
-
-    @property
-    def peer_url(self) -> str:
-        return f"http://{HOST}:{self.peer_port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     def listening(self, timeout: float = 0.5) -> bool:
         """True when something accepts TCP connections on the client port."""
@@ -110,13 +84,6 @@ class RaftnodeMember:
                 return True
         except OSError:
             return False
-
-    def log_tail(self, limit: int = 4000) -> str:
-        try:
-            data = self.log_path.read_bytes()
-        except OSError:
-            return "<no log>"
-        return data[-limit:].decode("utf-8", "replace")
 
     def logged_leader(self) -> tuple[int, int] | None:
         """(leader id, term) from the last leader line of this member's log; None if no leader."""
