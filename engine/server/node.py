@@ -205,13 +205,12 @@ class Node:
             return
         self._stopped = True
         self._wake.set()
-        for t in [*self._tasks, *self._bg_tasks]:
+        tasks = [*self._tasks, *self._bg_tasks]
+        for t in tasks:
             t.cancel()
-        for t in [*self._tasks, *self._bg_tasks]:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        if tasks:
+            # Bounded, like the transport's close: stopping must not hang.
+            await asyncio.wait(tasks, timeout=2.0)
         await self.transport.close()
         self._waiters.fail_all(errors.Stopped())
         self._fail_reads(errors.Stopped())

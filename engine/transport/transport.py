@@ -56,6 +56,8 @@ SNAPSHOT_CHUNK_BYTES = 1 << 20
 # as --max-request-bytes plus a batch of others, so allow generous frames.
 MAX_GRPC_MESSAGE_BYTES = 64 << 20
 
+# Seconds close() waits for its tasks and channels.
+CLOSE_TIMEOUT = 2.0
 CONNECT_TIMEOUT = 1.0      # seconds to get a ready channel before "peer down"
 WRITE_TIMEOUT = 5.0        # a write stalled this long means the peer is stuck
 # A snapshot must finish within base + per-MiB seconds (its deadline).
@@ -310,7 +312,7 @@ class PeerTransport:
                 url = peer.urls[url_index % len(peer.urls)]
                 if url != current_url:
                     if stub_channel is not None:
-                        await stub_channel.close()
+                        await _close_channel(stub_channel)
                     stub_channel = self._channel(url, CHANNEL_OPTIONS)
                     current_url = url
                 try:
@@ -330,7 +332,7 @@ class PeerTransport:
                 backoff = min(backoff * 2, BACKOFF_MAX)
         finally:
             if stub_channel is not None:
-                await stub_channel.close()
+                await _close_channel(stub_channel)
 
     async def _stream(self, peer: _Peer, channel: grpc.aio.Channel) -> str:
         """Write batches until a write fails; returns why it stopped."""
@@ -474,7 +476,12 @@ class PeerTransport:
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            # Bounded: a grpc call can be slow to honour a cancel, and a
+            # member must never hang on its way down because of a peer.
+            _, pending = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
+            for task in pending:
+                log.debug("transport task %s still finishing after close", task.get_name())
 
     def _spawn(self, coro, name: str) -> asyncio.Task:
         task = self._loop.create_task(coro, name=name)
@@ -525,6 +532,14 @@ async def fetch_members(urls: Sequence[str], timeout: float = 2.0,
         finally:
             await channel.close()
     raise ConnectionError(f"no peer answered at {', '.join(urls)}: {last and last.details()}")
+
+
+async def _close_channel(channel: grpc.aio.Channel) -> None:
+    """Close a channel without waiting on it forever (see close())."""
+    try:
+        await asyncio.wait_for(channel.close(), CLOSE_TIMEOUT)
+    except (asyncio.TimeoutError, Exception):  # noqa: BLE001 -- closing is best effort
+        pass
 
 
 def _describe_error(e: BaseException) -> str:
