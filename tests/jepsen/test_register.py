@@ -146,6 +146,7 @@ def test_no_acknowledged_write_lost_when_every_member_crashes(raftnode_cluster_f
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(0)  # a soak runs as long as it is asked to
 @pytest.mark.parametrize("size", [3, 5])
 def test_register_soak(raftnode_cluster_factory, size):
     """Longer runs with 8 clients (-m soak): RAFTUI_JEPSEN_SOAK_SECONDS of traffic (default 120)."""

@@ -60,5 +60,6 @@ def test_random_schedules_3_5_7_nodes():
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(0)  # a soak runs as long as it is asked to
 def test_random_schedules_soak():
     run_many(first=100_000, count=int(os.environ.get("RAFTUI_SOAK", "20000")), steps=2000)
