@@ -9,6 +9,8 @@ Tables (the server passes ``<data-dir>/member/snap/db`` as the path)::
                                               scheduled_compact_rev, finished_compact_rev
     lease  id INTEGER PRIMARY KEY, ttl, remaining_ttl
     alarm  (member_id, alarm) PRIMARY KEY
+    members id BLOB PRIMARY KEY -> record     the server's member table (JSON), so it
+                                              travels in snapshots with the data
 
 Durability choice: WAL journal with ``synchronous=NORMAL``. A commit then
 survives a process crash but may be lost on power failure; the database
@@ -40,6 +42,7 @@ CREATE TABLE IF NOT EXISTS lease (id INTEGER PRIMARY KEY, ttl INTEGER NOT NULL,
                                   remaining_ttl INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS alarm (member_id INTEGER NOT NULL, alarm INTEGER NOT NULL,
                                   PRIMARY KEY (member_id, alarm)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS members (id BLOB PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID;
 """
 
 # SQLite integers are signed 64-bit; etcd member ids are unsigned 64-bit.
@@ -194,6 +197,15 @@ class Backend:
 
     def delete_alarm(self, member_id: int, alarm: int) -> None:
         self._db.execute("DELETE FROM alarm WHERE member_id = ? AND alarm = ?", (_to_i64(member_id), alarm))
+
+    # -- members (the server's member table: id -> JSON record) -------------
+
+    def members(self) -> list[tuple[int, str]]:
+        return [(int.from_bytes(i, "big"), r) for i, r in self._db.execute("SELECT id, record FROM members")]
+
+    def put_member(self, member_id: int, record: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO members (id, record) VALUES (?, ?)",
+                         (member_id.to_bytes(8, "big"), record))
 
     # -- size, defrag, snapshot ---------------------------------------------
 

@@ -30,12 +30,10 @@ class MemberRecord:
         return cls(m.ID, m.name, list(m.peerURLs), list(m.clientURLs), m.isLearner)
 
 
-_SCHEMA = "CREATE TABLE IF NOT EXISTS members (id BLOB PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID"
-
-
 class Membership:
-    """The member table. `db` is the store's sqlite3 connection; the caller
-    makes each change part of the apply that carries it."""
+    """The member table, kept in the store's backend (engine/mvcc/backend.py)
+    so each change is part of the apply that carries it and of every
+    snapshot."""
 
     def __init__(self, backend) -> None:
         self._backend = backend
@@ -43,25 +41,18 @@ class Membership:
         self.removed: set[int] = set()
         self.reload()
 
-    @property
-    def _db(self):
-        return self._backend._db  # the store's connection (reopened on restore)
-
     def reload(self) -> None:
-        self._db.execute(_SCHEMA)
         self.members = {}
         self.removed = set()
-        for rid, text in self._db.execute("SELECT id, record FROM members"):
+        for mid, text in self._backend.members():
             d = json.loads(text)
-            mid = int.from_bytes(rid, "big")
             if d.get("removed"):
                 self.removed.add(mid)
             else:
                 self.members[mid] = MemberRecord(**d)
 
     def _write(self, mid: int, record: dict) -> None:
-        self._db.execute("INSERT OR REPLACE INTO members (id, record) VALUES (?, ?)",
-                         (mid.to_bytes(8, "big"), json.dumps(record, sort_keys=True)))
+        self._backend.put_member(mid, json.dumps(record, sort_keys=True))
 
     def add(self, m: MemberRecord) -> None:
         self.members[m.id] = m
