@@ -10,6 +10,12 @@ Per stream (etcd's serverWatchStream, v3rpc/watch.go at v3.4.23):
   * Watch ids are per stream: the client's, or the lowest free one counting
     from 0 (etcd's AutoWatchID). They map to the hub's own ids.
   * A watcher's events are sent only after its "created" answer.
+  * progress_request (stream-wide, watch id -1): answered only once every
+    watcher of the stream is synced and its buffered events went out, so a
+    progress revision R never overtakes an event <= R (etcd #15220, fixed in
+    3.4.25: RequestProgressAll / deferProgress). Until then it is deferred
+    and re-checked after every send; requests arriving meanwhile fold into
+    the one pending answer. A stream without watchers is answered at once.
   * progress_notify: every interval (etcd: 10 min + up to 10 % jitter) a
     watcher that got no events since the last tick and is synced is sent an
     empty response at the current revision.
@@ -136,6 +142,7 @@ class _Session:
         self.dirty: set[int] = set()       # stream watch ids with something to send
         self.wake = asyncio.Event()
         self.next_id = 0
+        self.progress_wanted = False       # a progress_request waits for the watchers to sync
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -176,8 +183,9 @@ class _Session:
                 self._cancel(req.cancel_request.watch_id)
             elif kind == "progress_request":
                 # Not tied to a watcher: clientv3 hands it to every watch channel.
-                self._send_ctrl(rpc_pb2.WatchResponse(
-                    header=self._header(self.node.applier.kv.current_rev), watch_id=INVALID_WATCH_ID))
+                # Answered by the writer once no event can be overtaken.
+                self.progress_wanted = True
+                self.wake.set()
         # The client half-closed: like etcd, keep sending until it goes away.
 
     def _create(self, cr: rpc_pb2.WatchCreateRequest) -> None:
@@ -245,6 +253,8 @@ class _Session:
             if reader.done() and not reader.cancelled() and reader.exception() is not None:
                 raise WatchCanceled()  # the request side broke: etcd ends the stream
             await self._flush()
+            if self.progress_wanted:
+                await self._maybe_send_progress()
             now = loop.time()
             if now >= next_leader_check:
                 next_leader_check = now + election
@@ -303,6 +313,16 @@ class _Session:
                 await self.context.write(part)
         else:
             await self.context.write(resp)
+
+    async def _maybe_send_progress(self) -> None:
+        """Answer a pending progress_request if every watcher is synced and flushed."""
+        if self.ctrl:
+            return  # control answers first; the writer comes back (wake is set)
+        rev = self.hub.progress_all(e.watcher for e in self.stream.entries.values())
+        if rev is None:
+            return  # deferred: re-checked when the hub wakes this stream
+        self.progress_wanted = False
+        await self.context.write(rpc_pb2.WatchResponse(header=self._header(rev), watch_id=INVALID_WATCH_ID))
 
     async def _progress_tick(self) -> None:
         for e in list(self.stream.entries.values()):

@@ -396,14 +396,30 @@ class WatchHub:
         return delivered
 
     def request_progress(self, watch_id: int) -> int | None:
-        """The revision to report in a progress notification, if one can be sent.
+        """The revision to report in one watcher's progress notification, if one can be sent.
 
         Only a synced watcher with nothing left to take can claim to be at
         the current revision (etcd sends progress only to synced watchers).
         """
         w = self._watchers.get(watch_id)
-        if w is None or not w.synced or w.buffer:
+        if w is None:
             return None
+        return self.progress_all([w])
+
+    def progress_all(self, watchers: Iterable[Watcher]) -> int | None:
+        """The revision a stream-wide progress notification may report, or None (defer it).
+
+        A progress notification at revision R promises that every event at or
+        below R was already sent on the stream (Kubernetes' consistent reads
+        rely on it; etcd #15220, fixed in 3.4.25 by ``progressIfSync``): so it
+        is only sent when every watcher of the stream is synced, still live,
+        and has no buffered events left to take. The caller retries after
+        it sent the events it was waiting for (etcd's ``deferProgress``).
+        A stream without watchers gets the current revision.
+        """
+        for w in watchers:
+            if w.canceled or not w.synced or w.buffer or self._watchers.get(w.id) is not w:
+                return None
         return self.store.current_rev
 
     # -- snapshot restore -------------------------------------------------------
