@@ -1,5 +1,8 @@
 """etcd's Cluster service: membership changes as raft ConfChange entries.
 
+Peer URLs are checked as etcd's types.NewURLs does (engine.transport.urls),
+in MemberAdd and, stricter than etcd 3.4, in MemberUpdate.
+
 The checks etcd makes (etcdserver/server.go: mayAddMember, mayRemoveMember,
 mayPromoteMember, isLearnerReady; membership's ValidateConfigurationChange)
 are made here, against this member's member table, before proposing.
@@ -12,12 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
 import time
-import urllib.parse
 
 from engine.proto import internal_pb2, raft_pb2, rpc_pb2, rpc_pb2_grpc
 from engine.server import errors as server_errors
+from engine.transport.urls import URLError, new_urls
 
 from .errors import abort
 from .forward import LeaderLink
@@ -30,29 +32,18 @@ LEARNER_READY_PERCENT = 0.9
 
 
 def parse_peer_urls(urls) -> list[str]:
-    """etcd's types.NewURLs: at least one; http(s)/unix(s); host:port; no path.
-    Returns them trimmed and sorted; raises BadURLs."""
-    if not urls:
-        raise server_errors.BadURLs()
-    out = []
-    for raw in urls:
-        u = raw.strip()
-        try:
-            p = urllib.parse.urlsplit(u)
-            port = p.port
-        except ValueError:
-            raise server_errors.BadURLs() from None
-        if p.scheme not in ("http", "https", "unix", "unixs") or port is None or not p.netloc \
-                or p.path not in ("",):
-            raise server_errors.BadURLs()
-        host = p.hostname or ""
-        if ":" in host:  # an IPv6 literal must be a valid address
-            try:
-                ipaddress.ip_address(host)
-            except ValueError:
-                raise server_errors.BadURLs() from None
-        out.append(u)
-    return sorted(out)
+    """etcd's types.NewURLs (engine.transport.urls.new_urls): at least one;
+    scheme http, https, unix or unixs; host:port; no path. Returns them
+    trimmed, scheme lower-cased, sorted (what etcd stores and answers with);
+    raises BadURLs ("etcdserver: given member URLs are invalid").
+
+    A URL that passes but cannot be dialled (https without peer TLS, a unix
+    socket, port 0) is accepted, as etcd accepts it: that member is simply
+    unreachable."""
+    try:
+        return new_urls(list(urls))
+    except URLError:
+        raise server_errors.BadURLs() from None
 
 
 def new_member_id(peer_urls: list[str], now: float) -> int:
@@ -123,9 +114,12 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
         try:
             check(node, context)
             mid = request.ID
+            # etcd 3.4 itself does not check these URLs here (its etcdctl
+            # does, client-side); a raw client could commit a member URL
+            # nobody can parse. We refuse it as MemberAdd does.
+            urls = parse_peer_urls(list(request.peerURLs))
             if mid not in node.membership.members:
                 raise server_errors.MemberNotFound()
-            urls = list(request.peerURLs)
             for m in node.membership.members.values():
                 if m.id != mid and set(m.peer_urls) & set(urls):
                     raise server_errors.PeerURLExists()

@@ -15,8 +15,23 @@ The shape follows etcd's rafthttp, not its code:
   failed) messages for it are dropped at once with `on_unreachable(peer)`;
   the writer keeps reconnecting with backoff and the peer is up again as
   soon as its channel is ready.
-- the receiving side (`add_peer_service`) rejects streams for another
-  cluster or another member, and hands each batch to `on_messages`.
+- the receiving side (`add_peer_service`) talks only to members: a stream
+  (or snapshot) is refused unless it is for this cluster and this member and
+  its sender is a current peer (in the peer table, not removed). The first
+  batch names the stream's sender; a later batch naming another sender ends
+  the stream. Every message is checked on its own before it reaches the
+  core (`check_message`): `from` is the stream's sender, `to` is us, the
+  type is one peers send, the shape fits the type (entries, term, no
+  snapshot outside a snapshot stream). Bad ones are dropped with a
+  rate-limited warning; nothing a peer sends raises into the loop.
+- everything a peer sends is bounded: a frame by PEER_RECEIVE_BYTES, a
+  batch by MAX_BATCH_MSGS messages, a snapshot by `max_snapshot_bytes`
+  (spooled to a file, never held whole in RAM before it is verified; its
+  sha256 travels after the data and is checked before delivery), at most
+  MAX_SNAPSHOT_RECEIVES snapshot streams at a time.
+- a peer URL the transport cannot dial (https without peer TLS, a unix
+  socket, port 0 ...) makes that peer unreachable, with one warning:
+  `add_peer`/`update_peer` never raise on URLs.
 - every message passes the member's FaultFilter twice: when sent and when
   received.
 
@@ -28,9 +43,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import hashlib
 import logging
+import os
+import tempfile
 import time
-import urllib.parse
 from typing import Any, Callable, Sequence
 
 import grpc
@@ -38,7 +55,9 @@ import grpc.aio
 
 from engine.proto import peer_pb2, peer_pb2_grpc
 from engine.proto import raft_pb2 as raftpb
+from engine.transport import snapfile
 from engine.transport.faults import Direction, FaultFilter
+from engine.transport.urls import URLError, dial_target
 
 log = logging.getLogger("engine.transport")
 
@@ -53,8 +72,23 @@ QUEUE_SIZE = 4096
 MAX_BATCH_BYTES = 4 << 20
 SNAPSHOT_CHUNK_BYTES = 1 << 20
 # grpc's default limit is 4 MiB; a single MsgApp may carry one entry as big
-# as --max-request-bytes plus a batch of others, so allow generous frames.
+# as --max-request-bytes plus a batch of others, so allow generous frames
+# when sending.
 MAX_GRPC_MESSAGE_BYTES = 64 << 20
+# What the peer server accepts in one frame: a batch (MAX_BATCH_BYTES) plus
+# one oversized entry at the default --max-request-bytes, with room to spare.
+# A member with a larger --max-request-bytes passes peer_receive_limit().
+PEER_RECEIVE_BYTES = 16 << 20
+# A batch never carries more messages than a peer's queue holds.
+MAX_BATCH_MSGS = QUEUE_SIZE
+SNAPSHOT_DIGEST_BYTES = 32          # sha256, sent after the data
+# Default cap on a received snapshot: etcd's default quota (2 GiB) + 10 %.
+DEFAULT_MAX_SNAPSHOT_BYTES = (2 << 30) * 11 // 10
+MAX_SNAPSHOT_RECEIVES = 2           # snapshot streams received at once
+SNAPSHOT_TMP_PREFIX = "peer-snap-"
+SNAPSHOT_TMP_SUFFIX = ".part"
+# One warning per (sender, reason) this often; the rest are counted.
+WARN_INTERVAL = 5.0
 
 # Seconds close() waits for its tasks and channels.
 CLOSE_TIMEOUT = 2.0
@@ -75,7 +109,7 @@ SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.http2.min_ping_interval_without_data_ms", 5000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_ping_strikes", 0),
-    ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", PEER_RECEIVE_BYTES),
     ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_BYTES),
 )
 
@@ -108,12 +142,112 @@ def make_server(options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Server:
     return grpc.aio.server(options=list(merged.items()))
 
 
+def peer_receive_limit(max_request_bytes: int) -> int:
+    """The peer server's frame limit for a member with this --max-request-bytes
+    (for make_server([("grpc.max_receive_message_length", ...)]))."""
+    return max(PEER_RECEIVE_BYTES, MAX_BATCH_BYTES + 2 * max_request_bytes + (1 << 20))
+
+
 def url_target(url: str) -> tuple[str, bool]:
-    """'https://host:port' -> ('host:port', True). Raises ValueError."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.port is None:
-        raise ValueError(f"peer URL must be http(s)://host:port, got {url!r}")
-    return parts.netloc, parts.scheme == "https"
+    """'https://host:port' -> ('host:port', True). Raises ValueError (URLError)
+    for anything this transport cannot dial."""
+    return dial_target(url)
+
+
+# -- what a peer may send ---------------------------------------------------------
+
+# Types a peer sends over the stream. MsgSnap comes through SendSnapshot only;
+# the rest (MsgHup, MsgBeat, MsgUnreachable, MsgSnapStatus, MsgCheckQuorum)
+# are local to a member and would let a peer make us campaign or step down.
+STREAM_TYPES = frozenset({
+    raftpb.MsgProp, raftpb.MsgApp, raftpb.MsgAppResp, raftpb.MsgVote, raftpb.MsgVoteResp,
+    raftpb.MsgHeartbeat, raftpb.MsgHeartbeatResp, raftpb.MsgTransferLeader,
+    raftpb.MsgTimeoutNow, raftpb.MsgReadIndex, raftpb.MsgReadIndexResp,
+    raftpb.MsgPreVote, raftpb.MsgPreVoteResp,
+})
+# Forwarded proposals and read requests are termless (the core's send()).
+_TERMLESS = frozenset({raftpb.MsgProp, raftpb.MsgReadIndex})
+_ENTRY_TYPES = frozenset(raftpb.EntryType.values())
+_MSG_TYPE_NAMES = {v: k for k, v in raftpb.MessageType.items()}
+
+
+def _type_name(t: int) -> str:
+    return _MSG_TYPE_NAMES.get(t, f"type {t}")
+
+
+def check_message(m: Message, sender: int, me: int, *, snapshot: bool = False) -> str | None:
+    """Why message `m`, received on a stream from `sender`, must be dropped
+    (None: it may go to the core). Only what the message itself shows is
+    checked; what needs the log (a heartbeat's commit) is the core's."""
+    t = m.type
+    if snapshot:
+        if t != MSG_SNAP:
+            return f"{_type_name(t)} on a snapshot stream"
+    elif t not in STREAM_TYPES:
+        if t == MSG_SNAP:
+            return "MsgSnap outside a snapshot stream"
+        return f"{_type_name(t)} is not a message peers send"
+    if m.from_ != sender:
+        return f"{_type_name(t)} from {m.from_:x} on the stream of {sender:x}"
+    if m.to != me:
+        return f"{_type_name(t)} to {m.to:x}, this is {me:x}"
+    if t in _TERMLESS:
+        if m.term != 0:
+            return f"{_type_name(t)} with a term"
+    elif m.term == 0:
+        return f"{_type_name(t)} without a term"
+    if not snapshot and m.HasField("snapshot"):
+        return f"{_type_name(t)} carrying a snapshot"
+    n = len(m.entries)
+    for e in m.entries:
+        if e.type not in _ENTRY_TYPES:
+            return f"{_type_name(t)} with an entry of type {e.type}"
+    if t == raftpb.MsgProp:
+        if n == 0:
+            return "MsgProp without entries"
+    elif t in (raftpb.MsgReadIndex, raftpb.MsgReadIndexResp):
+        if n != 1:
+            return f"{_type_name(t)} with {n} entries"
+    elif t == raftpb.MsgApp:
+        prev = m.log_term
+        for i, e in enumerate(m.entries):
+            if e.index != m.index + 1 + i:
+                return f"MsgApp entry {i} has index {e.index}, expected {m.index + 1 + i}"
+            if e.term == 0 or e.term < prev or e.term > m.term:
+                return f"MsgApp entry {e.index} has term {e.term} (log term {prev}, term {m.term})"
+            prev = e.term
+    elif n:
+        return f"{_type_name(t)} with {n} entries"
+    if snapshot:
+        md = m.snapshot.metadata
+        if md.index == 0 or md.term == 0:
+            return "MsgSnap without a snapshot index and term"
+        if md.term > m.term:
+            return f"MsgSnap of term {md.term} from term {m.term}"
+    return None
+
+
+class _RateLimitedLog:
+    """At most one warning per key every WARN_INTERVAL seconds."""
+
+    def __init__(self, interval: float = WARN_INTERVAL) -> None:
+        self._interval = interval
+        self._last: dict[Any, tuple[float, int]] = {}
+
+    def warn(self, key: Any, fmt: str, *args: Any) -> None:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last[0] < self._interval:
+            self._last[key] = (last[0], last[1] + 1)
+            return
+        suppressed = last[1] if last is not None else 0
+        if len(self._last) > 4096:  # keys come from peers: bound the table
+            self._last.clear()
+        self._last[key] = (now, 0)
+        if suppressed:
+            fmt += " (%d more like it since the last warning)"
+            args = (*args, suppressed)
+        log.warning(fmt, *args)
 
 
 def _estimate_bytes(m: Message) -> int:
@@ -176,6 +310,8 @@ class PeerTransport:
         tls: grpc.ChannelCredentials | None = None,
         faults: FaultFilter | None = None,
         queue_size: int = QUEUE_SIZE,
+        snapshot_dir: str | None = None,
+        max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES,
     ) -> None:
         if member_id <= 0 or cluster_id <= 0:
             raise ValueError("member and cluster ids are non-zero")
@@ -196,11 +332,27 @@ class PeerTransport:
         self._closed = False
         # Set by the node: () -> peer_pb2.MembersResponse, served to joiners.
         self.members_provider: Callable[[], peer_pb2.MembersResponse] | None = None
+        # Received snapshots: spooled here and delivered as file references
+        # (snapfile); without a directory they are spooled to an anonymous
+        # temporary file and delivered as bytes once verified.
+        self.snapshot_dir = snapshot_dir
+        self.max_snapshot_bytes = max_snapshot_bytes
+        self._snapshot_receives = 0
+        self._warn = _RateLimitedLog()
+        # Counters for tests and the console: what was refused or dropped.
+        self.refused_streams = 0
+        self.dropped_incoming = 0
+        if snapshot_dir is not None:
+            _remove_partials(snapshot_dir)
 
     # -- membership -------------------------------------------------------------
 
     def add_peer(self, member_id: int, urls: Sequence[str]) -> None:
-        """Start talking to `member_id`. Adding a known peer updates its URLs."""
+        """Start talking to `member_id`. Adding a known peer updates its URLs.
+
+        Never raises on the URLs: a peer none of whose URLs this transport
+        can dial is kept as an unreachable peer (one warning), as etcd keeps
+        a member it cannot reach."""
         self._check_open()
         if member_id == self.member_id:
             raise ValueError("a member is not its own peer")
@@ -250,8 +402,16 @@ class PeerTransport:
     # -- sending ----------------------------------------------------------------
 
     def send(self, msgs: Sequence[Message]) -> None:
-        """Queue `msgs` for their peers. Never blocks, never awaits."""
-        if self._closed or not msgs:
+        """Queue `msgs` for their peers. Never blocks, never awaits.
+
+        A MsgSnap whose snapshot.data is a file reference (snapfile) hands
+        that file to the transport: it is deleted once sent or lost."""
+        if self._closed:
+            for m in msgs:
+                if m.type == MSG_SNAP:
+                    snapfile.discard(m.snapshot.data)
+            return
+        if not msgs:
             return
         by_peer: dict[int, list[Message]] = {}
         for m in msgs:
@@ -264,11 +424,15 @@ class PeerTransport:
     def _dropped_by_fault(self, m: Message) -> None:
         # A lost MsgSnap would leave the leader waiting for a report forever.
         if m.type == MSG_SNAP:
+            snapfile.discard(m.snapshot.data)
             self._notify(self._on_snapshot_status, m.to, False)
 
     def _deliver_out(self, to: int, msgs: list[Message]) -> None:
         """Messages that passed the fault filter: onto the peer's queue."""
         if self._closed:
+            for m in msgs:
+                if m.type == MSG_SNAP:
+                    snapfile.discard(m.snapshot.data)
             return
         peer = self._peers.get(to)
         if peer is None:
@@ -299,21 +463,28 @@ class PeerTransport:
         self._notify(self._on_unreachable, to)
         for m in msgs:
             if m.type == MSG_SNAP:
+                snapfile.discard(m.snapshot.data)
                 self._notify(self._on_snapshot_status, to, False)
 
     async def _run_writer(self, peer: _Peer) -> None:
         """Connect, stream batches until something fails, back off, repeat."""
+        dialable, why = self._dialable(peer.urls)
+        if not dialable:
+            # Nothing to dial: the peer stays unreachable until its URLs
+            # change (update_peer starts a new writer).
+            self._mark_down(peer, f"cannot dial any of its URLs ({why})")
+            await asyncio.Event().wait()
         backoff = BACKOFF_MIN
         url_index = 0
         stub_channel: grpc.aio.Channel | None = None
         current_url = None
         try:
             while True:
-                url = peer.urls[url_index % len(peer.urls)]
+                url, target, secure = dialable[url_index % len(dialable)]
                 if url != current_url:
                     if stub_channel is not None:
                         await _close_channel(stub_channel)
-                    stub_channel = self._channel(url, CHANNEL_OPTIONS)
+                    stub_channel = self._open_channel(target, secure, CHANNEL_OPTIONS)
                     current_url = url
                 try:
                     await asyncio.wait_for(stub_channel.channel_ready(), CONNECT_TIMEOUT)
@@ -380,57 +551,104 @@ class PeerTransport:
         peer.queue.clear()
         peer.dropped += len(lost)
         if was is not False:
-            # While closing, broken streams are expected, not news.
-            (log.debug if self._closed else log.warning)("peer %x unreachable: %s", peer.member_id, why)
+            # While closing, broken streams are expected, not news. A peer
+            # that keeps refusing our stream is worth one line every few
+            # seconds, not one per reconnect.
+            if self._closed:
+                log.debug("peer %x unreachable: %s", peer.member_id, why)
+            else:
+                self._warn.warn(("down", peer.member_id), "peer %x unreachable: %s",
+                                peer.member_id, why)
         if was or lost:
             self._notify(self._on_unreachable, peer.member_id)
 
     async def _send_snapshot(self, peer: _Peer, m: Message) -> None:
+        """One MsgSnap: header, the data in chunks, then its sha256. The data
+        is either bytes or a file reference (snapfile); a referenced file is
+        streamed from disk and deleted afterwards, whatever the outcome."""
         data = m.snapshot.data
-        head = Message()
-        head.CopyFrom(m)
-        head.snapshot.ClearField("data")
-        header = peer_pb2.SnapshotHeader(from_member=self.member_id, cluster_id=self.cluster_id,
-                                         to_member=peer.member_id, msg=head,
-                                         total_size=len(data))
-        timeout = SNAPSHOT_TIMEOUT_BASE + SNAPSHOT_TIMEOUT_PER_MIB * len(data) / (1 << 20)
+        path = snapfile.ref_path(data)
         ok = False
-        channel = self._channel(peer.urls[0], SNAPSHOT_CHANNEL_OPTIONS)
+        source = None
         try:
-            try:
-                await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT)
-            except asyncio.TimeoutError:
-                log.warning("snapshot to peer %x failed: no connection to %s within %ss",
-                            peer.member_id, peer.urls[0], CONNECT_TIMEOUT)
+            if path is not None:
+                try:
+                    source = open(path, "rb")
+                    size = os.fstat(source.fileno()).st_size
+                except OSError as e:
+                    log.warning("snapshot to peer %x failed: cannot read %s: %s",
+                                peer.member_id, path, e)
+                    return
+            else:
+                size = len(data)
+            head = Message()
+            head.CopyFrom(m)
+            head.snapshot.ClearField("data")
+            header = peer_pb2.SnapshotHeader(from_member=self.member_id, cluster_id=self.cluster_id,
+                                             to_member=peer.member_id, msg=head, total_size=size)
+            timeout = SNAPSHOT_TIMEOUT_BASE + SNAPSHOT_TIMEOUT_PER_MIB * size / (1 << 20)
+            dialable, why = self._dialable(peer.urls)
+            if not dialable:
+                log.warning("snapshot to peer %x failed: cannot dial any of its URLs (%s)",
+                            peer.member_id, why)
                 return
-            stub = peer_pb2_grpc.PeerStub(channel)
-            # The deadline bounds the whole transfer, however slow the peer.
-            call = stub.SendSnapshot(timeout=timeout)
+            url, target, secure = dialable[0]
+            channel = self._open_channel(target, secure, SNAPSHOT_CHANNEL_OPTIONS)
             try:
-                await call.write(peer_pb2.SnapshotChunk(header=header))
-                view = memoryview(data)
-                for off in range(0, len(data), SNAPSHOT_CHUNK_BYTES):
-                    await call.write(peer_pb2.SnapshotChunk(
-                        data=bytes(view[off:off + SNAPSHOT_CHUNK_BYTES])))
-                await call.done_writing()
-                await call
-                ok = True
-                log.info("snapshot (index %d, %d bytes) sent to peer %x",
-                         m.snapshot.metadata.index, len(data), peer.member_id)
-            except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.RpcError) as e:
-                log.warning("snapshot to peer %x failed: %s", peer.member_id,
-                            _describe_error(e))
+                try:
+                    await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT)
+                except asyncio.TimeoutError:
+                    log.warning("snapshot to peer %x failed: no connection to %s within %ss",
+                                peer.member_id, url, CONNECT_TIMEOUT)
+                    return
+                stub = peer_pb2_grpc.PeerStub(channel)
+                # The deadline bounds the whole transfer, however slow the peer.
+                call = stub.SendSnapshot(timeout=timeout)
+                try:
+                    await call.write(peer_pb2.SnapshotChunk(header=header))
+                    digest = hashlib.sha256()
+                    sent = 0
+                    if source is not None:
+                        loop = asyncio.get_running_loop()
+                        while sent < size:
+                            chunk = await loop.run_in_executor(
+                                None, source.read, min(SNAPSHOT_CHUNK_BYTES, size - sent))
+                            if not chunk:
+                                raise OSError(f"{path} shrank while being sent")
+                            digest.update(chunk)
+                            sent += len(chunk)
+                            await call.write(peer_pb2.SnapshotChunk(data=chunk))
+                    else:
+                        view = memoryview(data)
+                        for off in range(0, size, SNAPSHOT_CHUNK_BYTES):
+                            chunk = bytes(view[off:off + SNAPSHOT_CHUNK_BYTES])
+                            digest.update(chunk)
+                            await call.write(peer_pb2.SnapshotChunk(data=chunk))
+                    await call.write(peer_pb2.SnapshotChunk(data=digest.digest()))
+                    await call.done_writing()
+                    await call
+                    ok = True
+                    log.info("snapshot (index %d, %d bytes) sent to peer %x",
+                             m.snapshot.metadata.index, size, peer.member_id)
+                except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.RpcError,
+                        OSError) as e:
+                    log.warning("snapshot to peer %x failed: %s", peer.member_id,
+                                _describe_error(e))
+                finally:
+                    call.cancel()
             finally:
-                call.cancel()
+                await _close_channel(channel)
         finally:
-            await channel.close()
+            if source is not None:
+                source.close()
+            snapfile.discard(data)
             if not self._closed and peer.member_id in self._peers:
                 if not ok:
                     self._on_unreachable(peer.member_id)
                 self._on_snapshot_status(peer.member_id, ok)
 
-    def _channel(self, url: str, options: Sequence[tuple[str, Any]]) -> grpc.aio.Channel:
-        target, secure = url_target(url)
+    def _open_channel(self, target: str, secure: bool,
+                      options: Sequence[tuple[str, Any]]) -> grpc.aio.Channel:
         if secure:
             return grpc.aio.secure_channel(target, self._tls, options=list(options))
         return grpc.aio.insecure_channel(target, options=list(options))
@@ -444,19 +662,35 @@ class PeerTransport:
         if cluster_id != self.cluster_id:
             return (f"cluster ID mismatch: member {self.member_id:x} is in cluster "
                     f"{self.cluster_id:x}, sender {from_member:x} in {cluster_id:x}")
-        if to_member and to_member != self.member_id:
+        if to_member != self.member_id:
             return f"this is member {self.member_id:x}, not {to_member:x}"
         if from_member == 0:
             return "sender has no member id"
         if from_member in self._removed:
             return f"member {from_member:x} was removed from the cluster"
+        if from_member not in self._peers:
+            # etcd: "error sender not found". A member that joined after
+            # what we have applied is refused too, until we apply its entry.
+            return f"{from_member:x} is not a member of this cluster (as far as {self.member_id:x} knows)"
         return None
+
+    def _refuse(self, from_member: int, why: str) -> None:
+        self.refused_streams += 1
+        self._warn.warn(("refused", from_member), "refusing peer stream from %x: %s",
+                        from_member, why)
+
+    def _drop_incoming(self, sender: int, why: str) -> None:
+        self.dropped_incoming += 1
+        self._warn.warn(("dropped", sender), "dropping a message from peer %x: %s", sender, why)
 
     def _receive(self, from_member: int, msgs: list[Message]) -> None:
         self.faults.filter(from_member, Direction.IN, msgs, self._deliver_in)
 
     def _deliver_in(self, msgs: list[Message]) -> None:
         if self._closed or not msgs:
+            for m in msgs:
+                if m.type == MSG_SNAP:
+                    snapfile.discard(m.snapshot.data)
             return
         try:
             self._on_messages(msgs)
@@ -506,14 +740,26 @@ class PeerTransport:
             raise RuntimeError("transport is closed")
 
     def _check_urls(self, urls: Sequence[str]) -> tuple[str, ...]:
-        urls = tuple(urls)
-        if not urls:
-            raise ValueError("a peer needs at least one URL")
+        return tuple(str(u) for u in urls)
+
+    def _dialable(self, urls: Sequence[str]) -> tuple[list[tuple[str, str, bool]], str]:
+        """The URLs this transport can open a channel to, as (url, target,
+        secure), and why the others cannot be dialled."""
+        out: list[tuple[str, str, bool]] = []
+        why: list[str] = []
         for url in urls:
-            _, secure = url_target(url)
+            try:
+                target, secure = dial_target(url)
+            except URLError as e:
+                why.append(f"{url!r}: {e}")
+                continue
             if secure and self._tls is None:
-                raise ValueError(f"{url} is https but the transport has no TLS credentials")
-        return urls
+                why.append(f"{url} is https but this member has no peer TLS credentials")
+                continue
+            out.append((url, target, secure))
+        if not urls:
+            why.append("no peer URLs")
+        return out, "; ".join(why)
 
 
 async def fetch_members(urls: Sequence[str], timeout: float = 2.0,
@@ -548,74 +794,237 @@ def _describe_error(e: BaseException) -> str:
     return type(e).__name__ + (f": {e}" if str(e) else "")
 
 
+class _Refused(Exception):
+    """A peer stream refused: its gRPC status and why."""
+
+    def __init__(self, code: grpc.StatusCode, why: str) -> None:
+        super().__init__(why)
+        self.code = code
+        self.why = why
+
+
+class _SnapshotSpool:
+    """Where the chunks of one received snapshot go: a temporary file in the
+    snapshot dir (delivered as a file reference), or an anonymous temporary
+    file read back as bytes once verified."""
+
+    def __init__(self, directory: str | None, sender: int, index: int) -> None:
+        self.path: str | None = None
+        if directory is not None:
+            fd, self.path = tempfile.mkstemp(
+                prefix=f"{SNAPSHOT_TMP_PREFIX}{sender:x}-{index}-", suffix=SNAPSHOT_TMP_SUFFIX,
+                dir=directory)
+            self.file = os.fdopen(fd, "w+b")
+        else:
+            self.file = tempfile.TemporaryFile(prefix=SNAPSHOT_TMP_PREFIX)
+        self.kept = False
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+
+    def finish(self) -> bytes:
+        """fsync, then the snapshot.data to deliver."""
+        self.file.flush()
+        if self.path is None:
+            self.file.seek(0)
+            return self.file.read()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        _fsync_dir(os.path.dirname(self.path))
+        self.kept = True
+        return snapfile.file_ref(self.path)
+
+    def discard(self) -> None:
+        try:
+            self.file.close()
+        except OSError:
+            pass
+        if self.path is not None and not self.kept:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path or ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _remove_partials(directory: str) -> None:
+    """Spool files left by a member that died while receiving a snapshot."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(SNAPSHOT_TMP_PREFIX) and name.endswith(SNAPSHOT_TMP_SUFFIX):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
+
+
 class _PeerServicer(peer_pb2_grpc.PeerServicer):
     def __init__(self, transport: PeerTransport) -> None:
         self._t = transport
 
     async def Stream(self, request_iterator, context):
         t = self._t
-        checked_from: int | None = None
+        sender: int | None = None
         async for batch in request_iterator:
-            # A stream comes from one sender; check it once, on its first batch.
-            if checked_from != batch.from_member:
+            if sender is None:
+                # The first batch names the stream's sender; it must be a
+                # current member, talking to this cluster and this member.
                 why = t._check_incoming(batch.from_member, batch.cluster_id, batch.to_member)
                 if why is not None:
-                    log.warning("refusing stream from %x: %s", batch.from_member, why)
+                    t._refuse(batch.from_member, why)
                     await context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
-                checked_from = batch.from_member
+                sender = batch.from_member
+            elif (batch.from_member != sender or batch.cluster_id != t.cluster_id
+                  or batch.to_member != t.member_id):
+                why = (f"stream of {sender:x} switched to sender {batch.from_member:x} "
+                       f"(cluster {batch.cluster_id:x}, to {batch.to_member:x})")
+                t._refuse(sender, why)
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
             if t._closed:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "transport closed")
-            if batch.from_member in t._removed:
+            if sender not in t._peers:
                 # Removed while its stream was open.
-                await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
-                                    f"member {batch.from_member:x} was removed from the cluster")
-            if batch.msgs:
-                t._receive(batch.from_member, list(batch.msgs))
+                why = f"member {sender:x} was removed from the cluster"
+                t._refuse(sender, why)
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
+            if len(batch.msgs) > MAX_BATCH_MSGS:
+                why = f"batch of {len(batch.msgs)} messages (at most {MAX_BATCH_MSGS})"
+                t._refuse(sender, why)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, why)
+            good = []
+            for m in batch.msgs:
+                why = check_message(m, sender, t.member_id)
+                if why is None:
+                    good.append(m)
+                else:
+                    t._drop_incoming(sender, why)
+            if good:
+                t._receive(sender, good)
         return peer_pb2.StreamAck()
 
     async def SendSnapshot(self, request_iterator, context):
         t = self._t
-        header: peer_pb2.SnapshotHeader | None = None
-        parts: list[bytes] = []
-        got = 0
-        async for chunk in request_iterator:
-            kind = chunk.WhichOneof("kind")
-            if header is None:
-                if kind != "header":
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                        "snapshot stream must start with a header")
-                header = chunk.header
-                why = t._check_incoming(header.from_member, header.cluster_id,
-                                        header.to_member)
-                if why is not None:
-                    await context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
-                if header.msg.type != MSG_SNAP:
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                        "snapshot header must carry a MsgSnap")
-                continue
-            if kind != "data":
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "second snapshot header")
-            got += len(chunk.data)
-            if got > header.total_size:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    f"snapshot data exceeds announced {header.total_size} bytes")
-            parts.append(chunk.data)
-        if header is None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "empty snapshot stream")
-        if got != header.total_size:
-            await context.abort(grpc.StatusCode.DATA_LOSS,
-                                f"snapshot cut short: {got} of {header.total_size} bytes")
-        msg = Message()
-        msg.CopyFrom(header.msg)
-        msg.snapshot.data = b"".join(parts)
-        del parts
-        dropped = []
-        t.faults.filter(header.from_member, Direction.IN, [msg], t._deliver_in, dropped.append)
-        if dropped:
-            # Tell the sender, so its leader reports the snapshot as failed.
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "dropped by fault injection")
-        return peer_pb2.SnapshotAck()
+        if t._snapshot_receives >= MAX_SNAPSHOT_RECEIVES:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"already receiving {t._snapshot_receives} snapshots")
+        t._snapshot_receives += 1
+        spool: _SnapshotSpool | None = None
+        try:
+            try:
+                spool, msg, sender = await self._receive_snapshot(request_iterator)
+            except _Refused as e:
+                await context.abort(e.code, e.why)
+            dropped: list[Message] = []
+            t.faults.filter(sender, Direction.IN, [msg], t._deliver_in, dropped.append)
+            if dropped:
+                snapfile.discard(msg.snapshot.data)
+                # Tell the sender, so its leader reports the snapshot as failed.
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "dropped by fault injection")
+            return peer_pb2.SnapshotAck()
+        finally:
+            t._snapshot_receives -= 1
+            if spool is not None:
+                spool.discard()
 
+    async def _receive_snapshot(self, request_iterator):
+        """Spool one snapshot stream; returns (spool, MsgSnap to deliver,
+        sender). Raises _Refused; the spool is discarded on any failure."""
+        t = self._t
+        loop = asyncio.get_running_loop()
+        header: peer_pb2.SnapshotHeader | None = None
+        spool: _SnapshotSpool | None = None
+        digest = hashlib.sha256()
+        got = 0
+        trailer = b""
+        try:
+            async for chunk in request_iterator:
+                kind = chunk.WhichOneof("kind")
+                if header is None:
+                    if kind != "header":
+                        raise _Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                                       "snapshot stream must start with a header")
+                    header = chunk.header
+                    sender = header.from_member
+                    why = t._check_incoming(sender, header.cluster_id, header.to_member)
+                    if why is not None:
+                        t._refuse(sender, why)
+                        raise _Refused(grpc.StatusCode.FAILED_PRECONDITION, why)
+                    why = check_message(header.msg, sender, t.member_id, snapshot=True)
+                    if why is None and header.msg.snapshot.data:
+                        why = "snapshot header carrying data"
+                    if why is not None:
+                        t._refuse(sender, why)
+                        raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, why)
+                    if header.total_size > t.max_snapshot_bytes:
+                        why = (f"snapshot of {header.total_size} bytes is over this member's "
+                               f"limit of {t.max_snapshot_bytes}")
+                        t._refuse(sender, why)
+                        raise _Refused(grpc.StatusCode.RESOURCE_EXHAUSTED, why)
+                    spool = await loop.run_in_executor(
+                        None, _SnapshotSpool, t.snapshot_dir, sender,
+                        header.msg.snapshot.metadata.index)
+                    continue
+                if kind != "data":
+                    raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "second snapshot header")
+                if t._closed:
+                    raise _Refused(grpc.StatusCode.UNAVAILABLE, "transport closed")
+                if sender not in t._peers:
+                    raise _Refused(grpc.StatusCode.FAILED_PRECONDITION,
+                                   f"member {sender:x} was removed from the cluster")
+                data = chunk.data
+                room = header.total_size - got
+                body, tail = (data[:room], data[room:]) if len(data) > room else (data, b"")
+                if body:
+                    digest.update(body)
+                    await loop.run_in_executor(None, spool.write, body)
+                    got += len(body)
+                if tail:
+                    trailer += tail
+                    if len(trailer) > SNAPSHOT_DIGEST_BYTES:
+                        why = f"snapshot data exceeds announced {header.total_size} bytes"
+                        t._refuse(sender, why)
+                        raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, why)
+            if header is None:
+                raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "empty snapshot stream")
+            if got != header.total_size or len(trailer) != SNAPSHOT_DIGEST_BYTES:
+                why = (f"snapshot cut short: {got} of {header.total_size} bytes, "
+                       f"{len(trailer)} of {SNAPSHOT_DIGEST_BYTES} checksum bytes")
+                t._refuse(sender, why)
+                raise _Refused(grpc.StatusCode.DATA_LOSS, why)
+            if trailer != digest.digest():
+                why = "snapshot checksum mismatch"
+                t._refuse(sender, why)
+                raise _Refused(grpc.StatusCode.DATA_LOSS, why)
+            data = await loop.run_in_executor(None, spool.finish)
+            if t.snapshot_dir is None and snapfile.ref_path(data) is not None:
+                # Only this member makes file references.
+                raise _Refused(grpc.StatusCode.INVALID_ARGUMENT,
+                               "snapshot data looks like a file reference")
+            msg = Message()
+            msg.CopyFrom(header.msg)
+            msg.snapshot.data = data
+            log.info("snapshot (index %d, %d bytes) received from peer %x",
+                     msg.snapshot.metadata.index, got, sender)
+            return spool, msg, sender
+        except BaseException:
+            if spool is not None:
+                spool.discard()
+            raise
 
     async def Members(self, request, context):
         provider = self._t.members_provider

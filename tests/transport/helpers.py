@@ -36,8 +36,9 @@ async def wait_until(cond: Callable[[], bool], timeout: float = 5.0,
         await asyncio.sleep(0.01)
 
 
-def msg(to: int, frm: int, index: int = 0, type_=raftpb.MsgApp, **kw) -> raftpb.Message:
-    return raftpb.Message(type=type_, to=to, from_=frm, term=1, index=index, **kw)
+def msg(to: int, frm: int, index: int = 0, type_=raftpb.MsgApp, term: int = 1,
+        **kw) -> raftpb.Message:
+    return raftpb.Message(type=type_, to=to, from_=frm, term=term, index=index, **kw)
 
 
 class Member:

@@ -73,7 +73,7 @@ def test_five_mib_snapshot_arrives_whole() -> None:
         try:
             snap = raftpb.Snapshot(data=data, metadata=raftpb.SnapshotMetadata(
                 index=42, term=3, conf_state=raftpb.ConfState(voters=[1, 2])))
-            a.transport.send([msg(2, 1, 0, raftpb.MsgSnap, snapshot=snap),
+            a.transport.send([msg(2, 1, 0, raftpb.MsgSnap, term=3, snapshot=snap),
                               msg(2, 1, 43, raftpb.MsgHeartbeat)])
             await wait_until(lambda: a.snap_status, what="snapshot status")
             assert a.snap_status == [(2, True)]
@@ -185,21 +185,44 @@ def test_close_leaves_no_tasks() -> None:
     run(main())
 
 
-def test_bad_urls_are_rejected() -> None:
+def test_undialable_urls_make_an_unreachable_peer(caplog) -> None:
+    """issue 8 item 1: add_peer never raises on URLs; a peer it cannot dial is
+    unreachable (reported, one warning), and becomes reachable when its URLs
+    are updated to something dialable."""
     async def main():
-        t = PeerTransport(1, 5, lambda m: None, lambda p: None, lambda p, ok: None)
+        a = await Member(1).start()
+        b = await Member(2).start()
         try:
-            for bad in ([], ["127.0.0.1:2380"], ["unix:///tmp/x"], ["http://host"]):
-                with pytest.raises(ValueError):
-                    t.add_peer(2, bad)
-            with pytest.raises(ValueError, match="TLS"):
-                t.add_peer(2, ["https://127.0.0.1:2380"])
+            t = a.transport
+            bad = ([], ["127.0.0.1:2380"], ["unix:///tmp/x"], ["http://host"],
+                   ["https://127.0.0.1:1"], ["http://127.0.0.1:0"], ["unix://sock:1"],
+                   ["http://127.0.0.1:"], ["http://127.0.0.1:99999"])
+            for i, urls in enumerate(bad):
+                t.add_peer(10 + i, urls)          # never raises
+                t.update_peer(10 + i, urls[::-1])  # nor does updating
+            t.add_peer(2, ["https://127.0.0.1:1"])
+            t.send([msg(2, 1, 5, raftpb.MsgHeartbeat)])
+            t.send([msg(2, 1, 0, raftpb.MsgSnap, term=3,
+                        snapshot=raftpb.Snapshot(data=b"s", metadata=raftpb.SnapshotMetadata(
+                            index=1, term=1)))])
+            await wait_until(lambda: 2 in a.unreachable and (2, False) in a.snap_status,
+                             what="unreachable and failed snapshot")
+            assert not t.is_active(2)
+            warnings = [r for r in caplog.records if "peer 2 unreachable" in r.getMessage()]
+            assert len(warnings) == 1, [r.getMessage() for r in warnings]
+            assert "no peer TLS credentials" in warnings[0].getMessage()
+            # A well-formed, dialable URL later: the peer is reached.
+            b.transport.add_peer(1, [a.url])
+            t.update_peer(2, [b.url])
+            await wait_until(lambda: b.indexes_from(1) == [7], what="delivery after update",
+                             poll=lambda: b.received or t.send([msg(2, 1, 7, raftpb.MsgHeartbeat)]))
             with pytest.raises(ValueError):
-                t.add_peer(1, ["http://127.0.0.1:2380"])
+                t.add_peer(1, ["http://127.0.0.1:2380"])  # not its own peer
         finally:
-            await t.close()
+            await close_all([a, b])
     run(main())
     assert url_target("https://[::1]:2380") == ("[::1]:2380", True)
+    assert url_target("http://u@127.0.0.1:5?x#y") == ("127.0.0.1:5", False)
 
 
 def test_update_peer_moves_the_stream() -> None:
