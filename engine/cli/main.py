@@ -21,8 +21,57 @@ from engine.transport.transport import url_target
 
 log = logging.getLogger("raftnode")
 
-# Seconds a SIGTERM'd member may spend stopping cleanly before it just exits.
-SHUTDOWN_GRACE = 4.0
+# Seconds a SIGTERM'd (or failed) member may spend stopping cleanly before
+# it just exits.
+SHUTDOWN_GRACE = 3.0
+# Exit status of a member that stopped because it could not go on.
+EXIT_FATAL = 1
+
+
+def _watch_signals(loop: asyncio.AbstractEventLoop, on_stop) -> None:
+    """SIGTERM/SIGINT end the member within SHUTDOWN_GRACE seconds, whatever
+    the event loop is doing.
+
+    asyncio's own signal handlers run on the loop, so a wedged loop would
+    never see them. Instead the C-level handler writes the signal number to
+    a wakeup fd that a watchdog thread reads: it asks the loop to stop
+    cleanly and, if that has not ended the process in time, exits."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals are the main thread's (an embedding test runs us elsewhere)
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)   # the wakeup fd does the work
+    signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        armed = False
+        while True:
+            try:
+                data = os.read(r, 64)
+            except OSError:
+                return
+            if not data:
+                return
+            if armed or not {signal.SIGTERM, signal.SIGINT} & set(data):
+                continue
+            armed = True
+            log.info("signal received: stopping (at most %.0f s)", SHUTDOWN_GRACE)
+            t = threading.Timer(SHUTDOWN_GRACE, _exit_now, (0, "stop took too long"))
+            t.daemon = True
+            t.start()
+            try:
+                loop.call_soon_threadsafe(on_stop)
+            except RuntimeError:  # the loop is closed already
+                pass
+
+    threading.Thread(target=watch, name="signal-watchdog", daemon=True).start()
+
+
+def _exit_now(code: int, why: str) -> None:
+    log.warning("exiting now (%s)", why)
+    logging.shutdown()
+    os._exit(code)
 
 
 def _check_data_dir(path: str) -> None:
@@ -61,7 +110,9 @@ def _bind(server: grpc.aio.Server, urls, creds) -> None:
             raise FlagError(f"cannot listen on {url}")
 
 
-async def serve(cfg: MemberConfig, ready: asyncio.Event | None = None) -> None:
+async def serve(cfg: MemberConfig, ready: asyncio.Event | None = None) -> int:
+    """Run one member until SIGTERM/SIGINT (returns 0) or until it cannot go
+    on (returns EXIT_FATAL)."""
     from engine.server.node import Node
 
     node = Node(cfg)
@@ -94,33 +145,33 @@ async def serve(cfg: MemberConfig, ready: asyncio.Event | None = None) -> None:
              ",".join(cfg.listen_client_urls))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        stop.set()
-        # A clean stop closes the WAL and the store, but it must not hang on
-        # a peer stream that grpc is slow to cancel: everything is already
-        # durable (a kill -9 is always safe), so after a grace period exit.
-        t = threading.Timer(SHUTDOWN_GRACE, lambda: os._exit(0))
-        t.daemon = True
-        t.start()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, on_signal)
-        except (NotImplementedError, RuntimeError):
-            pass
+    _watch_signals(loop, stop.set)
     if ready is not None:
         ready.set()
+    stopping = loop.create_task(stop.wait())
+    failing = loop.create_task(node.failed.wait())
+    code = 0
     try:
-        await stop.wait()
+        await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
+        if node.failed.is_set():
+            # Fatal means exit: stop answering (no stale reads, no Status from
+            # a dead loop), then exit non-zero so a supervisor restarts us.
+            code = EXIT_FATAL
+            log.critical("member %x cannot go on (%r): stopping and exiting with status %d",
+                         node.member_id, node._fatal, code)
+            t = threading.Timer(SHUTDOWN_GRACE, _exit_now, (code, "fatal stop took too long"))
+            t.daemon = True
+            t.start()
     finally:
+        stopping.cancel()
+        failing.cancel()
         await client.stop(0.5)
         await peer.stop(0.5)
         try:
             await asyncio.wait_for(node.stop(), SHUTDOWN_GRACE / 2)
         except asyncio.TimeoutError:
-            log.warning("node did not stop within %.0fs; exiting", SHUTDOWN_GRACE / 2)
-            os._exit(0)
+            _exit_now(code, f"node did not stop within {SHUTDOWN_GRACE / 2:.1f}s")
+    return code
 
 
 def run_member(argv: list[str]) -> int:
@@ -134,13 +185,12 @@ def run_member(argv: list[str]) -> int:
         level=getattr(logging, cfg.log_level.upper(), logging.INFO),
         format=f"%(asctime)s {cfg.name} %(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(serve(cfg))
+        return asyncio.run(serve(cfg))
     except FlagError as e:
         print(f"raftnode: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        pass
-    return 0
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,14 @@ class Timeout(ServerError):
     etcd_message = "etcdserver: request timed out"
 
 
+class DeadlineExceeded(ServerError):
+    """The request's time ran out before it was proposed (no leader): it was
+    never proposed. etcd answers this with its context's error, code
+    UNKNOWN (measured, see etcd-compat.md "A member without quorum")."""
+    etcd_message = "context deadline exceeded"
+    grpc_code_name = "UNKNOWN"
+
+
 class TimeoutDueToLeaderFail(ServerError):
     etcd_message = "etcdserver: request timed out, possibly due to previous leader failure"
 

@@ -23,7 +23,9 @@ import collections
 import concurrent.futures
 import dataclasses
 import logging
+import os
 import random
+import sqlite3
 import time
 from typing import Callable
 
@@ -55,6 +57,14 @@ MAX_APPLY_LAG = 5000
 EVENT_HISTORY = 200
 # A Ready that takes longer than this (seconds) is logged.
 SLOW_READY = 0.1
+# Loop lag (the longest gap between ticker wakeups beyond the interval) is
+# reported over this many seconds, and its maximum since start.
+LAG_WINDOW = 5.0
+# Test-only fault injection, read once at start (see _TestFault).
+TEST_FAULT_ENV = "RAFTNODE_TEST_FAULT"
+# Errors that are the machine's, not the entry's: applying must stop (fatal),
+# never skip the entry, or members would diverge.
+_FATAL_APPLY_ERRORS = (OSError, MemoryError, sqlite3.Error)
 
 
 @dataclasses.dataclass
@@ -66,6 +76,32 @@ class TimelineEvent:
     text: str
     term: int = 0    # for the leader events: the term they are about
     leader: int = 0  # elected: the new leader; transfer: the target
+
+
+class _TestFault:
+    """RAFTNODE_TEST_FAULT=fail:<key> | wedge:<key>, for tests only: when a
+    committed entry holding <key> reaches the loop, raise out of the raft
+    loop (a bug or a disk error) or block the event loop (a wedged member).
+    Absent (the default), nothing is checked."""
+
+    def __init__(self, spec: str) -> None:
+        mode, _, key = spec.partition(":")
+        if mode not in ("fail", "wedge") or not key:
+            raise ValueError(f"{TEST_FAULT_ENV}: expected fail:<key> or wedge:<key>, got {spec!r}")
+        self.mode, self.key = mode, key.encode()
+
+    @classmethod
+    def from_env(cls) -> "_TestFault | None":
+        spec = os.environ.get(TEST_FAULT_ENV)
+        return cls(spec) if spec else None
+
+    def check(self, entries) -> None:
+        for e in entries:
+            if self.key in e.data:
+                if self.mode == "fail":
+                    raise RuntimeError(f"test fault injected at entry {e.index} ({TEST_FAULT_ENV})")
+                log.warning("test fault: wedging the event loop at entry %d (%s)", e.index, TEST_FAULT_ENV)
+                time.sleep(3600)
 
 
 def _metadata(member_id: int, cluster_id: int) -> bytes:
@@ -85,8 +121,13 @@ class Node:
         self.events: collections.deque[TimelineEvent] = collections.deque(maxlen=EVENT_HISTORY)
         self.leader_id = 0
         self.started_at = time.time()
-        self._proposals: list[bytes] = []
+        # (request id, serialized request): the id lets the loop drop a
+        # proposal whose caller gave up before it reaches raft.
+        self._proposals: list[tuple[int, bytes]] = []
         self._conf_changes: list[pb.ConfChange] = []
+        # Request ids handed to raft (proposed): a timeout on one of these is
+        # indeterminate ("request timed out"); on any other it never was.
+        self._handed: set[int] = set()
         self._incoming: list[pb.Message] = []
         self._local_calls: list[Callable[[], None]] = []
         self._read_waiters: list[asyncio.Future] = []
@@ -101,6 +142,14 @@ class Node:
         self._req_seq = (int(time.time() * 1000) & 0xFFFF_FFFF) << 8
         self._snapshot_index = 0
         self._fatal: BaseException | None = None
+        # Set when the member cannot go on (the raft loop or a task it needs
+        # failed): the process stops serving and exits non-zero.
+        self.failed = asyncio.Event()
+        self._test_fault = _TestFault.from_env()
+        self._revoking = False  # a confirmation round for expired leases is running
+        # Loop lag: (time, lag seconds) per ticker wakeup over LAG_WINDOW.
+        self._lags: collections.deque[tuple[float, float]] = collections.deque()
+        self.loop_lag_max = 0.0
         self.compactor = Compactor(cfg.auto_compaction_period_seconds, cfg.auto_compaction_revisions)
         # Rates for the console (Inspect).
         self.applied_requests = 0
@@ -146,16 +195,41 @@ class Node:
         self.transport.members_provider = self._members_response
         for m in cfg.initial_cluster:
             if m.id != self.member_id and m.id not in self.membership.removed:
-                self.transport.add_peer(m.id, list(m.peer_urls))
+                self._add_peer(m.id, list(m.peer_urls))
         for m in self.membership.sorted():
             if m.id != self.member_id:
-                self.transport.add_peer(m.id, m.peer_urls)
+                self._add_peer(m.id, m.peer_urls)
         self._note("start", f"member {self.member_id:x} started, term {self.rn.raft.term}, "
                             f"commit {self.rn.raft.log.committed}")
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._run(), name="raft-loop"),
                        loop.create_task(self._ticker(), name="raft-ticker"),
                        loop.create_task(self._housekeeping(), name="housekeeping")]
+        for t in self._tasks:
+            t.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        """Every task of self._tasks runs until stop(): one that ends
+        earlier means the member cannot go on."""
+        if self._stopped or task.cancelled():
+            return
+        exc = task.exception()
+        self._fail(f"{task.get_name()} failed" if exc else f"{task.get_name()} ended",
+                   exc or RuntimeError(f"{task.get_name()} ended unexpectedly"))
+
+    def _fail(self, what: str, exc: BaseException) -> None:
+        """Fatal: log why, answer every waiting client, and tell the process
+        (engine/cli) to stop serving and exit non-zero (`failed`)."""
+        if self._fatal is not None or self._stopped:
+            return
+        self._fatal = exc
+        log.critical("%s: %r -- this member stops serving and exits", what, exc,
+                     exc_info=(type(exc), exc, exc.__traceback__))
+        self._waiters.fail_all(errors.Stopped())
+        self._fail_reads(errors.Stopped())
+        self._proposals.clear()
+        self._conf_changes.clear()
+        self.failed.set()
 
     def _peer_credentials(self):
         """Client credentials for talking to peers over https (--peer-*-file)."""
@@ -214,9 +288,14 @@ class Node:
         await self.transport.close()
         self._waiters.fail_all(errors.Stopped())
         self._fail_reads(errors.Stopped())
-        self._io.shutdown(wait=True)
-        self.raftlog.close()
-        self.applier.close()
+        # A failed member may have its WAL thread stuck (a dead disk): do
+        # not wait for it, the process exits anyway.
+        self._io.shutdown(wait=self._fatal is None)
+        for close in (self.raftlog.close, self.applier.close):
+            try:
+                close()
+            except Exception as e:  # after a fatal error, closing may fail too
+                log.warning("closing after stop: %r", e)
 
     def _fail_reads(self, exc: Exception) -> None:
         pending = self._read_waiters + [f for _, fs in self._reads_in_flight.values() for f in fs]
@@ -255,26 +334,41 @@ class Node:
 
     async def propose(self, req: internal_pb2.InternalRequest, timeout: float):
         """Replicate a request through the log and return what applying it
-        gave (an etcd response), raising its error. Waits for a leader while
-        there is none, up to the timeout (etcd's behaviour: the client sees
-        its own deadline fire on a minority member)."""
+        gave (an etcd response), raising its error.
+
+        While there is no leader the request waits in a queue, up to the
+        timeout; a request whose caller gave up (timeout, cancelled) is
+        dropped from that queue before it reaches raft. So, as with etcd,
+        a timeout before raft saw it is definite (DeadlineExceeded: "context
+        deadline exceeded", never proposed) and only one after is
+        indeterminate ("request timed out")."""
         self._check_running()
         if self.rn.raft.log.committed - self.rn.raft.log.applied > MAX_APPLY_LAG:
             raise errors.TooManyRequests()
         if not req.id:
             req.id = self.next_request_id()
-        fut = self._waiters.register(req.id)
-        self._proposals.append(req.SerializeToString())
+        rid = req.id
+        fut = self._waiters.register(rid)
+        self._proposals.append((rid, req.SerializeToString()))
         self.proposed_requests += 1
         self._wake.set()
         try:
             result = await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
-            self._waiters.forget(req.id)
-            raise (errors.Timeout() if self.leader_id else errors.NoLeader()) from None
+            raise self._timeout_error(rid) from None
+        finally:
+            # Whatever ended the wait (answer, timeout, cancelled caller), the
+            # loop must not propose this request any more.
+            self._waiters.forget(rid)
+            self._handed.discard(rid)
         if isinstance(result, Exception):
             raise result
         return result
+
+    def _timeout_error(self, rid: int) -> errors.ServerError:
+        if rid in self._handed:
+            return errors.Timeout()
+        return errors.DeadlineExceeded()
 
     async def read_barrier(self, timeout: float) -> None:
         """Linearizable read point (ReadIndex): returns once this member has
@@ -287,7 +381,8 @@ class Node:
         try:
             index = await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
-            raise (errors.Timeout() if self.leader_id else errors.NoLeader()) from None
+            # etcd: a linearizable read without quorum answers "request timed out".
+            raise errors.Timeout() from None
         if self.rn.raft.log.applied >= index:
             return
         try:
@@ -296,17 +391,21 @@ class Node:
             raise errors.TimeoutWaitAppliedIndex() from None
 
     async def propose_conf_change(self, cc: pb.ConfChange, timeout: float) -> None:
-        """Propose a membership change and wait until it is applied here."""
+        """Propose a membership change and wait until it is applied here.
+        Same rule as propose(): dropped before raft if the caller gave up."""
         self._check_running()
         cc.id = self.next_request_id()
-        fut = self._waiters.register(cc.id)
+        rid = cc.id
+        fut = self._waiters.register(rid)
         self._conf_changes.append(cc)
         self._wake.set()
         try:
             result = await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
-            self._waiters.forget(cc.id)
-            raise errors.Timeout() from None
+            raise self._timeout_error(rid) from None
+        finally:
+            self._waiters.forget(rid)
+            self._handed.discard(rid)
         if isinstance(result, Exception):
             raise result
 
@@ -366,10 +465,34 @@ class Node:
 
     async def _ticker(self) -> None:
         interval = self.cfg.heartbeat_interval_ms / 1000
+        last = time.monotonic()
         while True:
             await asyncio.sleep(interval)
+            now = time.monotonic()
+            self._record_lag(now, now - last - interval)
+            last = now
             self._local_calls.append(self.rn.tick)
             self._wake.set()
+
+    def _record_lag(self, now: float, lag: float) -> None:
+        """Loop lag: how much later than asked the ticker woke up. A lag of
+        half an election timeout means heartbeats are late enough for the
+        followers to start elections."""
+        lag = max(0.0, lag)
+        lags = self._lags
+        lags.append((now, lag))
+        while lags and lags[0][0] < now - LAG_WINDOW:
+            lags.popleft()
+        if lag > self.loop_lag_max:
+            self.loop_lag_max = lag
+        if lag * 1000 > self.cfg.election_timeout_ms / 2:
+            log.warning("event loop lag %.0f ms (election timeout %d ms): something blocked the loop",
+                        lag * 1000, self.cfg.election_timeout_ms)
+
+    @property
+    def loop_lag(self) -> float:
+        """The longest ticker lag (seconds) over the last LAG_WINDOW seconds."""
+        return max((lag for _, lag in self._lags), default=0.0)
 
     async def _run(self) -> None:
         try:
@@ -383,11 +506,8 @@ class Node:
                     self._feed_core()
         except asyncio.CancelledError:
             raise
-        except BaseException as e:  # a bug or a disk error: stop serving, loudly
-            self._fatal = e
-            log.critical("raft loop failed: %r", e, exc_info=True)
-            self._waiters.fail_all(errors.Stopped())
-            raise
+        except BaseException as e:  # a bug or a disk error: stop serving, loudly, and exit
+            self._fail("raft loop failed", e)
 
     def _feed_core(self) -> None:
         rn = self.rn
@@ -403,20 +523,27 @@ class Node:
             except ValueError:
                 log.warning("refused a local-only message from a peer: %s", m.type)
         props, self._proposals = self._proposals, []
+        waiting = self._waiters.waiting
+        # A proposal whose caller gave up is dropped here, before raft sees it.
+        props = [p for p in props if waiting(p[0])]
         if props:
             try:
-                rn.propose_many(props)
+                rn.propose_many([data for _, data in props])
             except ProposalDroppedError:
                 # No leader known yet: keep them for when there is one (the
                 # waiting clients' own deadlines bound how long).
                 self._proposals = props + self._proposals
+            else:
+                self._handed.update(rid for rid, _ in props)
         ccs, self._conf_changes = self._conf_changes, []
+        ccs = [cc for cc in ccs if waiting(cc.id)]
         for i, cc in enumerate(ccs):
             try:
                 rn.propose_conf_change(cc)
             except ProposalDroppedError:
                 self._conf_changes.extend(ccs[i:])
                 break
+            self._handed.add(cc.id)
         self._start_read_round()
 
     def _start_read_round(self) -> None:
@@ -456,12 +583,12 @@ class Node:
         if rd.snapshot is not None:
             self._install_snapshot(rd.snapshot)
         if rd.entries or rd.hard_state is not None:
-            if rd.must_sync:
+            # A Ready carrying a snapshot is always synced (etcd #10219): its
+            # hard state holds the commit index the snapshot moved, and the
+            # snapshot's WAL marker without it is a member that cannot start.
+            if rd.must_sync or rd.snapshot is not None:
                 await asyncio.get_running_loop().run_in_executor(self._io, rl.wal.save, rd.hard_state, rd.entries)
-                if rd.entries:
-                    rl.storage.append(rd.entries)
-                if rd.hard_state is not None:
-                    rl.storage.set_hard_state(rd.hard_state)
+                rl.remember(rd.hard_state, rd.entries)
             else:
                 # Only the commit index moved: write it, no fsync (etcd's MustSync).
                 rl.save(rd.hard_state, rd.entries, sync=False)
@@ -471,6 +598,8 @@ class Node:
             self._send(rd.messages)
         # 3. apply
         if rd.committed_entries:
+            if self._test_fault is not None:
+                self._test_fault.check(rd.committed_entries)
             self._apply(rd.committed_entries)
         t2 = time.monotonic()
         if t2 - t0 > SLOW_READY:
@@ -503,9 +632,11 @@ class Node:
                            + (f" (was {old:x})" if old else ""), r.term, ss.lead)
             else:
                 self._note("leader-lost", f"no leader (term {r.term})", r.term)
-        if ss.state is StateType.LEADER:
-            self.applier.lessor.promote(time.monotonic(), extend=self.cfg.election_timeout_ms / 1000)
-        else:
+        # The lessor becomes primary only when this leader applies the first
+        # entry of its own term (see _apply), after every entry of the
+        # previous terms (etcd's applyEntryNormal): a lease granted just
+        # before the election exists by then. Losing leadership demotes now.
+        if ss.state is not StateType.LEADER:
             self.applier.lessor.demote()
         if ss.state in (StateType.CANDIDATE, StateType.PRE_CANDIDATE):
             term = r.term + (ss.state is StateType.PRE_CANDIDATE)
@@ -580,6 +711,15 @@ class Node:
                 self._apply_conf_change(e)
                 continue
             last_index = e.index
+            if not e.data:
+                # The empty entry a leader appends on election: once it is
+                # applied here, so is everything of the previous terms.
+                if e.term == term and self.is_leader and not self.applier.lessor.primary:
+                    flush()
+                    last_index = e.index
+                    self.applier.lessor.promote(time.monotonic(), extend=self.cfg.election_timeout_ms / 1000)
+                    log.info("lessor promoted at index %d (first entry of term %d)", e.index, e.term)
+                continue
             if e.data:
                 req = internal_pb2.InternalRequest()
                 try:
@@ -609,31 +749,41 @@ class Node:
         return rpc_pb2.MemberUpdateResponse()
 
     def _apply_conf_change(self, e: pb.Entry) -> None:
-        cc = pb.ConfChange()
-        cc.ParseFromString(e.data)
-        ctx = internal_pb2.ConfChangeContext()
-        if cc.context:
-            ctx.ParseFromString(cc.context)
+        """A committed conf change. Whatever it holds, it never stops the
+        member: one that cannot take effect is logged loudly and skipped the
+        same way on every member (and on replay), and the applied index
+        still moves past it."""
         already = e.index <= self.applier.consistent_index
+        cc = pb.ConfChange()
+        ctx = internal_pb2.ConfChangeContext()
+        refusal = None
+        try:
+            cc.ParseFromString(e.data)
+            if cc.context:
+                ctx.ParseFromString(cc.context)
+        except Exception as ex:  # a DecodeError: the same on every member
+            refusal = f"undecodable ({ex!r})"
+        if refusal is None:
+            refusal = self._conf_change_refusal(cc, ctx)
+        if refusal is not None:
+            # Checks that depend only on the entry: every member, and every
+            # replay, refuses it alike; raft's config does not change (etcd
+            # applies the change with NodeID None likewise).
+            log.error("conf change at index %d refused and skipped: %s", e.index, refusal)
+            self.rn.apply_conf_change(pb.ConfChange())
+            if not already:
+                self.applier.apply_batch(e.index, [], term=self.rn.raft.term)
+            self._waiters.trigger(cc.id, errors.BadURLs() if "URL" in refusal else errors.MemberNotFound())
+            return
         self.rn.apply_conf_change(cc)
         if not already:
-            t = cc.type
-            if t in (pb.ConfChangeAddNode, pb.ConfChangeAddLearnerNode):
-                if t == pb.ConfChangeAddNode and cc.node_id in self.membership.members:
-                    self.membership.promote(cc.node_id)
-                    self._note("member", f"member {cc.node_id:x} promoted to voter")
-                else:
-                    rec = MemberRecord.from_pb(ctx.member)
-                    rec.id = cc.node_id
-                    rec.is_learner = t == pb.ConfChangeAddLearnerNode
-                    self.membership.add(rec)
-                    self._note("member", f"member {cc.node_id:x} ({rec.name or 'unnamed'}) added"
-                                         + (" as learner" if rec.is_learner else ""))
-            elif t == pb.ConfChangeRemoveNode:
-                self.membership.remove(cc.node_id)
-                self._note("member", f"member {cc.node_id:x} removed")
-            elif t == pb.ConfChangeUpdateNode:
-                self.membership.update_peer_urls(cc.node_id, list(ctx.member.peerURLs))
+            try:
+                self._conf_change_effects(cc, ctx)
+            except _FATAL_APPLY_ERRORS:
+                raise
+            except Exception as ex:
+                log.error("conf change at index %d (%s for %x): its member-table effect failed and was "
+                          "skipped: %r", e.index, pb.ConfChangeType.Name(cc.type), cc.node_id, ex, exc_info=True)
             # The member table and the applied index move together.
             self.applier.apply_batch(e.index, [], term=self.rn.raft.term)
         self._sync_peers()
@@ -641,13 +791,64 @@ class Node:
             self._note("member", "this member was removed from the cluster")
         self._waiters.trigger(cc.id, None)
 
+    @staticmethod
+    def _conf_change_refusal(cc: pb.ConfChange, ctx) -> str | None:
+        """Why a conf change cannot be applied at all, judged from the entry
+        alone (deterministic), or None."""
+        if cc.type not in (pb.ConfChangeAddNode, pb.ConfChangeAddLearnerNode,
+                           pb.ConfChangeRemoveNode, pb.ConfChangeUpdateNode):
+            return f"unknown type {cc.type}"
+        if cc.node_id == 0:
+            return "no member id"
+        if cc.type == pb.ConfChangeUpdateNode and not ctx.member.peerURLs:
+            return "UpdateNode without peer URLs"
+        return None
+
+    def _conf_change_effects(self, cc: pb.ConfChange, ctx) -> None:
+        t = cc.type
+        if t in (pb.ConfChangeAddNode, pb.ConfChangeAddLearnerNode):
+            if cc.node_id in self.membership.removed:
+                log.error("conf change adds member %x, which was removed before: member table unchanged",
+                          cc.node_id)
+            elif t == pb.ConfChangeAddNode and cc.node_id in self.membership.members:
+                self.membership.promote(cc.node_id)
+                self._note("member", f"member {cc.node_id:x} promoted to voter")
+            else:
+                rec = MemberRecord.from_pb(ctx.member)
+                rec.id = cc.node_id
+                rec.is_learner = t == pb.ConfChangeAddLearnerNode
+                self.membership.add(rec)
+                self._note("member", f"member {cc.node_id:x} ({rec.name or 'unnamed'}) added"
+                                     + (" as learner" if rec.is_learner else ""))
+        elif t == pb.ConfChangeRemoveNode:
+            self.membership.remove(cc.node_id)
+            self._note("member", f"member {cc.node_id:x} removed")
+        elif t == pb.ConfChangeUpdateNode:
+            if cc.node_id not in self.membership.members:
+                log.error("conf change updates unknown member %x: skipped", cc.node_id)
+                return
+            self.membership.update_peer_urls(cc.node_id, list(ctx.member.peerURLs))
+            self._note("member", f"member {cc.node_id:x} peer URLs now {','.join(ctx.member.peerURLs)}")
+
+    def _add_peer(self, mid: int, urls: list[str]) -> None:
+        """Tell the transport about a member; a URL it cannot use makes an
+        unreachable peer, never an exception out of apply or start."""
+        try:
+            self.transport.add_peer(mid, list(urls))
+        except Exception as ex:
+            log.error("member %x: cannot use peer URLs %s: %s; it stays unreachable",
+                      mid, ",".join(urls), ex)
+
     def _sync_peers(self) -> None:
         for m in self.membership.sorted():
             if m.id != self.member_id:
-                self.transport.add_peer(m.id, m.peer_urls)
+                self._add_peer(m.id, m.peer_urls)
         for mid in self.membership.removed:
             if mid in self.transport.peers():
-                self.transport.remove_peer(mid)
+                try:
+                    self.transport.remove_peer(mid)
+                except Exception as ex:
+                    log.error("removing peer %x: %r", mid, ex)
 
     # -- periodic work -------------------------------------------------------------
 
@@ -669,15 +870,54 @@ class Node:
                     pass
                 if self.applier.kv.compaction_pending:
                     self.applier.compact_step()
-                if self.is_leader:
-                    for lid in self.applier.lessor.expired(time.monotonic()):
-                        req = internal_pb2.InternalRequest(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lid))
-                        self._background(self.propose(req, 5.0))
+                if self.is_leader and not self._revoking:
+                    expired = self.applier.lessor.expired(time.monotonic())
+                    if expired:
+                        self._revoking = True
+                        self._background(self._revoke_expired(expired, self.term))
                 if not published and self.leader_id:
                     published = True
                     self._background(self._publish())
             except Exception:
                 log.exception("housekeeping failed")
+
+    async def _revoke_expired(self, lease_ids: list[int], term: int) -> None:
+        """Propose revoking expired leases, but only as a confirmed leader
+        (etcd #15247, fixed by #16822's ensureLeadership): a leader that was
+        stalled (a slow fsync) still believes it leads while clients keep
+        their leases alive on the new leader. A ReadIndex round confirms
+        leadership with a quorum; then we must still be leader, in the term
+        the leases expired in, with a primary lessor."""
+        try:
+            try:
+                await self.read_barrier(self._request_timeout())
+            except (errors.ServerError, mvcc_errors.MVCCError) as e:
+                log.warning("not revoking %d expired lease(s): leadership not confirmed (%s)",
+                            len(lease_ids), e)
+                return
+            if not self._still_leading(term):
+                log.warning("not revoking %d expired lease(s): no longer the leader of term %d",
+                            len(lease_ids), term)
+                return
+            lessor = self.applier.lessor
+            now = time.monotonic()
+            for lid in lease_ids:
+                lease = lessor.lookup(lid)
+                if lease is None or lease.remaining(now) > 0:
+                    continue  # revoked meanwhile, or renewed
+                if not self._still_leading(term):
+                    return
+                req = internal_pb2.InternalRequest(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lid))
+                self._background(self.propose(req, self._request_timeout()))
+        finally:
+            self._revoking = False
+
+    def _still_leading(self, term: int) -> bool:
+        return self.is_leader and self.term == term and self.applier.lessor.primary
+
+    def _request_timeout(self) -> float:
+        """etcd's ReqTimeout: 5 s + 2 election timeouts."""
+        return 5.0 + 2 * self.cfg.election_timeout_ms / 1000
 
     def _maybe_auto_compact(self) -> None:
         c = self.compactor

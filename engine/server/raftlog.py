@@ -26,6 +26,11 @@ class RaftLog:
         when only the commit index changed (sync=False)."""
         if entries or hard_state is not None:
             self.wal.save(hard_state, entries, sync)
+        self.remember(hard_state, entries)
+
+    def remember(self, hard_state: pb.HardState | None, entries) -> None:
+        """After the WAL has them (save(), or wal.save run elsewhere, e.g. in a
+        worker thread): what the core reads, the MemoryStorage, follows."""
         if entries:
             self.storage.append(entries)
         if hard_state is not None:

@@ -18,6 +18,11 @@ class Waiters:
         self._by_id[req_id] = fut
         return fut
 
+    def waiting(self, req_id: int) -> bool:
+        """True while someone still waits for req_id's result."""
+        fut = self._by_id.get(req_id)
+        return fut is not None and not fut.done()
+
     def forget(self, req_id: int) -> None:
         self._by_id.pop(req_id, None)
 
