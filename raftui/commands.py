@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 from typing import Awaitable, Callable
 
 from raftui.host import ClusterHost, HostError
+from raftui.render import escape, unescape
 from raftui.source import ActionResult, ClusterSource, ClusterState, Member
+
+INT64_MAX = 2**63 - 1        # etcd's revisions, lease ids and TTLs are int64
+MAX_DELAY_MS = 60_000        # a peer-message delay beyond a minute is an outage, not a delay
 
 
 @dataclasses.dataclass
@@ -33,7 +38,28 @@ class Field:
     placeholder: str = ""
     integer: bool = False
     optional: bool = False
+    minimum: int = 0             # integer fields: the range the form accepts
+    maximum: int = INT64_MAX
+    escapes: bool = False        # keys and values: typed with the escapes the panels show (\xff, \n, \\)
 
+    def check(self, text: str) -> str:
+        """"" if `text` is acceptable for this field, else why not (one line)."""
+        text = text.strip()
+        if not text:
+            return "" if self.optional else f"{self.label} is required"
+        if not self.integer:
+            return ""
+        if not _INTEGER.fullmatch(text):
+            return f"{self.label}: a whole number, like {max(self.minimum, 1)}"
+        value = int(text)
+        if value < self.minimum:
+            return f"{self.label}: at least {self.minimum}"
+        if value > self.maximum:
+            return f"{self.label}: at most {self.maximum}"
+        return ""
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 Runner = Callable[[Context, dict], Awaitable[ActionResult]]
 
@@ -58,11 +84,27 @@ def _member_name(ctx: Context) -> str:
 
 
 def _key_or_selected(ctx: Context) -> str:
-    return ctx.key
+    """The highlighted key, as the form shows it (escaped: a key is data, see raftui/render.py)."""
+    return escape(ctx.key)
 
 
 def _int(values: dict, name: str) -> int:
-    return int(values[name]) if str(values.get(name, "")).strip() else 0
+    text = str(values.get(name, "")).strip()
+    return int(text) if _INTEGER.fullmatch(text) else 0
+
+
+def _text(values: dict, name: str) -> str:
+    """A key or value field: the form's escapes (\\xff, \\n) turned back into the data."""
+    return unescape(values.get(name, ""))
+
+
+def check_values(cmd: "Command", values: dict) -> str:
+    """The first problem with a form's values ("" if none): nothing is sent before this passes."""
+    for f in cmd.fields:
+        problem = f.check(str(values.get(f.name, "")))
+        if problem:
+            return problem
+    return ""
 
 
 def _split_prefix(key: str) -> tuple[str, bool]:
@@ -73,21 +115,21 @@ def _split_prefix(key: str) -> tuple[str, bool]:
 # ------------------------------------------------------------------ runners
 
 async def _write(ctx: Context, v: dict) -> ActionResult:
-    return await ctx.source.put(v["key"], v["value"], _int(v, "ttl") or None)
+    return await ctx.source.put(_text(v, "key"), _text(v, "value"), _int(v, "ttl") or None)
 
 
 async def _delete(ctx: Context, v: dict) -> ActionResult:
-    key, prefix = _split_prefix(v["key"])
+    key, prefix = _split_prefix(_text(v, "key"))
     return await ctx.source.delete(key, prefix)
 
 
 async def _read(ctx: Context, v: dict) -> ActionResult:
-    key, prefix = _split_prefix(v["key"])
+    key, prefix = _split_prefix(_text(v, "key"))
     return await ctx.source.get(key, _int(v, "revision"), prefix)
 
 
 async def _history(ctx: Context, v: dict) -> ActionResult:
-    return await ctx.source.history(v["key"])
+    return await ctx.source.history(_text(v, "key"))
 
 
 async def _compact(ctx: Context, v: dict) -> ActionResult:
@@ -199,25 +241,26 @@ def _confirm_member(verb: str) -> Callable[[Context, dict], str]:
 COMMANDS: tuple[Command, ...] = (
     # --- keys
     Command("write", "w", "Write", "Write a key (key, value, optional lease TTL)", _write, (
-        Field("key", "Key", _key_or_selected, "foo"),
-        Field("value", "Value", "", "bar"),
+        Field("key", "Key", _key_or_selected, "foo", escapes=True),
+        Field("value", "Value", "", "bar", escapes=True),
         Field("ttl", "Lease TTL (s)", "", "none", integer=True, optional=True),
     ), footer=True, group="keys"),
     Command("delete", "d", "Delete", "Delete a key (end it with * for a prefix)", _delete,
-            (Field("key", "Key", _key_or_selected),),
-            confirm=lambda ctx, v: f"Delete {v['key']!r}?", group="keys"),
+            (Field("key", "Key", _key_or_selected, escapes=True),),
+            confirm=lambda ctx, v: f"Delete '{escape(_text(v, 'key'))}'?", group="keys"),
     Command("read", "r", "Read@rev", "Read a key or prefix (key*) at a revision", _read, (
-        Field("key", "Key", _key_or_selected, "foo or foo*"),
-        Field("revision", "Revision", lambda ctx: str(max(1, ctx.state.revision - 1)), integer=True),
+        Field("key", "Key", _key_or_selected, "foo or foo*", escapes=True),
+        Field("revision", "Revision", lambda ctx: str(max(1, ctx.state.revision - 1)), "0: latest",
+              integer=True),
     ), footer=True, group="keys", result_view="detail"),
     Command("history", "h", "History", "A key's versions across revisions", _history,
-            (Field("key", "Key", _key_or_selected),), group="keys", result_view="detail"),
+            (Field("key", "Key", _key_or_selected, escapes=True),), group="keys", result_view="detail"),
     Command("filter", "slash", "Filter", "Show only keys with a prefix", None,
-            (Field("prefix", "Prefix", "", "empty: all keys", optional=True),), group="keys"),
+            (Field("prefix", "Prefix", "", "empty: all keys", optional=True, escapes=True),), group="keys"),
     Command("watch", "W", "Watch", "Open a live watch on a key or prefix (key*)", None,
-            (Field("key", "Key", _key_or_selected, "foo or foo*"),), group="keys"),
+            (Field("key", "Key", _key_or_selected, "foo or foo*", escapes=True),), group="keys"),
     Command("compact", "c", "Compact", "Compact the key-value history up to a revision", _compact,
-            (Field("revision", "Revision", lambda ctx: str(ctx.state.revision), integer=True),),
+            (Field("revision", "Revision", lambda ctx: str(ctx.state.revision), integer=True, minimum=1),),
             confirm=lambda ctx, v: f"Compact history up to revision {v['revision']}? Older revisions become unreadable.",
             group="keys"),
     # --- maintenance
@@ -257,8 +300,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("heal", "H", "Heal", "Heal every partition, drop and delay", _heal, group="faults"),
     Command("drop_delay", "f", "Drop/delay", "Drop or delay the selected member's peer messages",
             _drop_delay, (
-                Field("drop", "Drop %", "0", integer=True),
-                Field("delay", "Delay (ms)", "0", integer=True),
+                Field("drop", "Drop %", "0", integer=True, maximum=100),
+                Field("delay", "Delay (ms)", "0", integer=True, maximum=MAX_DELAY_MS),
             ), needs="member", group="faults"),
 )
 

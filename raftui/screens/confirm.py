@@ -1,6 +1,7 @@
 """Yes/no before anything destructive: y or enter confirms, n or escape cancels."""
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -20,7 +21,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog confirm"):
-            yield Static(self.question, classes="dialog-title")
+            yield Static(Text(self.question), classes="dialog-title")   # may quote a key: never markup
             yield Static(f"y / enter: {self.yes} · n / escape: {self.no}", classes="dialog-hint")
 
     def action_answer(self, yes: bool) -> None:

@@ -21,9 +21,10 @@ from textual.events import Resize
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static, Tab, Tabs
-from textual.worker import get_current_worker
+from textual.worker import Worker, WorkerState, get_current_worker
 
-from raftui.commands import BY_ID, COMMANDS, Command, Context
+from raftui.commands import BY_ID, COMMANDS, Command, Context, check_values
+from raftui.render import escape, safe_text, unescape
 from raftui.host import ClusterHost
 from raftui.source import ActionResult, ClusterSource, ClusterState
 from raftui.widgets.cluster_panel import ClusterPanel
@@ -196,7 +197,7 @@ class MainScreen(Screen):
         text = " · ".join(parts)
         if text != self._title_text:
             self._title_text = text
-            self.query_one("#title-bar", Static).update(text, layout=False)
+            self.query_one("#title-bar", Static).update(safe_text(text, limit=None), layout=False)
 
     @on(ClusterPanel.MemberSelected)
     def _member_selected(self, event: ClusterPanel.MemberSelected) -> None:
@@ -209,7 +210,7 @@ class MainScreen(Screen):
     @on(KeysPanel.KeyChosen)
     def _key_chosen(self, event: KeysPanel.KeyChosen) -> None:
         self.selected_key = event.key
-        self.run_command(BY_ID["history"], {"key": event.key})
+        self.run_command(BY_ID["history"], {"key": escape(event.key)})   # as if typed in the form
 
     def action_select_member(self, number: int) -> None:
         members = self.state.members
@@ -218,7 +219,7 @@ class MainScreen(Screen):
 
     # --------------------------------------------------------------- workers
 
-    @work(exclusive=True, group="poll")
+    @work(exclusive=True, group="poll", exit_on_error=False)
     async def poll(self) -> None:
         try:
             state = await self.source.poll(wal_member=self.selected)
@@ -231,14 +232,14 @@ class MainScreen(Screen):
                 self.set_timer(POLL_INTERVAL, self.poll)
         self._show(state)
 
-    @work(exclusive=True, group="follow")
+    @work(exclusive=True, group="follow", exit_on_error=False)
     async def follow(self) -> None:
         """Raft changes pushed by the members (Inspect.WatchStatus): elections
         and term changes show within ~0.1 s, between polls."""
         async for state in self.source.follow():
             self._show(state)
 
-    @work(exclusive=True, group="keys")
+    @work(exclusive=True, group="keys", exit_on_error=False)
     async def refresh_keys(self, rearm: bool = True) -> None:
         """Every KEYS_INTERVAL: the first page of the listing only. Pages
         that scrolling brought in (more_keys) are kept after it, as they were
@@ -274,7 +275,7 @@ class MainScreen(Screen):
         if self.live:
             self.more_keys(event.prefix, event.after)
 
-    @work(exclusive=True, group="keys-more")
+    @work(exclusive=True, group="keys-more", exit_on_error=False)
     async def more_keys(self, prefix: str, after: str) -> None:
         """The next page of keys after the last one held (Range from after+\\0, limit)."""
         generation = self._keys_generation
@@ -300,7 +301,7 @@ class MainScreen(Screen):
         if self.live:
             self.load_older_wal(event.member_id, event.before_index)
 
-    @work(exclusive=True, group="wal-page")
+    @work(exclusive=True, group="wal-page", exit_on_error=False)
     async def load_older_wal(self, member_id: int, before_index: int) -> None:
         """One page back through a member's log (Inspect.WalTail before_index)."""
         entries, first = None, 0
@@ -316,7 +317,7 @@ class MainScreen(Screen):
                 except NoMatches:
                     pass  # the screen is being torn down
 
-    @work(exclusive=True, group="watch")
+    @work(exclusive=True, group="watch", exit_on_error=False)
     async def open_watch(self, key: str, prefix: bool) -> None:
         self.source.close_watch()
         async for state in self.source.watch(key, prefix):
@@ -329,8 +330,19 @@ class MainScreen(Screen):
         return Context(self.source, self.host, self.state, self.state.member(self.selected),
                        self.selected_key)
 
-    @work(group="command")
+    @work(group="command", exit_on_error=False)
     async def run_command(self, cmd: Command, values: dict | None = None) -> None:
+        """Every operator command goes through here: whatever goes wrong in
+        it (a bug, a value the server sent that we did not expect) is an
+        error on the timeline and a notification, never the console's end."""
+        try:
+            await self._run_command(cmd, values)
+        except Exception as exc:  # noqa: BLE001 -- the one guard around every command
+            if not self.is_attached:
+                return
+            self._report(ActionResult.fail(f"{cmd.title.lower()} failed: {exc!r}"), record=True)
+
+    async def _run_command(self, cmd: Command, values: dict | None) -> None:
         ctx = self._command_context()
         problem = self._cannot_run(cmd, ctx)
         if problem:
@@ -344,6 +356,10 @@ class MainScreen(Screen):
                 if answer is None:
                     return
                 values = answer
+        problem = check_values(cmd, values)
+        if problem:    # the form refuses these; values from elsewhere are checked too
+            self._report(ActionResult.fail(f"{cmd.title.lower()}: {problem}"), record=True)
+            return
         if cmd.confirm is not None:
             if not await self.app.push_screen_wait(ConfirmScreen(cmd.confirm(ctx, values))):
                 return
@@ -374,12 +390,12 @@ class MainScreen(Screen):
 
     def _run_ui_command(self, cmd: Command, values: dict) -> None:
         if cmd.id == "filter":
-            self.prefix = values.get("prefix", "")
+            self.prefix = unescape(values.get("prefix", ""))
             self._keys_generation += 1
             self.query_one(KeysPanel).listing = Listing(self.prefix)
             self.refresh_keys()
         elif cmd.id == "watch":
-            key = values["key"]
+            key = unescape(values["key"])
             prefix = key.endswith("*")
             self.open_watch(key[:-1] if prefix else key, prefix)
             self.active_panel = "watchers" if not self.has_class("-wide") else self.active_panel
@@ -388,8 +404,17 @@ class MainScreen(Screen):
         if record:
             self.source.note(result.text, result.ok, "action" if result.ok else "error")
             self._show(self.source.state)
-        self.notify(result.text, severity="information" if result.ok else "error",
-                    timeout=4 if result.ok else 8)
+        # The text holds keys, names and errors from the server: never markup.
+        self.notify(escape(result.text, limit=500), severity="information" if result.ok else "error",
+                    timeout=4 if result.ok else 8, markup=False)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A worker that raised (exit_on_error=False on every one): an error
+        on the timeline and a notification; the console goes on."""
+        if event.state != WorkerState.ERROR or not self.is_attached:
+            return
+        worker = event.worker
+        self._report(ActionResult.fail(f"{worker.group or worker.name} failed: {worker.error!r}"), record=True)
 
     def focus_panel(self, panel: str) -> None:
         """Show a panel (tests and the palette)."""

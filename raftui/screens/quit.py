@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -27,7 +28,7 @@ class QuitScreen(ModalScreen[Answer]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog confirm", id="quit-dialog"):
             yield Static(f"Quit raftui: stop the {self.members} members it hosts?", classes="dialog-title")
-            yield Static(f"Left running, they keep their data and ports; come back with\n  {self.reattach}")
+            yield Static(Text(f"Left running, they keep their data and ports; come back with\n  {self.reattach}"))
             yield Static("s / y: stop them · l / n: leave them running · escape: stay",
                          classes="dialog-hint")
 

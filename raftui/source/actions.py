@@ -15,6 +15,7 @@ import grpc
 from engine.proto import rpc_pb2
 
 from . import errors
+from .codec import decode, encode
 from .connection import Stubs
 from .model import ActionResult, KeyValue
 
@@ -36,8 +37,8 @@ def prefix_end(prefix: bytes) -> bytes:
 
 def _kv(kv) -> KeyValue:
     return KeyValue(
-        key=kv.key.decode("utf-8", "backslashreplace"),
-        value=kv.value.decode("utf-8", "backslashreplace"),
+        key=decode(kv.key),
+        value=decode(kv.value),
         create_revision=kv.create_revision, mod_revision=kv.mod_revision,
         version=kv.version, lease=kv.lease,
     )
@@ -51,7 +52,7 @@ async def put(stubs: Stubs, key: str, value: str, lease_ttl: int | None = None) 
                                                  timeout=ACTION_DEADLINE)
             lease_id = grant.ID
         resp = await stubs.kv.Put(
-            rpc_pb2.PutRequest(key=key.encode(), value=value.encode(), lease=lease_id),
+            rpc_pb2.PutRequest(key=encode(key), value=encode(value), lease=lease_id),
             timeout=ACTION_DEADLINE,
         )
     except grpc.aio.AioRpcError as exc:
@@ -61,7 +62,7 @@ async def put(stubs: Stubs, key: str, value: str, lease_ttl: int | None = None) 
 
 
 async def delete(stubs: Stubs, key: str, prefix: bool = False) -> ActionResult:
-    k = key.encode()
+    k = encode(key)
     req = rpc_pb2.DeleteRangeRequest(key=k, range_end=prefix_end(k) if prefix else b"")
     try:
         resp = await stubs.kv.DeleteRange(req, timeout=ACTION_DEADLINE)
@@ -75,7 +76,7 @@ async def delete(stubs: Stubs, key: str, prefix: bool = False) -> ActionResult:
 async def get(stubs: Stubs, key: str, revision: int = 0, prefix: bool = False,
               limit: int = 1000) -> ActionResult:
     """Read a key or prefix, at `revision` (0: the latest). data: list[KeyValue]."""
-    k = key.encode()
+    k = encode(key)
     req = rpc_pb2.RangeRequest(key=k, range_end=prefix_end(k) if prefix else b"",
                                revision=revision, limit=limit)
     try:
@@ -96,7 +97,7 @@ async def history(stubs: Stubs, key: str) -> ActionResult:
     note = ""
     try:
         while len(versions) < HISTORY_LIMIT:
-            resp = await stubs.kv.Range(rpc_pb2.RangeRequest(key=key.encode(), revision=revision),
+            resp = await stubs.kv.Range(rpc_pb2.RangeRequest(key=encode(key), revision=revision),
                                         timeout=ACTION_DEADLINE)
             if not resp.kvs:
                 break
@@ -114,8 +115,8 @@ async def history(stubs: Stubs, key: str) -> ActionResult:
 
 async def list_keys(stubs: Stubs, prefix: str, limit: int = 1000, after: str | None = None) -> ActionResult:
     """One page of keys (keys_only) under prefix; data: (list[KeyValue], more)."""
-    p = prefix.encode()
-    start = (after.encode() + b"\x00") if after is not None else p
+    p = encode(prefix)
+    start = (encode(after) + b"\x00") if after is not None else p
     end = prefix_end(p) if p else b"\x00"
     req = rpc_pb2.RangeRequest(key=start or b"\x00", range_end=end, keys_only=True, limit=limit)
     try:

@@ -23,6 +23,7 @@ import grpc
 from engine.proto import rpc_pb2
 
 from . import errors
+from .codec import decode
 from .connection import Stubs
 from .model import PeerProgress, WalEntry, WatcherInfo
 
@@ -238,4 +239,4 @@ async def watchers(stubs: Stubs, member: str, deadline: float = POLL_DEADLINE) -
 
 
 def _text(b: bytes) -> str:
-    return b.decode("utf-8", "backslashreplace")
+    return decode(b)

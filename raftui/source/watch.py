@@ -15,6 +15,7 @@ from engine.proto import kv_pb2, rpc_pb2
 
 from . import errors
 from .actions import prefix_end
+from .codec import decode, encode
 from .connection import Stubs
 from .model import WatchEvent
 
@@ -27,7 +28,7 @@ async def stream(stubs: Stubs, key: str, prefix: bool = False,
 
     Ends (after yielding a CANCELED marker) when the server cancels or the
     stream fails; the caller's cancellation closes the call."""
-    k = key.encode()
+    k = encode(key)
     create = rpc_pb2.WatchCreateRequest(key=k, range_end=prefix_end(k) if prefix else b"",
                                         start_revision=start_revision)
     call = stubs.watch.Watch(metadata=REQUIRE_LEADER)
@@ -55,5 +56,5 @@ async def stream(stubs: Stubs, key: str, prefix: bool = False,
 
 def _event(now: float, e) -> WatchEvent:
     kind = "DELETE" if e.type == kv_pb2.Event.DELETE else "PUT"
-    return WatchEvent(now, kind, e.kv.key.decode("utf-8", "backslashreplace"),
-                      e.kv.value.decode("utf-8", "backslashreplace"), e.kv.mod_revision)
+    return WatchEvent(now, kind, decode(e.kv.key),
+                      decode(e.kv.value), e.kv.mod_revision)

@@ -16,6 +16,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import DataTable, Static
 
+from raftui.render import safe_lines, safe_text
 from raftui.source.actions import human_bytes
 from raftui.widgets.table import Table
 from raftui.source.model import ClusterState, Member
@@ -53,7 +54,8 @@ class ClusterPanel(Vertical):
         self._row_ids: list[int] = []
         self._shown: dict[int, list] = {}     # member id -> the cells last drawn
         self.flashes = 0                      # term changes flashed so far
-        self._detail_text = ""
+        self._detail_text: tuple[str, ...] = ()
+        self._subtitle = ""
 
     def compose(self) -> ComposeResult:
         table = ClusterTable(id="cluster-table", cursor_type="row", zebra_stripes=False)
@@ -113,13 +115,14 @@ class ClusterPanel(Vertical):
         self._detail()
         leader = self.state.leader
         subtitle = f"leader {leader.label} · term {self.state.term}" if leader else "no leader"
-        if self.border_subtitle != subtitle:
-            self.border_subtitle = subtitle
+        if self._subtitle != subtitle:
+            self._subtitle = subtitle
+            self.border_subtitle = safe_text(subtitle, limit=80)
 
     def _detail(self) -> None:
         m = self.state.member(self.selected)
         if m is None:
-            text = ""
+            lines = []
         else:
             p = m.progress
             lines = [
@@ -133,10 +136,11 @@ class ClusterPanel(Vertical):
             ]
             if m.errors:
                 lines.append("; ".join(m.errors))
-            text = "\n".join(lines)
+        # Each line escaped on its own: a newline in a name or an error stays "\\n".
+        text = tuple(lines)
         if text != self._detail_text:
             self._detail_text = text
-            self.query_one("#member-detail", Static).update(text)
+            self.query_one("#member-detail", Static).update(safe_lines(lines))
 
     def _style(self, name: str):
         return self.table.get_component_rich_style(f"cluster--{name}")
@@ -153,20 +157,20 @@ class ClusterPanel(Vertical):
         progress_cols = (f"{p.match}/{p.next}", f"{p.state}{' (paused)' if p.paused else ''}") if p else ("", "")
         problems = ", ".join((*m.alarms, *m.errors))
         return [
-            str(index + 1),
-            Text(m.label, style=role_style if m.role == "leader" else ""),
+            Text(str(index + 1)),
+            safe_text(m.label, role_style if m.role == "leader" else "", limit=64),
             role,
             health,
             term,
             Text(str(m.commit_index), style=number_style),
             Text(str(m.applied_index), style=number_style),
             Text("" if m.last_index is None else str(m.last_index), style=number_style),
-            progress_cols[0],
-            progress_cols[1],
+            Text(progress_cols[0]),
+            Text(progress_cols[1]),
             Text(human_bytes(m.db_size), style=number_style),
             Text(human_bytes(m.db_size_in_use), style=number_style),
-            Text(problems, style=self._style("alarm") if m.alarms else self._style("muted")),
-            f"{m.id:x}" if m.id > 0 else "",
+            safe_text(problems, self._style("alarm") if m.alarms else self._style("muted"), limit=200),
+            Text(f"{m.id:x}" if m.id > 0 else ""),
         ]
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:

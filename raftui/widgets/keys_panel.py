@@ -19,6 +19,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import DataTable, Static
 
+from raftui.render import escape, safe_text
 from raftui.widgets.table import Table
 from raftui.source.model import KeyValue
 
@@ -36,6 +37,15 @@ class Detail:
     title: str = "enter: a key's history · r: read at a revision"
     rows: tuple[KeyValue, ...] = ()
     ok: bool = True
+
+
+KEY_SHOWN = 512          # characters of a key shown in a cell (the rest: "...(N bytes)")
+VALUE_SHOWN = 2000
+
+
+def _key_row(kv: KeyValue) -> tuple[Text, ...]:
+    return (safe_text(kv.key, limit=KEY_SHOWN), Text(str(kv.create_revision)), Text(str(kv.mod_revision)),
+            Text(str(kv.version)))
 
 
 class KeysTable(Table):
@@ -109,13 +119,11 @@ class KeysPanel(Vertical):
         table = self.query_one(KeysTable)
         if new.keys[:len(old.keys)] == old.keys and table.row_count == len(old.keys):
             # A page appended: add its rows only (the cursor stays where it is).
-            table.add_rows([(kv.key, str(kv.create_revision), str(kv.mod_revision), str(kv.version))
-                            for kv in new.keys[len(old.keys):]])
+            table.add_rows([_key_row(kv) for kv in new.keys[len(old.keys):]])
             return
         current = self.highlighted_key()
         table.clear()
-        table.add_rows([(kv.key, str(kv.create_revision), str(kv.mod_revision), str(kv.version))
-                        for kv in new.keys])
+        table.add_rows([_key_row(kv) for kv in new.keys])
         if current is not None:
             row = next((i for i, kv in enumerate(new.keys) if kv.key == current), None)
             if row is not None:
@@ -123,26 +131,27 @@ class KeysPanel(Vertical):
 
     def watch_detail(self, detail: Detail) -> None:
         title = self.query_one("#keys-detail-title", Static)
-        title.update(detail.title)
+        title.update(safe_text(detail.title))
         title.set_class(not detail.ok, "-error")
         table = self.query_one(DetailTable)
         table.clear()
         value_style = table.get_component_rich_style("detail--value")
-        table.add_rows([(kv.key, Text(kv.value, style=value_style), str(kv.create_revision),
-                         str(kv.mod_revision), str(kv.version), f"{kv.lease:x}" if kv.lease else "")
+        table.add_rows([(safe_text(kv.key, limit=KEY_SHOWN), safe_text(kv.value, value_style, limit=VALUE_SHOWN),
+                         Text(str(kv.create_revision)), Text(str(kv.mod_revision)), Text(str(kv.version)),
+                         Text(f"{kv.lease:x}" if kv.lease else ""))
                         for kv in detail.rows])
 
     def _summary(self) -> None:
         current, compacted = self.revision
         listing = self.listing
-        where = f"prefix {listing.prefix!r}" if listing.prefix else "all keys"
+        where = f"prefix '{escape(listing.prefix)}'" if listing.prefix else "all keys"
         count = f"{len(listing.keys)}{'+' if listing.more else ''} keys"
         text = f"revision {current} · compacted {compacted} · {where} · {count}"
         if listing.error:
-            text += f" · {listing.error}"
+            text += f" · {escape(listing.error)}"
         if text != self._summary_text:
             self._summary_text = text
-            self.query_one("#keys-summary", Static).update(text, layout=False)
+            self.query_one("#keys-summary", Static).update(safe_text(text, backslash=False), layout=False)
 
     def highlighted_key(self) -> str | None:
         table = self.query_one(KeysTable)

@@ -8,6 +8,7 @@ from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.widgets import Sparkline, Static
 
+from raftui.render import safe_text
 from raftui.source.model import RateSample
 
 SPARK_POINTS = 60
@@ -22,13 +23,13 @@ class RateRow(Horizontal):
         self._text = label
 
     def compose(self) -> ComposeResult:
-        yield Static(self.label, classes="rate-label")
+        yield Static(safe_text(self.label), classes="rate-label")
         yield Sparkline([], classes="rate-spark")
 
     def show(self, text: str, values: list[float]) -> None:
         if text != self._text:
             self._text = text
-            self.query_one(".rate-label", Static).update(text, layout=False)
+            self.query_one(".rate-label", Static).update(safe_text(text), layout=False)
         self.query_one(Sparkline).data = values or [0.0]
 
 

@@ -9,12 +9,16 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.reactive import reactive
 
+from raftui.render import escape
 from raftui.source.model import TimelineEvent
 
 from .line_list import LineList
 
 KIND_GLYPH = {"leader": "★", "term": "↑", "election": "⚑", "partition": "⊘", "partitioned": "⊘", "heal": "∞", "down": "✕", "up": "●", "paused": "‖", "killed": "☠",
               "alarm": "!", "compact": "⌫", "defrag": "♻", "error": "✕", "watch": "◉", "host": "⚙"}
+
+
+LINE_SHOWN = 1000
 
 
 class TimelineList(LineList[TimelineEvent]):
@@ -30,7 +34,7 @@ class TimelineList(LineList[TimelineEvent]):
             style = self.get_component_rich_style("timeline--ok")
         glyph = KIND_GLYPH.get(e.kind, "·")
         return Text.assemble((stamp, self.get_component_rich_style("timeline--time")), " ",
-                             (f"{glyph} {e.text}", style))
+                             (f"{glyph} {escape(e.text, limit=LINE_SHOWN)}", style))
 
 
 class TimelinePanel(Vertical):

@@ -21,6 +21,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.strip import Strip
 
+from raftui.render import escape, safe_text
 from raftui.source.model import ClusterState, WalEntry
 
 from .line_list import LineList
@@ -51,7 +52,9 @@ class WalList(LineList[WalEntry]):
         mark = "✓" if e.applied else ("c" if e.committed else "…")
         return Text.assemble(
             (f"{e.index:>8} t{e.term:<4}", self.get_component_rich_style("wal--index")),
-            f" {mark} ", (e.text, style),
+            # The member escaped keys and values already (engine/wal/describe.py);
+            # anything else that is not printable is escaped here, the same way.
+            f" {mark} ", (escape(e.text, backslash=False, limit=1000), style),
         )
 
 
@@ -73,6 +76,7 @@ class WalPanel(Vertical):
         self._live: tuple[WalEntry, ...] = ()   # the last live tail drawn, newest first
         self._first_index = 0                  # the member's first index, once a page said it
         self._asked = 0                        # before_index of the page being fetched (0: none)
+        self._subtitle = ""
 
     @property
     def older(self) -> tuple[WalEntry, ...]:
@@ -134,7 +138,7 @@ class WalPanel(Vertical):
             lines.empty_text = NO_INSPECT
             self._reset(0)
             lines.set_items(())
-            self.border_subtitle = ""
+            self._set_subtitle("")
             return
         if member is None or state.wal_member != member.id:
             lines.empty_text = "waiting for the member's log ..."
@@ -173,5 +177,9 @@ class WalPanel(Vertical):
         subtitle = f"{label} · {held} entries"
         if self._older:
             subtitle += f" · back to {self._older[-1].index}" + (" (the first)" if self.exhausted else "")
-        if self.border_subtitle != subtitle:
-            self.border_subtitle = subtitle
+        self._set_subtitle(subtitle)
+
+    def _set_subtitle(self, subtitle: str) -> None:
+        if subtitle != self._subtitle:
+            self._subtitle = subtitle
+            self.border_subtitle = safe_text(subtitle, limit=80)

@@ -10,12 +10,17 @@ from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from raftui.render import escape, safe_text
 from raftui.source.model import ClusterState, WatchEvent
 
 from .line_list import LineList
 from .table import Table
 
 NO_INSPECT = "watchers need raftnode's Inspect service (etcd has none)"
+
+
+KEY_SHOWN = 512
+VALUE_SHOWN = 1000
 
 
 class WatchEventList(LineList[WatchEvent]):
@@ -25,8 +30,9 @@ class WatchEventList(LineList[WatchEvent]):
         stamp = time.strftime("%H:%M:%S", time.localtime(e.at))
         style = {"PUT": "watch--put", "DELETE": "watch--delete"}.get(e.type, "watch--meta")
         rev = f" @{e.mod_revision}" if e.mod_revision else ""
-        body = f"{e.type:<7} {e.key}{rev}" + (f" = {e.value}" if e.type == "PUT" else
-                                               (f"  {e.value}" if e.type != "DELETE" else ""))
+        key, value = escape(e.key, limit=KEY_SHOWN), escape(e.value, limit=VALUE_SHOWN)
+        body = f"{e.type:<7} {key}{rev}" + (f" = {value}" if e.type == "PUT" else
+                                             (f"  {value}" if e.type != "DELETE" else ""))
         return Text.assemble((stamp, self.get_component_rich_style("watch--time")), " ",
                              (body, self.get_component_rich_style(style)))
 
@@ -44,7 +50,7 @@ class WatchersPanel(Vertical):
     def _note(self, text: str) -> None:
         if text != self._note_text:
             self._note_text = text
-            self.query_one("#watchers-note", Static).update(text, layout=False)
+            self.query_one("#watchers-note", Static).update(safe_text(text), layout=False)
 
     def compose(self) -> ComposeResult:
         yield Static("", id="watchers-note", classes="summary")
@@ -67,8 +73,10 @@ class WatchersPanel(Vertical):
             if state.watchers != self._shown_watchers:
                 self._shown_watchers = state.watchers
                 table.clear()
-                table.add_rows([(w.member, str(w.watch_id), w.key, w.range_end, str(w.start_revision),
-                                 "yes" if w.synced else "catching up", str(w.events_sent))
+                table.add_rows([(safe_text(w.member, limit=64), Text(str(w.watch_id)),
+                                 safe_text(w.key, limit=KEY_SHOWN), safe_text(w.range_end, limit=KEY_SHOWN),
+                                 Text(str(w.start_revision)), Text("yes" if w.synced else "catching up"),
+                                 Text(str(w.events_sent)))
                                 for w in state.watchers])
         live = state.watch
         title = self.query_one("#watch-title", Static)
@@ -76,9 +84,9 @@ class WatchersPanel(Vertical):
         if live is None:
             events.set_items(())
             return
-        what = f"{live.key}{'*' if live.prefix else ''}"
-        text = f"live watch on {what!r}: {live.status} · {len(live.events)} events"
+        what = f"{escape(live.key, limit=KEY_SHOWN)}{'*' if live.prefix else ''}"
+        text = f"live watch on '{what}': {escape(live.status)} · {len(live.events)} events"
         if text != self._watch_title:
             self._watch_title = text
-            title.update(text, layout=False)
+            title.update(Text(text), layout=False)
         events.set_items(tuple(reversed(live.events)))
