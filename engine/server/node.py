@@ -441,6 +441,21 @@ class Node:
                 pass
         return True
 
+    async def wait_lessor_primary(self, timeout: float) -> bool:
+        """On a new leader: wait until its lessor is primary (it has applied
+        the first entry of its term). False if that did not happen in time
+        or this member is not the leader any more."""
+        deadline = time.monotonic() + timeout
+        while not self.applier.lessor.primary:
+            if not self.is_leader or time.monotonic() >= deadline or self._stopped:
+                return False
+            fut = self._waiters.wait_applied(self.rn.raft.log.applied + 1)
+            try:
+                await asyncio.wait_for(fut, min(0.05, max(0.0, deadline - time.monotonic())))
+            except asyncio.TimeoutError:
+                pass
+        return True
+
     def _check_running(self) -> None:
         if self._stopped:
             raise errors.Stopped()
