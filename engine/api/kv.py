@@ -32,7 +32,11 @@ class KVServicer(rpc_pb2_grpc.KVServicer):
                 # ReadIndex: after this, the local store has everything
                 # committed before the request came in.
                 await node.read_barrier(request_timeout(node, context))
-            resp = node.applier.kv.range(request)
+            # The index lookup here; a big fetch of values on a worker,
+            # from a reader pinned at this moment.
+            resp, job = node.applier.range_job(request)
+            if job is not None:
+                resp = await asyncio.to_thread(job)
         except Exception as e:
             await abort(context, e)
         fill_header(node, resp.header)

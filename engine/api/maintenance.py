@@ -1,7 +1,10 @@
 """etcd's Maintenance service (v3rpc/maintenance.go at v3.4.23)."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
+import tempfile
 
 from engine.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
 from engine.server import errors as server_errors
@@ -24,6 +27,7 @@ def alarm_text(member_id: int, alarm: int) -> str:
 class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
     def __init__(self, node) -> None:
         self.node = node
+        self._defrag_lock = asyncio.Lock()
 
     async def Status(self, request, context):
         node = self.node
@@ -54,12 +58,24 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
         return resp
 
     async def Defragment(self, request, context):
+        """etcd rewrites bbolt while blocking writes; here the member keeps
+        ticking AND applying: a worker VACUUMs INTO a copy from its own
+        read-only connection, then the loop replays the writes made
+        meanwhile onto the copy and swaps it in (milliseconds)."""
+        applier = self.node.applier
         try:
             check(self.node, context)
-            # SQLite VACUUM, on the loop's thread (the connection is not
-            # shared with other threads): the member pauses for its length,
-            # as etcd's does while it rewrites bbolt.
-            self.node.applier.defrag()
+            async with self._defrag_lock:
+                # Pending physical compaction first, a bounded slice at a time.
+                while not applier.compact_step():
+                    await asyncio.sleep(0)
+                copy, finish = applier.defrag_job()
+                try:
+                    await asyncio.to_thread(copy)
+                except BaseException:
+                    finish(False)
+                    raise
+                finish(True)
         except Exception as e:
             await abort(context, e)
         return rpc_pb2.DefragmentResponse()
@@ -69,7 +85,7 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
         # Hash is the hash of the key space (HashKV at the current revision).
         try:
             check(self.node, context)
-            got = self.node.applier.hash_kv(0)
+            got = await asyncio.to_thread(self.node.applier.hash_kv_job(0))
         except Exception as e:
             await abort(context, e)
         resp = rpc_pb2.HashResponse(hash=got.hash)
@@ -80,7 +96,8 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
     async def HashKV(self, request: rpc_pb2.HashKVRequest, context):
         try:
             check(self.node, context)
-            resp = self.node.applier.hash_kv(request.revision)
+            # The index part here, the rows on a worker (a pinned reader).
+            resp = await asyncio.to_thread(self.node.applier.hash_kv_job(request.revision))
         except Exception as e:
             await abort(context, e)
         fill_header(self.node, resp.header)
@@ -89,21 +106,41 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
     async def Snapshot(self, request, context):
         """The store's bytes in 32 KiB chunks with the bytes still to come,
         then one message holding their sha256 (what `etcdctl snapshot save`
-        checks: file size % 512 == 32, the last 32 bytes the digest)."""
+        checks: file size % 512 == 32, the last 32 bytes the digest).
+
+        The copy is written off the loop to a temporary file (0600) beside
+        the db from a reader pinned now, streamed from that file, deleted."""
+        applier = self.node.applier
+        tmp = None
         try:
             check(self.node, context)
-            data = self.node.applier.snapshot_bytes()
+            fd, tmp = tempfile.mkstemp(prefix=".snapshot-send-",
+                                       dir=os.path.dirname(os.path.abspath(applier.backend.path)))
+            os.close(fd)
+            reader = applier.pin()
+            try:
+                total = await asyncio.to_thread(reader.backup_to, tmp)
+            finally:
+                reader.release()
+            f = open(tmp, "rb")
         except Exception as e:
+            if tmp is not None:
+                os.unlink(tmp)
             await abort(context, e)
-        total = len(data)
-        digest = hashlib.sha256()
-        view = memoryview(data)
-        for off in range(0, total, SNAPSHOT_CHUNK):
-            chunk = bytes(view[off:off + SNAPSHOT_CHUNK])
-            digest.update(chunk)
-            await context.write(rpc_pb2.SnapshotResponse(
-                remaining_bytes=total - off - len(chunk), blob=chunk))
-        await context.write(rpc_pb2.SnapshotResponse(remaining_bytes=0, blob=digest.digest()))
+        try:
+            os.unlink(tmp)  # the open file stays readable; nothing is left behind
+            digest = hashlib.sha256()
+            sent = 0
+            while sent < total:
+                chunk = f.read(SNAPSHOT_CHUNK)
+                if not chunk:
+                    break
+                sent += len(chunk)
+                digest.update(chunk)
+                await context.write(rpc_pb2.SnapshotResponse(remaining_bytes=total - sent, blob=chunk))
+            await context.write(rpc_pb2.SnapshotResponse(remaining_bytes=0, blob=digest.digest()))
+        finally:
+            f.close()
 
     async def MoveLeader(self, request: rpc_pb2.MoveLeaderRequest, context):
         node = self.node

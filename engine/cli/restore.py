@@ -15,57 +15,73 @@ import hashlib
 import os
 import sqlite3
 import sys
+import tempfile
 
-from engine.wal import layout
+from engine.mvcc.backend import load_checked
+from engine.mvcc.errors import InvalidSnapshot
+from engine.wal import fsutil, layout
+
+_CHUNK = 1 << 20
+
+
+def _strip_digest(snapshot_file: str, out_fd: int, skip_hash_check: bool) -> None:
+    """Copy the db part of a snapshot file (everything but its trailing
+    sha256) to out_fd, checking the digest unless told not to; streamed."""
+    size = os.path.getsize(snapshot_file)
+    has_digest = size >= 32 and size % 512 == 32
+    if not has_digest and not skip_hash_check:
+        raise ValueError(f"{snapshot_file}: no sha256 checksum at the end (size {size})")
+    n = size - 32 if has_digest else size
+    h = hashlib.sha256()
+    with open(snapshot_file, "rb") as f:
+        left = n
+        while left:
+            chunk = f.read(min(_CHUNK, left))
+            if not chunk:
+                raise ValueError(f"{snapshot_file}: shorter than it was")
+            h.update(chunk)
+            fsutil.write_all(out_fd, chunk)
+            left -= len(chunk)
+        digest = f.read(32)
+    if has_digest and not skip_hash_check and h.digest() != digest:
+        raise ValueError(f"{snapshot_file}: sha256 checksum mismatch")
 
 
 def restore(snapshot_file: str, data_dir: str, skip_hash_check: bool = False) -> int:
-    with open(snapshot_file, "rb") as f:
-        blob = f.read()
-    if not skip_hash_check:
-        if len(blob) < 32 or len(blob) % 512 != 32:
-            raise ValueError(f"{snapshot_file}: no sha256 checksum at the end (size {len(blob)})")
-        data, digest = blob[:-32], blob[-32:]
-        if hashlib.sha256(data).digest() != digest:
-            raise ValueError(f"{snapshot_file}: sha256 checksum mismatch")
-    else:
-        data = blob[:-32] if len(blob) % 512 == 32 else blob
+    """Check the snapshot and build the new member's db from it; returns the
+    revision restored. Nothing of the file but its rows is used: its schema
+    must be exactly ours (see engine.mvcc.backend.load_checked), the rows are
+    copied into a fresh db of our own. Directories are created 0700, the db
+    0600. Raises ValueError (InvalidSnapshot is one) on anything wrong."""
     member = layout.member_dir(data_dir)
     if os.path.exists(member) and os.listdir(member):
         raise ValueError(f"data dir {data_dir} already holds a member; restore into a new one")
     db_path = str(layout.db_path(data_dir))
-    os.makedirs(os.path.dirname(db_path), exist_ok=True)
-    tmp = db_path + ".restoring"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    db = sqlite3.connect(tmp, isolation_level=None)
+    snap_dir = os.path.dirname(db_path)
+    fsutil.makedirs_durable(snap_dir)  # data dir, member/, member/snap/: 0700
+    fd, raw = tempfile.mkstemp(prefix=".snapshot-", dir=snap_dir)
+    fresh = db_path + ".restoring"
     try:
-        if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-            raise ValueError(f"{snapshot_file}: not a raftnode snapshot (database check failed)")
-        names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if not {"kv", "meta"} <= names:
-            raise ValueError(f"{snapshot_file}: not a raftnode snapshot (no kv/meta tables)")
+        try:
+            _strip_digest(snapshot_file, fd, skip_hash_check)
+        finally:
+            os.close(fd)
         # The new cluster's log starts at index 1: forget the old applied
         # index (or its entries would be skipped as applied), its
         # membership and its alarms.
-        db.execute("BEGIN")
-        db.execute("UPDATE meta SET value = 0 WHERE name IN ('consistent_index', 'term')")
-        if "members" in names:
-            db.execute("DELETE FROM members")
-        if "alarm" in names:
-            db.execute("DELETE FROM alarm")
-        db.execute("COMMIT")
-        rev = db.execute("SELECT value FROM meta WHERE name = 'current_rev'").fetchone()
+        load_checked(raw, fresh, fresh_meta={"consistent_index": 0, "term": 0},
+                     skip_tables=("members", "alarm"))
+        db = sqlite3.connect(f"file:{fresh}?mode=ro", uri=True)
+        try:
+            rev = db.execute("SELECT value FROM meta WHERE name = 'current_rev'").fetchone()
+        finally:
+            db.close()
+        os.replace(fresh, db_path)
+        fsutil.fsync_dir(snap_dir)
     finally:
-        db.close()
-    os.replace(tmp, db_path)
-    dfd = os.open(os.path.dirname(db_path), os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+        for p in (raw, fresh, fresh + "-journal"):
+            if os.path.exists(p):
+                os.unlink(p)
     return int(rev[0]) if rev else 0
 
 
@@ -82,7 +98,7 @@ def main(argv: list[str]) -> int:
     a = ap.parse_args(argv)
     try:
         rev = restore(a.file, a.data_dir, a.skip_hash_check)
-    except (OSError, ValueError, sqlite3.DatabaseError) as e:
+    except (OSError, ValueError, InvalidSnapshot, sqlite3.DatabaseError) as e:
         print(f"raftnode: snapshot restore: {e}", file=sys.stderr)
         return 1
     print(f"restored snapshot into {a.data_dir} at revision {rev}; start the member with "

@@ -24,9 +24,11 @@ at a time.
 from __future__ import annotations
 
 import os
+import tempfile
 from typing import Callable, Sequence
 
 from engine.proto import internal_pb2, rpc_pb2
+from engine.wal import fsutil
 
 from . import errors
 from .alarm import NOSPACE, AlarmStore
@@ -253,6 +255,65 @@ class Applier:
     def hash_kv(self, rev: int = 0) -> rpc_pb2.HashKVResponse:
         return self.kv.hash_kv(rev)
 
+    # Off-loop jobs: each *_job call runs on the applying thread (cheap: it
+    # checks the request, reads the in-memory index and pins a Reader) and
+    # returns a function to run on a worker thread, which reads the db
+    # through that Reader only.
+
+    def hash_kv_job(self, rev: int = 0) -> Callable[[], rpc_pb2.HashKVResponse]:
+        reader = self.backend.reader()
+        try:
+            run = self.kv.hash_kv_job(rev, reader.iter_rows)
+        except BaseException:
+            reader.release()
+            raise
+
+        def job() -> rpc_pb2.HashKVResponse:
+            try:
+                return run()
+            finally:
+                reader.release()
+        return job
+
+    def range_job(self, req: rpc_pb2.RangeRequest, min_rows: int = 1000):
+        """(response, None) when the range was small enough to answer here;
+        (response, job) when ``job()`` must still fetch its values (on a
+        worker) to complete it."""
+        kv = self.kv
+        out = rpc_pb2.RangeResponse()
+        plan = kv.range_plan(req, kv.current_rev, out)
+        if plan is None:
+            return out, None
+        revs, finish = plan
+        if len(revs) < min_rows or kv.in_batch:
+            finish(kv._fetch(revs))
+            return out, None
+        reader = self.backend.reader()
+
+        def job() -> rpc_pb2.RangeResponse:
+            try:
+                got = reader.get_rows(revs)
+            finally:
+                reader.release()
+            finish([got[r] for r in revs])
+            return out
+        return out, job
+
+    def defrag_job(self):
+        """An off-loop defrag: returns (copy, finish); run ``copy()`` on a
+        worker, then ``finish(ok)`` here (ok=False to abort after a failed
+        copy). The loop goes on applying while the copy is made; finish
+        replays what was written meanwhile and swaps the copy in. Finish
+        any pending physical compaction before (compact_step())."""
+        copy, token = self.backend.defrag_begin()
+
+        def finish(ok: bool = True) -> bool:
+            if not ok:
+                self.backend.defrag_abort(token)
+                return False
+            return self.backend.defrag_finish(token)
+        return copy, finish
+
     def db_size(self) -> int:
         return self.backend.db_size()
 
@@ -283,30 +344,93 @@ class Applier:
         self.backend.sync()
 
     def snapshot_bytes(self) -> bytes:
-        """A consistent copy of the whole store (SQLite file bytes)."""
+        """A consistent copy of the whole store (SQLite file bytes), in RAM:
+        for tests and the simulator; members use snapshot_to_file."""
         return self.backend.snapshot_bytes()
 
-    def snapshot_to(self, path: str) -> None:
-        self.backend.snapshot_to(path)
+    def snapshot_to(self, path: str) -> int:
+        return self.snapshot_to_file(path)
 
-    def restore(self, data: bytes) -> None:
-        """Replace the store with a snapshot from snapshot_bytes() and reload.
+    def snapshot_to_file(self, path: str) -> int:
+        """Write a consistent copy of the store to ``path`` (created 0600,
+        fsynced; a single SQLite file, no -wal); return its size in bytes.
+
+        Thread-safe: it reads through its own read-only connection, so it
+        may run on a worker while the loop keeps applying. The copy holds
+        the state committed when its read transaction starts; to pin the
+        state of one exact moment (e.g. right after applying index X), call
+        ``pin()`` on the loop then and ``write_to(path)`` on the worker.
+        """
+        return self.backend.snapshot_to(path)
+
+    def pin(self):
+        """A Reader (backend.Reader) pinned at the state committed now: its
+        ``consistent_index``, ``backup_to(path) -> size``, ``iter_rows()``,
+        ``get_rows(revs)``; usable from one worker thread; ``release()`` it.
+        Call on the applying thread, between batches."""
+        return self.backend.reader()
+
+    def restore_file(self, path: str) -> None:
+        """Replace the store with the snapshot file at ``path`` (written by
+        snapshot_to_file, possibly on another member) and reload everything
+        built on it. ``path`` is only read; the caller deletes it.
+
+        The file is untrusted: opened read-only and immutable with
+        trusted_schema=OFF, its schema must be exactly ours, every row is
+        type-checked and copied into a fresh database with our own schema,
+        which is then swapped in. Anything else raises
+        ``errors.InvalidSnapshot`` and leaves the live store untouched.
+
+        Equivalent to ``install_prepared(prepare_restore(path))``: the
+        prepare half (O(size): checking and copying) is pure file work and
+        may run on a worker thread; install_prepared (the swap and the
+        reload of the in-memory index) runs on the applying thread.
+        """
+        self.install_prepared(self.prepare_restore(path))
+
+    def prepare_restore(self, path: str) -> str:
+        """Check and copy the snapshot at ``path`` into a fresh db beside the
+        store's; returns that file for install_prepared(). Any thread.
+        Raises errors.InvalidSnapshot."""
+        return self.backend.prepare(path)
+
+    def install_prepared(self, fresh: str) -> None:
+        """Swap in a file from prepare_restore() and reload (applying thread).
 
         Watchers survive: they are moved to the unsynced group and caught up
         from the new store (or told they are compacted).
         """
         old_rev = self.kv.current_rev
-        self.backend.replace_with(data)
-        self.kv.restore_from_backend()
-        self.alarms.load()
-        self._ci = self.backend.get_meta("consistent_index")
-        self.term = self.backend.get_meta("term")
-        self.hub.on_restore(old_rev)
+        try:
+            self.backend.install(fresh)
+        finally:
+            self.kv.restore_from_backend()
+            self.alarms.load()
+            self._ci = self.backend.get_meta("consistent_index")
+            self.term = self.backend.get_meta("term")
+            self.hub.on_restore(old_rev)
+
+    def restore(self, data: bytes) -> None:
+        """restore_file() for snapshot bytes in RAM (tests, the simulator):
+        same checks, same errors."""
+        d = os.path.dirname(os.path.abspath(self.backend.path))
+        fd, tmp = tempfile.mkstemp(prefix=".incoming-", dir=d)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            self.restore_file(tmp)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
     def close(self) -> None:
         self.backend.close()
 
 
 def open_applier(data_dir: str, **kw) -> Applier:
-    """The applier over ``<data-dir>/member/snap/db``, where etcd keeps its backend."""
+    """The applier over ``<data-dir>/member/snap/db``, where etcd keeps its
+    backend. Directories it creates are 0700, the db 0600; an existing data
+    dir more open than 0700 gets etcd's warning."""
+    if os.path.isdir(data_dir):
+        fsutil.check_dir_permission(data_dir)
     return Applier(os.path.join(data_dir, "member", "snap", "db"), **kw)

@@ -25,15 +25,35 @@ before the Raft log below its index is thrown away: the server calls
 force-commits its backend before a snapshot. Rollback journal + FULL would
 fsync twice per apply batch for no gain.
 
-Not thread-safe: one caller at a time (the connection is created with
-``check_same_thread=False`` so that caller may be an executor thread).
+The main connection is not thread-safe: one caller at a time (the loop).
+Work proportional to the db's size runs elsewhere, on read-only connections
+of its own (``reader()``): a ``Reader`` pins a read transaction where it is
+created (WAL mode gives it a consistent snapshot while the main connection
+goes on committing) and may then be used from one worker thread.
+
+Snapshots from outside are untrusted (``load_checked``): the file is opened
+read-only and immutable with ``trusted_schema=OFF``, its sqlite_master must
+hold only our own tables with our own SQL, every row is type-checked and
+copied into a FRESH database made with our schema; nothing of theirs is ever
+executed, attached or kept.
+
+Files are private: the db is created 0600 (SQLite gives its -wal/-shm the
+db's mode), its directory 0700.
 """
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import tempfile
+import threading
+import urllib.parse
 from typing import Iterable, Iterator
+
+from engine.proto import kv_pb2
+from engine.wal import fsutil
+
+from .errors import InvalidSnapshot
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (rev BLOB PRIMARY KEY, kv BLOB NOT NULL) WITHOUT ROWID;
@@ -44,6 +64,32 @@ CREATE TABLE IF NOT EXISTS alarm (member_id INTEGER NOT NULL, alarm INTEGER NOT 
                                   PRIMARY KEY (member_id, alarm)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS members (id BLOB PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID;
 """
+
+
+def _norm_sql(sql: str | None) -> str:
+    return " ".join((sql or "").split())
+
+
+_expected: dict[str, tuple[str, str, str]] | None = None
+
+
+def expected_schema() -> dict[str, tuple[str, str, str]]:
+    """name -> (type, tbl_name, sql) of every sqlite_master row our schema makes."""
+    global _expected
+    if _expected is None:
+        db = sqlite3.connect(":memory:")
+        try:
+            db.executescript(_SCHEMA)
+            _expected = {n: (t, tn, _norm_sql(q))
+                         for t, n, tn, q in db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master")}
+        finally:
+            db.close()
+    return _expected
+
+
+# Tables a snapshot must have; the others may be absent (older versions).
+_REQUIRED = ("kv", "meta")
+_COPY_BATCH = 5000
 
 # SQLite integers are signed 64-bit; etcd member ids are unsigned 64-bit.
 _U64 = 1 << 64
@@ -62,12 +108,24 @@ class Backend:
     def __init__(self, path: str) -> None:
         self.path = path
         d = os.path.dirname(os.path.abspath(path))
-        os.makedirs(d, exist_ok=True)
+        fsutil.makedirs_durable(d)  # 0700 for every directory it creates
         self._db = self._connect(path)
         self._in_txn = False
+        # Bumped whenever the file is replaced: pooled readers of the old
+        # file are closed instead of reused.
+        self._generation = 0
+        self._pool: list[sqlite3.Connection] = []
+        self._pool_lock = threading.Lock()
+        # While an off-loop defrag copies the db: the kv row writes committed
+        # since it started, replayed on the copy before it is swapped in.
+        self._tracking: list[tuple[str, list]] | None = None
+        self._txn_ops: list[tuple[str, list]] = []
 
     @staticmethod
     def _connect(path: str) -> sqlite3.Connection:
+        # Created private before SQLite sees it: its -wal and -shm get the
+        # db file's mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         # isolation_level=None: no implicit BEGINs; transactions are explicit.
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
@@ -78,11 +136,50 @@ class Backend:
         return db
 
     def close(self) -> None:
+        self._drain_pool()
         if self._db is not None:
             if self._in_txn:
                 self.rollback()
             self._db.close()
             self._db = None  # type: ignore[assignment]
+
+    # -- readers (consistent snapshots for worker threads) -------------------
+
+    def reader(self) -> "Reader":
+        """A read-only connection pinned at the current committed state.
+
+        Call it where the state is the one wanted (the loop, between apply
+        batches); then use the Reader from any ONE thread and release() it.
+        """
+        with self._pool_lock:
+            db = self._pool.pop() if self._pool else None
+        if db is None:
+            uri = "file:%s?mode=ro" % urllib.parse.quote(os.path.abspath(self.path))
+            # Read-only: it can never checkpoint or delete the -wal, even
+            # when it outlives a swap of the db file (restore, defrag).
+            db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA query_only=ON")
+        db.execute("BEGIN")
+        db.execute("SELECT 1 FROM meta LIMIT 1").fetchall()  # the read txn starts here
+        return Reader(self, db, self._generation)
+
+    def _return(self, db: sqlite3.Connection, generation: int) -> None:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        with self._pool_lock:
+            if generation == self._generation and self._db is not None and len(self._pool) < 4:
+                self._pool.append(db)
+                return
+        db.close()
+
+    def _drain_pool(self) -> None:
+        with self._pool_lock:
+            self._generation += 1
+            pool, self._pool = self._pool, []
+        for db in pool:
+            db.close()
 
     # -- transactions -----------------------------------------------------
 
@@ -94,23 +191,50 @@ class Backend:
     def commit(self) -> None:
         self._db.execute("COMMIT")
         self._in_txn = False
+        if self._txn_ops:
+            if self._tracking is not None:
+                self._tracking.extend(self._txn_ops)
+            self._txn_ops = []
 
     def rollback(self) -> None:
+        self._txn_ops = []
         if self._in_txn:
             self._db.execute("ROLLBACK")
             self._in_txn = False
+
+    def _track(self, op: str, rows: list) -> None:
+        (self._txn_ops if self._in_txn else self._tracking).append((op, rows))  # type: ignore[union-attr]
 
     @property
     def in_txn(self) -> bool:
         return self._in_txn
 
     def sync(self) -> None:
-        """Make every committed transaction durable (checkpoint + fsync)."""
-        self._db.execute("PRAGMA wal_checkpoint(FULL)")
+        """Make every committed transaction durable.
+
+        Everything committed is in the db file or the -wal; fsync both. (A
+        FULL checkpoint would do it too but waits for every reader, and a
+        snapshot or hash being read on a worker is one: the loop would hang
+        in SQLite's busy handler.) Then a PASSIVE checkpoint folds what it
+        can without waiting, so the -wal does not grow for ever.
+        """
+        for p in (self.path, self.path + "-wal"):
+            try:
+                fd = os.open(p, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     # -- kv rows ----------------------------------------------------------
 
     def put_rows(self, rows: list[tuple[bytes, bytes]]) -> None:
+        if self._tracking is not None:
+            rows = list(rows)
+            self._track("put", rows)
         self._db.executemany("INSERT OR REPLACE INTO kv (rev, kv) VALUES (?, ?)", rows)
 
     def get_row(self, rev: bytes) -> bytes | None:
@@ -156,6 +280,9 @@ class Backend:
             lo = rows[-1][0]
 
     def delete_rows(self, revs: Iterable[bytes]) -> None:
+        if self._tracking is not None:
+            revs = list(revs)
+            self._track("del", revs)
         self._db.executemany("DELETE FROM kv WHERE rev = ?", ((r,) for r in revs))
 
     def row_count(self) -> int:
@@ -228,21 +355,90 @@ class Backend:
         # Fold the WAL back and truncate it so the file on disk shrinks too.
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def snapshot_to(self, path: str) -> None:
-        """A consistent copy of the committed database into a new file at path."""
-        dst = sqlite3.connect(path)
+    def defrag_begin(self):
+        """An off-loop defrag, in three steps: this call (main thread) starts
+        recording kv writes and returns ``(copy, token)``; ``copy()`` (any
+        thread) writes a compact copy with VACUUM INTO on a read-only
+        connection of its own, never blocking the main connection; then
+        ``defrag_finish(token)`` (main thread, between transactions) replays
+        the writes committed meanwhile and the small tables onto the copy and
+        swaps it in. ``defrag_abort(token)`` drops it."""
+        if self._tracking is not None:
+            raise RuntimeError("a defrag is already running")
+        if self._in_txn:
+            raise RuntimeError("defrag inside a transaction")
+        d = os.path.dirname(os.path.abspath(self.path))
+        fd, tmp = tempfile.mkstemp(prefix=".defrag-", dir=d)  # 0600, empty
+        os.close(fd)
+        self._tracking = []
+        token = (tmp, self._generation)
+        src = "file:%s?mode=ro" % urllib.parse.quote(os.path.abspath(self.path))
+
+        def copy() -> None:
+            db = sqlite3.connect(src, uri=True, isolation_level=None)
+            try:
+                db.execute("VACUUM INTO ?", (tmp,))
+            finally:
+                db.close()
+
+        return copy, token
+
+    def defrag_abort(self, token) -> None:
+        self._tracking = None
+        _unlink_db(token[0])
+
+    def defrag_finish(self, token) -> bool:
+        """See defrag_begin; False (and nothing changed) if the store was
+        replaced meanwhile."""
+        tmp, generation = token
+        ops, self._tracking = self._tracking or [], None
+        if generation != self._generation or self._in_txn:
+            _unlink_db(tmp)
+            return False
         try:
-            self._db.backup(dst)
-            # A single file: the copy must not depend on a -wal beside it.
-            dst.execute("PRAGMA journal_mode=DELETE")
+            db = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                db.execute("PRAGMA journal_mode=DELETE")
+                db.execute("BEGIN")
+                for op, rows in ops:
+                    if op == "put":
+                        db.executemany("INSERT OR REPLACE INTO kv (rev, kv) VALUES (?, ?)", rows)
+                    else:
+                        db.executemany("DELETE FROM kv WHERE rev = ?", ((r,) for r in rows))
+                for table, (cols, _) in _TABLES.items():
+                    if table == "kv":
+                        continue
+                    db.execute(f"DELETE FROM {table}")
+                    marks = ", ".join("?" * (cols.count(",") + 1))
+                    db.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks})",
+                                   self._db.execute(f"SELECT {cols} FROM {table}").fetchall())
+                db.execute("COMMIT")
+            finally:
+                db.close()
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            _unlink_db(tmp)
+            raise
+        self.install(tmp)
+        return True
+
+    def snapshot_to(self, path: str) -> int:
+        """A consistent copy of the committed database into a new file at
+        path (0600, fsynced); returns its size. Any thread."""
+        r = self.reader()
+        try:
+            return r.backup_to(path)
         finally:
-            dst.close()
+            r.release()
 
     def snapshot_bytes(self) -> bytes:
         fd, tmp = tempfile.mkstemp(prefix=".snap-", dir=os.path.dirname(os.path.abspath(self.path)))
         os.close(fd)
         try:
-            os.unlink(tmp)
             self.snapshot_to(tmp)
             with open(tmp, "rb") as f:
                 return f.read()
@@ -251,41 +447,251 @@ class Backend:
                 os.unlink(tmp)
 
     def replace_with(self, data: bytes) -> None:
-        """Replace the database file with the snapshot ``data`` and reopen.
-
-        write + fsync a temp file, close this connection, drop the old WAL
-        files, rename over the database, fsync the directory.
-        """
+        """Replace the database with the snapshot ``data`` (checked as
+        load_checked does) and reopen."""
         d = os.path.dirname(os.path.abspath(self.path))
-        fd, tmp = tempfile.mkstemp(prefix=".restore-", dir=d)
+        fd, tmp = tempfile.mkstemp(prefix=".incoming-", dir=d)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            check = sqlite3.connect(tmp)
-            try:
-                ok = check.execute("PRAGMA quick_check").fetchone()[0] == "ok"
-                ok = ok and check.execute(
-                    "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('kv', 'meta')").fetchone()[0] == 2
-            except sqlite3.DatabaseError:
-                ok = False
-            finally:
-                check.close()
-            if not ok:
-                raise ValueError("snapshot is not a sound store database")
-            self.close()
-            for suffix in ("-wal", "-shm"):
-                if os.path.exists(self.path + suffix):
-                    os.unlink(self.path + suffix)
-            os.replace(tmp, self.path)
-            dfd = os.open(d, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            self.replace_with_file(tmp)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        self._db = self._connect(self.path)
-        self._in_txn = False
+
+    def replace_with_file(self, src: str) -> None:
+        """Replace the database with the snapshot file ``src`` (left in
+        place) and reopen. Raises InvalidSnapshot, the live db untouched,
+        unless ``src`` passes load_checked."""
+        self.install(self.prepare(src))
+
+    def prepare(self, src: str) -> str:
+        """Check ``src`` and copy it into a fresh db file beside ours; the
+        path of that file, for install(). Pure file work: any thread."""
+        d = os.path.dirname(os.path.abspath(self.path))
+        fd, fresh = tempfile.mkstemp(prefix=".restore-", dir=d)
+        os.close(fd)
+        try:
+            load_checked(src, fresh)
+        except BaseException:
+            _unlink_db(fresh)
+            raise
+        return fresh
+
+    def install(self, fresh: str) -> None:
+        """Swap the prepared file ``fresh`` in for the database and reopen
+        (on the main connection's thread, outside a transaction)."""
+        if self._in_txn:
+            raise RuntimeError("install inside a transaction")
+        self.close()
+        try:
+            for suffix in ("-wal", "-shm"):
+                if os.path.exists(self.path + suffix):
+                    os.unlink(self.path + suffix)
+            os.replace(fresh, self.path)
+            fsutil.fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+        finally:
+            _unlink_db(fresh)
+            self._db = self._connect(self.path)
+            self._in_txn = False
+
+
+def _unlink_db(path: str) -> None:
+    for p in (path, path + "-journal", path + "-wal", path + "-shm"):
+        if os.path.exists(p):
+            os.unlink(p)
+
+
+class Reader:
+    """A read-only connection pinned at one committed state (see
+    Backend.reader). One thread at a time; release() when done."""
+
+    def __init__(self, backend: Backend, db: sqlite3.Connection, generation: int) -> None:
+        self._backend = backend
+        self._db = db
+        self._generation = generation
+        self.consistent_index = self.get_meta("consistent_index")
+
+    def release(self) -> None:
+        if self._db is not None:
+            self._backend._return(self._db, self._generation)
+            self._db = None  # type: ignore[assignment]
+
+    def __enter__(self) -> "Reader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def get_meta(self, name: str, default: int = 0) -> int:
+        r = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return r[0] if r is not None else default
+
+    def get_rows(self, revs: list[bytes]) -> dict[bytes, bytes]:
+        out: dict[bytes, bytes] = {}
+        for i in range(0, len(revs), 500):
+            chunk = revs[i:i + 500]
+            q = "SELECT rev, kv FROM kv WHERE rev IN (%s)" % ",".join("?" * len(chunk))
+            out.update(self._db.execute(q, chunk))
+        return out
+
+    def iter_rows(self, batch: int = 10000) -> Iterator[tuple[bytes, bytes]]:
+        lo = b""
+        while True:
+            rows = self._db.execute(
+                "SELECT rev, kv FROM kv WHERE rev > ? ORDER BY rev LIMIT ?", (lo, batch)
+            ).fetchall()
+            if not rows:
+                return
+            yield from rows
+            lo = rows[-1][0]
+
+    def backup_to(self, path: str) -> int:
+        """Write the pinned state to a new single-file db at path (0600,
+        fsynced); its size."""
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.close(fd)
+        dst = sqlite3.connect(path, isolation_level=None)
+        try:
+            # The backup reads inside this connection's read transaction:
+            # exactly the pinned state, whatever was committed since.
+            self._db.backup(dst)
+            # A single file: the copy must not depend on a -wal beside it.
+            dst.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            dst.close()
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            return os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+
+
+# -- untrusted snapshots ------------------------------------------------------
+
+def _bad(msg: str) -> InvalidSnapshot:
+    return InvalidSnapshot(f"invalid snapshot: {msg}")
+
+
+def _check_kv(rev, blob) -> tuple[bytes, bytes]:
+    if type(rev) is not bytes or type(blob) is not bytes:
+        raise _bad("kv row of the wrong type")
+    if not (len(rev) == 17 or (len(rev) == 18 and rev[17:] == b"t")) or rev[8:9] != b"_":
+        raise _bad("kv row with a malformed revision")
+    try:
+        kv_pb2.KeyValue.FromString(blob)
+    except Exception:
+        raise _bad("kv row that is not a KeyValue") from None
+    return rev, blob
+
+
+def _check_meta(name, value):
+    if type(name) is not str or type(value) is not int:
+        raise _bad("meta row of the wrong type")
+    return name, value
+
+
+def _check_ints(*row):
+    if any(type(v) is not int for v in row):
+        raise _bad("row of the wrong type")
+    return row
+
+
+def _check_member(mid, record):
+    if type(mid) is not bytes or len(mid) != 8 or type(record) is not str:
+        raise _bad("member row of the wrong type")
+    try:
+        ok = isinstance(json.loads(record), dict)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise _bad("member record is not a JSON object")
+    return mid, record
+
+
+# table -> (columns we read, row check)
+_TABLES = {
+    "kv": ("rev, kv", _check_kv),
+    "meta": ("name, value", _check_meta),
+    "lease": ("id, ttl, remaining_ttl", _check_ints),
+    "alarm": ("member_id, alarm", _check_ints),
+    "members": ("id, record", _check_member),
+}
+
+
+def open_untrusted(path: str) -> sqlite3.Connection:
+    """A read-only, immutable connection to a file we do not trust, with the
+    schema it declares refused unless it is exactly (a subset of) ours."""
+    if not os.path.isfile(path):
+        raise _bad(f"{path}: no such file")
+    uri = "file:%s?mode=ro&immutable=1" % urllib.parse.quote(os.path.abspath(path))
+    try:
+        db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as e:
+        raise _bad(str(e)) from None
+    try:
+        # Nothing in their schema may call functions or virtual tables; we
+        # never write, so no trigger can fire; and we read no view.
+        db.execute("PRAGMA trusted_schema=OFF")
+        db.execute("PRAGMA query_only=ON")
+        db.execute("PRAGMA cell_size_check=ON")
+        rows = db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()
+        want = expected_schema()
+        seen = set()
+        for typ, name, tbl, sql in rows:
+            if want.get(name) != (typ, tbl, _norm_sql(sql)):
+                raise _bad(f"unexpected schema object {typ} {name!r}")
+            seen.add(name)
+        missing = [t for t in _REQUIRED if t not in seen]
+        if missing:
+            raise _bad(f"missing table(s) {', '.join(missing)}")
+        if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+            raise _bad("database check failed")
+    except sqlite3.Error as e:
+        db.close()
+        raise _bad(f"not a store database ({e})") from None
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def load_checked(src: str, dst: str, *, fresh_meta: dict[str, int] | None = None,
+                 skip_tables: tuple[str, ...] = ()) -> None:
+    """Copy the untrusted snapshot ``src`` into a new database ``dst`` made
+    with our own schema, row by row, each row type-checked; fsync dst.
+    Raises InvalidSnapshot (dst then holds nothing useful). ``fresh_meta``
+    overrides meta values; ``skip_tables`` are left empty."""
+    sdb = open_untrusted(src)
+    _unlink_db(dst)
+    os.close(os.open(dst, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600))
+    ddb = sqlite3.connect(dst, isolation_level=None)
+    try:
+        ddb.execute("PRAGMA journal_mode=DELETE")
+        ddb.executescript(_SCHEMA)
+        ddb.execute("BEGIN")
+        have = {r[0] for r in sdb.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for table, (cols, check) in _TABLES.items():
+            if table not in have or table in skip_tables:
+                continue
+            cur = sdb.execute(f"SELECT {cols} FROM {table}")
+            ins = f"INSERT INTO {table} ({cols}) VALUES ({', '.join('?' * (cols.count(',') + 1))})"
+            while True:
+                rows = cur.fetchmany(_COPY_BATCH)
+                if not rows:
+                    break
+                ddb.executemany(ins, [check(*r) for r in rows])
+        if fresh_meta:
+            ddb.executemany("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", fresh_meta.items())
+        ddb.execute("COMMIT")
+    except sqlite3.Error as e:
+        raise _bad(f"copy failed ({e})") from None
+    finally:
+        sdb.close()
+        ddb.close()
+    fd = os.open(dst, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

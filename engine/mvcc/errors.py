@@ -123,3 +123,11 @@ ALL_ERRORS = (
     Unsupported,
     LeaseNotPrimary,
 )
+
+
+class InvalidSnapshot(ValueError):
+    """A snapshot (from `raftnode snapshot restore`, a peer, or restore())
+    that is not exactly a store database of ours: unknown schema objects
+    (tables, indexes, views, triggers), our tables with other SQL, rows of
+    the wrong shape or type, or a file SQLite cannot read. Nothing of it was
+    installed."""

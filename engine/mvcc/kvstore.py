@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import zlib
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from engine.proto import kv_pb2, rpc_pb2
 
@@ -291,6 +291,18 @@ class KVStore:
         return rev
 
     def _range_into(self, req: rpc_pb2.RangeRequest, cur: int, out: rpc_pb2.RangeResponse) -> None:
+        plan = self.range_plan(req, cur, out)
+        if plan is not None:
+            revs, finish = plan
+            finish(self._fetch(revs))
+
+    def range_plan(self, req: rpc_pb2.RangeRequest, cur: int, out: rpc_pb2.RangeResponse):
+        """The in-memory half of a range: check the revision, look the keys
+        up in the index and fill what needs no value. None when ``out`` is
+        complete; else (revision keys to fetch, finish) where finish(blobs),
+        given the stored blobs of those keys in that order, completes out.
+        The fetch and finish may happen on a worker (with a Reader pinned
+        when the plan was made): they touch nothing of the store."""
         rev = self._check_rev(req.revision, cur)
         limit = req.limit
         # etcd fetches everything only for an explicit sort order or a
@@ -312,54 +324,15 @@ class KVStore:
         out.header.revision = cur
         out.count = n
         if req.count_only or n == 0:
-            return
+            return None
+        revs = [rev_to_bytes(m, s) for _, (m, s) in pairs]
         if plain:
             # Index order is key order: the index applied the limit without
             # looking at any value.
             if 0 < limit < n:
                 out.more = True
-            blobs = self._fetch([rev_to_bytes(m, s) for _, (m, s) in pairs])
-            if req.keys_only:
-                for blob in blobs:
-                    kv = out.kvs.add()
-                    kv.ParseFromString(blob)
-                    kv.ClearField("value")
-            else:
-                # Splice the stored messages straight into the response's
-                # wire form (field 2, length-delimited): one parse for all.
-                out.MergeFromString(b"".join([b"\x12" + _varint(len(x)) + x for x in blobs]))
-            return
-        parse = KeyValue.FromString
-        kvs = [parse(x) for x in self._fetch([rev_to_bytes(m, s) for _, (m, s) in pairs])]
-        if req.max_mod_revision:
-            kvs = [kv for kv in kvs if kv.mod_revision <= req.max_mod_revision]
-        if req.min_mod_revision:
-            kvs = [kv for kv in kvs if kv.mod_revision >= req.min_mod_revision]
-        if req.max_create_revision:
-            kvs = [kv for kv in kvs if kv.create_revision <= req.max_create_revision]
-        if req.min_create_revision:
-            kvs = [kv for kv in kvs if kv.create_revision >= req.min_create_revision]
-        order, target = req.sort_order, req.sort_target
-        if target != _RR.KEY and order == _RR.NONE:
-            # etcd: results are key-ordered already, so a non-key target with
-            # no order means ascending.
-            order = _RR.ASCEND
-        if order != _RR.NONE:
-            keyf = {
-                _RR.KEY: lambda kv: kv.key,
-                _RR.VERSION: lambda kv: kv.version,
-                _RR.CREATE: lambda kv: kv.create_revision,
-                _RR.MOD: lambda kv: kv.mod_revision,
-                _RR.VALUE: lambda kv: kv.value,
-            }[target]
-            kvs.sort(key=keyf, reverse=(order == _RR.DESCEND))
-        if 0 < limit < len(kvs):
-            kvs = kvs[:limit]
-            out.more = True
-        if req.keys_only:
-            for kv in kvs:
-                kv.ClearField("value")
-        out.kvs.extend(kvs)
+            return revs, lambda blobs: _finish_plain(req, out, blobs)
+        return revs, lambda blobs: _finish_sorted(req, out, blobs)
 
     def range(self, req: rpc_pb2.RangeRequest) -> rpc_pb2.RangeResponse:
         """A read at the current (or requested) revision; no batch needed."""
@@ -604,6 +577,13 @@ class KVStore:
         zlib's CRC-32 (etcd uses CRC-32C, which the standard library lacks):
         comparable between our members, not with real etcd's numbers.
         """
+        return self.hash_kv_job(rev, self.backend.iter_rows)()
+
+    def hash_kv_job(self, rev: int, iter_rows) -> "Callable[[], rpc_pb2.HashKVResponse]":
+        """hash_kv in two halves: this call checks rev and takes what it needs
+        from the in-memory index (call it on the applying thread); the
+        returned function reads the rows through ``iter_rows`` (e.g. a
+        pinned Reader's, taken at the same moment) and may run on a worker."""
         if self._in_batch:
             raise RuntimeError("hash_kv inside a batch")
         compact, cur = self.compact_rev, self.current_rev
@@ -616,17 +596,21 @@ class KVStore:
         keep = {rev_to_bytes(m, s) for m, s in self.index.keep(rev)}
         upper = lower_bound_bytes(rev + 1)
         lower = lower_bound_bytes(compact + 1) if compact >= 0 else b""
-        h = zlib.crc32(b"key")
-        crc = zlib.crc32
-        for revb, blob in self.backend.iter_rows():
-            if revb >= upper:
-                break
-            if revb < lower and revb[:REV_BYTES_LEN] not in keep:
-                continue
-            h = crc(blob, crc(revb, h))
-        out = rpc_pb2.HashKVResponse(hash=h & 0xFFFFFFFF, compact_revision=compact)
-        out.header.revision = cur
-        return out
+
+        def run() -> rpc_pb2.HashKVResponse:
+            h = zlib.crc32(b"key")
+            crc = zlib.crc32
+            for revb, blob in iter_rows():
+                if revb >= upper:
+                    break
+                if revb < lower and revb[:REV_BYTES_LEN] not in keep:
+                    continue
+                h = crc(blob, crc(revb, h))
+            out = rpc_pb2.HashKVResponse(hash=h & 0xFFFFFFFF, compact_revision=compact)
+            out.header.revision = cur
+            return out
+
+        return run
 
     # -- history, for the watch hub ------------------------------------------
 
@@ -667,3 +651,50 @@ class KVStore:
             else:
                 out[-1][1].append(ch)
         return out, upto
+
+
+def _finish_plain(req: rpc_pb2.RangeRequest, out: rpc_pb2.RangeResponse, blobs: list[bytes]) -> None:
+    if req.keys_only:
+        for blob in blobs:
+            kv = out.kvs.add()
+            kv.ParseFromString(blob)
+            kv.ClearField("value")
+    else:
+        # Splice the stored messages straight into the response's
+        # wire form (field 2, length-delimited): one parse for all.
+        out.MergeFromString(b"".join([b"\x12" + _varint(len(x)) + x for x in blobs]))
+
+
+def _finish_sorted(req: rpc_pb2.RangeRequest, out: rpc_pb2.RangeResponse, blobs: list[bytes]) -> None:
+    limit = req.limit
+    parse = KeyValue.FromString
+    kvs = [parse(x) for x in blobs]
+    if req.max_mod_revision:
+        kvs = [kv for kv in kvs if kv.mod_revision <= req.max_mod_revision]
+    if req.min_mod_revision:
+        kvs = [kv for kv in kvs if kv.mod_revision >= req.min_mod_revision]
+    if req.max_create_revision:
+        kvs = [kv for kv in kvs if kv.create_revision <= req.max_create_revision]
+    if req.min_create_revision:
+        kvs = [kv for kv in kvs if kv.create_revision >= req.min_create_revision]
+    order, target = req.sort_order, req.sort_target
+    if target != _RR.KEY and order == _RR.NONE:
+        # etcd: results are key-ordered already, so a non-key target with
+        # no order means ascending.
+        order = _RR.ASCEND
+    if order != _RR.NONE:
+        keyf = {
+            _RR.KEY: lambda kv: kv.key,
+            _RR.VERSION: lambda kv: kv.version,
+            _RR.CREATE: lambda kv: kv.create_revision,
+            _RR.MOD: lambda kv: kv.mod_revision,
+            _RR.VALUE: lambda kv: kv.value,
+        }[target]
+        kvs.sort(key=keyf, reverse=(order == _RR.DESCEND))
+    if 0 < limit < len(kvs):
+        kvs = kvs[:limit]
+        out.more = True
+    if req.keys_only:
+        for kv in kvs:
+            kv.ClearField("value")
+    out.kvs.extend(kvs)

@@ -6,7 +6,15 @@ that holds it. Everything here follows that order.
 """
 from __future__ import annotations
 
+import logging
 import os
+import stat
+
+log = logging.getLogger("engine.wal")
+
+# etcd's fileutil.PrivateDirMode / PrivateFileMode.
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
 
 # fdatasync skips flushing metadata such as mtime but still flushes the file
 # size when it grew (POSIX requires what is needed to read the data back),
@@ -35,6 +43,27 @@ def makedirs_durable(path: str | os.PathLike) -> None:
     except FileExistsError:
         return
     fsync_dir(parent)
+
+
+def makedirs_private(path: str | os.PathLike) -> bool:
+    """makedirs_durable (every directory it creates is 0700); True if
+    ``path`` itself did not exist before."""
+    existed = os.path.isdir(path)
+    makedirs_durable(path)
+    return not existed
+
+
+def check_dir_permission(path: str | os.PathLike, logger: logging.Logger | None = None) -> bool:
+    """Warn, as etcd does, when an existing data directory is more open than
+    0700; False then. (etcd only warns: an operator may have reasons.)"""
+    mode = os.stat(path).st_mode
+    if stat.S_IMODE(mode) & ~PRIVATE_DIR_MODE:
+        (logger or log).warning(
+            "check file permission: directory \"%s\" exist, but the permission is \"%s\". The recommended "
+            "permission is \"-rwx------\" to prevent possible unprivileged access to the data.",
+            os.fspath(path), stat.filemode(mode))
+        return False
+    return True
 
 
 def write_all(fd: int, data: bytes | memoryview) -> None:
