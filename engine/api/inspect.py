@@ -36,6 +36,10 @@ _LEADER_KINDS = {"elected": ipb.ELECTED, "leader-lost": ipb.LEADER_LOST,
                  "campaign": ipb.CAMPAIGN, "transfer": ipb.TRANSFER_STARTED}
 
 
+def _ms(seconds: float) -> int:
+    return max(0, min(int(seconds * 1000), 0xFFFF_FFFF))
+
+
 def leader_event(ev) -> ipb.LeaderEvent | None:
     """A node TimelineEvent as a LeaderEvent, or None if it is not one."""
     kind = _LEADER_KINDS.get(ev.kind)
@@ -78,7 +82,9 @@ class InspectServicer(inspect_pb2_grpc.InspectServicer):
             commit_index=st.commit, applied_index=st.applied, last_index=st.last_index,
             first_index=st.first_index, snapshot_index=snap.index, snapshot_term=snap.term,
             voters=sorted(st.voters), learners=sorted(st.learners),
-            lead_transferee=st.lead_transferee, persisted_index=storage.last_index())
+            lead_transferee=st.lead_transferee, persisted_index=storage.last_index(),
+            loop_lag_ms=_ms(getattr(node, "loop_lag", 0.0)),
+            loop_lag_max_ms=_ms(getattr(node, "loop_lag_max", 0.0)))
         prs = node.rn.raft.prs if st.progress else {}
         for mid, p in sorted(st.progress.items()):
             pr = prs.get(mid)

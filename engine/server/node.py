@@ -79,15 +79,18 @@ class TimelineEvent:
 
 
 class _TestFault:
-    """RAFTNODE_TEST_FAULT=fail:<key> | wedge:<key>, for tests only: when a
-    committed entry holding <key> reaches the loop, raise out of the raft
-    loop (a bug or a disk error) or block the event loop (a wedged member).
-    Absent (the default), nothing is checked."""
+    """RAFTNODE_TEST_FAULT=fail:<key> | wedge:<key> | stall:<key>, for tests
+    only: when a committed entry holding <key> reaches the loop, raise out of
+    the raft loop (a bug or a disk error), block the event loop for good (a
+    wedged member) or for STALL seconds (a slow apply). Absent (the
+    default), nothing is checked."""
+
+    STALL = 1.0
 
     def __init__(self, spec: str) -> None:
         mode, _, key = spec.partition(":")
-        if mode not in ("fail", "wedge") or not key:
-            raise ValueError(f"{TEST_FAULT_ENV}: expected fail:<key> or wedge:<key>, got {spec!r}")
+        if mode not in ("fail", "wedge", "stall") or not key:
+            raise ValueError(f"{TEST_FAULT_ENV}: expected fail:<key>, wedge:<key> or stall:<key>, got {spec!r}")
         self.mode, self.key = mode, key.encode()
 
     @classmethod
@@ -100,6 +103,11 @@ class _TestFault:
             if self.key in e.data:
                 if self.mode == "fail":
                     raise RuntimeError(f"test fault injected at entry {e.index} ({TEST_FAULT_ENV})")
+                if self.mode == "stall":
+                    log.warning("test fault: stalling the event loop %.1f s at entry %d (%s)",
+                                self.STALL, e.index, TEST_FAULT_ENV)
+                    time.sleep(self.STALL)
+                    continue
                 log.warning("test fault: wedging the event loop at entry %d (%s)", e.index, TEST_FAULT_ENV)
                 time.sleep(3600)
 
