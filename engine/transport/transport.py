@@ -52,6 +52,7 @@ from typing import Any, Callable, Sequence
 
 import grpc
 import grpc.aio
+from google.protobuf.message import DecodeError
 
 from engine.proto import peer_pb2, peer_pb2_grpc
 from engine.proto import raft_pb2 as raftpb
@@ -676,8 +677,10 @@ class PeerTransport:
 
     def _refuse(self, from_member: int, why: str) -> None:
         self.refused_streams += 1
-        self._warn.warn(("refused", from_member), "refusing peer stream from %x: %s",
-                        from_member, why)
+        # Non-members pick their ids freely: one key for all of them, so a
+        # flood of made-up ids is still one warning every few seconds.
+        key = from_member if from_member in self._peers else "non-member"
+        self._warn.warn(("refused", key), "refusing peer stream from %x: %s", from_member, why)
 
     def _drop_incoming(self, sender: int, why: str) -> None:
         self.dropped_incoming += 1
@@ -873,14 +876,33 @@ def _remove_partials(directory: str) -> None:
                 pass
 
 
+async def _frames(t: PeerTransport, request_iterator):
+    """The stream's messages; a frame that does not decode ends the stream
+    with INVALID_ARGUMENT and a rate-limited warning (grpc would log a
+    traceback per frame)."""
+    try:
+        async for item in request_iterator:
+            yield item
+    except DecodeError as e:
+        t.refused_streams += 1
+        t._warn.warn(("undecodable",), "refusing peer stream: undecodable frame (%s)", e)
+        raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "undecodable frame") from None
+
+
 class _PeerServicer(peer_pb2_grpc.PeerServicer):
     def __init__(self, transport: PeerTransport) -> None:
         self._t = transport
 
     async def Stream(self, request_iterator, context):
+        try:
+            return await self._stream(request_iterator, context)
+        except _Refused as e:
+            await context.abort(e.code, e.why)
+
+    async def _stream(self, request_iterator, context):
         t = self._t
         sender: int | None = None
-        async for batch in request_iterator:
+        async for batch in _frames(t, request_iterator):
             if sender is None:
                 # The first batch names the stream's sender; it must be a
                 # current member, talking to this cluster and this member.
@@ -952,7 +974,7 @@ class _PeerServicer(peer_pb2_grpc.PeerServicer):
         got = 0
         trailer = b""
         try:
-            async for chunk in request_iterator:
+            async for chunk in _frames(t, request_iterator):
                 kind = chunk.WhichOneof("kind")
                 if header is None:
                     if kind != "header":
