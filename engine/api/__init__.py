@@ -13,6 +13,7 @@ from engine.proto import inspect_pb2_grpc, rpc_pb2_grpc
 
 from .auth import AuthServicer
 from .cluster import ClusterServicer
+from .decode import guarded
 from .forward import LeaderLink
 from .inspect import InspectServicer
 from .kv import KVServicer
@@ -31,6 +32,8 @@ def add_services(server: grpc.aio.Server, node, *, watch_progress_interval: floa
     counters = Counters()
     registry = WatchRegistry()
     link = LeaderLink(node)
+    # Undecodable requests get grpc-go's INTERNAL status, not Python's text.
+    server = guarded(server)
     rpc_pb2_grpc.add_KVServicer_to_server(KVServicer(node, counters), server)
     rpc_pb2_grpc.add_WatchServicer_to_server(
         WatchServicer(node, counters, registry, watch_progress_interval), server)

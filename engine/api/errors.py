@@ -119,6 +119,9 @@ GRPC_CODES: dict[type[Exception], grpc.StatusCode] = {
     server.LeaderChanged: Code.UNAVAILABLE,
     server.Stopped: Code.UNAVAILABLE,
     server.Timeout: Code.UNAVAILABLE,
+    # Time ran out before the request was proposed: etcd answers with its
+    # context's error (code UNKNOWN), and the request was never proposed.
+    server.DeadlineExceeded: Code.UNKNOWN,
     server.TimeoutDueToLeaderFail: Code.UNAVAILABLE,
     server.TimeoutWaitAppliedIndex: Code.UNAVAILABLE,
     server.TooManyRequests: Code.RESOURCE_EXHAUSTED,

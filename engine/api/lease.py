@@ -71,15 +71,15 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
         """The lease's TTL after renewing it; 0 if it does not exist (etcd
         answers an unknown lease with TTL 0, not an error)."""
         node = self.node
-        if node.is_leader:
+        timeout = request_timeout(node, context)
+        deadline = time.monotonic() + timeout
+        if await self._lessor_is_primary(timeout):
             try:
                 return node.applier.lessor.keepalive(lease_id, time.monotonic())
             except mvcc_errors.LeaseNotFound:
                 return 0
             except mvcc_errors.LeaseNotPrimary:
                 pass  # just lost leadership: ask the new leader
-        timeout = request_timeout(node, context)
-        deadline = time.monotonic() + timeout
         leader = await self.link.wait_leader(timeout)
         stub = rpc_pb2_grpc.LeaseStub(self.link.channel(leader))
         call = stub.LeaseKeepAlive(timeout=max(0.0, deadline - time.monotonic()))
@@ -91,6 +91,18 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
         if got is grpc.aio.EOF:
             raise server_errors.Timeout()
         return got.TTL
+
+    async def _lessor_is_primary(self, timeout: float) -> bool:
+        """True when this member's lessor holds the leases' clock. A new
+        leader's lessor is promoted only once it has applied the first entry
+        of its own term (etcd): in the few ms before that, wait for it here
+        rather than forward the call to ourselves."""
+        node = self.node
+        if not node.is_leader:
+            return False
+        if node.applier.lessor.primary:
+            return True
+        return await node.wait_lessor_primary(timeout)
 
     async def LeaseTimeToLive(self, request: rpc_pb2.LeaseTimeToLiveRequest, context):
         node = self.node
@@ -108,13 +120,16 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
 
     async def _time_to_live(self, request, context) -> rpc_pb2.LeaseTimeToLiveResponse:
         node = self.node
-        if node.is_leader:
-            remaining, granted, keys = node.applier.lessor.time_to_live(
-                request.ID, time.monotonic(), keys=request.keys)
-            return rpc_pb2.LeaseTimeToLiveResponse(ID=request.ID, TTL=remaining,
-                                                   grantedTTL=granted, keys=keys)
         timeout = request_timeout(node, context)
         deadline = time.monotonic() + timeout
+        if await self._lessor_is_primary(timeout):
+            try:
+                remaining, granted, keys = node.applier.lessor.time_to_live(
+                    request.ID, time.monotonic(), keys=request.keys)
+                return rpc_pb2.LeaseTimeToLiveResponse(ID=request.ID, TTL=remaining,
+                                                       grantedTTL=granted, keys=keys)
+            except mvcc_errors.LeaseNotPrimary:
+                pass  # just lost leadership: ask the new leader
         leader = await self.link.wait_leader(timeout)
         stub = rpc_pb2_grpc.LeaseStub(self.link.channel(leader))
         return await stub.LeaseTimeToLive(request, timeout=max(0.0, deadline - time.monotonic()))
