@@ -43,7 +43,7 @@ from engine.server.membership import MemberRecord, Membership
 from engine.server.raftlog import RaftLog, open_raft_log
 from engine.server.waiters import Waiters
 from engine.proto import peer_pb2
-from engine.transport import FaultFilter, PeerTransport
+from engine.transport import FaultFilter, PeerTransport, snapfile
 from engine.transport.transport import fetch_members
 from engine.wal import WAL, layout
 
@@ -112,6 +112,27 @@ class _TestFault:
                 time.sleep(3600)
 
 
+# Snapshot files this member writes for a peer (the transport deletes each
+# after sending); leftovers of a crash are removed at start.
+OUT_SNAP_PREFIX = "out-snap-"
+
+
+def _remove_outgoing(directory: str) -> None:
+    for name in os.listdir(directory):
+        if name.startswith(OUT_SNAP_PREFIX):
+            _unlink_db(os.path.join(directory, name))
+
+
+def _unlink_db(path: str) -> None:
+    for p in (path, path + "-journal", path + "-wal", path + "-shm"):
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.warning("cannot remove %s: %s", p, e)
+
+
 def _metadata(member_id: int, cluster_id: int) -> bytes:
     return member_id.to_bytes(8, "big") + cluster_id.to_bytes(8, "big")
 
@@ -147,6 +168,13 @@ class Node:
         self._tasks: list[asyncio.Task] = []
         self._bg_tasks: set[asyncio.Task] = set()
         self._io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wal")
+        # Snapshot files (writing one for a peer, checking one from the
+        # leader): O(db size), never on the loop, never behind a WAL fsync.
+        self._snap_io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="snap")
+        # Checked snapshots from the leader, by their snapshot.data (a file
+        # reference): the fresh db prepare_restore() made, installed (a quick
+        # swap) when raft hands the snapshot back in a Ready.
+        self._prepared: dict[bytes, str] = {}
         self._req_seq = (int(time.time() * 1000) & 0xFFFF_FFFF) << 8
         self._snapshot_index = 0
         self._fatal: BaseException | None = None
@@ -197,9 +225,13 @@ class Node:
                 ctx = internal_pb2.ConfChangeContext(member=rec.to_pb())
                 peers.append((m.id, ctx.SerializeToString()))
             self.rn.bootstrap(peers)
+        self._snap_dir = str(layout.member_dir(cfg.data_dir) / "peer-snap")
+        os.makedirs(self._snap_dir, mode=0o700, exist_ok=True)
+        _remove_outgoing(self._snap_dir)
         self.transport = PeerTransport(self.member_id, self.cluster_id, self._on_messages,
                                        self._on_unreachable, self._on_snapshot_status,
-                                       faults=self.faults, tls=self._peer_credentials())
+                                       faults=self.faults, tls=self._peer_credentials(),
+                                       snapshot_dir=self._snap_dir)
         self.transport.members_provider = self._members_response
         for m in cfg.initial_cluster:
             if m.id != self.member_id and m.id not in self.membership.removed:
@@ -299,6 +331,10 @@ class Node:
         # A failed member may have its WAL thread stuck (a dead disk): do
         # not wait for it, the process exits anyway.
         self._io.shutdown(wait=self._fatal is None)
+        self._snap_io.shutdown(wait=False, cancel_futures=True)
+        for fresh in self._prepared.values():
+            _unlink_db(fresh)
+        self._prepared.clear()
         for close in (self.raftlog.close, self.applier.close):
             try:
                 close()
@@ -473,7 +509,38 @@ class Node:
     # -- transport callbacks ---------------------------------------------------------
 
     def _on_messages(self, msgs: list[pb.Message]) -> None:
-        self._incoming.extend(msgs)
+        for m in msgs:
+            if m.type == pb.MsgSnap and snapfile.ref_path(m.snapshot.data) is not None:
+                # A snapshot spooled to a file by the transport: checked off
+                # the loop before raft sees it (an invalid one never does).
+                self._background(self._check_incoming_snapshot(m))
+            else:
+                self._incoming.append(m)
+        self._wake.set()
+
+    async def _check_incoming_snapshot(self, m: pb.Message) -> None:
+        path = snapfile.ref_path(m.snapshot.data)
+        md = m.snapshot.metadata
+        try:
+            fresh = await asyncio.get_running_loop().run_in_executor(
+                self._snap_io, self.applier.prepare_restore, path)
+        except mvcc_errors.InvalidSnapshot as e:
+            log.error("snapshot at index %d from %x refused, not installed: %s", md.index, m.from_, e)
+            return
+        except Exception as e:
+            log.error("snapshot at index %d from %x could not be read, not installed: %r",
+                      md.index, m.from_, e)
+            return
+        finally:
+            snapfile.discard(m.snapshot.data)   # the spooled file is ours: done with it
+        if self._stopped or self._fatal is not None:
+            _unlink_db(fresh)
+            return
+        old = self._prepared.pop(m.snapshot.data, None)
+        if old is not None:
+            _unlink_db(old)
+        self._prepared[bytes(m.snapshot.data)] = fresh
+        self._incoming.append(m)
         self._wake.set()
 
     def _on_unreachable(self, peer: int) -> None:
@@ -545,6 +612,8 @@ class Node:
                 pass
             except ValueError:
                 log.warning("refused a local-only message from a peer: %s", m.type)
+            if m.type == pb.MsgSnap and self._prepared:
+                self._drop_unused_snapshots()
         props, self._proposals = self._proposals, []
         waiting = self._waiters.waiting
         # A proposal whose caller gave up is dropped here, before raft sees it.
@@ -666,30 +735,74 @@ class Node:
             self._note("campaign", f"{ss.state.value} for term {term}", term)
 
     def _send(self, msgs: list[pb.Message]) -> None:
-        for i, m in enumerate(msgs):
+        out = []
+        for m in msgs:
             if m.type == pb.MsgSnap:
-                msgs[i] = self._merged_snapshot_message(m)
-        self.transport.send(msgs)
+                self._send_snapshot(m)
+            else:
+                out.append(m)
+        self.transport.send(out)
 
-    def _merged_snapshot_message(self, m: pb.Message) -> pb.Message:
+    def _send_snapshot(self, m: pb.Message) -> None:
         """The core asks to send its last snapshot; like etcd we send the
         store as it is now instead (the snap file holds no data), with the
-        raft metadata of the current applied index."""
+        raft metadata of the applied index it is pinned at. The copy is
+        written to a file off the loop and the transport streams it from
+        there (and deletes it)."""
         r = self.rn.raft
-        applied = r.log.applied
+        reader = self.applier.pin()       # the store as applied now, on the loop
+        index = reader.consistent_index
+        try:
+            term = r.log.term(index) or m.snapshot.metadata.term
+        except Exception:  # compacted below: the core's own snapshot term
+            term = m.snapshot.metadata.term
+        conf = r.conf_state()
+        self._background(self._send_snapshot_file(m, reader, index, term, conf))
+
+    async def _send_snapshot_file(self, m: pb.Message, reader, index: int, term: int, conf) -> None:
+        path = os.path.join(self._snap_dir, f"{OUT_SNAP_PREFIX}{m.to:x}-{index}-{self.next_request_id():x}")
+        try:
+            try:
+                size = await asyncio.get_running_loop().run_in_executor(self._snap_io, reader.backup_to, path)
+            finally:
+                reader.release()
+        except Exception as e:
+            log.error("cannot write the snapshot at %d for %x: %r", index, m.to, e)
+            _unlink_db(path)
+            self._on_snapshot_status(m.to, False)
+            return
         out = pb.Message()
         out.CopyFrom(m)
-        out.snapshot.data = self.applier.snapshot_bytes()
+        out.snapshot.data = snapfile.file_ref(path)
         md = out.snapshot.metadata
-        md.index = applied
-        md.term = r.log.term(applied) or m.snapshot.metadata.term
-        md.conf_state.CopyFrom(r.conf_state())
-        self._note("snapshot", f"sending snapshot at {applied} ({len(out.snapshot.data)} bytes) to {m.to:x}")
-        return out
+        md.index = index
+        md.term = term
+        md.conf_state.CopyFrom(conf)
+        if self._stopped or self._fatal is not None:
+            _unlink_db(path)
+            return
+        self._note("snapshot", f"sending snapshot at {index} ({size} bytes) to {m.to:x}")
+        self.transport.send([out])
+
+    def _drop_unused_snapshots(self) -> None:
+        """Checked snapshots raft did not take (stale, or replaced by a newer one)."""
+        taking = self.rn.raft.log.unstable.snapshot
+        keep = bytes(taking.data) if taking is not None else None
+        for data in [d for d in self._prepared if d != keep]:
+            _unlink_db(self._prepared.pop(data))
 
     def _install_snapshot(self, snap: pb.Snapshot) -> None:
         md = snap.metadata
-        self.applier.restore(snap.data)
+        fresh = self._prepared.pop(bytes(snap.data), None)
+        if fresh is not None:
+            self.applier.install_prepared(fresh)
+        elif snapfile.ref_path(snap.data) is not None:  # not checked beforehand (not expected)
+            try:
+                self.applier.restore_file(snapfile.ref_path(snap.data))
+            finally:
+                snapfile.discard(snap.data)
+        else:
+            self.applier.restore(snap.data)
         self.membership.reload()
         self._sync_peers()
         self.raftlog.save_snapshot(snap)
