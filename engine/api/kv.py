@@ -17,6 +17,13 @@ IR = internal_pb2.InternalRequest
 OFFLOOP_CHECK_BYTES = 64 * 1024
 
 
+def _raw_responses() -> bool:
+    """May a unary handler answer with bytes already serialized? (when the
+    server's registration passes bytes through its response serializer)."""
+    from . import decode
+    return bool(getattr(decode, "RAW_RESPONSES", False))
+
+
 class KVServicer(rpc_pb2_grpc.KVServicer):
     def __init__(self, node, counters: Counters) -> None:
         self.node = node
@@ -34,12 +41,16 @@ class KVServicer(rpc_pb2_grpc.KVServicer):
                 await node.read_barrier(request_timeout(node, context))
             # The index lookup here; a big fetch of values on a worker,
             # from a reader pinned at this moment.
-            resp, job = node.applier.range_job(request)
-            if job is not None:
-                resp = await asyncio.to_thread(job)
+            raw = _raw_responses()
+            resp, job = node.applier.range_job(request, raw=raw)
+            wire = await asyncio.to_thread(job) if job is not None else None
         except Exception as e:
             await abort(context, e)
         fill_header(node, resp.header)
+        if wire is not None:
+            # Already on the wire: the values were never parsed, and grpc
+            # will not serialize 50 MiB on the loop.
+            return resp.SerializeToString() + wire
         return resp
 
     async def Put(self, request: rpc_pb2.PutRequest, context):

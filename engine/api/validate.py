@@ -35,27 +35,36 @@ def check_delete(r: rpc_pb2.DeleteRangeRequest) -> None:
         raise errors.EmptyKey()
 
 
+# python-protobuf (upb) decodes at most 100 message levels. A txn level is two
+# (TxnRequest > RequestOp) and the log entry wraps it in an InternalRequest:
+# 49 txn levels with a request at the bottom still decode on apply, 50 do
+# not. etcd (Go) would take up to its op budget (~128 levels); we refuse
+# deeper ones before proposing, with etcd's op-count error, rather than
+# propose an entry no member could decode.
+MAX_TXN_DEPTH = 49
+
+
 def check_txn(r: rpc_pb2.TxnRequest, max_txn_ops: int) -> None:
     """Op count (the largest of compare/success/failure, and nested txns
-    count against what their parent left), empty keys, empty ops; then
-    put/delete overlaps in each branch."""
+    count against what their parent left), nesting depth, empty keys, empty
+    ops; then put/delete overlaps in each branch."""
     _check_txn_ops(r, max_txn_ops)
     _check_intervals(r.success)
     _check_intervals(r.failure)
 
 
-def _check_txn_ops(r: rpc_pb2.TxnRequest, max_txn_ops: int) -> None:
+def _check_txn_ops(r: rpc_pb2.TxnRequest, max_txn_ops: int, depth: int = 1) -> None:
     opc = max(len(r.compare), len(r.success), len(r.failure))
-    if opc > max_txn_ops:
+    if opc > max_txn_ops or depth > MAX_TXN_DEPTH:
         raise errors.TooManyOps()
     for c in r.compare:
         if not c.key:
             raise errors.EmptyKey()
     for op in (*r.success, *r.failure):
-        _check_op(op, max_txn_ops - opc)
+        _check_op(op, max_txn_ops - opc, depth)
 
 
-def _check_op(op: rpc_pb2.RequestOp, max_txn_ops: int) -> None:
+def _check_op(op: rpc_pb2.RequestOp, max_txn_ops: int, depth: int = 1) -> None:
     kind = op.WhichOneof("request")
     if kind == "request_range":
         check_range(op.request_range)
@@ -64,7 +73,7 @@ def _check_op(op: rpc_pb2.RequestOp, max_txn_ops: int) -> None:
     elif kind == "request_delete_range":
         check_delete(op.request_delete_range)
     elif kind == "request_txn":
-        _check_txn_ops(op.request_txn, max_txn_ops)
+        _check_txn_ops(op.request_txn, max_txn_ops, depth + 1)
     else:
         raise errors.EmptyRequestOp()
 

@@ -33,7 +33,7 @@ from engine.wal import fsutil
 from . import errors
 from .alarm import NOSPACE, AlarmStore
 from .backend import Backend
-from .kvstore import KVStore
+from .kvstore import KVStore, kvs_wire, revs_to_bytes
 from .lease import DEFAULT_MIN_TTL, Lessor
 from .quota import Quota, cost
 from .watch import WatchHub
@@ -275,10 +275,13 @@ class Applier:
                 reader.release()
         return job
 
-    def range_job(self, req: rpc_pb2.RangeRequest, min_rows: int = 1000):
+    def range_job(self, req: rpc_pb2.RangeRequest, min_rows: int = 1000, *, raw: bool = False):
         """(response, None) when the range was small enough to answer here;
         (response, job) when ``job()`` must still fetch its values (on a
-        worker) to complete it."""
+        worker) to complete it. With ``raw``, a job for a range whose values
+        go out as stored returns their wire bytes (kvstore.kvs_wire) instead
+        of parsing them into the response: the answer on the wire is then
+        ``response.SerializeToString() + job()``; other jobs return None."""
         kv = self.kv
         out = rpc_pb2.RangeResponse()
         plan = kv.range_plan(req, kv.current_rev, out)
@@ -286,17 +289,22 @@ class Applier:
             return out, None
         revs, finish = plan
         if len(revs) < min_rows or kv.in_batch:
-            finish(kv._fetch(revs))
+            finish(kv._fetch(revs_to_bytes(revs)))
             return out, None
         reader = self.backend.reader()
+        splice = raw and kv.splices(req)
 
-        def job() -> rpc_pb2.RangeResponse:
+        def job():
+            keys = revs_to_bytes(revs)
             try:
-                got = reader.get_rows(revs)
+                got = reader.get_rows(keys)
             finally:
                 reader.release()
-            finish([got[r] for r in revs])
-            return out
+            blobs = [got[r] for r in keys]
+            if splice:
+                return kvs_wire(blobs)
+            finish(blobs)
+            return None
         return out, job
 
     def defrag_job(self):

@@ -185,3 +185,22 @@ def test_later_delete_over_earlier_put_is_accepted_as_in_etcd():
     req.success[-1].request_txn.success[-1].request_txn.success.append(_del(b"p/000", b"p/001"))
     assert ref_verdict(req) == "ok"
     validate.check_txn(req, 128)
+
+
+def _deep(levels: int) -> rpc_pb2.TxnRequest:
+    t = rpc_pb2.TxnRequest()
+    cur = t
+    for _ in range(levels - 1):
+        cur = cur.success.add().request_txn
+    cur.success.add().request_range.key = b"deep"
+    return t
+
+
+def test_txn_nested_deeper_than_a_log_entry_can_decode_is_refused_before_proposing():
+    from engine.proto import internal_pb2
+    ok = _deep(validate.MAX_TXN_DEPTH)
+    validate.check_txn(ok, 128)
+    # What passes the check must decode again as the log entry it becomes.
+    internal_pb2.InternalRequest.FromString(internal_pb2.InternalRequest(txn=ok).SerializeToString())
+    with pytest.raises(errors.TooManyOps):
+        validate.check_txn(_deep(validate.MAX_TXN_DEPTH + 1), 128)
