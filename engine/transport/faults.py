@@ -136,11 +136,14 @@ class _DelayLine:
         if deliver is not None:
             deliver(batch)
 
-    def cancel(self) -> None:
+    def cancel(self) -> list:
+        """Forget the held items; returns them."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        items = [item for _, item, _ in self._items]
         self._items.clear()
+        return items
 
 
 class FaultFilter:
@@ -279,11 +282,14 @@ class FaultFilter:
             deliver(now_batch)
         self._forget_empty_lines()
 
-    def cancel_pending(self) -> None:
-        """Forget every delayed message (the transport is closing)."""
+    def cancel_pending(self) -> list:
+        """Forget every delayed message (the transport is closing); returns
+        them, so the caller can release what they hold (snapshot files)."""
+        dropped: list = []
         for line in self._lines.values():
-            line.cancel()
+            dropped.extend(line.cancel())
         self._lines.clear()
+        return dropped
 
     def _forget_empty_lines(self) -> None:
         # Empty lines are dropped so an idle filter goes back to the fast path.

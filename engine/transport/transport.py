@@ -707,7 +707,9 @@ class PeerTransport:
         if self._closed:
             return
         self._closed = True
-        self.faults.cancel_pending()
+        for m in self.faults.cancel_pending():
+            if getattr(m, "type", None) == MSG_SNAP:
+                snapfile.discard(m.snapshot.data)
         for peer in self._peers.values():
             peer.queue.clear()
         tasks = list(self._tasks)
@@ -973,8 +975,22 @@ class _PeerServicer(peer_pb2_grpc.PeerServicer):
         digest = hashlib.sha256()
         got = 0
         trailer = b""
+        frames = _frames(t, request_iterator).__aiter__()
+        # The header must come at once; the whole transfer gets twice the
+        # time a sender gives itself (so a peer trickling bytes cannot hold
+        # one of the MAX_SNAPSHOT_RECEIVES slots for ever).
+        deadline = loop.time() + SNAPSHOT_TIMEOUT_BASE
         try:
-            async for chunk in _frames(t, request_iterator):
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(frames.__anext__(),
+                                                   max(0.0, deadline - loop.time()))
+                except StopAsyncIteration:
+                    break
+                except asyncio.TimeoutError:
+                    why = "snapshot stream too slow"
+                    t._refuse(header.from_member if header is not None else 0, why)
+                    raise _Refused(grpc.StatusCode.DEADLINE_EXCEEDED, why) from None
                 kind = chunk.WhichOneof("kind")
                 if header is None:
                     if kind != "header":
@@ -1000,6 +1016,9 @@ class _PeerServicer(peer_pb2_grpc.PeerServicer):
                     spool = await loop.run_in_executor(
                         None, _SnapshotSpool, t.snapshot_dir, sender,
                         header.msg.snapshot.metadata.index)
+                    deadline = loop.time() + 2 * (
+                        SNAPSHOT_TIMEOUT_BASE
+                        + SNAPSHOT_TIMEOUT_PER_MIB * header.total_size / (1 << 20))
                     continue
                 if kind != "data":
                     raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "second snapshot header")

@@ -242,3 +242,61 @@ def test_leftover_spool_files_are_removed_at_start(tmp_path) -> None:
         await t.close()
     run(main())
     assert sorted(os.listdir(d)) == ["keep.snap"]
+
+
+def test_slow_snapshot_streams_are_cut_and_slots_are_bounded(tmp_path, monkeypatch) -> None:
+    """A peer trickling a snapshot cannot hold a receive slot for ever, and at
+    most MAX_SNAPSHOT_RECEIVES streams are received at once."""
+    from engine.transport import transport as tr
+    monkeypatch.setattr(tr, "SNAPSHOT_TIMEOUT_BASE", 1.0)
+    monkeypatch.setattr(tr, "SNAPSHOT_TIMEOUT_PER_MIB", 0.0)
+
+    async def stalled(port: int, first: list[peer_pb2.SnapshotChunk], gate: asyncio.Event):
+        async def chunks():
+            for c in first:
+                yield c
+            await gate.wait()
+        async with grpc.aio.insecure_channel(f"{HOST}:{port}") as ch:
+            try:
+                await peer_pb2_grpc.PeerStub(ch).SendSnapshot(chunks(), timeout=10)
+                return grpc.StatusCode.OK
+            except grpc.aio.AioRpcError as e:
+                return e.code()
+
+    async def main():
+        a, b = await pair(tmp_path)
+        gate = asyncio.Event()
+        try:
+            # No header at all, then a header and no data: both cut.
+            codes = await asyncio.gather(
+                stalled(b.port, [], gate),
+                stalled(b.port, [header(5000), data(b"x" * 10)], gate))
+            assert codes == [grpc.StatusCode.DEADLINE_EXCEEDED] * 2
+            assert spool_files(tmp_path) == []
+            # Two held streams fill the slots; a third is refused at once.
+            held = [asyncio.ensure_future(stalled(b.port, [header(5000)], gate)) for _ in range(2)]
+            await wait_until(lambda: b.transport._snapshot_receives == tr.MAX_SNAPSHOT_RECEIVES,
+                             what="slots taken")
+            assert await raw_snapshot(b.port, [header(1), data(b"x")]) == \
+                grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert await asyncio.gather(*held) == [grpc.StatusCode.DEADLINE_EXCEEDED] * 2
+            assert b.transport._snapshot_receives == 0
+            assert b.received == [] and spool_files(tmp_path) == []
+        finally:
+            gate.set()
+            await close_all([a, b])
+    run(main())
+
+
+def test_a_delayed_file_snapshot_is_deleted_on_close(tmp_path) -> None:
+    src = tmp_path / "outgoing.snap"
+    src.write_bytes(b"x" * 100)
+
+    async def main():
+        a, b = await pair(tmp_path)
+        a.transport.faults.delay(60_000, peers={2})
+        a.transport.send([snap_msg(snapfile.file_ref(str(src)))])
+        assert src.exists()
+        await close_all([a, b])
+    run(main())
+    assert not src.exists()
