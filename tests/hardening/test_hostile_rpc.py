@@ -119,10 +119,18 @@ class Tally:
     failures: list = dataclasses.field(default_factory=list)
     known: dict = dataclasses.field(default_factory=dict)
 
-    def note(self, rpc: str, code: grpc.StatusCode | None, msg: str) -> None:
+    example: dict = dataclasses.field(default_factory=dict)
+
+    def note(self, rpc: str, code: grpc.StatusCode | None, msg: str, req=None) -> None:
         self.calls += 1
         key = (rpc, code.name if code else "OK", msg[:80] if code else "")
         self.by_answer[key] = self.by_answer.get(key, 0) + 1
+        self.example.setdefault(key, short(req, 160))
+
+    def figures(self) -> list[str]:
+        return [f"  {rpc:15s} {code:19s} {n:5d} {msg}" + (f"\n      e.g. {self.example[(rpc, code, msg)]}"
+                                                          if code != "OK" else "")
+                for (rpc, code, msg), n in sorted(self.by_answer.items())]
 
 
 def verdict(rpc: str, req, code: grpc.StatusCode | None, msg: str, tally: Tally,
@@ -131,7 +139,7 @@ def verdict(rpc: str, req, code: grpc.StatusCode | None, msg: str, tally: Tally,
 
     died: msg says why members died after the request (code is None then).
     """
-    tally.note(rpc, code, msg if not died else "MEMBER DIED")
+    tally.note(rpc, code, msg if not died else "MEMBER DIED", req)
     for k in KNOWN:
         if k.match(rpc, req, code, msg):
             tally.known[k.reason] = tally.known.get(k.reason, 0) + 1
@@ -287,8 +295,7 @@ def target(raftnode_binary, tmp_path_factory) -> Iterator[Target]:
             t.close()
             print("\n".join(["hostile rpc figures:", *t.lag_report,
                              f"member restarts after deaths: {t.restarts}", *t.deaths]))
-            for (rpc, code, msg), n in sorted(t.tally.by_answer.items()):
-                print(f"  {rpc:14s} {code:20s} {n:5d} {msg}")
+            print("\n".join(t.tally.figures()))
         c.stop()
 
 
