@@ -83,6 +83,7 @@ PEER_RECEIVE_BYTES = 16 << 20
 # A batch never carries more messages than a peer's queue holds.
 MAX_BATCH_MSGS = QUEUE_SIZE
 SNAPSHOT_DIGEST_BYTES = 32          # sha256, sent after the data
+SNAPSHOT_MIN_AVG_CHUNK = 1024       # a received snapshot's chunks average at least this
 # Default cap on a received snapshot: etcd's default quota (2 GiB) + 10 %.
 DEFAULT_MAX_SNAPSHOT_BYTES = (2 << 30) * 11 // 10
 MAX_SNAPSHOT_RECEIVES = 2           # snapshot streams received at once
@@ -975,6 +976,7 @@ class _PeerServicer(peer_pb2_grpc.PeerServicer):
         digest = hashlib.sha256()
         got = 0
         trailer = b""
+        chunks = max_chunks = 0
         frames = _frames(t, request_iterator).__aiter__()
         # The header must come at once; the whole transfer gets twice the
         # time a sender gives itself (so a peer trickling bytes cannot hold
@@ -1016,12 +1018,20 @@ class _PeerServicer(peer_pb2_grpc.PeerServicer):
                     spool = await loop.run_in_executor(
                         None, _SnapshotSpool, t.snapshot_dir, sender,
                         header.msg.snapshot.metadata.index)
+                    # Our sender uses SNAPSHOT_CHUNK_BYTES chunks; allow far
+                    # smaller ones, but not an endless trickle of empty frames.
+                    max_chunks = 16 + header.total_size // SNAPSHOT_MIN_AVG_CHUNK
                     deadline = loop.time() + 2 * (
                         SNAPSHOT_TIMEOUT_BASE
                         + SNAPSHOT_TIMEOUT_PER_MIB * header.total_size / (1 << 20))
                     continue
                 if kind != "data":
                     raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "second snapshot header")
+                chunks += 1
+                if chunks > max_chunks:
+                    why = f"snapshot in more than {max_chunks} chunks"
+                    t._refuse(sender, why)
+                    raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, why)
                 if t._closed:
                     raise _Refused(grpc.StatusCode.UNAVAILABLE, "transport closed")
                 if sender not in t._peers:

@@ -189,6 +189,8 @@ def test_hostile_snapshot_streams_leave_nothing(tmp_path) -> None:
         "wrong from inside": ([header(5000, m=snap_msg(b"", frm=3)), data(payload), data(good_sum)],
                               grpc.StatusCode.INVALID_ARGUMENT),
         "no header": ([data(payload)], grpc.StatusCode.INVALID_ARGUMENT),
+        "endless empty chunks": ([header(5000)] + [data(b"")] * 100 + [data(payload), data(good_sum)],
+                                 grpc.StatusCode.INVALID_ARGUMENT),
         "two headers": ([header(5000), header(5000)], grpc.StatusCode.INVALID_ARGUMENT),
         "header with data": ([header(1, m=snap_msg(b"inline")), data(b"x"),
                               data(hashlib.sha256(b"x").digest())],
@@ -205,11 +207,14 @@ def test_hostile_snapshot_streams_leave_nothing(tmp_path) -> None:
                 assert got == want, name
                 assert spool_files(tmp_path) == [], name
             assert b.received == []
-            # The well-formed stream goes through.
+            # Well-formed streams go through, also in small chunks.
             assert await raw_snapshot(b.port, [header(5000), data(payload), data(good_sum)]) == \
                 grpc.StatusCode.OK
-            assert len(b.received) == 1
-            assert len(spool_files(tmp_path)) == 1
+            small = [data(payload[i:i + 1000]) for i in range(0, 5000, 1000)]
+            assert await raw_snapshot(b.port, [header(5000), *small, data(good_sum[:5]),
+                                               data(good_sum[5:])]) == grpc.StatusCode.OK
+            assert len(b.received) == 2
+            assert len(spool_files(tmp_path)) == 2
         finally:
             await close_all([a, b])
     run(main())
