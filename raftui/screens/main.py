@@ -41,6 +41,7 @@ POLL_INTERVAL = 0.4          # seconds between the end of one poll and the next
 KEYS_INTERVAL = 1.0
 KEY_PAGE = 1000              # keys per Range; more pages come in as the keys table is scrolled
 COMMAND_DEADLINE = 90.0      # a last resort; each call has its own, shorter deadline
+FOLLOW_RETRY = 2.0           # seconds before following the status streams again after a failure
 WIDE = (140, 40)             # from this size on, all panels at once
 
 PANELS = (  # id, tab label, widget to focus
@@ -415,6 +416,8 @@ class MainScreen(Screen):
             return
         worker = event.worker
         self._report(ActionResult.fail(f"{worker.group or worker.name} failed: {worker.error!r}"), record=True)
+        if worker.group == "follow" and self.live:
+            self.set_timer(FOLLOW_RETRY, self.follow)      # the status streams are worth having back
 
     def focus_panel(self, panel: str) -> None:
         """Show a panel (tests and the palette)."""

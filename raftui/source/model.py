@@ -50,6 +50,7 @@ class Member:
     errors: tuple[str, ...] = ()     # Status.errors and our own last call error
     progress: PeerProgress | None = None  # from the leader's Inspect view
     inspect: bool | None = None      # Inspect service present? None: not known yet
+    loop_lag_ms: int | None = None   # Inspect only: how late the member's ticker woke, worst of the last seconds
 
     @property
     def label(self) -> str:

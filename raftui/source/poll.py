@@ -89,6 +89,7 @@ class InspectResult:
     leader_id: int = 0
     commit_index: int = 0
     applied_index: int = 0
+    loop_lag_ms: int | None = None     # None: a member whose Inspect has no loop_lag_ms field
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +187,16 @@ def inspect_result(endpoint: str, resp) -> InspectResult:
     )
     return InspectResult(endpoint, True, _ROLES.get(resp.role, "unknown"), resp.last_index, progress,
                          member_id=resp.header.member_id, term=resp.term, leader_id=resp.leader_id,
-                         commit_index=resp.commit_index, applied_index=resp.applied_index)
+                         commit_index=resp.commit_index, applied_index=resp.applied_index,
+                         loop_lag_ms=_loop_lag(resp))
+
+
+def _loop_lag(resp) -> int | None:
+    """Inspect's loop_lag_ms (raftnode since issue 8); None from a member built without it."""
+    try:
+        return int(resp.loop_lag_ms) if "loop_lag_ms" in resp.DESCRIPTOR.fields_by_name else None
+    except (AttributeError, TypeError, ValueError):
+        return None
 
 
 async def inspect_rates(stubs: Stubs, deadline: float = POLL_DEADLINE) -> RatesResult | None:

@@ -23,7 +23,8 @@ from raftui.source.model import ClusterState, Member
 
 FLASH_SECONDS = 1.5
 COLUMNS = ("#", "member", "role", "health", "term", "commit", "applied", "last",
-           "match/next", "progress", "db size", "in use", "alarms / errors", "id")
+           "match/next", "progress", "db size", "in use", "loop lag", "alarms / errors", "id")
+SLOW_LOOP_MS = 100           # a member whose loop wakes this late is drawn in the slow style
 ROLE_GLYPH = {"leader": "★", "follower": "·", "candidate": "?", "learner": "○", "unknown": " "}
 HEALTH_GLYPH = {"up": "●", "down": "✕", "unknown": "?", "paused": "‖", "killed": "☠", "partitioned": "⊘"}
 
@@ -32,7 +33,7 @@ class ClusterTable(Table, inherit_bindings=True):
     COMPONENT_CLASSES = {
         "cluster--leader", "cluster--follower", "cluster--learner", "cluster--candidate",
         "cluster--up", "cluster--down", "cluster--paused", "cluster--unknown",
-        "cluster--flash", "cluster--muted", "cluster--alarm",
+        "cluster--flash", "cluster--muted", "cluster--alarm", "cluster--slow",
     }
 
 
@@ -132,6 +133,7 @@ class ClusterPanel(Vertical):
                 + (f" · last {m.last_index}" if m.last_index is not None else "")
                 + (f" · match/next {p.match}/{p.next} {p.state}{' (paused)' if p.paused else ''}" if p else ""),
                 f"db {human_bytes(m.db_size)} · in use {human_bytes(m.db_size_in_use)}"
+                + (f" · loop lag {m.loop_lag_ms} ms" if m.loop_lag_ms is not None else "")
                 + (f" · alarms {', '.join(m.alarms)}" if m.alarms else ""),
             ]
             if m.errors:
@@ -169,9 +171,15 @@ class ClusterPanel(Vertical):
             Text(progress_cols[1]),
             Text(human_bytes(m.db_size), style=number_style),
             Text(human_bytes(m.db_size_in_use), style=number_style),
+            self._lag(m.loop_lag_ms, number_style),
             safe_text(problems, self._style("alarm") if m.alarms else self._style("muted"), limit=200),
             Text(f"{m.id:x}" if m.id > 0 else ""),
         ]
+
+    def _lag(self, lag_ms: int | None, number_style) -> Text:
+        if lag_ms is None:
+            return Text("")
+        return Text(f"{lag_ms} ms", style=self._style("slow") if lag_ms > SLOW_LOOP_MS else number_style)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         event.stop()

@@ -18,9 +18,9 @@ def _member(i: int, **kw) -> Member:
 
 
 MEMBERS = (
-    _member(1, role="leader", last_index=1044,
+    _member(1, role="leader", last_index=1044, loop_lag_ms=3,
             progress=PeerProgress(0x1001, 1044, 1045, "replicate", 0, True)),
-    _member(2, progress=PeerProgress(0x1002, 1043, 1045, "replicate", 1, True)),
+    _member(2, loop_lag_ms=140, progress=PeerProgress(0x1002, 1043, 1045, "replicate", 1, True)),
     _member(3, health="down", role="unknown", term=6, commit_index=990, applied_index=990,
             last_index=990, errors=("context deadline exceeded",),
             progress=PeerProgress(0x1003, 990, 991, "probe", 0, False, paused=True)),

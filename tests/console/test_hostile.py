@@ -25,7 +25,7 @@ import pytest
 from textual.widgets import Input
 from textual.widgets._toast import Toast
 
-from engine.proto import rpc_pb2, rpc_pb2_grpc
+from engine.proto import inspect_pb2, rpc_pb2, rpc_pb2_grpc
 from engine.wal.describe import quote
 from raftui.app import RaftuiApp
 from raftui.host import raftnode_host
@@ -215,6 +215,9 @@ def test_an_exception_in_a_command_is_a_timeline_error_not_an_exit():
         async def alarm_list(self):
             return ActionResult(True, "alarms: [/] \x1b[2J[link=x]y[/link]")
 
+        async def list_keys(self, prefix="", limit=1000, after=None):
+            raise ValueError("[/] page")
+
     async def body():
         app = RaftuiApp(Broken, live=False)
         async with app.run_test(size=(160, 48), notifications=True) as pilot:
@@ -225,6 +228,10 @@ def test_an_exception_in_a_command_is_a_timeline_error_not_an_exit():
                                            for t in _timeline_lines(app)), what="the error on the timeline")
             await until(pilot, lambda: any("compact failed: RuntimeError('[/] boom')" in t for t in _toasts(app)),
                         what="the error as a toast")
+            # A worker that raises (here the keys pager): a timeline error, the console goes on.
+            screen(app).more_keys("", "k")
+            await until(pilot, lambda: any("keys-more failed: ValueError('[/] page')" in t
+                                           for t in _timeline_lines(app)), what="the worker's error")
             await pilot.press("A")
             await until(pilot, lambda: "alarms: [/] \\x1b[2J[link=x]y[/link]" in _toasts(app),
                         what="the alarm list as a literal toast")
@@ -423,6 +430,10 @@ def test_member_named_with_markup_is_shown_literally(raftnode_binary, tmp_path):
                             timeout=30.0, what="the member named [red]x in the cluster panel")
                 row = next(r for r in cluster_rows(app) if r[COL["member"]] == name)
                 await pilot.press(row[COL["#"]])
+                if "loop_lag_ms" in inspect_pb2.RaftStatusResponse.DESCRIPTOR.fields_by_name:
+                    # raftnode reports how late its loop wakes: every member shows it.
+                    await until(pilot, lambda: all(r[COL["loop lag"]].endswith(" ms") for r in cluster_rows(app)),
+                                what="every member's loop lag")
                 await until(pilot, lambda: name in str(screen(app).query_one("#title-bar").render()),
                             what="the name in the title")
                 await _alive(app, pilot)

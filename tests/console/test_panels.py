@@ -45,3 +45,22 @@ def test_term_change_flashes_the_term_column_then_stops():
             await pilot.pause()
             assert panel.flashes == 1 and term_style(0) != flash
     run(body())
+
+
+def test_loop_lag_column_slow_members_stand_out():
+    """Inspect's loop_lag_ms: shown per member, in the slow style over 100 ms; blank when unknown."""
+    async def body():
+        app = RaftuiApp(FakeSource, live=False)
+        async with app.run_test(size=(200, 50)) as pilot:
+            panel = screen(app).query_one(ClusterPanel)
+            table = panel.table
+            slow = table.get_component_rich_style("cluster--slow")
+            cells = [table.get_row_at(r)[COL["loop lag"]] for r in range(3)]
+            assert [c.plain for c in cells] == ["3 ms", "140 ms", ""]       # n3 is down: not known
+            assert cells[1].style == slow and cells[0].style != slow
+            members = tuple(dataclasses.replace(m, loop_lag_ms=50) for m in STATE.members)
+            panel.state = dataclasses.replace(STATE, members=members)
+            await pilot.pause()
+            assert table.get_row_at(1)[COL["loop lag"]].plain == "50 ms"
+            assert table.get_row_at(1)[COL["loop lag"]].style != slow
+    run(body())
