@@ -1,0 +1,143 @@
+"""Item 3 (issue 8) on real raftnode processes: nothing a client sends, and
+no maintenance call, stalls the member's loop.
+
+A probe sends Maintenance.Status to the member doing the work, one call after
+another, for as long as the work runs, and records the slowest answer.
+Status is answered on the loop, so its latency is the loop's. On 407b693 the
+hostile txn kept the loop busy for ~16 s and Snapshot/HashKV/Defragment/a
+full Range each ran on the loop for a time proportional to the db.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import time
+
+import grpc
+import pytest
+
+from engine.proto import rpc_pb2, rpc_pb2_grpc
+from tests.hardening.conftest import run
+from tests.hardening.test_storage_overlap import hostile_txn
+
+BIG = [("grpc.max_receive_message_length", 256 * 2**20), ("grpc.max_send_message_length", 16 * 2**20)]
+
+
+async def _probe(ch, stop: asyncio.Event, worst: list[float]) -> None:
+    stub = rpc_pb2_grpc.MaintenanceStub(ch)
+    while not stop.is_set():
+        t0 = time.monotonic()
+        try:
+            await stub.Status(rpc_pb2.StatusRequest(), timeout=30)
+        finally:
+            worst.append(time.monotonic() - t0)
+        await asyncio.sleep(0.02)  # pacing between probes
+
+
+async def _while_probing(ep: str, work) -> tuple[object, float, float]:
+    """(work's result, its duration, the slowest Status while it ran)."""
+    async with grpc.aio.insecure_channel(ep, options=BIG) as ch, \
+            grpc.aio.insecure_channel(ep, options=BIG) as probe_ch:
+        await rpc_pb2_grpc.MaintenanceStub(probe_ch).Status(rpc_pb2.StatusRequest(), timeout=10)
+        stop = asyncio.Event()
+        worst: list[float] = []
+        probe = asyncio.ensure_future(_probe(probe_ch, stop, worst))
+        t0 = time.monotonic()
+        try:
+            result = await work(ch)
+        finally:
+            took = time.monotonic() - t0
+            stop.set()
+            await probe
+        return result, took, max(worst)
+
+
+def test_hostile_nested_txn_leaves_the_loop_responsive(hard_cluster_factory):
+    c = hard_cluster_factory(3)
+    leader = c.wait_leader(15)
+    req = hostile_txn()  # 0.65 MiB, 13824 puts + 13824 deletes, legal
+
+    async def work(ch):
+        return await rpc_pb2_grpc.KVStub(ch).Txn(req, timeout=60)
+
+    resp, took, worst = run(_while_probing(c.endpoints[leader], work), 120)
+    assert resp.succeeded and len(resp.responses) == 24
+    assert worst < 0.5, f"Status took {worst:.3f} s while the txn ({took:.2f} s) was processed"
+    assert c.wait_leader(5) == leader  # no election followed
+
+
+N_KEYS = 50_000
+VALUE = b"v" * 1024
+
+
+async def _load(ch) -> None:
+    kv = rpc_pb2_grpc.KVStub(ch)
+    per_txn = 100
+    sem = asyncio.Semaphore(8)
+
+    async def one(base: int):
+        async with sem:
+            ops = [rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=b"load/%06d" % i, value=VALUE))
+                   for i in range(base, min(base + per_txn, N_KEYS))]
+            await kv.Txn(rpc_pb2.TxnRequest(success=ops), timeout=60)
+    await asyncio.gather(*(one(b) for b in range(0, N_KEYS, per_txn)))
+
+
+@pytest.fixture(scope="module")
+def loaded(raftnode_binary, tmp_path_factory):
+    from tests.hardening.conftest import start_cluster
+    c = start_cluster(tmp_path_factory.mktemp("loaded"), 1)
+    try:
+        async def go():
+            async with grpc.aio.insecure_channel(c.endpoints[0], options=BIG) as ch:
+                await _load(ch)
+        run(go(), 240)
+        yield c
+    finally:
+        c.stop()
+
+
+async def _snapshot(ch):
+    n = 0
+    async for r in rpc_pb2_grpc.MaintenanceStub(ch).Snapshot(rpc_pb2.SnapshotRequest(), timeout=120):
+        n += len(r.blob)
+    return n
+
+
+async def _hashkv(ch):
+    return await rpc_pb2_grpc.MaintenanceStub(ch).HashKV(rpc_pb2.HashKVRequest(), timeout=120)
+
+
+async def _defrag(ch):
+    return await rpc_pb2_grpc.MaintenanceStub(ch).Defragment(rpc_pb2.DefragmentRequest(), timeout=120)
+
+
+async def _full_range(ch):
+    r = await rpc_pb2_grpc.KVStub(ch).Range(
+        rpc_pb2.RangeRequest(key=b"load/", range_end=b"load0", serializable=True), timeout=120)
+    return len(r.kvs)
+
+
+@pytest.mark.parametrize("name,work,check", [
+    ("snapshot", _snapshot, lambda n: n > N_KEYS * 1024),
+    ("hashkv", _hashkv, lambda r: r.hash != 0),
+    ("defrag", _defrag, lambda r: True),
+    ("range", _full_range, lambda n: n == N_KEYS),
+])
+def test_maintenance_on_a_50mib_db_leaves_the_loop_responsive(loaded, name, work, check):
+    result, took, worst = run(_while_probing(loaded.endpoints[0], work), 240)
+    assert check(result)
+    assert worst < 0.2, f"Status took {worst:.3f} s while {name} ({took:.2f} s) ran"
+
+
+def test_member_data_is_private_after_a_real_start(loaded):
+    data_dir = loaded.members[0].data_dir
+    for root, dirs, files in os.walk(data_dir):
+        for d in dirs:
+            assert stat.S_IMODE(os.stat(os.path.join(root, d)).st_mode) == 0o700, os.path.join(root, d)
+        for f in files:
+            p = os.path.join(root, f)
+            if p.endswith(".log"):
+                continue
+            assert stat.S_IMODE(os.stat(p).st_mode) == 0o600, p
