@@ -1,7 +1,8 @@
 """Issue 8 item 4, "proposals never outlive their caller", on real raftnode
 processes: a Put to a member without a leader fails with the client's own
-deadline, and is never applied later, when the cluster heals (etcd never
-proposes without a leader)."""
+deadline (or, without one, with etcd's UNKNOWN "context deadline exceeded"
+after the request timeout), and is never applied later, when the cluster
+heals (etcd never proposes without a leader)."""
 from __future__ import annotations
 
 import time
@@ -43,6 +44,17 @@ def test_put_without_leader_fails_and_is_never_applied(hard_cluster_factory):
             # etcd: the client's own deadline fires (never "no leader" after waiting).
             assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, (e.code(), e.details())
             assert took < 4.0, took
+        # Without a client deadline: the member's own request timeout (5 s +
+        # 2 election timeouts) ends it with etcd's answer for "never proposed".
+        t0 = time.monotonic()
+        try:
+            kv.Put(rpc_pb2.PutRequest(key=b"ghost2", value=b"boo"))
+            raise AssertionError("a Put without quorum succeeded")
+        except grpc.RpcError as e:
+            took = time.monotonic() - t0
+            assert (e.code(), e.details()) == (grpc.StatusCode.UNKNOWN, "context deadline exceeded"), \
+                (e.code(), e.details())
+            assert 5.0 < took < 9.0, took
         for i in others:
             c.resume(i)
         c.wait_leader(timeout=20)
@@ -61,8 +73,9 @@ def test_put_without_leader_fails_and_is_never_applied(hard_cluster_factory):
             with ch_i:
                 got = kv_i.Range(rpc_pb2.RangeRequest(key=b"marker"), timeout=5)
                 assert got.count == 1
-                got = kv_i.Range(rpc_pb2.RangeRequest(key=b"ghost"), timeout=5)
-                assert got.count == 0, f"member {i}: the timed-out Put was applied later"
+                for k in (b"ghost", b"ghost2"):
+                    got = kv_i.Range(rpc_pb2.RangeRequest(key=k), timeout=5)
+                    assert got.count == 0, f"member {i}: the timed-out Put of {k!r} was applied later"
     finally:
         ch.close()
         for i in others:
