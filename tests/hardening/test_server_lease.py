@@ -161,3 +161,27 @@ def test_stalled_leader_does_not_revoke_a_lease_kept_alive_elsewhere(tmp_path):
                 keeper.cancel()
             await c.stop_all()
     run(main())
+
+
+def test_keepalive_on_a_just_elected_leader_over_grpc(hard_cluster_factory):
+    """Real processes: grant, move the leadership at once, keep alive on the
+    new leader: the TTL granted, never 0."""
+    import grpc
+
+    from engine.proto import rpc_pb2_grpc
+
+    c = hard_cluster_factory(3)
+    for attempt in range(3):
+        lead = c.wait_leader()
+        target = (lead + 1) % 3
+        with grpc.insecure_channel(c.members[lead].endpoint) as ch:
+            lid = rpc_pb2_grpc.LeaseStub(ch).LeaseGrant(
+                rpc_pb2.LeaseGrantRequest(ID=LEASE + attempt, TTL=30), timeout=5).ID
+            rpc_pb2_grpc.MaintenanceStub(ch).MoveLeader(
+                rpc_pb2.MoveLeaderRequest(targetID=c.members[target].member_id), timeout=10)
+        with grpc.insecure_channel(c.members[target].endpoint) as ch:
+            stub = rpc_pb2_grpc.LeaseStub(ch)
+            got = list(stub.LeaseKeepAlive(iter([rpc_pb2.LeaseKeepAliveRequest(ID=lid)]), timeout=10))
+            assert [r.TTL for r in got] == [30], got
+            ttl = stub.LeaseTimeToLive(rpc_pb2.LeaseTimeToLiveRequest(ID=lid), timeout=10)
+            assert 25 <= ttl.TTL <= 30, ttl
