@@ -84,8 +84,10 @@ def _member_name(ctx: Context) -> str:
 
 
 def _key_or_selected(ctx: Context) -> str:
-    """The highlighted key, as the form shows it (escaped: a key is data, see raftui/render.py)."""
-    return escape(ctx.key)
+    """The highlighted key, as the form shows it (escaped: a key is data, see raftui/render.py;
+    a star at its end written \\x2a, or the form would read it as "every key with this prefix")."""
+    shown = escape(ctx.key)
+    return shown[:-1] + "\\x2a" if shown.endswith("*") else shown
 
 
 def _int(values: dict, name: str) -> int:
@@ -107,9 +109,12 @@ def check_values(cmd: "Command", values: dict) -> str:
     return ""
 
 
-def _split_prefix(key: str) -> tuple[str, bool]:
-    """etcdctl-like convenience: a trailing * means "every key with this prefix"."""
-    return (key[:-1], True) if key.endswith("*") else (key, False)
+def split_prefix(typed: str) -> tuple[str, bool]:
+    """etcdctl-like convenience: a trailing * typed in a key field means
+    "every key with this prefix". Read before the escapes, so `\\x2a` at
+    the end is a key that really ends with a star."""
+    prefix = typed.endswith("*")
+    return unescape(typed[:-1] if prefix else typed), prefix
 
 
 # ------------------------------------------------------------------ runners
@@ -119,12 +124,12 @@ async def _write(ctx: Context, v: dict) -> ActionResult:
 
 
 async def _delete(ctx: Context, v: dict) -> ActionResult:
-    key, prefix = _split_prefix(_text(v, "key"))
+    key, prefix = split_prefix(v["key"])
     return await ctx.source.delete(key, prefix)
 
 
 async def _read(ctx: Context, v: dict) -> ActionResult:
-    key, prefix = _split_prefix(_text(v, "key"))
+    key, prefix = split_prefix(v["key"])
     return await ctx.source.get(key, _int(v, "revision"), prefix)
 
 
@@ -234,6 +239,11 @@ async def _drop_delay(ctx: Context, v: dict) -> ActionResult:
     return await ctx.source.drop_delay(ctx.member.id, _int(v, "drop"), _int(v, "delay"))
 
 
+def _confirm_delete(typed: str) -> str:
+    key, prefix = split_prefix(typed)
+    return f"Delete every key starting with '{escape(key)}'?" if prefix else f"Delete '{escape(key)}'?"
+
+
 def _confirm_member(verb: str) -> Callable[[Context, dict], str]:
     return lambda ctx, v: f"{verb} {_member_name(ctx)}?"
 
@@ -247,7 +257,7 @@ COMMANDS: tuple[Command, ...] = (
     ), footer=True, group="keys"),
     Command("delete", "d", "Delete", "Delete a key (end it with * for a prefix)", _delete,
             (Field("key", "Key", _key_or_selected, escapes=True),),
-            confirm=lambda ctx, v: f"Delete '{escape(_text(v, 'key'))}'?", group="keys"),
+            confirm=lambda ctx, v: _confirm_delete(v["key"]), group="keys"),
     Command("read", "r", "Read@rev", "Read a key or prefix (key*) at a revision", _read, (
         Field("key", "Key", _key_or_selected, "foo or foo*", escapes=True),
         Field("revision", "Revision", lambda ctx: str(max(1, ctx.state.revision - 1)), "0: latest",

@@ -23,7 +23,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static, Tab, Tabs
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from raftui.commands import BY_ID, COMMANDS, Command, Context, check_values
+from raftui.commands import BY_ID, COMMANDS, Command, Context, check_values, split_prefix
 from raftui.render import escape, safe_text, unescape
 from raftui.host import ClusterHost
 from raftui.source import ActionResult, ClusterSource, ClusterState
@@ -396,9 +396,8 @@ class MainScreen(Screen):
             self.query_one(KeysPanel).listing = Listing(self.prefix)
             self.refresh_keys()
         elif cmd.id == "watch":
-            key = unescape(values["key"])
-            prefix = key.endswith("*")
-            self.open_watch(key[:-1] if prefix else key, prefix)
+            key, prefix = split_prefix(values["key"])
+            self.open_watch(key, prefix)
             self.active_panel = "watchers" if not self.has_class("-wide") else self.active_panel
 
     def _report(self, result: ActionResult, record: bool = False) -> None:

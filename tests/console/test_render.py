@@ -119,3 +119,15 @@ def test_form_numbers_checked_before_sending():
     assert check_values(BY_ID["compact"], {"revision": "0"}) == "Revision: at least 1"
     assert check_values(BY_ID["write"], {"key": "k", "value": "v", "ttl": "-3"}) == "Lease TTL (s): at least 0"
     assert check_values(BY_ID["write"], {"key": "k", "value": "v", "ttl": ""}) == ""
+
+
+def test_key_fields_trailing_star_and_escapes():
+    from raftui.commands import Context, _key_or_selected, split_prefix
+
+    assert split_prefix("foo*") == ("foo", True)
+    assert split_prefix("foo\\x2a") == ("foo*", False)              # a key that ends with a star
+    assert split_prefix("[/]\\xff*") == ("[/]" + decode(b"\xff"), True)
+    ctx = Context(source=None, host=None, state=None, member=None, key="foo*")
+    assert split_prefix(_key_or_selected(ctx)) == ("foo*", False)   # r/d/W on the key foo* mean that key
+    ctx.key = decode(b"a\n\xff")
+    assert _key_or_selected(ctx) == "a\\n\\xff" and split_prefix("a\\n\\xff") == (ctx.key, False)
