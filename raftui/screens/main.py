@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -41,6 +42,7 @@ POLL_INTERVAL = 0.4          # seconds between the end of one poll and the next
 KEYS_INTERVAL = 1.0
 KEY_PAGE = 1000              # keys per Range; more pages come in as the keys table is scrolled
 COMMAND_DEADLINE = 90.0      # a last resort; each call has its own, shorter deadline
+ERROR_REPEAT = 30.0          # seconds before the same worker failure is told again
 FOLLOW_RETRY = 2.0           # seconds before following the status streams again after a failure
 WIDE = (140, 40)             # from this size on, all panels at once
 
@@ -90,6 +92,7 @@ class MainScreen(Screen):
         self.selected_key = ""
         self._keys_generation = 0
         self._title_text = ""
+        self._worker_errors: dict[str, float] = {}    # a worker's failure text -> when it was last told
 
     # ---------------------------------------------------------------- layout
 
@@ -414,7 +417,12 @@ class MainScreen(Screen):
         if event.state != WorkerState.ERROR or not self.is_attached:
             return
         worker = event.worker
-        self._report(ActionResult.fail(f"{worker.group or worker.name} failed: {worker.error!r}"), record=True)
+        text = f"{worker.group or worker.name} failed: {worker.error!r}"
+        now = time.monotonic()
+        if self._worker_errors.get(text, -ERROR_REPEAT) + ERROR_REPEAT <= now:
+            # The same failure again (a poll failing every 0.4 s) is told once per ERROR_REPEAT.
+            self._worker_errors[text] = now
+            self._report(ActionResult.fail(text), record=True)
         if worker.group == "follow" and self.live:
             self.set_timer(FOLLOW_RETRY, self.follow)      # the status streams are worth having back
 

@@ -232,6 +232,11 @@ def test_an_exception_in_a_command_is_a_timeline_error_not_an_exit():
             screen(app).more_keys("", "k")
             await until(pilot, lambda: any("keys-more failed: ValueError('[/] page')" in t
                                            for t in _timeline_lines(app)), what="the worker's error")
+            screen(app).more_keys("", "k")          # the same failure again: told once
+            await until(pilot, lambda: not screen(app).workers or all(
+                w.group != "keys-more" or w.is_finished for w in screen(app).workers), what="the pager done")
+            await pilot.pause()
+            assert sum("keys-more failed" in t for t in _timeline_lines(app)) == 1
             await pilot.press("A")
             await until(pilot, lambda: "alarms: [/] \\x1b[2J[link=x]y[/link]" in _toasts(app),
                         what="the alarm list as a literal toast")
