@@ -109,6 +109,7 @@ class Backend:
         self.path = path
         d = os.path.dirname(os.path.abspath(path))
         fsutil.makedirs_durable(d)  # 0700 for every directory it creates
+        _remove_leftovers(d)
         self._db = self._connect(path)
         self._in_txn = False
         # Bumped whenever the file is replaced: pooled readers of the old
@@ -494,6 +495,24 @@ class Backend:
             _unlink_db(fresh)
             self._db = self._connect(self.path)
             self._in_txn = False
+
+
+# Temporary files made beside the db (snapshots being sent, restores and
+# defrags being prepared): db-sized, and garbage after a crash.
+_TEMP_PREFIXES = (".snapshot-send-", ".snap-", ".incoming-", ".restore-", ".defrag-")
+
+
+def _remove_leftovers(d: str) -> None:
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return
+    for n in names:
+        if n.startswith(_TEMP_PREFIXES):
+            try:
+                os.unlink(os.path.join(d, n))
+            except OSError:
+                pass
 
 
 def _unlink_db(path: str) -> None:

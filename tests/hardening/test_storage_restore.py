@@ -223,3 +223,19 @@ def test_open_data_dir_gets_etcds_warning(tmp_path, caplog):
         open_applier(str(p)).close()
     assert not any("check file permission" in r.getMessage() for r in caplog.records)
     assert stat.S_IMODE(os.stat(p / "member").st_mode) == 0o700
+
+
+def test_temporaries_left_by_a_crash_are_removed_at_open(tmp_path):
+    d = tmp_path / "m"
+    a = Applier(str(d / "db"))
+    put(a, b"k", b"v")
+    a.close()
+    for n in (".snapshot-send-x", ".restore-y", ".defrag-z", ".incoming-w"):
+        (d / n).write_bytes(b"x" * 100)
+    (d / "peer-snap-1.part").write_bytes(b"not ours")
+    a = Applier(str(d / "db"))
+    try:
+        assert get(a, b"k") == b"v"
+        assert sorted(p.name for p in d.iterdir() if not p.name.startswith("db")) == ["peer-snap-1.part"]
+    finally:
+        a.close()
