@@ -36,7 +36,7 @@ from engine.proto import internal_pb2, peer_pb2, peer_pb2_grpc, rpc_pb2, rpc_pb2
 from engine.proto import raft_pb2 as raftpb
 from tests.support.etcd import etcdctl
 
-from .conftest import start_cluster, wait_for
+from .conftest import start_cluster
 
 ROUNDS = int(os.environ.get("RAFTUI_PEER_HOSTILE_ROUNDS", "3000"))
 SOAK_ROUNDS = int(os.environ.get("RAFTUI_PEER_HOSTILE_SOAK_ROUNDS", "100000"))
