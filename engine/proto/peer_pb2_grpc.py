@@ -65,8 +65,12 @@ class PeerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SendSnapshot(self, request_iterator, context):
-        """One MsgSnap: a SnapshotHeader first, then the snapshot data in chunks of
-        at most 1 MiB. The receiver hands the core one complete MsgSnap.
+        """One MsgSnap: a SnapshotHeader first, then the snapshot data in chunks
+        (our sender: 1 MiB), exactly total_size bytes, then the 32-byte sha256 of
+        those bytes as the last data (etcd's snapshot files end the same way).
+        The receiver spools the data to a file under its size cap, checks the
+        checksum and hands the core one complete MsgSnap; a stream over the cap,
+        cut short, with a wrong checksum, or from a non-member is refused.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
