@@ -23,7 +23,8 @@ The shape follows etcd's rafthttp, not its code:
   core (`check_message`): `from` is the stream's sender, `to` is us, the
   type is one peers send, the shape fits the type (entries, term, no
   snapshot outside a snapshot stream). Bad ones are dropped with a
-  rate-limited warning; nothing a peer sends raises into the loop.
+  rate-limited warning, never raised. What only the log can tell (a
+  heartbeat whose commit is past it) is the host's to catch when stepping.
 - everything a peer sends is bounded: a frame by PEER_RECEIVE_BYTES, a
   batch by MAX_BATCH_MSGS messages, a snapshot by `max_snapshot_bytes`
   (spooled to a file, never held whole in RAM before it is verified; its
