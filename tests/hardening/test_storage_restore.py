@@ -239,3 +239,27 @@ def test_temporaries_left_by_a_crash_are_removed_at_open(tmp_path):
         assert sorted(p.name for p in d.iterdir() if not p.name.startswith("db")) == ["peer-snap-1.part"]
     finally:
         a.close()
+
+
+def test_a_reader_of_the_old_file_outlives_a_swap_harmlessly(tmp_path):
+    """A worker still reading (a snapshot being sent) while defrag or restore
+    swaps the file: it keeps its consistent view, and closing it afterwards
+    must not checkpoint into, or delete the -wal of, the new file."""
+    a = Applier(str(tmp_path / "a" / "db"))
+    try:
+        for i in range(100):
+            put(a, b"k%03d" % i, b"x" * 1000)
+        r = a.pin()
+        copy, finish = a.defrag_job()
+        copy()
+        assert finish(True)
+        put(a, b"after-swap", b"1")
+        assert sum(1 for _ in r.iter_rows()) == 100
+        r.release()
+        put(a, b"after-release", b"2")
+        a.close()
+        a = Applier(str(tmp_path / "a" / "db"))
+        assert get(a, b"after-swap") == b"1" and get(a, b"after-release") == b"2"
+        assert get(a, b"k050") == b"x" * 1000
+    finally:
+        a.close()
