@@ -185,7 +185,8 @@ class InspectServicer(inspect_pb2_grpc.InspectServicer):
                 return
             status = self._status()
             key = (status.role, status.term, status.vote, status.leader_id,
-                   status.commit_index, status.applied_index, status.last_index)
+                   status.commit_index, status.applied_index, status.last_index,
+                   status.loop_lag_ms // 100)  # a lag change of 100 ms is news too
             events = list(self.node.events)
             fresh = events
             if seen is not None:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 
 from engine.proto import rpc_pb2
+
+log = logging.getLogger("engine.server")
 
 
 @dataclasses.dataclass
@@ -42,14 +45,31 @@ class Membership:
         self.reload()
 
     def reload(self) -> None:
+        """(Re)read the table. A row that is not a member record (a store
+        restored from a hostile snapshot) is logged and left out: it never
+        stops a member from starting or installing a snapshot."""
         self.members = {}
         self.removed = set()
         for mid, text in self._backend.members():
-            d = json.loads(text)
-            if d.get("removed"):
-                self.removed.add(mid)
-            else:
-                self.members[mid] = MemberRecord(**d)
+            try:
+                d = json.loads(text)
+                if not isinstance(d, dict):
+                    raise ValueError("not an object")
+                if d.get("removed"):
+                    self.removed.add(mid)
+                    continue
+                rec = MemberRecord(**d)
+                urls = (rec.peer_urls, rec.client_urls)
+                if (not isinstance(rec.id, int) or not isinstance(rec.name, str)
+                        or not all(isinstance(us, list) and all(isinstance(u, str) for u in us)
+                                   for us in urls)):
+                    raise ValueError("fields of the wrong type")
+                rec.is_learner = bool(rec.is_learner)
+            except (ValueError, TypeError) as e:
+                log.error("member table: row for %s is not a member record, ignored: %s (%r)",
+                          f"{mid:x}" if isinstance(mid, int) else repr(mid), e, text[:200] if isinstance(text, str) else text)
+                continue
+            self.members[mid] = rec
 
     def _write(self, mid: int, record: dict) -> None:
         self._backend.put_member(mid, json.dumps(record, sort_keys=True))

@@ -119,3 +119,26 @@ def test_member_add_with_an_unusable_url_does_not_brick_the_member(hard_cluster_
         assert kv.Range(rpc_pb2.RangeRequest(key=b"k"), timeout=5).count == 1
         ms = rpc_pb2_grpc.ClusterStub(ch).MemberList(rpc_pb2.MemberListRequest(), timeout=5).members
     assert any(m.peerURLs == ["https://127.0.0.1:1"] and m.isLearner for m in ms)
+
+
+def test_member_table_rows_that_are_not_records_are_ignored(tmp_path, caplog):
+    """A store restored from a hostile snapshot may hold anything in its
+    member table: the member still starts (the rows are logged and left out)."""
+    from engine.mvcc.apply import open_applier
+    from engine.server.membership import Membership
+
+    caplog.set_level(logging.ERROR, logger="engine.server")
+    ap = open_applier(str(tmp_path / "d"), member_id=1)
+    try:
+        b = ap.backend
+        b.put_member(1, '{"id": 1, "name": "ok", "peer_urls": ["http://127.0.0.1:2380"], "client_urls": []}')
+        b.put_member(2, "not json")
+        b.put_member(3, "[1, 2]")
+        b.put_member(4, '{"id": 4, "bogus": true}')
+        b.put_member(5, '{"id": 5, "name": "x", "peer_urls": "http://a:1", "client_urls": []}')
+        b.put_member(6, '{"removed": true}')
+        ms = Membership(b)
+        assert sorted(ms.members) == [1] and ms.removed == {6}
+        assert sum("not a member record" in r.getMessage() for r in caplog.records) == 4
+    finally:
+        ap.close()
