@@ -261,12 +261,26 @@ class Applier:
     # through that Reader only.
 
     def hash_kv_job(self, rev: int = 0) -> Callable[[], rpc_pb2.HashKVResponse]:
+        steps = self.hash_kv_steps(rev)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def hash_kv_steps(self, rev: int = 0):
+        """A generator: drive it with next() on the applying thread (the loop
+        may run between steps: each reads a few thousand keys of the index);
+        its return value (StopIteration.value) is the job for a worker,
+        hashing the rows of the state pinned when this was called."""
         reader = self.backend.reader()
+        ok = False
         try:
-            run = self.kv.hash_kv_job(rev, reader.iter_rows)
-        except BaseException:
-            reader.release()
-            raise
+            run = yield from self.kv.hash_kv_steps(rev, reader.iter_rows)
+            ok = True
+        finally:
+            if not ok:
+                reader.release()
 
         def job() -> rpc_pb2.HashKVResponse:
             try:

@@ -343,5 +343,21 @@ class KeyIndex:
             h.keep(at_rev, available)
         return available
 
+    def keep_steps(self, at_rev: int, available: set[Rev], chunk: int = 4096) -> Iterator[None]:
+        """keep(at_rev) into ``available``, ``chunk`` keys at a time, yielding
+        between chunks so the caller's loop can run. The index may change
+        in between: revisions added after at_rev and keys created since do
+        not change what a read at at_rev sees; a compaction up to at_rev or
+        below keeps what that read sees too. (A compaction beyond at_rev
+        does not: the caller checks for one.)"""
+        keys = list(dict.keys(self._keys))
+        get = self._keys.get
+        for i in range(0, len(keys), chunk):
+            for k in keys[i:i + chunk]:
+                h = get(k)
+                if h is not None:
+                    h.keep(at_rev, available)
+            yield
+
     def __iter__(self) -> Iterator[KeyHistory]:
         return iter(self._keys.values())

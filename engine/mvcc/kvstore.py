@@ -587,13 +587,29 @@ class KVStore:
         zlib's CRC-32 (etcd uses CRC-32C, which the standard library lacks):
         comparable between our members, not with real etcd's numbers.
         """
-        return self.hash_kv_job(rev, self.backend.iter_rows)()
+        steps = self.hash_kv_steps(rev, self.backend.iter_rows)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value()
 
     def hash_kv_job(self, rev: int, iter_rows) -> "Callable[[], rpc_pb2.HashKVResponse]":
-        """hash_kv in two halves: this call checks rev and takes what it needs
-        from the in-memory index (call it on the applying thread); the
-        returned function reads the rows through ``iter_rows`` (e.g. a
-        pinned Reader's, taken at the same moment) and may run on a worker."""
+        """hash_kv_steps run to the end at once."""
+        steps = self.hash_kv_steps(rev, iter_rows)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def hash_kv_steps(self, rev: int, iter_rows):
+        """hash_kv in two halves. This generator checks rev and takes what it
+        needs from the in-memory index, a few thousand keys per step (drive
+        it on the applying thread, letting the loop run between steps; no
+        batch may be open while it runs); it returns a function that reads
+        the rows through ``iter_rows`` (a Reader pinned when the generator
+        was made) and may run on a worker."""
         if self._in_batch:
             raise RuntimeError("hash_kv inside a batch")
         compact, cur = self.compact_rev, self.current_rev
@@ -604,12 +620,19 @@ class KVStore:
         if rev <= 0:
             rev = cur
         # The keep set only matters for rows at or below the compact
-        # revision (O(keys) to build, on this thread): none before a compaction.
-        keep = {rev_to_bytes(m, s) for m, s in self.index.keep(rev)} if compact >= 0 else set()
+        # revision (O(keys) to build): none before a compaction.
+        keep_revs: set[tuple[int, int]] = set()
+        if compact >= 0:
+            yield from self.index.keep_steps(rev, keep_revs)
+            if self.compact_rev > rev:
+                # A compaction past rev was applied meanwhile: the index no
+                # longer knows what a read at rev saw.
+                raise errors.Compacted(self.compact_rev)
         upper = lower_bound_bytes(rev + 1)
         lower = lower_bound_bytes(compact + 1) if compact >= 0 else b""
 
         def run() -> rpc_pb2.HashKVResponse:
+            keep = {rev_to_bytes(m, s) for m, s in keep_revs}
             h = zlib.crc32(b"key")
             crc = zlib.crc32
             for revb, blob in iter_rows():

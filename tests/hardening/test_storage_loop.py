@@ -149,6 +149,22 @@ def test_maintenance_on_a_50mib_db_leaves_the_loop_responsive(loaded, name, work
     assert worst < 0.2, f"Status took {worst:.3f} s while {name} ({took:.2f} s) ran"
 
 
+def test_hashkv_after_a_compaction_leaves_the_loop_responsive(loaded):
+    """After a compaction HashKV reads every key's history (the keep set):
+    that part is on the loop, a slice of keys per iteration."""
+    ep = loaded.endpoints[0]
+
+    async def compact():
+        async with grpc.aio.insecure_channel(ep) as ch:
+            kv = rpc_pb2_grpc.KVStub(ch)
+            rev = (await kv.Range(rpc_pb2.RangeRequest(key=b"load/000000"), timeout=10)).header.revision
+            await kv.Compact(rpc_pb2.CompactionRequest(revision=rev, physical=True), timeout=120)
+    run(compact(), 180)
+    result, took, worst = run(_while_probing(ep, _hashkv), 240)
+    assert result.compact_revision > 0
+    assert worst < 0.2, f"Status took {worst:.3f} s while hashkv ({took:.2f} s) ran after a compaction"
+
+
 def test_member_data_is_private_after_a_real_start(loaded):
     data_dir = loaded.members[0].data_dir
     for root, dirs, files in os.walk(data_dir):

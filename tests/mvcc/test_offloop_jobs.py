@@ -68,3 +68,46 @@ def test_hash_kv_job_matches_and_is_pinned(a):
     a.apply_batch(a.consistent_index + 1, [IR(compaction=rpc_pb2.CompactionRequest(revision=4))])
     want = a.hash_kv(0)
     assert on_worker(a.hash_kv_job(0)) == want
+
+
+def _drive(steps, between=lambda: None):
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+        between()
+
+
+def test_hash_kv_steps_with_writes_between_steps(a):
+    from engine.mvcc import key_index
+    a.apply_batch(a.consistent_index + 1, [IR(compaction=rpc_pb2.CompactionRequest(revision=3))])
+    want = a.hash_kv(0)
+    n = [0]
+
+    def write():
+        n[0] += 1
+        a.apply_batch(a.consistent_index + 1, [
+            IR(put=rpc_pb2.PutRequest(key=b"k%05d" % (n[0] * 7), value=b"changed")),
+            IR(delete_range=rpc_pb2.DeleteRangeRequest(key=b"k%05d" % (n[0] * 11))),
+            IR(put=rpc_pb2.PutRequest(key=b"new%d" % n[0], value=b"x"))])
+
+    orig = key_index.KeyIndex.keep_steps
+    key_index.KeyIndex.keep_steps = lambda self, r, av, chunk=100: orig(self, r, av, chunk)
+    try:
+        job = _drive(a.hash_kv_steps(0), write)
+    finally:
+        key_index.KeyIndex.keep_steps = orig
+    assert n[0] >= 10  # it really was interleaved
+    assert on_worker(job) == want
+
+
+def test_hash_kv_steps_refuse_when_compacted_past_rev_meanwhile(a):
+    from engine.mvcc import errors
+    a.apply_batch(a.consistent_index + 1, [IR(compaction=rpc_pb2.CompactionRequest(revision=3))])
+    rev = a.current_revision - 3
+    steps = a.hash_kv_steps(rev)
+    next(steps)
+    a.apply_batch(a.consistent_index + 1, [IR(compaction=rpc_pb2.CompactionRequest(revision=rev + 2))])
+    with pytest.raises(errors.Compacted):
+        _drive(steps)
