@@ -36,10 +36,13 @@ import os
 import random
 from dataclasses import dataclass, field
 
+import grpc
+
 from engine.mvcc.watch import NODELETE, NOPUT
 from engine.proto import rpc_pb2, rpc_pb2_grpc
 from engine.server import errors as server_errors
 
+from .decode import UndecodableRequest
 from .errors import WatchCanceled, abort
 from .gate import check, has_require_leader
 from .stats import Counters
@@ -54,6 +57,7 @@ NO_LEADER_CHECKS = 3            # etcd's maxNoLeaderCnt
 GRPC_OVERHEAD_BYTES = 512 * 1024
 ERR_EMPTY_RANGE = "mvcc: watcher range is empty"
 ERR_DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
+UNMARSHAL_ERROR = "grpc: error unmarshalling request: "   # grpc-go's words
 
 
 def progress_interval_from_env() -> float:
@@ -121,6 +125,9 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
             await session.run(request_iterator)
         except (server_errors.ServerError, WatchCanceled) as e:
             await abort(context, e)
+        except UndecodableRequest as e:
+            # etcd's recvLoop returns grpc's own unmarshalling error as the stream's status.
+            await context.abort(grpc.StatusCode.INTERNAL, UNMARSHAL_ERROR + str(e))
         finally:
             session.close()
 
@@ -148,6 +155,7 @@ class _Session:
 
     async def run(self, request_iterator) -> None:
         reader = asyncio.get_running_loop().create_task(self._read(request_iterator))
+        reader.add_done_callback(lambda _t: self.wake.set())   # a broken request side ends the stream now
         try:
             await self._write_loop(reader)
         finally:
@@ -251,6 +259,8 @@ class _Session:
                     pass
             self.wake.clear()
             if reader.done() and not reader.cancelled() and reader.exception() is not None:
+                if isinstance(reader.exception(), UndecodableRequest):
+                    raise reader.exception()
                 raise WatchCanceled()  # the request side broke: etcd ends the stream
             await self._flush()
             if self.progress_wanted:

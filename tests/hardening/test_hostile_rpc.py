@@ -101,9 +101,6 @@ KNOWN: list[Known] = [
                      "client times out (requests-STORAGE.md)",
           lambda rpc, req, code, msg: rpc == "Txn" and txn_depth(req) >= 49
           and msg == server_errors.Timeout.etcd_message),
-    Known("SERVER", "txn nested 51+ deep: UNKNOWN with python-protobuf's DecodeError text "
-                    "(requests-SERVER.md)",
-          lambda rpc, req, code, msg: rpc == "Txn" and code is C.UNKNOWN and "DecodeError" in msg),
     Known("SERVER", "Alarm with an unknown action/alarm enum value: every member's raft loop dies in "
                     "_after_apply's AlarmAction.Name() (requests-SERVER.md)",
           lambda rpc, req, code, msg: rpc == "Alarm" and (
