@@ -17,7 +17,8 @@ import grpc
 
 from engine.cli.flags import FlagError, MemberConfig, parse_args
 from engine.transport import add_peer_service, make_server
-from engine.transport.transport import url_target
+from engine.transport.transport import peer_receive_limit, url_target
+from engine.wal import fsutil
 
 log = logging.getLogger("raftnode")
 
@@ -75,9 +76,11 @@ def _exit_now(code: int, why: str) -> None:
 
 
 def _check_data_dir(path: str) -> None:
-    """An unusable data dir is a one-line error, before anything starts."""
+    """An unusable data dir is a one-line error, before anything starts. A
+    new one is private (0700, as etcd makes it); an existing one more open
+    gets etcd's warning when the store opens it (engine/mvcc open_applier)."""
     try:
-        os.makedirs(path, exist_ok=True)
+        fsutil.makedirs_private(path)
     except OSError as e:
         raise FlagError(f"cannot use --data-dir {path}: {e.strerror}") from None
     if not os.access(path, os.W_OK | os.X_OK):
@@ -134,7 +137,7 @@ async def serve(cfg: MemberConfig, ready: asyncio.Event | None = None) -> int:
     client_creds = (_server_credentials(cfg.cert_file, cfg.key_file, cfg.trusted_ca_file,
                                         cfg.client_cert_auth) if cfg.client_tls else None)
     _bind(client, cfg.listen_client_urls, client_creds)
-    peer = make_server()
+    peer = make_server([("grpc.max_receive_message_length", peer_receive_limit(cfg.max_request_bytes))])
     add_peer_service(peer, node.transport)
     peer_creds = (_server_credentials(cfg.peer_cert_file, cfg.peer_key_file, cfg.peer_trusted_ca_file,
                                       cfg.peer_client_cert_auth) if cfg.peer_tls else None)

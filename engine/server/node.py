@@ -133,6 +133,15 @@ def _unlink_db(path: str) -> None:
             log.warning("cannot remove %s: %s", p, e)
 
 
+def _enum_name(enum, value: int) -> str:
+    """A protobuf enum value's name, or the number for a value it does not
+    define (clients may send any number)."""
+    try:
+        return enum.Name(value)
+    except ValueError:
+        return str(value)
+
+
 def _metadata(member_id: int, cluster_id: int) -> bytes:
     return member_id.to_bytes(8, "big") + cluster_id.to_bytes(8, "big")
 
@@ -183,6 +192,8 @@ class Node:
         self.failed = asyncio.Event()
         self._test_fault = _TestFault.from_env()
         self._revoking = False  # a confirmation round for expired leases is running
+        self.dropped_peer_messages = 0
+        self._peer_warned_at = -1e9
         # Loop lag: (time, lag seconds) per ticker wakeup over LAG_WINDOW.
         self._lags: collections.deque[tuple[float, float]] = collections.deque()
         self.loop_lag_max = 0.0
@@ -231,7 +242,9 @@ class Node:
         self.transport = PeerTransport(self.member_id, self.cluster_id, self._on_messages,
                                        self._on_unreachable, self._on_snapshot_status,
                                        faults=self.faults, tls=self._peer_credentials(),
-                                       snapshot_dir=self._snap_dir)
+                                       snapshot_dir=self._snap_dir,
+                                       # The store cannot grow much past its quota.
+                                       max_snapshot_bytes=max(cfg.quota_backend_bytes * 11 // 10, 64 << 20))
         self.transport.members_provider = self._members_response
         for m in cfg.initial_cluster:
             if m.id != self.member_id and m.id not in self.membership.removed:
@@ -605,13 +618,21 @@ class Node:
         for call in calls:
             call()
         msgs, self._incoming = self._incoming, []
+        last_index = rn.raft.log.last_index
         for m in msgs:
+            if m.type == pb.MsgHeartbeat and m.commit > last_index() and m.term >= rn.raft.term:
+                # A leader never sends a commit past what the follower holds
+                # (min(match, commit)); only a lying peer does.
+                self._warn_peer(m, f"heartbeat commit {m.commit} past our last index {last_index()}")
+                continue
             try:
                 rn.step(m)
             except ProposalDroppedError:
                 pass
-            except ValueError:
-                log.warning("refused a local-only message from a peer: %s", m.type)
+            except Exception as e:
+                # A peer's message never takes the loop down (the peer port
+                # has no authentication without peer TLS).
+                self._warn_peer(m, repr(e))
             if m.type == pb.MsgSnap and self._prepared:
                 self._drop_unused_snapshots()
         props, self._proposals = self._proposals, []
@@ -637,6 +658,17 @@ class Node:
                 break
             self._handed.add(cc.id)
         self._start_read_round()
+
+    def _warn_peer(self, m: pb.Message, why: str) -> None:
+        """Dropped a peer's message: a warning, at most one per second."""
+        self.dropped_peer_messages += 1
+        now = time.monotonic()
+        if now - self._peer_warned_at < 1.0:
+            return
+        self._peer_warned_at = now
+        name = pb.MessageType.Name(m.type) if m.type in pb.MessageType.values() else str(m.type)
+        log.warning("dropped %s from peer %x: %s (%d dropped so far)", name, m.from_, why,
+                    self.dropped_peer_messages)
 
     def _start_read_round(self) -> None:
         now = time.monotonic()
@@ -869,15 +901,21 @@ class Node:
         self._waiters.applied_to(ents[-1].index)
 
     def _after_apply(self, req: internal_pb2.InternalRequest, res) -> None:
-        kind = req.WhichOneof("request")
-        if kind == "member_attributes":
-            pass
-        elif (kind == "alarm" and not isinstance(res, Exception)
-              and req.alarm.action != rpc_pb2.AlarmRequest.GET):  # a GET changes nothing
-            self._note("alarm", f"alarm {rpc_pb2.AlarmRequest.AlarmAction.Name(req.alarm.action)} "
-                                f"{rpc_pb2.AlarmType.Name(req.alarm.alarm)}")
-        elif kind == "compaction" and not isinstance(res, Exception):
-            self._note("compaction", f"compacted to revision {req.compaction.revision}")
+        """Timeline notes for an applied request: display only, so nothing
+        here may stop the loop (a client's enum value we have no name for
+        is shown as its number)."""
+        try:
+            kind = req.WhichOneof("request")
+            if kind == "member_attributes":
+                pass
+            elif (kind == "alarm" and not isinstance(res, Exception)
+                  and req.alarm.action != rpc_pb2.AlarmRequest.GET):  # a GET changes nothing
+                self._note("alarm", f"alarm {_enum_name(rpc_pb2.AlarmRequest.AlarmAction, req.alarm.action)} "
+                                    f"{_enum_name(rpc_pb2.AlarmType, req.alarm.alarm)}")
+            elif kind == "compaction" and not isinstance(res, Exception):
+                self._note("compaction", f"compacted to revision {req.compaction.revision}")
+        except Exception as e:
+            log.error("noting an applied request failed (ignored): %r", e, exc_info=True)
 
     def _apply_member_attributes(self, req: internal_pb2.InternalRequest):
         m = req.member_attributes

@@ -142,3 +142,36 @@ def test_member_table_rows_that_are_not_records_are_ignored(tmp_path, caplog):
         assert sum("not a member record" in r.getMessage() for r in caplog.records) == 4
     finally:
         ap.close()
+
+
+def test_a_peer_message_the_core_chokes_on_is_dropped(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="engine.server")
+
+    async def main():
+        c = InProcCluster(str(tmp_path), 3)
+        await c.start_all()
+        try:
+            lead = await c.leader()
+            f = next(n for n in c.nodes.values() if n is not lead)
+            # A heartbeat whose commit is past the log (a lying "member").
+            f._on_messages([pb.Message(type=pb.MsgHeartbeat, to=f.member_id, from_=lead.member_id,
+                                       term=lead.term, commit=f.rn.raft.log.last_index() + 10_000)])
+            # Anything else the core raises on.
+            orig = f.rn.step
+            calls = []
+
+            def step(m):
+                if m.type == pb.MsgHeartbeat and not calls:
+                    calls.append(m)
+                    raise AssertionError("core choked")
+                return orig(m)
+            f.rn.step = step
+            await eventually(lambda: bool(calls), 5, "a heartbeat to reach the core")
+            await eventually(lambda: f.dropped_peer_messages >= 2, 5, "both messages to be dropped")
+            assert f._fatal is None
+            await put(lead, b"still", b"ok")
+            assert await get(f, b"still") == b"ok"
+            assert any("dropped MsgHeartbeat" in r.getMessage() for r in caplog.records)
+        finally:
+            await c.stop_all()
+    run(main())
