@@ -32,8 +32,8 @@ from engine.wal import fsutil
 
 from . import errors
 from .alarm import NOSPACE, AlarmStore
-from .backend import Backend
-from .kvstore import KVStore, kvs_wire, revs_to_bytes
+from .backend import Backend, file_rows
+from .kvstore import KVStore, build_index, kvs_wire, revs_to_bytes
 from .lease import DEFAULT_MIN_TTL, Lessor
 from .quota import Quota, cost
 from .watch import WatchHub
@@ -412,9 +412,17 @@ class Applier:
 
     def prepare_restore(self, path: str) -> str:
         """Check and copy the snapshot at ``path`` into a fresh db beside the
-        store's; returns that file for install_prepared(). Any thread.
-        Raises errors.InvalidSnapshot."""
-        return self.backend.prepare(path)
+        store's, and build its key index; returns that file (a str carrying
+        the index) for install_prepared(). Any thread. Raises
+        errors.InvalidSnapshot."""
+        fresh = self.backend.prepare(path)
+        try:
+            prepared = Prepared(fresh)
+            prepared.index_state = build_index(file_rows(fresh))
+        except BaseException:
+            os.unlink(fresh)
+            raise
+        return prepared
 
     def install_prepared(self, fresh: str) -> None:
         """Swap in a file from prepare_restore() and reload (applying thread).
@@ -423,10 +431,14 @@ class Applier:
         from the new store (or told they are compacted).
         """
         old_rev = self.kv.current_rev
+        swapped = False
         try:
             self.backend.install(fresh)
+            swapped = True
         finally:
-            self.kv.restore_from_backend()
+            # The index built by prepare_restore (on a worker) when the
+            # swap happened; rebuilt from whatever is there otherwise.
+            self.kv.restore_from_backend(getattr(fresh, "index_state", None) if swapped else None)
             self.alarms.load()
             self._ci = self.backend.get_meta("consistent_index")
             self.term = self.backend.get_meta("term")
@@ -447,6 +459,13 @@ class Applier:
 
     def close(self) -> None:
         self.backend.close()
+
+
+class Prepared(str):
+    """prepare_restore()'s answer: the prepared file's path, with the key
+    index built from it (index_state), so the swap needs no rebuild."""
+
+    index_state = None
 
 
 def open_applier(data_dir: str, **kw) -> Applier:

@@ -123,32 +123,14 @@ class KVStore:
 
     # -- open / restore -----------------------------------------------------
 
-    def restore_from_backend(self) -> None:
-        """Rebuild the key index (and lease attachments) from the backend rows."""
+    def restore_from_backend(self, prebuilt: "IndexState | None" = None) -> None:
+        """Rebuild the key index (and lease attachments) from the backend
+        rows, or take ``prebuilt`` (build_index() of the same rows, made on
+        a worker) instead of reading them here."""
         b = self.backend
-        self.index = KeyIndex()
-        index = self.index
-        live_lease: dict[bytes, int] = {}
-        cur = 1
-        parse = KeyValue.FromString
-        for revb, blob in b.iter_rows():
-            main = int.from_bytes(revb[0:8], "big")
-            sub = int.from_bytes(revb[9:17], "big")
-            kv = parse(blob)
-            key = kv.key
-            h = index.history(key)
-            if len(revb) > REV_BYTES_LEN:  # tombstone
-                if h is not None and h.is_live():
-                    h.tombstone(main, sub)
-                live_lease.pop(key, None)
-            else:
-                if h is None:
-                    index.restore(key, kv.create_revision, (main, sub), kv.version)
-                else:
-                    h.put(main, sub)
-                live_lease[key] = kv.lease
-            cur = main
-        index.finish_restore(cur)
+        if prebuilt is None:
+            prebuilt = build_index(b.iter_rows())
+        self.index, live_lease, cur = prebuilt
         finished = b.get_meta("finished_compact_rev", -1)
         scheduled = b.get_meta("scheduled_compact_rev", -1)
         self.compact_rev = max(finished, scheduled)
@@ -752,3 +734,35 @@ def _finish_sorted(req: rpc_pb2.RangeRequest, out: rpc_pb2.RangeResponse, blobs:
         for kv in kvs:
             kv.ClearField("value")
     out.kvs.extend(kvs)
+
+
+# What build_index makes: (index, key -> lease of its live put, last main revision).
+IndexState = tuple[KeyIndex, dict[bytes, int], int]
+
+
+def build_index(rows) -> IndexState:
+    """The key index of stored rows (rev, blob) in revision order. Pure: may
+    run on a worker over a file nobody else uses yet."""
+    index = KeyIndex()
+    live_lease: dict[bytes, int] = {}
+    cur = 1
+    parse = KeyValue.FromString
+    for revb, blob in rows:
+        main = int.from_bytes(revb[0:8], "big")
+        sub = int.from_bytes(revb[9:17], "big")
+        kv = parse(blob)
+        key = kv.key
+        h = index.history(key)
+        if len(revb) > REV_BYTES_LEN:  # tombstone
+            if h is not None and h.is_live():
+                h.tombstone(main, sub)
+            live_lease.pop(key, None)
+        else:
+            if h is None:
+                index.restore(key, kv.create_revision, (main, sub), kv.version)
+            else:
+                h.put(main, sub)
+            live_lease[key] = kv.lease
+        cur = main
+    index.finish_restore(cur)
+    return index, live_lease, cur

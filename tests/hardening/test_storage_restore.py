@@ -263,3 +263,20 @@ def test_a_reader_of_the_old_file_outlives_a_swap_harmlessly(tmp_path):
         assert get(a, b"k050") == b"x" * 1000
     finally:
         a.close()
+
+
+def test_prepare_restore_builds_the_index_off_the_applying_thread(live, good_snapshot, monkeypatch):
+    fresh = [None]
+    t = threading.Thread(target=lambda: fresh.__setitem__(0, live.prepare_restore(good_snapshot)))
+    t.start()
+    t.join()
+    assert isinstance(fresh[0], str) and fresh[0].index_state is not None
+    from engine.mvcc import kvstore
+    # The swap must not read the rows again.
+    monkeypatch.setattr(kvstore, "build_index", lambda rows: (_ for _ in ()).throw(AssertionError("rebuilt")))
+    live.install_prepared(fresh[0])
+    assert get(live, b"s07") == b"v7" and get(live, b"k") is None
+    assert live.kv.index.revisions(b"s", b"t", live.current_revision)[1] == 20
+    put(live, b"s07", b"new")
+    r = live.kv.range(rpc_pb2.RangeRequest(key=b"s07"))
+    assert r.kvs[0].value == b"new" and r.kvs[0].version == 2
