@@ -127,6 +127,13 @@ class Backend:
         # Created private before SQLite sees it: its -wal and -shm get the
         # db file's mode.
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        # A db an older version left readable by others is made private too.
+        for p in (path, path + "-wal", path + "-shm"):
+            try:
+                if os.stat(p).st_mode & 0o077:
+                    os.chmod(p, 0o600)
+            except FileNotFoundError:
+                pass
         # isolation_level=None: no implicit BEGINs; transactions are explicit.
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")

@@ -280,3 +280,17 @@ def test_prepare_restore_builds_the_index_off_the_applying_thread(live, good_sna
     put(live, b"s07", b"new")
     r = live.kv.range(rpc_pb2.RangeRequest(key=b"s07"))
     assert r.kvs[0].value == b"new" and r.kvs[0].version == 2
+
+
+def test_a_db_left_world_readable_is_made_private_when_opened(tmp_path):
+    a = Applier(str(tmp_path / "db"))
+    put(a, b"k", b"v")
+    a.close()
+    os.chmod(tmp_path / "db", 0o644)
+    a = Applier(str(tmp_path / "db"))
+    try:
+        put(a, b"k2", b"v")
+        for f in ("db", "db-wal", "db-shm"):
+            assert stat.S_IMODE(os.stat(tmp_path / f).st_mode) == 0o600, f
+    finally:
+        a.close()
