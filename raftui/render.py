@@ -20,7 +20,9 @@ quotes), so one key looks the same in every panel:
                 overrides, zero-width spaces, ...), \\UNNNNNNNN above U+FFFF
 
 Printable characters (letters of any script, emoji, wide characters) stay as
-they are. The escaping is injective: distinct keys never look the same, and
+they are. (One difference from describe.py, asked of its owner: it writes a
+C1 control such as U+0085 as `\\x85`, like the byte 0x85; here it is
+`\\u0085`.) The escaping is injective: distinct keys never look the same, and
 `unescape()` turns what is shown (or typed into a form the same way) back
 into the key.
 """
