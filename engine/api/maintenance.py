@@ -21,7 +21,10 @@ SNAPSHOT_CHUNK = 32 * 1024      # etcd's snapshotSendBufferSize
 def alarm_text(member_id: int, alarm: int) -> str:
     """An AlarmMember as etcd's Status.errors shows it (gogoproto's compact
     text, trailing space included): 'memberID:123 alarm:NOSPACE '."""
-    return f"memberID:{member_id} alarm:{rpc_pb2.AlarmType.Name(alarm)} "
+    # An alarm type etcd does not know (accepted and stored, as by etcd)
+    # prints as its number, as gogoproto does.
+    name = rpc_pb2.AlarmType.Name(alarm) if alarm in rpc_pb2.AlarmType.values() else str(alarm)
+    return f"memberID:{member_id} alarm:{name} "
 
 
 async def _hash_job(applier, rev: int):

@@ -193,7 +193,20 @@ def _escape(c: str) -> str:
     code = ord(c)
     if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8, from surrogateescape
         return f"\\x{code - 0xDC00:02x}"
-    return c.encode("unicode_escape").decode("ascii")
+    named = _NAMED.get(c)
+    if named is not None:
+        return named
+    # \xNN only for the lone bytes above and ASCII controls; a code point
+    # >= 0x80 as \uNNNN so U+0085 and the byte 0x85 never look the same
+    # (the console's raftui.render.escape writes the same).
+    if code < 0x80:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+_NAMED = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
 
 def hex_bytes(b: bytes) -> str:
