@@ -26,6 +26,11 @@ log = logging.getLogger("engine.api")
 
 _PREFIX = "grpc: error unmarshalling request: "
 
+# Unary handlers may return an already serialized response (bytes): KV.Range
+# builds a big answer on a worker thread, so grpc's serialization does not
+# run on the member's loop. engine/api/kv.py checks this flag.
+RAW_RESPONSES = True
+
 
 class Undecodable:
     """What a guarded deserializer returns for bytes it cannot parse."""
@@ -97,12 +102,21 @@ def _wrap_stream_request(behavior):
     return call
 
 
+def _passing_bytes(serializer):
+    def serialize(message):
+        return message if type(message) is bytes else serializer(message)
+    return serialize
+
+
 def guard_handler(h: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     wrap = _wrap_stream_request if h.request_streaming else _wrap_unary_request
     behaviors = {name: wrap(getattr(h, name)) for name in
                  ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
                  if getattr(h, name) is not None}
-    return h._replace(request_deserializer=_safe(h.request_deserializer), **behaviors)
+    extra = {}
+    if not h.response_streaming:
+        extra["response_serializer"] = _passing_bytes(h.response_serializer)
+    return h._replace(request_deserializer=_safe(h.request_deserializer), **behaviors, **extra)
 
 
 class guarded:
