@@ -12,6 +12,8 @@ one):
   "random moment": in the middle of applying, snapshotting, compacting,
   sending or installing a snapshot); sometimes keep it down until the
   others have moved 60+ writes on, so it must catch up from a snapshot;
+- the victim may be streaming a Maintenance Snapshot, or applying a
+  physical compaction it was just asked for, when it dies;
 - between kills: MVCC compactions (physical or not) and a Maintenance
   Snapshot stream; every few cycles one membership step: add a 4th member
   as a learner (a real process), promote it, later remove it and stop it;
@@ -55,6 +57,8 @@ class Stats:
     leader_kills: int = 0
     long_downs: int = 0
     compactions: int = 0
+    inflight_snapshots: int = 0
+    inflight_compactions: int = 0
     snapshots: int = 0
     member_steps: list = dataclasses.field(default_factory=list)
     restart_s: list = dataclasses.field(default_factory=list)
@@ -211,8 +215,20 @@ class Crasher:
         victim = lead if rng.random() < 0.35 else rng.choice(victims)
         if victim == lead:
             self.stats.leader_kills += 1
+        inflight = []
+        if rng.random() < 0.25:
+            # The victim is streaming a snapshot (its db file being read) when it dies.
+            inflight.append(self._background(self._snapshot_from, c.members[victim].endpoint))
+            self.stats.inflight_snapshots += 1
+        if rng.random() < 0.25:
+            # ... or a physical compaction it was asked for is being applied.
+            inflight.append(self._background(self._compact_on, c.members[victim].endpoint))
+            self.stats.inflight_compactions += 1
         self.more_writes(rng.randint(0, 25))
         c.kill(victim)
+        for th in inflight:
+            th.join(timeout=30)
+            assert not th.is_alive(), "a call to the killed member did not end"
         self._set_live([i for i in self.active if i != victim])
         if rng.random() < 0.3:
             # Down long enough for the others to snapshot and compact past it.
@@ -229,6 +245,31 @@ class Crasher:
         if rng.random() < 0.15:
             self.snapshot()
         self.stats.cycles += 1
+
+    @staticmethod
+    def _background(fn, *args) -> threading.Thread:
+        th = threading.Thread(target=fn, args=args, daemon=True)
+        th.start()
+        return th
+
+    @staticmethod
+    def _snapshot_from(ep: str) -> None:
+        try:
+            with grpc.insecure_channel(ep) as ch:
+                for _ in rpc_pb2_grpc.MaintenanceStub(ch).Snapshot(rpc_pb2.SnapshotRequest(), timeout=20):
+                    pass
+        except grpc.RpcError:
+            pass   # cut by the kill, most of the time
+
+    @staticmethod
+    def _compact_on(ep: str) -> None:
+        try:
+            with grpc.insecure_channel(ep) as ch:
+                kv = rpc_pb2_grpc.KVStub(ch)
+                rev = kv.Range(rpc_pb2.RangeRequest(key=b"\0", count_only=True), timeout=5).header.revision
+                kv.Compact(rpc_pb2.CompactionRequest(revision=max(1, rev - 5), physical=True), timeout=5)
+        except grpc.RpcError:
+            pass
 
     def compact(self) -> None:
         kv = self._stub(rpc_pb2_grpc.KVStub)
@@ -361,7 +402,8 @@ def _run(tmp_path_factory, cycles: int) -> None:
         took = time.monotonic() - t0
         rs = sorted(stats.restart_s)
         print(f"crash cycles done in {took:.0f} s: {stats.cycles} kill -9 cycles ({stats.leader_kills} of the leader, "
-              f"{stats.long_downs} down past a snapshot), {stats.compactions} compactions, {stats.snapshots} "
+              f"{stats.long_downs} down past a snapshot; {stats.inflight_snapshots} while streaming a snapshot, "
+              f"{stats.inflight_compactions} while compacting), {stats.compactions} compactions, {stats.snapshots} "
               f"snapshot streams, membership: {stats.member_steps}; restart-to-caught-up median "
               f"{rs[len(rs) // 2]:.1f} s, max {rs[-1]:.1f} s; {len(writers.acked)} acknowledged puts, "
               f"{writers.failed} failed {dict(sorted(writers.errors.items(), key=lambda kv: -kv[1])[:4])}; "
