@@ -40,6 +40,13 @@ class DeadlineExceeded(ServerError):
     grpc_code_name = "UNKNOWN"
 
 
+class ApplyFailed(ServerError):
+    """A committed request whose apply raised (a bug its content triggers):
+    skipped on every member, nothing of it applied. etcd would panic; this
+    text is ours."""
+    etcd_message = "etcdserver: request could not be applied (skipped on every member)"
+
+
 class TimeoutDueToLeaderFail(ServerError):
     etcd_message = "etcdserver: request timed out, possibly due to previous leader failure"
 

@@ -64,7 +64,7 @@ LAG_WINDOW = 5.0
 TEST_FAULT_ENV = "RAFTNODE_TEST_FAULT"
 # Errors that are the machine's, not the entry's: applying must stop (fatal),
 # never skip the entry, or members would diverge.
-_FATAL_APPLY_ERRORS = (OSError, MemoryError, sqlite3.Error)
+_FATAL_APPLY_ERRORS = (OSError, MemoryError, sqlite3.OperationalError, sqlite3.InternalError)
 
 
 @dataclasses.dataclass
@@ -863,7 +863,14 @@ class Node:
         def flush() -> None:
             if not last_index:
                 return
-            results = self.applier.apply_batch(last_index, batch, term=term, indexes=indexes)
+            try:
+                results = self.applier.apply_batch(last_index, batch, term=term, indexes=indexes)
+            except _FATAL_APPLY_ERRORS:
+                raise
+            except Exception as e:  # the applier rolled the batch back: find the culprit
+                log.error("applying %d entries up to %d failed (%r): applying them one by one",
+                          len(batch), last_index, e)
+                results = self._apply_one_by_one(last_index, batch, indexes, term)
             for req, res in zip(batch, results):
                 if res is not None:
                     self._after_apply(req, res)
@@ -899,6 +906,25 @@ class Node:
                 indexes.append(e.index)
         flush()
         self._waiters.applied_to(ents[-1].index)
+
+    def _apply_one_by_one(self, last_index: int, batch, indexes: list[int], term: int) -> list:
+        """Apply a batch that raised, request by request: one whose apply
+        raises (a bug its content triggers: the same on every member) is
+        logged loudly and skipped, its client told so, and the applied index
+        still moves past it. Disk and memory errors stay fatal."""
+        results = []
+        for req, idx in zip(batch, indexes):
+            try:
+                results.extend(self.applier.apply_batch(idx, [req], term=term, indexes=[idx]))
+            except _FATAL_APPLY_ERRORS:
+                raise
+            except Exception as e:
+                log.error("entry %d (%s) cannot be applied: skipped (as on every member): %r",
+                          idx, req.WhichOneof("request"), e, exc_info=True)
+                self.applier.apply_batch(idx, [], term=term)
+                results.append(errors.ApplyFailed())
+        self.applier.apply_batch(last_index, [], term=term)
+        return results
 
     def _after_apply(self, req: internal_pb2.InternalRequest, res) -> None:
         """Timeline notes for an applied request: display only, so nothing

@@ -175,3 +175,40 @@ def test_a_peer_message_the_core_chokes_on_is_dropped(tmp_path, caplog):
         finally:
             await c.stop_all()
     run(main())
+
+
+def test_a_request_whose_apply_raises_is_skipped_alike_everywhere(tmp_path, caplog):
+    import asyncio
+
+    from engine.server import errors as server_errors
+    caplog.set_level(logging.ERROR, logger="engine.server")
+
+    async def main():
+        c = InProcCluster(str(tmp_path), 3)
+        await c.start_all()
+        try:
+            lead = await c.leader()
+            for n in c.nodes.values():
+                orig = n._apply_member_attributes
+
+                def handler(req, _orig=orig):
+                    if req.member_attributes.name == "boom":
+                        raise KeyError("a bug this request's content triggers")
+                    return _orig(req)
+                n.applier.register("member_attributes", handler)
+            boom = internal_pb2.InternalRequest(member_attributes=rpc_pb2.Member(ID=lead.member_id, name="boom"))
+            results = await asyncio.gather(
+                put(lead, b"before", b"1"), lead.propose(boom, 5.0), put(lead, b"after", b"2"),
+                return_exceptions=True)
+            assert isinstance(results[1], server_errors.ApplyFailed), results
+            assert not isinstance(results[0], Exception) and not isinstance(results[2], Exception), results
+            for n in c.nodes.values():
+                assert n._fatal is None
+                assert await get(n, b"before") == b"1" and await get(n, b"after") == b"2"
+            cis = {n.applier.consistent_index for n in c.nodes.values()}
+            await eventually(lambda: len({n.applier.consistent_index for n in c.nodes.values()}) == 1, 5,
+                             "every member at the same applied index")
+            assert sum("cannot be applied: skipped" in r.getMessage() for r in caplog.records) == 3, cis
+        finally:
+            await c.stop_all()
+    run(main())
