@@ -549,11 +549,12 @@ def watch_ops() -> st.SearchStrategy:
     return st.lists(st.one_of(create, create, cancel, progress), min_size=1, max_size=6)
 
 
-async def _watch_session(endpoint: str, reqs: list[rpc_pb2.WatchRequest], creates: int) -> tuple:
+async def _watch_session(endpoint: str, reqs: list[rpc_pb2.WatchRequest], creates: int,
+                         metadata: tuple = ()) -> tuple:
     """Send reqs on one stream; read until every create got its created answer (10 s)."""
     ch = grpc.aio.insecure_channel(endpoint)
     try:
-        call = rpc_pb2_grpc.WatchStub(ch).Watch()
+        call = rpc_pb2_grpc.WatchStub(ch).Watch(metadata=metadata)
         for r in reqs:
             await call.write(r)
         created = 0
@@ -584,8 +585,10 @@ def test_watch_create_cancel_progress(target, mode):
     t = target
 
     @props(mode, 60)
-    @given(member=st.integers(0, 2), ops=watch_ops())
-    def prop(member, ops):
+    @given(member=st.integers(0, 2), ops=watch_ops(),
+           md=st.sampled_from([(), (("hasleader", "true"),), (("hasleader", "false"),),
+                               (("client-api-version", "3.4"), ("hasleader", "true")), (("hasleader", "TRUE "),)]))
+    def prop(member, ops, md):
         reqs, creates = [], 0
         for kind, body, rev in ops:
             if kind == "create":
@@ -596,7 +599,7 @@ def test_watch_create_cancel_progress(target, mode):
                 reqs.append(rpc_pb2.WatchRequest(cancel_request=rpc_pb2.WatchCancelRequest(watch_id=body)))
             else:
                 reqs.append(rpc_pb2.WatchRequest(progress_request=rpc_pb2.WatchProgressRequest()))
-        code, msg, stuck = asyncio.run(_watch_session(t.cluster.endpoints[member], reqs, creates))
+        code, msg, stuck = asyncio.run(_watch_session(t.cluster.endpoints[member], reqs, creates, md))
         t.check_deaths("Watch", reqs)
         assert stuck is None, f"Watch: {stuck}\n  requests: {short(reqs)}"
         bad = verdict("Watch", reqs, code, msg or "", t.tally)
