@@ -194,6 +194,9 @@ def run_member(argv: list[str]) -> int:
         return 2
     except KeyboardInterrupt:
         return 0
+    except Exception as e:  # could not start (or stop): say why, exit non-zero
+        log.critical("raftnode %s failed: %r", cfg.name, e, exc_info=True)
+        return EXIT_FATAL
 
 
 def main(argv: list[str] | None = None) -> int:
