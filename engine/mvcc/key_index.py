@@ -337,6 +337,27 @@ class KeyIndex:
             del self._keys[k]
         return available
 
+    def compact_steps(self, at_rev: int, available: set[Rev], chunk: int = 8192) -> Iterator[None]:
+        """compact(at_rev) into ``available``, ``chunk`` keys at a time,
+        yielding between chunks. Writes may come in between: what they add
+        is above at_rev (the compaction revision is never above the current
+        one), which compacting a key at at_rev leaves alone, and a key
+        created since has nothing at or below at_rev. Reads in between are
+        at >= at_rev (the store refuses older ones once the compaction is
+        applied) and see the same through a history pruned or not."""
+        keys = list(dict.keys(self._keys))
+        hist = self._keys
+        for i in range(0, len(keys), chunk):
+            for k in keys[i:i + chunk]:
+                h = hist.get(k)
+                if h is None:
+                    continue
+                h.compact(at_rev, available)
+                if h.is_empty():
+                    del hist[k]
+            if i + chunk < len(keys):
+                yield
+
     def keep(self, at_rev: int) -> set[Rev]:
         available: set[Rev] = set()
         for h in self._keys.values():
