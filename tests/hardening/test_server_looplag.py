@@ -34,18 +34,18 @@ def test_a_stalled_loop_shows_in_inspect_and_the_log(raftnode_binary, tmp_path):
             os.environ[FAULT_ENV] = old
     try:
         m = c.members[0]
+        stall_ms = node_mod._TestFault.STALL * 1000
         quiet = _raft_status(m.endpoint)
-        assert quiet.loop_lag_ms < 500, quiet.loop_lag_ms
+        assert quiet.loop_lag_ms < 0.8 * stall_ms, quiet.loop_lag_ms   # (a loaded test machine lags too)
         with grpc.insecure_channel(m.endpoint) as ch:
             rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=b"__stall_me__", value=b"1"), timeout=10)
         st = _raft_status(m.endpoint)
-        stall_ms = node_mod._TestFault.STALL * 1000
         assert st.loop_lag_ms >= 0.8 * stall_ms, st
         assert st.loop_lag_max_ms >= st.loop_lag_ms
         wait_for(lambda: "event loop lag" in m.log_path.read_text(errors="replace"), 5,
                  "a warning about the loop lag")
         # The window forgets it after a few seconds; the maximum stays.
-        wait_for(lambda: _raft_status(m.endpoint).loop_lag_ms < 500, node_mod.LAG_WINDOW + 10,
+        wait_for(lambda: _raft_status(m.endpoint).loop_lag_ms < 0.8 * stall_ms, node_mod.LAG_WINDOW + 10,
                  "the lag window to move past the stall")
         assert _raft_status(m.endpoint).loop_lag_max_ms >= 0.8 * stall_ms
     finally:
