@@ -144,6 +144,7 @@ class Crasher:
         self.fourth_voter = False
         self.adds = 0
         self.channels: dict[str, grpc.Channel] = {}
+        self.asked = 0     # the member the last membership call went to
 
     # -- helpers -------------------------------------------------------------------
 
@@ -165,7 +166,8 @@ class Crasher:
         live = [i for i in self.active if self.c.members[i].running()
                 and (i != self.fourth or self.fourth_voter)]   # learners serve no writes
         assert live, "no live member"
-        ep = self.c.members[self.rng.choice(live)].endpoint
+        self.asked = self.rng.choice(live)
+        ep = self.c.members[self.asked].endpoint
         ch = self.channels.get(ep)
         if ch is None:
             ch = self.channels[ep] = grpc.insecure_channel(ep, options=FAST_RECONNECT)
@@ -337,8 +339,23 @@ class Crasher:
                 transient = e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) or \
                     (e.details() or "").endswith(("in sync with leader", "not enough started members"))
                 if not transient or time.monotonic() > deadline:
-                    raise AssertionError(f"{what} failed: {e.code().name} {e.details()}") from None
+                    asked = self.c.members[self.asked]
+                    raise AssertionError(f"{what} failed on {asked.name} ({asked.endpoint}) for "
+                                         f"{CATCH_UP:.0f} s: {e.code().name} {e.details()}") from None
                 self.more_writes(5)   # let the cluster move on before trying again
+
+
+def _keep_logs(c, seed: int) -> str:
+    """Copy every member's log out of pytest's temporary dirs (which it prunes) for a post-mortem."""
+    import shutil
+    dest = f"/tmp/raftui-crash-logs/{seed}-{int(time.time())}"
+    os.makedirs(dest, exist_ok=True)
+    for m in c.members:
+        try:
+            shutil.copy(m.log_path, dest)
+        except OSError:
+            pass
+    return dest
 
 
 def _final_checks(c, active: list[int], writers: Writers) -> dict:
@@ -393,7 +410,8 @@ def _run(tmp_path_factory, cycles: int) -> None:
                 if n % 6 == 5:
                     crasher.member_step()
             except BaseException as e:
-                raise AssertionError(f"cycle {n} (seed {seed}): {e}") from e
+                raise AssertionError(f"cycle {n} (seed {seed}): {e}\n  member logs kept in "
+                                     f"{_keep_logs(c, seed)}") from e
         if crasher.fourth is not None and not crasher.fourth_voter:
             crasher.member_step()   # learners serve no HashKV: promote it, check it too
         writers.join()
