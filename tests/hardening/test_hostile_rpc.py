@@ -13,9 +13,11 @@ of etcd's (the table in engine/api/errors.py, i.e. etcd's rpctypes, plus the
 transport's own "message larger than max"). UNKNOWN, INTERNAL, a Python
 traceback in a message, a client deadline (10 s) or a dead member fail the
 test. A separate process polls Maintenance.Status on every member every
-50 ms (tests/hardening/conftest.py LagPoller): its worst latency -- and the
-member's own ``loop_lag_ms`` from Inspect when the member reports it -- must
-stay under LAG_LIMIT_MS (200).
+50 ms (tests/hardening/conftest.py LagPoller): the member's own
+``loop_lag_ms`` (Inspect.RaftStatus) must stay under LAG_LIMIT_MS (200);
+the worst client-side Status latency under 2.5x that (it also counts the
+poller's scheduling on a busy machine), or under 200 ms itself when the
+member does not report its loop lag.
 
 Bounded for CI (``derandomize``: the same examples every run; about a
 minute). ``-m soak`` runs the same properties with random seeds and 20x the
@@ -48,6 +50,7 @@ from .conftest import FAST_RECONNECT, LagPoller, death_note, restart_member, sta
 MiB = 1024 * 1024
 MAX_REQUEST = int(1.5 * MiB)
 LAG_LIMIT_MS = float(os.environ.get("RAFTUI_HARDENING_LAG_MS", "200"))
+CLIENT_LAG_FACTOR = 2.5   # client-side Status latency bound, when the member reports its loop lag
 CALL_TIMEOUT = 10.0
 SOAK_FACTOR = 20
 BULK_MB = 16   # data loaded before the Maintenance properties
@@ -269,8 +272,14 @@ class Target:
         print(line)
         assert restarted or sum(snap["fail"].values()) == 0, f"Status polls failed during {what}: {snap}"
         if reported is not None:
+            # The member's own measure (the longest gap between its ticks) is the judge; the
+            # client-side latency, which also counts the poller's own scheduling on a busy
+            # machine, only has to stay within a looser bound.
             assert reported < LAG_LIMIT_MS, f"loop lag {reported} ms >= {LAG_LIMIT_MS} during {what}"
-        assert worst < LAG_LIMIT_MS, f"a member answered Status after {worst:.0f} ms during {what}: {snap}"
+            client_limit = CLIENT_LAG_FACTOR * LAG_LIMIT_MS
+        else:
+            client_limit = LAG_LIMIT_MS
+        assert worst < client_limit, f"a member answered Status after {worst:.0f} ms during {what}: {snap}"
 
     def close(self) -> None:
         self.poller.stop()
