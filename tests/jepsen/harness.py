@@ -25,10 +25,12 @@ Outcome of an op (what makes a history honest):
   request provably never reached a member: gRPC's "failed to connect to all
   addresses" (the channel has no connection -- refused, or backing off
   after a refusal -- and fails the call before anything is sent).
-  Everything else -- deadline exceeded, "request timed out", "no leader",
-  "leader changed", a connection reset -- is ``info``: raftnode keeps a
-  proposal queued while it waits for a leader and forgets only the waiter,
-  so a write that timed out may still be committed later, as in etcd.
+  Everything else -- the client's deadline, "request timed out", "leader
+  changed", a connection reset -- is ``info``: the request may have been
+  proposed and still commit later, as in etcd. (raftnode drops a queued
+  proposal whose caller gave up, so a server-side "context deadline
+  exceeded" or "no leader" means never proposed; classifying those as
+  ``info`` too is merely conservative.)
 
 Reproducibility: all random choices (each client's ops, keys and members,
 the nemesis schedule, its targets and timings) come from RNGs derived from
