@@ -42,7 +42,14 @@ class KVServicer(rpc_pb2_grpc.KVServicer):
             # The index lookup here; a big fetch of values on a worker,
             # from a reader pinned at this moment.
             raw = _raw_responses()
-            resp, job = node.applier.range_job(request, raw=raw)
+            steps = node.applier.range_job_steps(request, raw=raw)
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    resp, job = done.value
+                    break
+                await asyncio.sleep(0)  # a big index walk, a slice per loop turn
             wire = await asyncio.to_thread(job) if job is not None else None
         except Exception as e:
             await abort(context, e)

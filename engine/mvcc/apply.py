@@ -289,6 +289,15 @@ class Applier:
                 reader.release()
         return job
 
+    def range_job_steps(self, req: rpc_pb2.RangeRequest, min_rows: int = 1000, *, raw: bool = False):
+        """range_job as a generator (its return value is (response, job)):
+        drive it with next() on the applying thread, the loop running
+        between steps (the index is read a few thousand keys per step)."""
+        kv = self.kv
+        out = rpc_pb2.RangeResponse()
+        plan = yield from kv.range_plan_steps(req, kv.current_rev, out)
+        return self._range_job(req, out, plan, min_rows, raw)
+
     def range_job(self, req: rpc_pb2.RangeRequest, min_rows: int = 1000, *, raw: bool = False):
         """(response, None) when the range was small enough to answer here;
         (response, job) when ``job()`` must still fetch its values (on a
@@ -298,7 +307,13 @@ class Applier:
         ``response.SerializeToString() + job()``; other jobs return None."""
         kv = self.kv
         out = rpc_pb2.RangeResponse()
-        plan = kv.range_plan(req, kv.current_rev, out)
+        return self._range_job(req, out, kv.range_plan(req, kv.current_rev, out), min_rows, raw)
+
+    def _range_job(self, req, out, plan, min_rows: int, raw: bool):
+        # Pinned only now, after the index was read: the rows of what a read
+        # at the range's revision sees stay until a compaction passes it,
+        # and the plan is refused (Compacted) if one did.
+        kv = self.kv
         if plan is None:
             return out, None
         revs, finish = plan

@@ -325,6 +325,48 @@ class KeyIndex:
                 append((h.key, r))
         return out, total
 
+    def revisions_steps(self, key: bytes, end: bytes | None, at_rev: int, limit: int = 0,
+                        chunk: int = 8192):
+        """revisions() as a generator (its return value), ``chunk`` keys per
+        step, yielding between steps. Writes in between only add revisions
+        above at_rev and keys with nothing at or below it, so a step sees
+        what a read at at_rev saw; a compaction past at_rev would not (the
+        caller checks for one)."""
+        if end is None or (end and end <= key):
+            return self.revisions(key, end, at_rev, limit)
+        keys = self._keys
+        out: list[tuple[bytes, Rev]] = []
+        append = out.append
+        total = 0
+        lo, first = key, True
+        while True:
+            it = keys.irange(lo, end or None, inclusive=(first, False))
+            n, last = 0, None
+            for k in it:
+                last = k
+                h = keys[k]
+                revs = h.generations[-1].revs
+                if revs and revs[-1][0] <= at_rev:
+                    r = revs[-1]
+                else:
+                    got = h.get(at_rev)
+                    if got is None:
+                        n += 1
+                        if n >= chunk:
+                            break
+                        continue
+                    r = got[0]
+                total += 1
+                if limit <= 0 or total <= limit:
+                    append((k, r))
+                n += 1
+                if n >= chunk:
+                    break
+            if last is None or n < chunk:
+                return out, total
+            lo, first = last, False
+            yield
+
     def compact(self, at_rev: int) -> set[Rev]:
         """Compact every key at at_rev; return the revisions still needed <= at_rev."""
         available: set[Rev] = set()

@@ -292,6 +292,32 @@ class KVStore:
         given the stored blobs of those keys in that order, completes out.
         The fetch and finish may happen on a worker (with a Reader pinned
         when the plan was made): they touch nothing of the store."""
+        g = self._range_plan(req, cur, out, False)
+        try:
+            next(g)
+        except StopIteration as done:
+            return done.value
+        raise RuntimeError("range_plan yielded")
+
+    def range_plan_steps(self, req: rpc_pb2.RangeRequest, cur: int, out: rpc_pb2.RangeResponse):
+        """range_plan as a generator (its return value), reading the index a
+        few thousand keys per step: drive it on the applying thread, letting
+        the loop run between steps. Compacted if a compaction passes the
+        range's revision meanwhile."""
+        return (yield from self._range_plan(req, cur, out, True))
+
+    def _revisions_steps(self, key: bytes, end: bytes | None, rev: int, want: int):
+        g = self.index.revisions_steps(key, end, rev, want)
+        while True:
+            try:
+                next(g)
+            except StopIteration as done:
+                return done.value
+            yield
+            if self.compact_rev > rev:
+                raise errors.Compacted(self.compact_rev)
+
+    def _range_plan(self, req: rpc_pb2.RangeRequest, cur: int, out: rpc_pb2.RangeResponse, steps: bool):
         rev = self._check_rev(req.revision, cur)
         limit = req.limit
         # etcd fetches everything only for an explicit sort order or a
@@ -309,7 +335,11 @@ class KVStore:
             want = 0
         else:
             want = limit if plain else limit + 1
-        pairs, n = self.index.revisions(req.key, mk_gte_range(req.range_end), rev, want)
+        end = mk_gte_range(req.range_end)
+        if steps:
+            pairs, n = yield from self._revisions_steps(req.key, end, rev, want)
+        else:
+            pairs, n = self.index.revisions(req.key, end, rev, want)
         out.header.revision = cur
         out.count = n
         if req.count_only or n == 0:

@@ -134,6 +134,9 @@ async def _defrag(ch):
 async def _full_range(ch):
     r = await rpc_pb2_grpc.KVStub(ch).Range(
         rpc_pb2.RangeRequest(key=b"load/", range_end=b"load0", serializable=True), timeout=120)
+    # (Built on a worker, values spliced as stored: the header must be there too.)
+    assert r.count == N_KEYS and not r.more and r.header.member_id and r.header.revision > N_KEYS // 100
+    assert r.kvs[123].key == b"load/000123" and r.kvs[123].value == VALUE and r.kvs[123].version == 1
     return len(r.kvs)
 
 

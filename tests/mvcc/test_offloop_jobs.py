@@ -111,3 +111,43 @@ def test_hash_kv_steps_refuse_when_compacted_past_rev_meanwhile(a):
     a.apply_batch(a.consistent_index + 1, [IR(compaction=rpc_pb2.CompactionRequest(revision=rev + 2))])
     with pytest.raises(errors.Compacted):
         _drive(steps)
+
+
+@pytest.mark.parametrize("i", range(len(REQS)))
+def test_range_job_steps_with_writes_between_steps(a, i, monkeypatch):
+    from engine.mvcc import key_index
+    req = REQS[i]
+    want = a.kv.range(req)
+    orig = key_index.KeyIndex.revisions_steps
+    monkeypatch.setattr(key_index.KeyIndex, "revisions_steps",
+                        lambda self, k, e, r, lim=0, chunk=8192: orig(self, k, e, r, lim, 7))
+    n = [0]
+
+    def write():
+        n[0] += 1
+        a.apply_batch(a.consistent_index + 1, [
+            IR(put=rpc_pb2.PutRequest(key=b"k%05d" % (n[0] * 13 % 3000), value=b"changed")),
+            IR(delete_range=rpc_pb2.DeleteRangeRequest(key=b"k%05d" % (n[0] * 17 % 3000))),
+            IR(put=rpc_pb2.PutRequest(key=b"k%05d-new" % (n[0] * 19 % 3000), value=b"x"))])
+        if n[0] == 5:
+            a.apply_batch(a.consistent_index + 1, [IR(compaction=rpc_pb2.CompactionRequest(revision=3))])
+
+    out, job = _drive(a.range_job_steps(req, min_rows=1000, raw=True), write)
+    wire = on_worker(job) if job is not None else None
+    got = rpc_pb2.RangeResponse.FromString(out.SerializeToString() + wire) if wire is not None else out
+    assert got == want
+    if req.key != b"k00001" or req.range_end:
+        assert n[0] >= 5 or want.count < 50
+
+
+def test_range_job_steps_refused_when_compacted_past_its_revision(a, monkeypatch):
+    from engine.mvcc import errors, key_index
+    orig = key_index.KeyIndex.revisions_steps
+    monkeypatch.setattr(key_index.KeyIndex, "revisions_steps",
+                        lambda self, k, e, r, lim=0, chunk=8192: orig(self, k, e, r, lim, 100))
+    steps = a.range_job_steps(RR(key=b"k", range_end=b"l"))
+    next(steps)
+    a.apply_batch(a.consistent_index + 1, [IR(put=rpc_pb2.PutRequest(key=b"x", value=b"1"))])
+    a.apply_batch(a.consistent_index + 1, [IR(compaction=rpc_pb2.CompactionRequest(revision=a.current_revision))])
+    with pytest.raises(errors.Compacted):
+        _drive(steps)
