@@ -294,9 +294,19 @@ class Applier:
         drive it with next() on the applying thread, the loop running
         between steps (the index is read a few thousand keys per step)."""
         kv = self.kv
-        out = rpc_pb2.RangeResponse()
-        plan = yield from kv.range_plan_steps(req, kv.current_rev, out)
-        return self._range_job(req, out, plan, min_rows, raw)
+        for attempt in range(3):
+            out = rpc_pb2.RangeResponse()
+            try:
+                plan = yield from kv.range_plan_steps(req, kv.current_rev, out)
+            except errors.Compacted:
+                # A compaction passed the revision being read. A read of
+                # "now" starts again at the new now (still a valid answer);
+                # a read at a given revision is compacted, as etcd says.
+                if req.revision or attempt == 2:
+                    raise
+                continue
+            return self._range_job(req, out, plan, min_rows, raw)
+        raise AssertionError("unreachable")
 
     def range_job(self, req: rpc_pb2.RangeRequest, min_rows: int = 1000, *, raw: bool = False):
         """(response, None) when the range was small enough to answer here;

@@ -145,9 +145,16 @@ def test_range_job_steps_refused_when_compacted_past_its_revision(a, monkeypatch
     orig = key_index.KeyIndex.revisions_steps
     monkeypatch.setattr(key_index.KeyIndex, "revisions_steps",
                         lambda self, k, e, r, lim=0, chunk=8192: orig(self, k, e, r, lim, 100))
-    steps = a.range_job_steps(RR(key=b"k", range_end=b"l"))
+    rev = a.current_revision
+    steps = a.range_job_steps(RR(key=b"k", range_end=b"l", revision=rev))
+    now = a.range_job_steps(RR(key=b"k", range_end=b"l"))
     next(steps)
-    a.apply_batch(a.consistent_index + 1, [IR(put=rpc_pb2.PutRequest(key=b"x", value=b"1"))])
+    next(now)
+    a.apply_batch(a.consistent_index + 1, [IR(put=rpc_pb2.PutRequest(key=b"k00007", value=b"1"))])
     a.apply_batch(a.consistent_index + 1, [IR(compaction=rpc_pb2.CompactionRequest(revision=a.current_revision))])
     with pytest.raises(errors.Compacted):
-        _drive(steps)
+        _drive(steps)  # at a given revision: compacted, as etcd would say
+    out, job = _drive(now)  # at "now": started again at the new now
+    on_worker(job)
+    assert out.header.revision == a.current_revision and out.count == 3000
+    assert [kv.value for kv in out.kvs if kv.key == b"k00007"] == [b"1"]
