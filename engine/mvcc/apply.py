@@ -499,4 +499,6 @@ def open_applier(data_dir: str, **kw) -> Applier:
     dir more open than 0700 gets etcd's warning."""
     if os.path.isdir(data_dir):
         fsutil.check_dir_permission(data_dir)
+        fsutil.make_private(os.path.join(data_dir, "member"))
+        fsutil.make_private(os.path.join(data_dir, "member", "snap"))
     return Applier(os.path.join(data_dir, "member", "snap", "db"), **kw)

@@ -66,6 +66,22 @@ def check_dir_permission(path: str | os.PathLike, logger: logging.Logger | None 
     return True
 
 
+def make_private(path: str | os.PathLike) -> None:
+    """Take group and other permissions off a file or directory an older
+    version created more open (0644 -> 0600, 0755 -> 0700)."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return
+    if mode & 0o077:
+        try:
+            os.chmod(path, mode & ~0o077)
+        except OSError as e:  # not ours (a read-only tool run by another user)
+            log.warning("could not make %s private: %s", os.fspath(path), e.strerror)
+            return
+        log.info("made %s private (%o -> %o)", os.fspath(path), mode, mode & ~0o077)
+
+
 def write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:

@@ -25,7 +25,7 @@ from google.protobuf.message import DecodeError
 
 from engine.proto import raft_pb2 as raftpb
 from engine.wal.errors import SnapshotCorruptError
-from engine.wal.fsutil import makedirs_durable, write_file_atomic
+from engine.wal.fsutil import make_private, makedirs_durable, write_file_atomic
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,10 @@ def snap_name(term: int, index: int) -> str:
 class Snapshotter:
     def __init__(self, snap_dir: str | os.PathLike) -> None:
         self.dir = os.fspath(snap_dir)
+        # Files an older version left readable by others are made private.
+        make_private(self.dir)
+        for n in self.names():
+            make_private(os.path.join(self.dir, n))
 
     def save(self, snapshot: raftpb.Snapshot) -> str | None:
         """Write `snapshot` durably and return its path. An empty snapshot

@@ -116,7 +116,7 @@ from engine.wal.errors import (
     WALSnapshotMismatchError,
     WALSnapshotNotFoundError,
 )
-from engine.wal.fsutil import fdatasync, fsync_dir, makedirs_durable, write_all, write_file_atomic
+from engine.wal.fsutil import fdatasync, fsync_dir, make_private, makedirs_durable, write_all, write_file_atomic
 from engine.wal.record import RecordType, TornTail
 from engine.wal.segments import (
     Segment,
@@ -243,6 +243,9 @@ class WAL:
         try:
             remove_temp_files(wal_dir)
             segs = list_segments(wal_dir)
+            make_private(wal_dir)
+            for seg in segs:
+                make_private(seg.path)
             start = start_segment(segs, snapshot_index)
             if start is None:
                 raise WALSnapshotNotFoundError(
