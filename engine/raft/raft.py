@@ -65,6 +65,16 @@ class Config:
     # §9.6: a node first asks whether it could win before raising its term,
     # so a node coming back from a partition does not disrupt the cluster.
     pre_vote: bool = True
+    # The leader's own vote and its own appended entries count toward a
+    # quorum only once the host reports them durable (advance() after the
+    # Ready that carried them), as in etcd-io/raft since 2022 (raft.go,
+    # `msgsAfterAppend`). Thesis §3.8: "each server persists new log entries
+    # before they are counted towards the entries' commitment". Our host
+    # sends a leader's messages before its own fsync (thesis §10.2.1), so
+    # counting at once lets a single voter commit (and tell a learner) an
+    # entry a crash then erases. False restores that old, unsafe behaviour:
+    # it exists only for the mutation test that shows the simulator finds it.
+    durable_self_ack: bool = True
     rng: random.Random = dataclasses.field(default_factory=lambda: random.Random(0))
 
     def validate(self) -> None:
@@ -97,6 +107,7 @@ class Raft:
         self.heartbeat_timeout = cfg.heartbeat_tick
         self.check_quorum = cfg.check_quorum
         self.pre_vote = cfg.pre_vote
+        self.durable_self_ack = cfg.durable_self_ack
         self.rng = cfg.rng
 
         # Persistent state (§5.2 Figure 2): written to the WAL before any
@@ -115,6 +126,13 @@ class Raft:
         self.election_votes: dict[int, bool] = {}
 
         self.msgs: list[pb.Message] = []
+        # Our own acknowledgements (MsgVoteResp for our self-vote, MsgAppResp
+        # for our own appends), addressed to ourselves. They are true only
+        # once the unstable state they rest on (term, vote, entries) is
+        # durable, so RawNode steps them back in at advance(), after the
+        # host persisted the Ready (etcd-io/raft: msgsAfterAppend, stepped
+        # from RawNode.stepsOnAdvance).
+        self.msgs_after_append: list[pb.Message] = []
         self.read_states: list[ReadState] = []
         self.read_only = ReadOnly()
         # ReadIndex requests that came before this leader committed an entry
@@ -178,6 +196,11 @@ class Raft:
             pass
         else:
             m.term = self.term
+        if m.to == self.id:
+            if m.type not in (pb.MsgAppResp, pb.MsgVoteResp):
+                raise AssertionError(f"message should not be self-addressed: {m.type}")
+            self.msgs_after_append.append(m)
+            return
         self.msgs.append(m)
 
     def _reset_randomized_election_timeout(self) -> None:
@@ -318,8 +341,19 @@ class Raft:
         else:
             self.become_candidate()
             vote_msg, term = pb.MsgVote, self.term
-        if self.poll(self.id, _vote_resp_type(vote_msg), True) is VoteResult.WON:
-            # A single-voter cluster wins at once.
+        if vote_msg == pb.MsgVote and self.durable_self_ack:
+            # Our vote for ourselves counts once the hard state carrying it
+            # (new term, vote=us) is durable: RawNode steps this response
+            # back in at advance(). Counted at once, a single voter would
+            # lead term T with T not yet on disk; a crash then lets it lead
+            # T a second time and write different entries at the same
+            # indexes (etcd-io/raft raft.go campaign(); thesis §3.8).
+            self.send(pb.Message(type=pb.MsgVoteResp, to=self.id, term=term))
+        elif self.poll(self.id, _vote_resp_type(vote_msg), True) is VoteResult.WON:
+            # A pre-vote changes no persistent state (thesis §9.6), so our
+            # own is counted at once even when acks are deferred (etcd-io/raft
+            # defers it too, for uniformity; that costs a single voter one
+            # more Ready per election for nothing). A single voter wins here.
             if kind == CAMPAIGN_PRE_ELECTION:
                 self.campaign(CAMPAIGN_ELECTION)
             else:
@@ -415,10 +449,17 @@ class Raft:
             e.term = self.term
             e.index = li + 1 + i
         li = self.log.append(list(ents))
-        # The leader counts itself: the host persists these entries before it
-        # acts on anything else of this Ready.
-        self.prs[self.id].maybe_update(li)
-        self.maybe_commit()
+        if self.durable_self_ack:
+            # We count our own copy once the host has made it durable: this
+            # acknowledgement is stepped back in at advance(), after the fsync
+            # of the Ready carrying these entries (etcd-io/raft appendEntry;
+            # thesis §3.8). The host may send our MsgApps before that fsync
+            # (§10.2.1) because until then they carry no commit index that
+            # relies on our own copy.
+            self.send(pb.Message(type=pb.MsgAppResp, to=self.id, index=li))
+        else:
+            self.prs[self.id].maybe_update(li)
+            self.maybe_commit()
         return True
 
     def maybe_commit(self) -> bool:
@@ -542,7 +583,9 @@ class Raft:
         pr = self.prs.get(m.from_)
         if pr is None:
             return  # from a node no longer in the config
-        if t == pb.MsgAppResp:
+        if t == pb.MsgAppResp and m.from_ == self.id:
+            self._handle_own_append_ack(m, pr)
+        elif t == pb.MsgAppResp:
             self._handle_append_response(m, pr)
         elif t == pb.MsgHeartbeatResp:
             pr.recent_active = True
@@ -609,6 +652,15 @@ class Raft:
             pass
         if m.from_ == self.lead_transferee and pr.match == self.log.last_index():
             self.send_timeout_now(m.from_)
+
+    def _handle_own_append_ack(self, m: pb.Message, pr: Progress) -> None:
+        """Our own entries up to m.index are durable (stepped in by
+        RawNode.advance()). Only now may they count toward commitment; with
+        one voter this is what commits (etcd-io/raft handles it in
+        handleAppendResponse, skipping the parts that would send to itself)."""
+        if pr.maybe_update(m.index) and self.maybe_commit():
+            self._release_pending_read_index_messages()
+            self.bcast_append()
 
     def _handle_transfer_leader(self, m: pb.Message, pr: Progress) -> None:
         if pr.is_learner:

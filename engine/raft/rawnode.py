@@ -7,6 +7,13 @@ The host's loop, in this order, for each Ready:
   3. apply `committed_entries` (ConfChange ones through apply_conf_change)
      and answer `read_states` once applied reaches their index;
   4. call advance(ready).
+
+advance() also steps back in the core's acknowledgements of its own durable
+state (its self-vote, its own appended entries): that is how a leader's own
+copy comes to count toward commitment — only after step 1 (etcd-io/raft's
+RawNode.stepsOnAdvance). So a host must call advance() only once everything
+of the Ready is durable, and a one-voter cluster commits a proposal in the
+Ready after the one that persisted it.
 """
 from __future__ import annotations
 
@@ -52,6 +59,9 @@ class RawNode:
         self.raft = Raft(cfg)
         self._prev_soft = SoftState(self.raft.lead, self.raft.state)
         self._prev_hard = self.raft.hard_state()
+        # The core's self-addressed acknowledgements handed out with the last
+        # Ready, stepped in by advance() once the host made it durable.
+        self._steps_on_advance: list[pb.Message] = []
 
     # -- bootstrapping ----------------------------------------------------------
 
@@ -136,7 +146,7 @@ class RawNode:
         if (r.term, r.vote, r.log.committed) != (ph.term, ph.vote, ph.commit):
             return True
         return bool(r.log.unstable.snapshot is not None or r.msgs or r.log.unstable.entries
-                    or r.read_states or r.log.has_next_committed_entries())
+                    or r.msgs_after_append or r.read_states or r.log.has_next_committed_entries())
 
     def ready(self) -> Ready:
         r = self.raft
@@ -156,6 +166,12 @@ class RawNode:
         )
         r.msgs = []
         r.read_states = []
+        # Everything these acknowledge is in this Ready (or an earlier one):
+        # they become true when the host advances past it. Extend, not
+        # replace: a host that takes two Readies before advancing (none of
+        # ours does) would otherwise lose acks.
+        self._steps_on_advance.extend(r.msgs_after_append)
+        r.msgs_after_append = []
         return rd
 
     def advance(self, rd: Ready) -> None:
@@ -173,6 +189,11 @@ class RawNode:
             r.log.stable_snap_to(rd.snapshot.metadata.index)
             if r.log.applied < rd.snapshot.metadata.index:
                 r.log.applied = rd.snapshot.metadata.index
+        # Our own vote and entries are durable now: count them. A stale one
+        # (we moved to a later term meanwhile) is dropped by step()'s term check.
+        steps, self._steps_on_advance = self._steps_on_advance, []
+        for m in steps:
+            r.step(m)
 
     # -- introspection ----------------------------------------------------------
 

@@ -15,6 +15,15 @@ def raft_with(nid=1, voters=(1, 2, 3), log_terms=(), term=0, **kw) -> Raft:
     return Raft(Config(id=nid, storage=storage_with(voters, list(log_terms), term), **kw))
 
 
+def persisted(r: Raft) -> Raft:
+    """What RawNode.advance() does once the host made a Ready durable: step in
+    the core's own acknowledgements (self-vote, own appends)."""
+    msgs, r.msgs_after_append = r.msgs_after_append, []
+    for m in msgs:
+        r.step(m)
+    return r
+
+
 def take(r: Raft) -> list[str]:
     out = [describe_message(m) for m in r.msgs]
     r.msgs = []
@@ -66,6 +75,7 @@ def test_candidate_votes_for_itself_and_requests_votes():
 def test_candidate_wins_or_loses_by_majority(grants, state):
     r = raft_with(pre_vote=False)
     r.step(pb.Message(type=pb.MsgHup))
+    persisted(r)
     for peer, g in zip((2, 3), grants):
         r.step(pb.Message(type=pb.MsgVoteResp, from_=peer, to=1, term=r.term, reject=not g))
     assert r.state is state
@@ -150,6 +160,7 @@ def test_old_term_entry_not_committed_by_counting():
     c = cluster_from(stores, pre_vote=False)
     r = c.nodes[1].raft
     r.become_candidate(); r.become_leader()  # term 4, empty entry at index 3
+    persisted(r)
     r.msgs = []
     # Node 2 acknowledges only up to index 2 (the old-term entry): majority
     # holds index 2, but it is of term 2, so nothing is committed.
@@ -180,6 +191,7 @@ def test_learner_never_campaigns_nor_counts():
     assert learner.state is StateType.FOLLOWER and learner.term == 0 and not learner.msgs
     lead = Raft(Config(id=1, storage=storage_with((1, 2), [], learners=(3,)), pre_vote=False))
     lead.become_candidate(); lead.become_leader()
+    persisted(lead)
     lead.prs[3].become_replicate()
     lead.step(pb.Message(type=pb.MsgAppResp, from_=3, to=1, term=lead.term, index=1))
     assert lead.log.committed == 0, "a learner's ack counted toward commit"
@@ -190,6 +202,7 @@ def test_learner_never_campaigns_nor_counts():
 def test_learner_vote_is_not_counted():
     r = Raft(Config(id=1, storage=storage_with((1, 2, 3), [], learners=(4,)), pre_vote=False))
     r.step(pb.Message(type=pb.MsgHup))
+    persisted(r)
     r.step(pb.Message(type=pb.MsgVoteResp, from_=4, to=1, term=r.term))
     assert r.state is StateType.CANDIDATE
     r.step(pb.Message(type=pb.MsgVoteResp, from_=2, to=1, term=r.term))
