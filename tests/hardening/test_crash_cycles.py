@@ -49,6 +49,7 @@ SNAPSHOT_COUNT = 50
 WRITERS = 2
 PUT_TIMEOUT = 3.0
 CATCH_UP = 40.0
+REMOVED_EXIT_S = 10.0   # a removed member stops itself within this (etcd: ErrMemberRemoved)
 
 
 @dataclasses.dataclass
@@ -61,6 +62,7 @@ class Stats:
     inflight_compactions: int = 0
     snapshots: int = 0
     member_steps: list = dataclasses.field(default_factory=list)
+    removed_zombies: list = dataclasses.field(default_factory=list)
     restart_s: list = dataclasses.field(default_factory=list)
 
 
@@ -321,21 +323,52 @@ class Crasher:
         else:
             idx = self.fourth
             self._retry(lambda: cl.MemberRemove(rpc_pb2.MemberRemoveRequest(ID=self.fourth_id), timeout=5),
-                        "remove")
+                        "remove", done=lambda: self.fourth_id not in self._member_ids(exclude=idx))
             self.active.remove(idx)
             self._set_live(self.active)
+            # etcd: a removed member stops itself (its peers answer its streams "removed",
+            # even when it missed the entry that removed it). Give it a few seconds.
+            gone = self._exits_within(idx, REMOVED_EXIT_S)
+            if not gone:
+                self.stats.removed_zombies.append(c.members[idx].name)
             c.stop_member(idx, timeout=5)
             self.fourth = self.fourth_id = None
             self.stats.member_steps.append(f"remove {c.members[idx].name}")
 
-    def _retry(self, fn, what: str):
+    def _member_ids(self, exclude: int) -> set[int] | None:
+        """Member ids as a member other than `exclude` sees them (None if none answers)."""
+        for i in self.active:
+            if i == exclude or not self.c.members[i].running():
+                continue
+            try:
+                with grpc.insecure_channel(self.c.members[i].endpoint) as ch:
+                    ms = rpc_pb2_grpc.ClusterStub(ch).MemberList(rpc_pb2.MemberListRequest(), timeout=5)
+                return {m.ID for m in ms.members}
+            except grpc.RpcError:
+                continue
+        return None
+
+    def _exits_within(self, i: int, seconds: float) -> bool:
+        m = self.c.members[i]
+        try:
+            wait_for(lambda: not m.running(), seconds, f"{m.name} to exit")
+            return True
+        except AssertionError:
+            return False
+
+    def _retry(self, fn, what: str, done=None):
         """Membership calls refused for a transient reason (learner not caught up yet,
-        unhealthy right after a restart, a leader change) are retried until CATCH_UP."""
+        unhealthy right after a restart, a leader change) are retried until CATCH_UP.
+        done(): True when an earlier attempt took effect after all (its answer was lost)."""
         deadline = time.monotonic() + CATCH_UP
         while True:
             try:
                 return fn()
             except grpc.RpcError as e:
+                if done is not None and done():
+                    self.stats.member_steps.append(f"({what}: took effect though answered "
+                                                   f"{e.code().name} {e.details()})")
+                    return None
                 transient = e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) or \
                     (e.details() or "").endswith(("in sync with leader", "not enough started members"))
                 if not transient or time.monotonic() > deadline:
@@ -422,7 +455,8 @@ def _run(tmp_path_factory, cycles: int) -> None:
         print(f"crash cycles done in {took:.0f} s: {stats.cycles} kill -9 cycles ({stats.leader_kills} of the leader, "
               f"{stats.long_downs} down past a snapshot; {stats.inflight_snapshots} while streaming a snapshot, "
               f"{stats.inflight_compactions} while compacting), {stats.compactions} compactions, {stats.snapshots} "
-              f"snapshot streams, membership: {stats.member_steps}; restart-to-caught-up median "
+              f"snapshot streams, membership: {stats.member_steps}; removed members still running after "
+              f"{REMOVED_EXIT_S:.0f} s: {stats.removed_zombies}; restart-to-caught-up median "
               f"{rs[len(rs) // 2]:.1f} s, max {rs[-1]:.1f} s; {len(writers.acked)} acknowledged puts, "
               f"{writers.failed} failed {dict(sorted(writers.errors.items(), key=lambda kv: -kv[1])[:4])}; "
               f"final {final}")
