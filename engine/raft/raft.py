@@ -687,11 +687,17 @@ class Raft:
         self.lead_transferee = NONE
 
     def _leader_read_index(self, m: pb.Message) -> None:
+        if not self.committed_entry_in_current_term():
+            # §6.4 step 1: until an entry of our term commits, our commit
+            # index may be behind what an earlier leader committed — or, for
+            # a single voter just restarted, behind what it committed itself
+            # (a commit-only hard state is written without fsync). Checked
+            # before the single-voter shortcut, unlike etcd-io/raft: there a
+            # restarted single node answers with its stale commit index.
+            self.pending_read_index_messages.append(m)
+            return
         if len(self.voters) <= 1:
             self._respond_read_index(m, self.log.committed)
-            return
-        if not self.committed_entry_in_current_term():
-            self.pending_read_index_messages.append(m)
             return
         self.read_only.add_request(self.log.committed, m)
         self.bcast_heartbeat(m.entries[0].data)

@@ -122,3 +122,24 @@ def test_stale_self_ack_after_stepping_down_is_ignored():
     persist(rn, rd)
     r = rn.raft
     assert r.state is StateType.FOLLOWER and r.term == 2 and r.log.committed == 0
+
+
+def test_restarted_single_voter_reads_only_after_its_term_commits():
+    # A commit-only hard state is written without fsync, so a single voter
+    # restarts with commit=1 although it committed (and answered) 1..3. Its
+    # read index must not be that stale commit index: it waits until the
+    # empty entry of its new term commits, which commits 2 and 3 too.
+    s = storage_with((1,), [1, 1, 1])
+    s.set_hard_state(pb.HardState(term=1, vote=1, commit=1))
+    rn = RawNode(Config(id=1, storage=s))
+    rn.campaign()
+    persist(rn, rn.ready())
+    assert rn.raft.state is StateType.LEADER
+    rn.read_index(b"r1")
+    assert not rn.raft.read_states
+    reads = []
+    while rn.has_ready():
+        rd = rn.ready()
+        reads += rd.read_states
+        persist(rn, rd)
+    assert [(r.index, r.request_ctx) for r in reads] == [(4, b"r1")]
