@@ -24,6 +24,7 @@ at a time.
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
 from typing import Callable, Sequence
 
@@ -48,6 +49,18 @@ _GROWING = frozenset({"put", "txn", "lease_grant"})
 _CORRUPTIBLE = frozenset({"range", "put", "delete_range", "txn", "compaction", "lease_grant", "lease_revoke"})
 
 Result = object  # an etcd response message, an Exception, or None (skipped)
+
+
+class ApplyRejected(Exception):
+    """apply_batch: applying ONE request's own semantics raised (a bug its
+    content triggers: the same on every member). The batch was rolled back;
+    the server may skip that request alike everywhere. Any other exception
+    out of apply_batch (sqlite3.Error, OSError, MemoryError, a failure while
+    committing or notifying) is this member's, never the entry's: fatal."""
+
+    def __init__(self, position: int, cause: BaseException) -> None:
+        super().__init__(f"request {position} of the batch: {cause!r}")
+        self.position, self.cause = position, cause
 
 
 class Applier:
@@ -128,8 +141,13 @@ class Applier:
         kv = self.kv
         kv.begin_batch()
         try:
-            for req, do in zip(requests, todo):
-                results.append(self._apply_one(req) if do else None)
+            for pos, (req, do) in enumerate(zip(requests, todo)):
+                try:
+                    results.append(self._apply_one(req) if do else None)
+                except (sqlite3.Error, OSError, MemoryError):
+                    raise  # the member's disk or db, not the entry
+                except Exception as e:
+                    raise ApplyRejected(pos, e) from e
             new_ci = max(ci, applied_index)
             meta = [("consistent_index", new_ci)]
             if term:

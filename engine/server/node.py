@@ -33,7 +33,7 @@ import grpc
 
 from engine.cli.flags import MemberConfig
 from engine.mvcc import errors as mvcc_errors
-from engine.mvcc.apply import Applier, open_applier
+from engine.mvcc.apply import Applier, ApplyRejected, open_applier
 from engine.proto import internal_pb2, rpc_pb2
 from engine.proto import raft_pb2 as pb
 from engine.raft import Config, ProposalDroppedError, RawNode, StateType
@@ -63,8 +63,10 @@ LAG_WINDOW = 5.0
 # Test-only fault injection, read once at start (see _TestFault).
 TEST_FAULT_ENV = "RAFTNODE_TEST_FAULT"
 # Errors that are the machine's, not the entry's: applying must stop (fatal),
-# never skip the entry, or members would diverge.
-_FATAL_APPLY_ERRORS = (OSError, MemoryError, sqlite3.OperationalError, sqlite3.InternalError)
+# never skip the entry, or members would diverge. (Requests: only
+# ApplyRejected, raised by the applier for one request's own semantics, is
+# skipped; anything else out of apply_batch is fatal.)
+_FATAL_APPLY_ERRORS = (OSError, MemoryError, sqlite3.Error)
 
 
 @dataclasses.dataclass
@@ -865,9 +867,7 @@ class Node:
                 return
             try:
                 results = self.applier.apply_batch(last_index, batch, term=term, indexes=indexes)
-            except _FATAL_APPLY_ERRORS:
-                raise
-            except Exception as e:  # the applier rolled the batch back: find the culprit
+            except ApplyRejected as e:  # the applier rolled the batch back: find the culprit
                 log.error("applying %d entries up to %d failed (%r): applying them one by one",
                           len(batch), last_index, e)
                 results = self._apply_one_by_one(last_index, batch, indexes, term)
@@ -911,16 +911,18 @@ class Node:
         """Apply a batch that raised, request by request: one whose apply
         raises (a bug its content triggers: the same on every member) is
         logged loudly and skipped, its client told so, and the applied index
-        still moves past it. Disk and memory errors stay fatal."""
+        still moves past it. Only ApplyRejected (raised while applying the
+        request's own semantics) is skipped; anything else -- a db or disk
+        error, a failure in a compaction step run with the commit, in
+        notifying watchers -- is this member's, not the entry's: fatal (the
+        loop fails, the process exits, replay after a restart re-applies)."""
         results = []
         for req, idx in zip(batch, indexes):
             try:
                 results.extend(self.applier.apply_batch(idx, [req], term=term, indexes=[idx]))
-            except _FATAL_APPLY_ERRORS:
-                raise
-            except Exception as e:
+            except ApplyRejected as e:
                 log.error("entry %d (%s) cannot be applied: skipped (as on every member): %r",
-                          idx, req.WhichOneof("request"), e, exc_info=True)
+                          idx, req.WhichOneof("request"), e.cause, exc_info=e.cause)
                 self.applier.apply_batch(idx, [], term=term)
                 results.append(errors.ApplyFailed())
         self.applier.apply_batch(last_index, [], term=term)

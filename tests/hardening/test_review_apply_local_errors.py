@@ -16,12 +16,91 @@ import sqlite3
 
 import pytest
 
+from engine.mvcc.apply import Applier, ApplyRejected
+from engine.proto import internal_pb2, rpc_pb2
 from tests.server.inproc import InProcCluster, eventually, get, put, run
 
 
-@pytest.mark.xfail(strict=False, reason="review: sqlite3.DatabaseError (a corrupt page on one member) "
-                                        "is treated as a content bug and the entry skipped on that "
-                                        "member only; it keeps serving a diverged store")
+def _put(key: bytes) -> internal_pb2.InternalRequest:
+    return internal_pb2.InternalRequest(put=rpc_pb2.PutRequest(key=key, value=b"v"))
+
+
+@pytest.mark.parametrize("exc", [sqlite3.DatabaseError("database disk image is malformed"),
+                                 sqlite3.IntegrityError("UNIQUE constraint failed"),
+                                 sqlite3.ProgrammingError("Cannot operate on a closed database."),
+                                 OSError(28, "No space left on device"), MemoryError()])
+def test_a_local_error_inside_one_request_is_not_the_entrys_fault(tmp_path, exc):
+    """Only a request's own semantics may be rejected (and skipped alike
+    everywhere): the member's db, disk or memory failing inside it propagates
+    as itself, which the server treats as fatal."""
+    a = Applier(str(tmp_path / "db"))
+    try:
+        def handler(req):
+            raise exc
+        a.register("member_attributes", handler)
+        with pytest.raises(type(exc)) as got:
+            a.apply_batch(2, [_put(b"a"), internal_pb2.InternalRequest(member_attributes=rpc_pb2.Member(ID=1))],
+                          indexes=[1, 2])
+        assert not isinstance(got.value, ApplyRejected)
+        assert a.consistent_index == 0  # rolled back
+
+        def bug(req):
+            raise KeyError("a bug its content triggers")
+        a.register("member_attributes", bug)
+        with pytest.raises(ApplyRejected) as rej:
+            a.apply_batch(2, [_put(b"a"), internal_pb2.InternalRequest(member_attributes=rpc_pb2.Member(ID=1))],
+                          indexes=[1, 2])
+        assert rej.value.position == 1 and isinstance(rej.value.cause, KeyError)
+    finally:
+        a.close()
+
+
+def test_failures_after_the_requests_are_not_the_entrys_fault(tmp_path):
+    """Committing (a compaction step runs with it) and notifying watchers
+    are this member's work, whatever the entries: not ApplyRejected."""
+    a = Applier(str(tmp_path / "db"))
+    try:
+        orig = a.kv.commit_batch
+
+        def failing_commit(meta=None):
+            raise RuntimeError("compaction step failed")
+        a.kv.commit_batch = failing_commit
+        with pytest.raises(RuntimeError):
+            a.apply_batch(1, [_put(b"a")], indexes=[1])
+        a.kv.commit_batch = orig
+
+        def failing_notify(changes):
+            raise RuntimeError("notify failed")
+        a.hub.notify = failing_notify
+        with pytest.raises(RuntimeError) as got:
+            a.apply_batch(2, [_put(b"b")], indexes=[2])
+        assert not isinstance(got.value, ApplyRejected)
+    finally:
+        a.close()
+
+
+def test_a_failed_notify_on_one_member_is_fatal(tmp_path):
+    async def main():
+        c = InProcCluster(str(tmp_path), 3)
+        await c.start_all()
+        try:
+            lead = await c.leader()
+            victim = next(x for x in c.nodes.values() if x is not lead)
+            orig = victim.applier.hub.notify
+
+            def notify(changes, _orig=orig):
+                if any(b"victim-key" in repr(ch).encode() for ch in changes):
+                    raise RuntimeError("a watcher bug on this member")
+                return _orig(changes)
+            victim.applier.hub.notify = notify
+            await put(lead, b"victim-key", b"v")
+            await eventually(lambda: victim.failed.is_set(), 10, "the victim to fail")
+            assert all(not x.failed.is_set() for x in c.nodes.values() if x is not victim)
+        finally:
+            await c.stop_all()
+    run(main())
+
+
 def test_corrupt_db_on_one_member_is_fatal_not_a_skip(tmp_path):
     async def main():
         c = InProcCluster(str(tmp_path), 3)
