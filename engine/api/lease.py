@@ -74,6 +74,13 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
         timeout = request_timeout(node, context)
         deadline = time.monotonic() + timeout
         if await self._lessor_is_primary(timeout):
+            # etcd #16822: a leader whose loop is stuck (a slow fsync) may
+            # have been deposed without knowing; renewing here would tell
+            # the client "alive" while the new leader revokes the lease.
+            # Unconfirmed: etcd's lease.ErrNotPrimary (UNKNOWN "not a
+            # primary lessor"), so the client goes to another member.
+            if not await node.ensure_leadership(max(0.0, deadline - time.monotonic())):
+                raise mvcc_errors.LeaseNotPrimary()
             try:
                 return node.applier.lessor.keepalive(lease_id, time.monotonic())
             except mvcc_errors.LeaseNotFound:

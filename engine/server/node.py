@@ -198,6 +198,9 @@ class Node:
         self._peer_warned_at = -1e9
         # Loop lag: (time, lag seconds) per ticker wakeup over LAG_WINDOW.
         self._lags: collections.deque[tuple[float, float]] = collections.deque()
+        # When the raft loop last processed a tick (etcd's latestTickTs): a
+        # loop stuck in a slow fsync stops processing them.
+        self._last_tick = time.monotonic()
         self.loop_lag_max = 0.0
         self.compactor = Compactor(cfg.auto_compaction_period_seconds, cfg.auto_compaction_revisions)
         # Rates for the console (Inspect).
@@ -576,8 +579,39 @@ class Node:
             now = time.monotonic()
             self._record_lag(now, now - last - interval)
             last = now
-            self._local_calls.append(self.rn.tick)
+            self._local_calls.append(self._tick)
             self._wake.set()
+
+    def _tick(self) -> None:
+        self._last_tick = time.monotonic()
+        self.rn.tick()
+
+    def is_active(self) -> bool:
+        """The loop processed a tick within 3 heartbeat intervals (etcd's
+        isActive): it is not stuck (a slow fsync, a blocked loop), so what
+        the core believes about its leadership is current."""
+        return time.monotonic() - self._last_tick < 3 * self.cfg.heartbeat_interval_ms / 1000
+
+    async def ensure_leadership(self, timeout: float) -> bool:
+        """Whether this member still leads (etcd's ensureLeadership, #16822):
+        at once while the loop is active; otherwise only after a ReadIndex
+        round confirmed by a quorum, still leader in the same term. A leader
+        stuck in fsync may have been deposed meanwhile without knowing."""
+        if not self.is_leader:
+            return False
+        if self.is_active():
+            return True
+        term = self.term
+        try:
+            await self.read_barrier(timeout)
+        except (errors.ServerError, mvcc_errors.MVCCError) as e:
+            log.warning("leadership of term %d not confirmed: %s", term, e)
+            return False
+        if not (self.is_leader and self.term == term):
+            log.warning("not the leader of term %d any more (term %d, leader %x)",
+                        term, self.term, self.leader_id)
+            return False
+        return True
 
     def _record_lag(self, now: float, lag: float) -> None:
         """Loop lag: how much later than asked the ticker woke up. A lag of
