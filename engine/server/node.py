@@ -163,7 +163,11 @@ class Node:
         self.started_at = time.time()
         # (request id, serialized request): the id lets the loop drop a
         # proposal whose caller gave up before it reaches raft.
-        self._proposals: list[tuple[int, bytes]] = []
+        # (request id, serialized request, leader term): the id lets the
+        # loop drop a proposal whose caller gave up before it reaches raft;
+        # a leader term (housekeeping's revokes) lets it drop one whose
+        # leader is no longer (never forwarded to another leader).
+        self._proposals: list[tuple[int, bytes, int]] = []
         self._conf_changes: list[pb.ConfChange] = []
         # Request ids handed to raft (proposed): a timeout on one of these is
         # indeterminate ("request timed out"); on any other it never was.
@@ -394,7 +398,7 @@ class Node:
             revision=self.applier.kv.current_rev if revision is None else revision,
             raft_term=self.rn.raft.term)
 
-    async def propose(self, req: internal_pb2.InternalRequest, timeout: float):
+    async def propose(self, req: internal_pb2.InternalRequest, timeout: float, *, leader_term: int = 0):
         """Replicate a request through the log and return what applying it
         gave (an etcd response), raising its error.
 
@@ -403,7 +407,12 @@ class Node:
         dropped from that queue before it reaches raft. So, as with etcd,
         a timeout before raft saw it is definite (DeadlineExceeded: "context
         deadline exceeded", never proposed) and only one after is
-        indeterminate ("request timed out")."""
+        indeterminate ("request timed out").
+
+        With ``leader_term``, the request is a leader's own decision in that
+        term (an expired lease's revoke): it reaches raft only while this
+        member leads in that term, else its caller gets NotLeader (never
+        proposed) -- a follower would forward it to the new leader."""
         self._check_running()
         if self.rn.raft.log.committed - self.rn.raft.log.applied > MAX_APPLY_LAG:
             raise errors.TooManyRequests()
@@ -411,7 +420,7 @@ class Node:
             req.id = self.next_request_id()
         rid = req.id
         fut = self._waiters.register(rid)
-        self._proposals.append((rid, req.SerializeToString()))
+        self._proposals.append((rid, req.SerializeToString(), leader_term))
         self.proposed_requests += 1
         self._wake.set()
         try:
@@ -675,15 +684,17 @@ class Node:
         waiting = self._waiters.waiting
         # A proposal whose caller gave up is dropped here, before raft sees it.
         props = [p for p in props if waiting(p[0])]
+        if any(p[2] for p in props):
+            props = self._drop_stale_leader_proposals(props)
         if props:
             try:
-                rn.propose_many([data for _, data in props])
+                rn.propose_many([p[1] for p in props])
             except ProposalDroppedError:
                 # No leader known yet: keep them for when there is one (the
                 # waiting clients' own deadlines bound how long).
                 self._proposals = props + self._proposals
             else:
-                self._handed.update(rid for rid, _ in props)
+                self._handed.update(p[0] for p in props)
         ccs, self._conf_changes = self._conf_changes, []
         ccs = [cc for cc in ccs if waiting(cc.id)]
         for i, cc in enumerate(ccs):
@@ -694,6 +705,25 @@ class Node:
                 break
             self._handed.add(cc.id)
         self._start_read_round()
+
+    def _drop_stale_leader_proposals(self, props: list[tuple[int, bytes, int]]) -> list[tuple[int, bytes, int]]:
+        """Leader-only proposals (housekeeping's revokes, confirmed in their
+        term) whose term is not this member's leadership any more: the loop
+        may have stepped down (a stalled fsync, then the new leader's
+        messages) between the confirmation and now. Proposing them would
+        forward them to the new leader, which would apply them (#15247).
+        Checked here, right before raft sees them, on the loop."""
+        r = self.rn.raft
+        leading = r.state is StateType.LEADER
+        keep = []
+        for p in props:
+            if p[2] and not (leading and r.term == p[2]):
+                log.warning("dropped a leader-only proposal of term %d (now term %d, %s): never proposed",
+                            p[2], r.term, "leader" if leading else "not leader")
+                self._waiters.trigger(p[0], errors.NotLeader())
+            else:
+                keep.append(p)
+        return keep
 
     def _warn_peer(self, m: pb.Message, why: str) -> None:
         """Dropped a peer's message: a warning, at most one per second."""
@@ -1144,7 +1174,9 @@ class Node:
                 if not self._still_leading(term):
                     return
                 req = internal_pb2.InternalRequest(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lid))
-                self._background(self.propose(req, self._request_timeout()))
+                # Tagged with the term: dropped by the loop if it no longer
+                # leads in it when the revoke would reach raft.
+                self._background(self.propose(req, self._request_timeout(), leader_term=term))
         finally:
             self._revoking = False
 
