@@ -167,11 +167,20 @@ class Raft:
         return pb.HardState(term=self.term, vote=self.vote, commit=self.log.committed)
 
     def _load_state(self, hs: pb.HardState) -> None:
-        if hs.commit < self.log.committed or hs.commit > self.log.last_index():
+        # A commit index below the snapshot is a crash inside the install of
+        # a leader's snapshot: the host fsyncs the snapshot's marker, then the
+        # hard state that moves commit to it; a power cut between the two
+        # leaves the older hard state. Everything in a snapshot is committed,
+        # so the snapshot's index is the commit index (etcd drops such a
+        # marker instead, wal.ValidSnapshotEntries; our host has already
+        # swapped its store to the snapshot by then, so the marker must stay).
+        # Found by the simulator's crash points (engine/sim/cluster.py
+        # CRASH_AFTER_SNAP). A commit past the log is still corruption.
+        if hs.commit > self.log.last_index():
             raise AssertionError(
                 f"{self.id} state.commit {hs.commit} is out of range "
                 f"[{self.log.committed}, {self.log.last_index()}]")
-        self.log.committed = hs.commit
+        self.log.committed = max(hs.commit, self.log.committed)
         self.term = hs.term
         self.vote = hs.vote
 
@@ -299,6 +308,8 @@ class Raft:
             # A transfer that did not finish within an election timeout is abandoned.
             if self.state is StateType.LEADER and self.lead_transferee != NONE:
                 self.abort_leader_transfer()
+                if self.id not in self.voters:
+                    self._hand_over_leadership()  # removed: try again
         if self.state is not StateType.LEADER:
             return
         if self.heartbeat_elapsed >= self.heartbeat_timeout:
@@ -696,7 +707,10 @@ class Raft:
             # restarted single node answers with its stale commit index.
             self.pending_read_index_messages.append(m)
             return
-        if len(self.voters) <= 1:
+        if self.voters == (self.id,):
+            # We are the only voter: our commit index is the cluster's. (Not
+            # "one voter": a removed leader handing over leads a config whose
+            # one voter is someone else, who may have moved on.)
             self._respond_read_index(m, self.log.committed)
             return
         self.read_only.add_request(self.log.committed, m)
@@ -877,14 +891,37 @@ class Raft:
                     self.abort_leader_transfer()
             self._config_changed()
         if self.state is StateType.LEADER:
-            if self.id not in self.voters:
-                # We were removed (or are no voter): step down, and the rest
-                # elect a leader of their own.
-                self.become_follower(self.term, NONE)
-            elif self.maybe_commit():
-                # The quorum may have shrunk.
+            if self.maybe_commit():
+                # The quorum may have shrunk: tell the remaining voters, so
+                # they learn that this change is committed too.
                 self.bcast_append()
+            if self.id not in self.voters:
+                self._hand_over_leadership()
         return self.conf_state()
+
+    def _hand_over_leadership(self) -> None:
+        """We lead a configuration we are no longer a voter of (we were
+        removed). Stepping down at once (our old behaviour) can leave the rest
+        unable to elect anyone: from {1, 2}, leader 1 removes itself; 2 may not
+        have learned that the change is committed, so it still needs 1's vote
+        — which 1 refuses when its log is longer (entries proposed after the
+        removal). Instead we keep replicating, without counting ourselves,
+        and hand leadership to the most caught-up voter with MsgTimeoutNow,
+        as a leader transfer does (thesis §3.10, §4.2.2: a removed leader
+        manages the cluster until C_new is committed; etcd-io/raft leaves a
+        removed leader in place until its host stops it). Retried every
+        election timeout until someone takes over."""
+        voters = [v for v in self.voters if v in self.prs]
+        if not voters:
+            self.become_follower(self.term, NONE)
+            return
+        to = max(voters, key=lambda v: (self.prs[v].match, -v))
+        self.lead_transferee = to
+        self.election_elapsed = 0
+        if self.prs[to].match == self.log.last_index():
+            self.send_timeout_now(to)
+        else:
+            self.send_append(to)
 
     def _add_progress(self, nid: int, learner: bool) -> None:
         pr = Progress(self.log.last_index() + 1, self.max_inflight, learner)

@@ -65,9 +65,11 @@ class RawNode:
 
     # -- bootstrapping ----------------------------------------------------------
 
-    def bootstrap(self, peers: list[tuple[int, bytes]]) -> None:
+    def bootstrap(self, peers: list[tuple[int, bytes]],
+                  learners: list[tuple[int, bytes]] = ()) -> None:
         """Start a new cluster: every founding member appends the same
-        ConfChangeAddNode entries (term 1, indexes 1..n) and treats them as
+        ConfChangeAddNode entries (term 1, indexes 1..n), then one
+        ConfChangeAddLearnerNode per founding learner, and treats them as
         committed, so a member added later learns the founding membership from
         the log like any other change."""
         r = self.raft
@@ -76,15 +78,16 @@ class RawNode:
         if not peers:
             raise ValueError("must provide at least one peer to bootstrap")
         r.become_follower(1, NONE)
-        ents = []
-        for i, (pid, ctx) in enumerate(sorted(peers)):
-            cc = pb.ConfChange(type=pb.ConfChangeAddNode, node_id=pid, context=ctx)
-            ents.append(pb.Entry(type=pb.EntryConfChange, term=1, index=i + 1,
-                                 data=cc.SerializeToString()))
+        ccs = [pb.ConfChange(type=pb.ConfChangeAddNode, node_id=pid, context=ctx)
+               for pid, ctx in sorted(peers)]
+        ccs += [pb.ConfChange(type=pb.ConfChangeAddLearnerNode, node_id=pid, context=ctx)
+                for pid, ctx in sorted(learners)]
+        ents = [pb.Entry(type=pb.EntryConfChange, term=1, index=i + 1, data=cc.SerializeToString())
+                for i, cc in enumerate(ccs)]
         r.log.append(ents)
         r.log.committed = len(ents)
-        for pid, _ in peers:
-            r.apply_conf_change(pb.ConfChange(type=pb.ConfChangeAddNode, node_id=pid))
+        for cc in ccs:
+            r.apply_conf_change(pb.ConfChange(type=cc.type, node_id=cc.node_id))
 
     # -- input ------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
     python -m engine.sim --seed 42 --nodes 5 -v      replay one seed, printing every message
     python -m engine.sim --soak 20000 --nodes 3,5,7  many seeds (a long local soak)
+    python -m engine.sim --soak 500 --nodes 1 --learners 1 --mutate no-durable-self-ack
+                                                     look for the bug a mutation puts back
 """
 from __future__ import annotations
 
@@ -18,6 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--soak", type=int, default=1, help="how many consecutive seeds to run")
     ap.add_argument("--nodes", default="3", help="cluster sizes to cycle through, e.g. 3,5,7")
     ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--learners", type=int, default=0, help="founding learners")
+    ap.add_argument("--profile", default="", help="weather profile (default: drawn from the seed)")
+    ap.add_argument("--mutate", choices=["no-durable-self-ack"], action="append", default=[],
+                    help="put back a known bug (the simulator must find it)")
+    ap.add_argument("--no-durability-check", action="store_true",
+                    help="catch bugs only by their visible consequences (diverging logs or states)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every message and event")
     a = ap.parse_args(argv)
     sizes = [int(x) for x in a.nodes.split(",")]
@@ -27,8 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         seed = a.seed + k
         n = sizes[k % len(sizes)]
         try:
-            res = run_schedule(seed, ScheduleConfig(nodes=n, steps=a.steps),
-                               verbose=print if a.verbose else None)
+            cfg = ScheduleConfig(nodes=n, learners=a.learners, steps=a.steps, profile=a.profile,
+                                 durable_self_ack="no-durable-self-ack" not in a.mutate,
+                                 check_commit_durability=not a.no_durability_check)
+            res = run_schedule(seed, cfg, verbose=print if a.verbose else None)
         except ScheduleFailure as f:
             print(f, file=sys.stderr)
             return 1

@@ -14,13 +14,21 @@ class InvariantViolation(AssertionError):
 
 
 class SafetyChecker:
-    def __init__(self) -> None:
+    def __init__(self, commit_durability: bool = True) -> None:
+        # on_leader_commit is the direct check (a quorum holds a commit index
+        # durably before it can leave the leader); turned off, only the
+        # consequences a user would see remain: diverging logs, a changed
+        # committed entry, different applied states.
+        self.commit_durability = commit_durability
         self.leader_of_term: dict[int, int] = {}   # election safety
         self.committed_term: dict[int, int] = {}   # index -> term of the committed entry
         self.applied_payload: dict[int, bytes] = {}  # index -> what was applied there
         self.applied_digest: dict[int, bytes] = {}   # index -> state-machine hash after it
         self.max_committed = 0
         self.checks = 0
+        # (index, term) -> (type, data, term of index-1) of every entry that
+        # ever left a node (sent in a MsgApp) or became durable anywhere.
+        self.entry_at: dict[tuple[int, int], tuple[int, bytes, int | None]] = {}
 
     def fail(self, what: str) -> None:
         raise InvariantViolation(what)
@@ -48,7 +56,7 @@ class SafetyChecker:
     # Durability: a leader only commits what a majority of its voters hold in
     # stable storage (what survives a crash).
     def on_leader_commit(self, leader: int, voters, commit: int, term_of_stable) -> None:
-        if commit == 0:
+        if commit == 0 or not self.commit_durability:
             return
         want = self.committed_term.get(commit)
         holders = [v for v in voters if term_of_stable(v, commit) == want]
@@ -83,6 +91,32 @@ class SafetyChecker:
         if len(voters) and len(got) < len(voters) // 2 + 1:
             self.fail(f"election quorum: {leader} leads term {term} with votes of {sorted(got)} "
                       f"of voters {list(voters)}")
+
+    # Log Matching, checked on every entry as it leaves a node or becomes
+    # durable, so after every step and at O(entries) cost: an (index, term)
+    # names one entry (same type and data) and one predecessor term. By
+    # induction on the index, two logs made of such entries that share an
+    # (index, term) agree on everything below it (§5.3) — the full pairwise
+    # comparison (check_log_matching) would cost O(nodes² × log) per step.
+    # Entries that never leave a node's memory (lost in a crash before being
+    # sent or synced) are not registered: nobody can have seen them.
+    def on_entries(self, node: int, entries, prev_term: int | None) -> None:
+        for e in entries:
+            key = (e.index, e.term)
+            got = self.entry_at.get(key)
+            if got is None:
+                self.entry_at[key] = (e.type, e.data, prev_term)
+            else:
+                typ, data, prev = got
+                if typ != e.type or data != e.data:
+                    self.fail(f"log matching: two different entries at {e.term}/{e.index}: "
+                              f"{data!r} and {e.data!r} (the second at or from node {node})")
+                if prev is not None and prev_term is not None and prev != prev_term:
+                    self.fail(f"log matching: entry {e.term}/{e.index} follows term {prev} in one "
+                              f"log and term {prev_term} in another (node {node})")
+                if prev is None and prev_term is not None:
+                    self.entry_at[key] = (typ, data, prev_term)
+            prev_term = e.term
 
     # Log Matching: if two logs hold an entry with the same index and term,
     # they are identical in all entries up to it.

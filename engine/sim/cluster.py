@@ -1,6 +1,19 @@
-"""N Raft cores in one process: each node is a RawNode, the storage it has
-persisted (what survives a crash) and a hash state machine. The host loop of
-engine/server is mirrored here exactly: persist -> send -> apply -> advance.
+"""N Raft cores in one process: each node is a RawNode, the storage its core
+reads, a disk (engine/sim/disk.py: what is durable, what is only written) and
+a hash state machine.
+
+The host loop is engine/server/node.py's `_handle_ready`, step for step:
+
+    leader (and no snapshot):  send -> persist -> apply -> advance
+    anyone else:               persist -> send -> apply -> advance
+
+where persist is: install a leader's snapshot (store, then snap file + WAL
+marker, fsynced), then write entries + hard state to the WAL and fsync unless
+only the commit index moved (MustSync false: written, not synced).
+
+A crash can be armed to happen inside the next Ready a node handles, at one of
+the CRASH_* points below; everything not yet fsynced may then be lost
+(SimDisk.crash), while what was already sent stays in the network.
 """
 from __future__ import annotations
 
@@ -11,14 +24,35 @@ from engine.proto import raft_pb2 as pb
 from engine.raft import Config, MemoryStorage, ProposalDroppedError, RawNode, StateType
 from engine.raft.errors import RaftError
 from engine.sim.checker import InvariantViolation, SafetyChecker
+from engine.sim.disk import SimDisk
 from engine.sim.network import SimNetwork
 from engine.sim.statemachine import HashStateMachine
 
 
+# Where, inside the handling of one Ready, an armed crash strikes. A point a
+# Ready does not reach (no early send for a follower, no snapshot) falls to the
+# next one that it does.
+CRASH_BEFORE = 0        # Ready taken, nothing done: its messages and state are gone
+CRASH_AFTER_SEND = 1    # a leader's messages are out, nothing of the Ready is written
+CRASH_AFTER_SNAP = 2    # snapshot installed, its WAL marker fsynced; hard state not yet
+CRASH_BEFORE_SYNC = 3   # entries + hard state written, fsync not returned
+CRASH_AFTER_SYNC = 4    # durable, nothing sent (not a leader)
+CRASH_AFTER_MSGS = 5    # durable and sent, nothing applied
+CRASH_BEFORE_ADVANCE = 6  # applied, advance() not called
+CRASH_POINTS = 7
+
+
+class _Crashed(Exception):
+    pass
+
+
 class SimNode:
-    def __init__(self, nid: int, storage: MemoryStorage, cfg_kw: dict, rng: random.Random) -> None:
+    def __init__(self, nid: int, storage: MemoryStorage, cfg_kw: dict, rng: random.Random,
+                 disk: SimDisk | None = None) -> None:
         self.id = nid
         self.storage = storage
+        # The disk outlives the process: a restart reads it back.
+        self.disk = disk if disk is not None else SimDisk(storage.clone())
         self.alive = True
         self.sm = HashStateMachine()
         snap = storage.snapshot()
@@ -62,25 +96,32 @@ class SimCluster:
                  check_quorum: bool = True, election_tick: int = 10, heartbeat_tick: int = 1,
                  max_size_per_msg: int = 1 << 20, max_inflight: int = 256,
                  checker: SafetyChecker | None = None, bootstrap: bool = True,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, learners: list[int] = (),
+                 durable_self_ack: bool = True) -> None:
         self.rng = random.Random(seed)
         self.net = SimNetwork(random.Random(self.rng.getrandbits(64)))
         self.checker = checker or SafetyChecker()
         self.cfg_kw = dict(pre_vote=pre_vote, check_quorum=check_quorum,
                            election_tick=election_tick, heartbeat_tick=heartbeat_tick,
-                           max_size_per_msg=max_size_per_msg, max_inflight_msgs=max_inflight)
+                           max_size_per_msg=max_size_per_msg, max_inflight_msgs=max_inflight,
+                           durable_self_ack=durable_self_ack)
         self.nodes: dict[int, SimNode] = {}
         self.log = log
         self.votes_granted: dict[tuple[int, int], set[int]] = {}  # (candidate, term) -> voters
-        for i in ids:
+        # node -> CRASH_* point: that node dies inside the next Ready it handles.
+        self.armed: dict[int, int] = {}
+        self.crashes_in_ready = 0
+        for i in [*ids, *learners]:
             self.nodes[i] = self._new_node(i, MemoryStorage())
             if bootstrap:
-                self.nodes[i].rn.bootstrap([(j, b"") for j in ids])
+                self.nodes[i].rn.bootstrap([(j, b"") for j in ids], [(j, b"") for j in learners])
         for n in list(self.nodes.values()):
             self.process(n)
 
-    def _new_node(self, nid: int, storage: MemoryStorage) -> SimNode:
-        return SimNode(nid, storage, self.cfg_kw, random.Random(self.rng.getrandbits(64)))
+    def _new_node(self, nid: int, storage: MemoryStorage, disk: SimDisk | None = None) -> SimNode:
+        n = SimNode(nid, storage, self.cfg_kw, random.Random(self.rng.getrandbits(64)), disk)
+        n.disk.on_durable = lambda ents, prev, nid=nid: self._escaped(nid, ents, prev)
+        return n
 
     # -- membership of the simulation (not of Raft) -----------------------------
 
@@ -90,9 +131,17 @@ class SimCluster:
         self.nodes[nid] = n
         return n
 
+    def arm_crash(self, nid: int, point: int) -> None:
+        """Crash node nid inside the next Ready it handles, at `point`."""
+        self.armed[nid] = point
+
     def crash(self, nid: int) -> None:
-        """kill -9: everything not in storage is gone, in-flight messages to it too."""
-        self.nodes[nid].alive = False
+        """A power cut: what is not fsynced may be lost (SimDisk.crash), and
+        so are the messages in flight to the node; its own already sent stay."""
+        n = self.nodes[nid]
+        n.alive = False
+        self.armed.pop(nid, None)
+        n.disk.crash(self.rng)
         lost = [m for m in self.net.inflight if m.to == nid]
         self.net.inflight = [m for m in self.net.inflight if m.to != nid]
         for m in lost:
@@ -100,8 +149,12 @@ class SimCluster:
                 self._report_snapshot(m, ok=False)
 
     def restart(self, nid: int) -> None:
+        """Start again from the disk alone, as the node's open_raft_log does."""
         old = self.nodes[nid]
-        n = self._new_node(nid, old.storage)
+        try:
+            n = self._new_node(nid, old.disk.durable.clone(), old.disk)
+        except (AssertionError, RaftError) as e:
+            raise InvariantViolation(f"restart: member {nid} cannot start from its disk: {e}") from e
         self.nodes[nid] = n
         self.checker.on_restore(nid, n.sm.applied, n.sm.digest) if n.sm.applied else None
         self.process(n)
@@ -110,22 +163,36 @@ class SimCluster:
 
     def process(self, n: SimNode) -> None:
         """Handle every Ready of node n, as engine/server does."""
+        try:
+            self._process(n)
+        except _Crashed:
+            self.crashes_in_ready += 1
+            self.crash(n.id)
+
+    def _at(self, n: SimNode, point: int) -> None:
+        armed = self.armed.get(n.id)
+        if armed is not None and point >= armed:
+            if self.log:
+                self.log(f"crash {n.id} inside a Ready at point {point}")
+            raise _Crashed()
+
+    def _send(self, msgs) -> None:
+        for m in msgs:
+            if self.log:
+                from engine.raft.describe import describe_message
+                self.log(describe_message(m))
+            if m.type == pb.MsgApp and m.entries:
+                # Entries that leave a node can end up in any log: check them.
+                self.checker.on_entries(m.from_, m.entries, m.log_term)
+            self.net.send(m)
+
+    def _process(self, n: SimNode) -> None:
         ck = self.checker
         r = n.raft
         while n.alive and n.rn.has_ready():
             old_commit = n.storage.hard_state.commit
             rd = n.rn.ready()
-            # 1. persist
-            if rd.snapshot is not None:
-                n.storage.apply_snapshot(rd.snapshot)
-                n.sm.restore(rd.snapshot.data)
-                ck.on_restore(n.id, n.sm.applied, n.sm.digest)
-                cs = rd.snapshot.metadata.conf_state
-                n.voters, n.learners = set(cs.voters), set(cs.learners)
-                n.check_membership()
-            n.storage.append(rd.entries)
-            if rd.hard_state is not None:
-                n.storage.set_hard_state(rd.hard_state)
+            self._at(n, CRASH_BEFORE)
             if rd.soft_state is not None and rd.soft_state.state is StateType.LEADER:
                 ck.on_leader(n.id, r.term)
                 ck.on_elected(n.id, r.term, sorted(n.voters), sorted(n.learners), r.election_votes,
@@ -133,13 +200,38 @@ class SimCluster:
             if rd.hard_state is not None and rd.hard_state.commit > old_commit:
                 ck.on_commit(n.id, r.log, old_commit, rd.hard_state.commit)
                 if r.state is StateType.LEADER and rd.hard_state.term == r.term:
+                    # Checked before anything of this Ready is written or
+                    # sent: the commit index may leave with the leader's
+                    # early messages, so a quorum must hold it durably now.
                     ck.on_leader_commit(n.id, sorted(n.voters), rd.hard_state.commit, self._stable_term)
+            # 0. a leader sends first, while it persists (node.py: leader_sends_early)
+            sends_early = r.state is StateType.LEADER and rd.snapshot is None
+            if sends_early:
+                self._send(rd.messages)
+                self._at(n, CRASH_AFTER_SEND)
+            # 1. persist
+            if rd.snapshot is not None:
+                n.sm.restore(rd.snapshot.data)
+                ck.on_restore(n.id, n.sm.applied, n.sm.digest)
+                n.disk.save_snapshot(rd.snapshot)
+                n.storage.apply_snapshot(rd.snapshot)
+                cs = rd.snapshot.metadata.conf_state
+                n.voters, n.learners = set(cs.voters), set(cs.learners)
+                n.check_membership()
+                self._at(n, CRASH_AFTER_SNAP)
+            if rd.entries or rd.hard_state is not None:
+                n.disk.write(rd.hard_state, rd.entries)
+                self._at(n, CRASH_BEFORE_SYNC)
+                if rd.must_sync or rd.snapshot is not None:
+                    n.disk.fsync()
+                n.storage.append(rd.entries)
+                if rd.hard_state is not None:
+                    n.storage.set_hard_state(rd.hard_state)
+            self._at(n, CRASH_AFTER_SYNC)
             # 2. send
-            for m in rd.messages:
-                if self.log:
-                    from engine.raft.describe import describe_message
-                    self.log(describe_message(m))
-                self.net.send(m)
+            if not sends_early:
+                self._send(rd.messages)
+            self._at(n, CRASH_AFTER_MSGS)
             # 3. apply
             for e in rd.committed_entries:
                 if e.index <= n.sm.applied:
@@ -158,20 +250,23 @@ class SimCluster:
                 n.check_membership()
             for rs in rd.read_states:
                 n.read_results.append((rs.request_ctx, rs.index))
+            self._at(n, CRASH_BEFORE_ADVANCE)
             # 4. advance
             n.rn.advance(rd)
+
+    def _escaped(self, nid: int, ents, prev_term) -> None:
+        self.checker.on_entries(nid, ents, prev_term)
 
     def _stable_term(self, nid: int, index: int) -> int | None:
         n = self.nodes.get(nid)
         if n is None:
             return None
-        s = n.storage
+        # What the node's disk holds durably (not the storage its core reads,
+        # which also has what is written but not yet fsynced).
+        s = n.disk.durable
         if index <= s.snapshot().metadata.index:
             return self.checker.committed_term.get(index)  # inside a snapshot: durable
-        try:
-            return s.term(index)
-        except RaftError:
-            return None
+        return n.disk.term(index)
 
     # -- driving ------------------------------------------------------------------
 
@@ -241,9 +336,11 @@ class SimCluster:
         idx = n.sm.applied
         if idx <= n.storage.snapshot().metadata.index:
             return False
-        n.storage.create_snapshot(idx, n.raft.conf_state(), n.sm.snapshot())
+        cs, data = n.raft.conf_state(), n.sm.snapshot()
+        n.storage.create_snapshot(idx, cs, data)
         if idx - keep > n.storage.first_index():
             n.storage.compact(idx - keep)
+        n.disk.compact(idx, cs, data, keep)
         return True
 
     def deliver_all(self, max_msgs: int = 100_000) -> int:

@@ -3,7 +3,11 @@ through a hostile network — drops, duplicates, reordering, partitions,
 crashes and restarts, membership changes, snapshots, leader transfers and
 linearizable reads — with every safety property checked after every step.
 
-Replay a failing seed:   python -m engine.sim --seed 1234 --nodes 5 -v
+Crashes strike between Readies or, armed, inside the handling of one (see
+engine/sim/cluster.py CRASH_*), losing whatever was not yet fsynced.
+
+Replay a failing seed: the failure prints the exact command, e.g.
+    python -m engine.sim --seed 1234 --nodes 5 --steps 500 -v
 """
 from __future__ import annotations
 
@@ -12,14 +16,24 @@ import random
 
 from engine.proto import raft_pb2 as pb
 from engine.raft import StateType
-from engine.sim.checker import InvariantViolation
-from engine.sim.cluster import SimCluster
+from engine.sim.checker import InvariantViolation, SafetyChecker
+from engine.sim.cluster import CRASH_POINTS, SimCluster
 
 
 @dataclasses.dataclass
 class ScheduleConfig:
-    nodes: int = 3
+    nodes: int = 3          # founding voters
+    learners: int = 0       # founding learners
     steps: int = 1000
+    # Share of crashes armed to strike inside the next Ready the victim
+    # handles (at a random CRASH_* point) rather than between two Readies.
+    crash_in_ready: float = 0.5
+    # Mutations (tests/raft/test_mutations.py): False puts back a bug the
+    # simulator must find.
+    durable_self_ack: bool = True
+    # False: leave out the direct durability check of commit indexes, so
+    # that a mutation must be caught by its visible consequences.
+    check_commit_durability: bool = True
     # Chance per step of each kind of trouble.
     p_drop: float = 0.05
     p_dup: float = 0.03
@@ -75,25 +89,49 @@ class ScheduleResult:
     reads: int
 
 
+def replay_command(seed: int, cfg: ScheduleConfig) -> str:
+    """The one command that replays this schedule (-v prints every event)."""
+    cmd = f"python -m engine.sim --seed {seed} --nodes {cfg.nodes} --steps {cfg.steps}"
+    if cfg.learners:
+        cmd += f" --learners {cfg.learners}"
+    if cfg.profile:  # given explicitly; "" (drawn from the seed) needs no flag
+        cmd += f" --profile {cfg.profile}"
+    if not cfg.durable_self_ack:
+        cmd += " --mutate no-durable-self-ack"
+    if not cfg.check_commit_durability:
+        cmd += " --no-durability-check"
+    return cmd + " -v"
+
+
 class ScheduleFailure(AssertionError):
-    def __init__(self, seed: int, nodes: int, step: int, cause: BaseException, trace: list[str]) -> None:
-        self.seed, self.nodes, self.step, self.cause, self.trace = seed, nodes, step, cause, trace
+    def __init__(self, seed: int, cfg: ScheduleConfig, step: int, cause: BaseException,
+                 trace: list[str], given: ScheduleConfig | None = None) -> None:
+        self.seed, self.nodes, self.step, self.cause, self.trace = seed, cfg.nodes, step, cause, trace
+        self.cfg = cfg
+        self.replay = replay_command(seed, given or cfg)
         tail = "\n  ".join(trace[-25:])
         super().__init__(
-            f"seed {seed} ({nodes} nodes) failed at step {step}: {cause}\n"
-            f"  replay: python -m engine.sim --seed {seed} --nodes {nodes} -v\n  last events:\n  {tail}")
+            f"seed {seed} ({cfg.nodes} voters, {cfg.learners} learners, profile {cfg.profile}) "
+            f"failed at step {step}: {cause}\n"
+            f"  replay: {self.replay}\n  last events:\n  {tail}")
 
 
 class Schedule:
     def __init__(self, seed: int, cfg: ScheduleConfig, verbose=None) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
+        self.given = cfg
         self.cfg = _with_profile(cfg, self.rng)
         self.trace: list[str] = []
         self.verbose = verbose
         self.ids = list(range(1, cfg.nodes + 1))
-        self.next_id = cfg.nodes + 1
-        self.c = SimCluster(self.ids, seed=self.rng.getrandbits(32),
+        learners = list(range(cfg.nodes + 1, cfg.nodes + cfg.learners + 1))
+        self.next_id = cfg.nodes + cfg.learners + 1
+        # The trace is always kept (its tail goes into a failure's message);
+        # printing every message is what -v adds.
+        self.c = SimCluster(self.ids, seed=self.rng.getrandbits(32), learners=learners,
+                            checker=SafetyChecker(cfg.check_commit_durability),
+                            durable_self_ack=cfg.durable_self_ack,
                             log=(lambda s: self._note(s)) if verbose else None)
         self.proposed = 0
         self.conf_changes = 0
@@ -123,7 +161,7 @@ class Schedule:
         except (InvariantViolation, AssertionError) as e:
             if isinstance(e, ScheduleFailure):
                 raise
-            raise ScheduleFailure(self.seed, self.cfg.nodes, step, e, self.trace) from e
+            raise ScheduleFailure(self.seed, self.cfg, step, e, self.trace, self.given) from e
         c = self.c
         return ScheduleResult(self.seed, self.cfg.nodes, self.cfg.steps, c.checker.max_committed,
                               len(c.checker.leader_of_term), c.net.delivered, c.net.dropped,
@@ -190,6 +228,8 @@ class Schedule:
 
     def _partition(self) -> None:
         ids = sorted(self.c.nodes)
+        if len(ids) < 2:
+            return  # one process: nothing to cut
         self.rng.shuffle(ids)
         k = self.rng.randrange(1, len(ids))
         a, b = set(ids[:k]), set(ids[k:])
@@ -203,10 +243,17 @@ class Schedule:
 
     def _crash(self) -> None:
         live = self.c.live()
-        # Keep at least one node up so the run does something.
-        if len(live) <= 1:
+        # Keep one node up in bigger clusters so the run does something; with
+        # one or two voters, crashing the last one is the interesting case
+        # (its disk alone must bring it back).
+        if not live or (len(live) <= 1 and len(self.c.nodes) > 2):
             return
         n = self.rng.choice(live)
+        if self.rng.random() < self.cfg.crash_in_ready:
+            point = self.rng.randrange(CRASH_POINTS)
+            self._note(f"arm crash {n.id} at point {point}")
+            self.c.arm_crash(n.id, point)
+            return
         self._note(f"crash {n.id}")
         self.c.crash(n.id)
 
@@ -236,9 +283,12 @@ class Schedule:
             self.next_id += 1
             self.c.add_empty_node(nid)
             cc = pb.ConfChange(type=pb.ConfChangeAddNode, node_id=nid)
-        elif len(voters) > 2 or learners:
-            # Never shrink below 2 voters: one crash must not make it unrecoverable.
-            pool = (voters if len(voters) > 2 else []) + learners
+        elif len(voters) > 2 or learners or (len(voters) > 1 and self.cfg.nodes < 2):
+            # Never shrink below the founding size up to 2 voters: runs of
+            # 1 voter go back to 1, the others keep 2 so that one crash does
+            # not stop them until its restart.
+            floor = min(2, self.cfg.nodes)
+            pool = (voters if len(voters) > floor else []) + learners
             if not pool:
                 return
             cc = pb.ConfChange(type=pb.ConfChangeRemoveNode, node_id=self.rng.choice(pool))
@@ -298,6 +348,7 @@ class Schedule:
 
     def _settle(self) -> None:
         c = self.c
+        c.armed.clear()
         c.net.heal()
         for n in list(c.nodes.values()):
             if not n.alive:

@@ -1,5 +1,7 @@
 """Thousands of random schedules through the simulator (engine/sim): every
 safety property checked after every step, liveness after the storm.
+Half the crashes strike inside a Ready (engine/sim/cluster.py CRASH_*) and
+lose what was not yet fsynced; a leader sends before it persists, as the node.
 
 A failure prints its seed and the one command that replays it. A long soak:
     python -m pytest tests/raft/test_random_schedules.py -m soak
@@ -15,14 +17,23 @@ import pytest
 from engine.sim.schedule import ScheduleConfig, ScheduleFailure, run_schedule
 
 SIZES = (3, 5, 7)
+# One and two voters, with and without learners: (voters, learners).
+SMALL = ((1, 0), (1, 1), (2, 0), (2, 1), (1, 2), (4, 0))
 
 
-def _run_range(args: tuple[int, int, int]) -> tuple[int, str | None, dict]:
-    first, count, steps = args
+def _config(seed: int, steps: int, small: bool) -> ScheduleConfig:
+    if small:
+        nodes, learners = SMALL[seed % len(SMALL)]
+        return ScheduleConfig(nodes=nodes, learners=learners, steps=steps)
+    return ScheduleConfig(nodes=SIZES[seed % 3], steps=steps)
+
+
+def _run_range(args: tuple[int, int, int, bool]) -> tuple[int, str | None, dict]:
+    first, count, steps, small = args
     totals = {"committed": 0, "snapshots_sent": 0, "conf_changes": 0, "leaders": 0, "reads": 0}
     for seed in range(first, first + count):
         try:
-            res = run_schedule(seed, ScheduleConfig(nodes=SIZES[seed % 3], steps=steps))
+            res = run_schedule(seed, _config(seed, steps, small))
         except ScheduleFailure as f:
             return seed, str(f), totals
         for k in totals:
@@ -30,10 +41,11 @@ def _run_range(args: tuple[int, int, int]) -> tuple[int, str | None, dict]:
     return count, None, totals
 
 
-def run_many(first: int, count: int, steps: int) -> dict:
+def run_many(first: int, count: int, steps: int, small: bool = False) -> dict:
     procs = max(1, min(os.cpu_count() or 1, 4))
     chunk = max(1, count // (procs * 8))
-    jobs = [(s, min(chunk, first + count - s), steps) for s in range(first, first + count, chunk)]
+    jobs = [(s, min(chunk, first + count - s), steps, small)
+            for s in range(first, first + count, chunk)]
     ctx = multiprocessing.get_context("fork")
     totals: dict = {}
     ran = 0
@@ -57,6 +69,16 @@ def test_random_schedules_3_5_7_nodes():
     assert totals["conf_changes"] > 300, totals
     assert totals["leaders"] > 3000, totals
     assert totals["reads"] > 1000, totals
+
+
+def test_random_schedules_1_2_4_voters_with_learners():
+    # The sizes where a leader's own durability decides everything: one
+    # voter (with learners that apply what it says is committed), two, four.
+    totals = run_many(first=50_000, count=1200, steps=500, small=True)
+    assert totals["schedules"] == 1200
+    assert totals["snapshots_sent"] > 20, totals
+    assert totals["conf_changes"] > 100, totals
+    assert totals["leaders"] > 1200, totals
 
 
 @pytest.mark.soak
