@@ -678,8 +678,10 @@ class Node:
                 # A peer's message never takes the loop down (the peer port
                 # has no authentication without peer TLS).
                 self._warn_peer(m, repr(e))
-            if m.type == pb.MsgSnap and self._prepared:
-                self._drop_unused_snapshots()
+        # Once after the whole batch: a second checked snapshot in it must
+        # still have its prepared file when it is stepped.
+        if self._prepared and any(m.type == pb.MsgSnap for m in msgs):
+            self._drop_unused_snapshots()
         props, self._proposals = self._proposals, []
         waiting = self._waiters.waiting
         # A proposal whose caller gave up is dropped here, before raft sees it.

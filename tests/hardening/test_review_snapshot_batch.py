@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 from engine.proto import raft_pb2 as pb
 from engine.transport import snapfile
 from tests.server.inproc import InProcCluster, eventually, put, run
@@ -39,9 +37,6 @@ def _snapshot_msg(lead, follower, path: str) -> pb.Message:
     return m
 
 
-@pytest.mark.xfail(strict=False, reason="review: two checked snapshots in one _feed_core batch: the "
-                                        "first step drops the second's prepared file, then installing "
-                                        "the second fails (FileNotFoundError) and the member exits")
 def test_two_checked_snapshots_in_one_batch(tmp_path):
     async def main():
         c = InProcCluster(str(tmp_path), 3)
