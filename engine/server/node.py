@@ -60,6 +60,9 @@ SLOW_READY = 0.1
 # Loop lag (the longest gap between ticker wakeups beyond the interval) is
 # reported over this many seconds, and its maximum since start.
 LAG_WINDOW = 5.0
+# Publishing our name and client URLs is retried until done or stopped,
+# waiting this long (seconds) first, doubling up to the second.
+PUBLISH_BACKOFF = (0.1, 2.0)
 # Test-only fault injection, read once at start (see _TestFault).
 TEST_FAULT_ENV = "RAFTNODE_TEST_FAULT"
 # Errors that are the machine's, not the entry's: applying must stop (fatal),
@@ -287,7 +290,7 @@ class Node:
         self._fatal = exc
         log.critical("%s: %r -- this member stops serving and exits", what, exc,
                      exc_info=(type(exc), exc, exc.__traceback__))
-        self._waiters.fail_all(errors.Stopped())
+        self._fail_waiters()
         self._fail_reads(errors.Stopped())
         self._proposals.clear()
         self._conf_changes.clear()
@@ -348,7 +351,7 @@ class Node:
             # Bounded, like the transport's close: stopping must not hang.
             await asyncio.wait(tasks, timeout=2.0)
         await self.transport.close()
-        self._waiters.fail_all(errors.Stopped())
+        self._fail_waiters()
         self._fail_reads(errors.Stopped())
         # A failed member may have its WAL thread stuck (a dead disk): do
         # not wait for it, the process exits anyway.
@@ -362,6 +365,15 @@ class Node:
                 close()
             except Exception as e:  # after a fatal error, closing may fail too
                 log.warning("closing after stop: %r", e)
+
+    def _fail_waiters(self) -> None:
+        """Answer every waiting proposal as the member stops. One raft
+        already has may still commit (here before we stopped, or through
+        the others): indeterminate, etcd's "request timed out". Only one
+        never handed to raft gets the definite "server stopped"."""
+        for rid in list(self._handed):
+            self._waiters.trigger(rid, errors.Timeout())
+        self._waiters.fail_all(errors.Stopped())
 
     def _fail_reads(self, exc: Exception) -> None:
         pending = self._read_waiters + [f for _, fs in self._reads_in_flight.values() for f in fs]
@@ -1215,13 +1227,18 @@ class Node:
             return
         rec = MemberRecord(self.member_id, self.cfg.name, list(self.cfg.initial_advertise_peer_urls), urls)
         req = internal_pb2.InternalRequest(member_attributes=rec.to_pb())
-        for _ in range(10):
+        # Until published or stopped (etcd's publish retries until stop),
+        # backing off 0.1 s doubling to 2 s between tries.
+        delay, longest = PUBLISH_BACKOFF
+        while not self._stopped and self._fatal is None:
             try:
                 await self.propose(req, 5.0)
                 return
             except (errors.ServerError, mvcc_errors.MVCCError) as e:
-                log.info("publish failed, retrying: %s", e)
+                log.info("publish failed, retrying in %.1f s: %s", delay, e)
                 req.id = 0
+            await asyncio.sleep(delay)  # a retry pause, not a synchronisation
+            delay = min(delay * 2, longest)
 
     @staticmethod
     async def _quiet(coro) -> None:

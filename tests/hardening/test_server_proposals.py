@@ -128,3 +128,88 @@ def test_node_timeout_before_raft_is_definite_and_dropped(tmp_path):
         finally:
             await c.stop_all()
     run(main())
+
+
+def test_stopping_answers_timeout_for_what_raft_has_and_stopped_for_the_rest(tmp_path):
+    """DESIGN "An answer is a promise": a proposal raft already has may still
+    commit after this member stops (through the others), so its caller gets
+    the indeterminate "request timed out"; one still queued (never handed to
+    raft) gets the definite "server stopped"."""
+    import asyncio
+
+    import pytest
+
+    from engine.proto import internal_pb2
+    from engine.server import errors
+    from tests.server.inproc import InProcCluster, eventually, run
+
+    async def main():
+        c = InProcCluster(str(tmp_path), 3)
+        await c.start_all()
+        try:
+            lead = await c.leader()
+            lead_name = next(n for n, node in c.nodes.items() if node is lead)
+            # The leader's messages go nowhere: what it proposes cannot commit yet.
+            lead.transport.send = lambda msgs: None
+            handed = internal_pb2.InternalRequest(id=lead.next_request_id(),
+                                                  put=rpc_pb2.PutRequest(key=b"maybe", value=b"x"))
+            task = asyncio.ensure_future(lead.propose(handed, 30))
+            await eventually(lambda: handed.id in lead._handed, 5, "the put to be handed to raft")
+            await c.stop(lead_name)
+            with pytest.raises(errors.Timeout) as ei:
+                await task
+            assert str(ei.value) == "etcdserver: request timed out"
+
+            # A proposal still queued (no leader): never proposed, definite.
+            names = list(c.nodes)
+            await c.stop(names[0])
+            lone = c.nodes[names[1]]
+            await eventually(lambda: lone.leader_id == 0, 10, "the lone member to lose its leader")
+            queued = internal_pb2.InternalRequest(id=lone.next_request_id(),
+                                                  put=rpc_pb2.PutRequest(key=b"never", value=b"x"))
+            task = asyncio.ensure_future(lone.propose(queued, 30))
+            await eventually(lambda: any(p[0] == queued.id for p in lone._proposals), 5, "the put to be queued")
+            await c.stop(names[1])
+            with pytest.raises(errors.Stopped):
+                await task
+        finally:
+            await c.stop_all()
+    run(main())
+
+
+def test_publish_retries_until_done_or_stopped(tmp_path, monkeypatch):
+    """etcd's publish retries until the server stops; ours gave up after 10."""
+    from engine.server import errors
+    from engine.server import node as node_mod
+    from tests.server.inproc import InProcCluster, eventually, run
+    monkeypatch.setattr(node_mod, "PUBLISH_BACKOFF", (0.001, 0.004))
+
+    async def main():
+        c = InProcCluster(str(tmp_path), 1)
+        await c.start_all()
+        try:
+            n = c.nodes["n1"]
+            await c.leader()
+            await eventually(lambda: n.membership.members[n.member_id].client_urls, 10, "published once")
+            n.membership.members[n.member_id].client_urls = []   # as if never published
+            orig, tries = n.propose, []
+
+            async def failing(req, timeout, **kw):
+                if req.WhichOneof("request") == "member_attributes" and len(tries) < 25:
+                    tries.append(1)
+                    raise errors.NoLeader()
+                return await orig(req, timeout, **kw)
+            n.propose = failing
+            await n._publish()
+            assert len(tries) == 25
+            assert n.membership.members[n.member_id].client_urls == ["http://127.0.0.1:1"]
+            # Stopped: no more tries.
+            tries.clear()
+            n.membership.members[n.member_id].client_urls = []
+            n._stopped = True
+            await n._publish()
+            assert tries == []
+            n._stopped = False
+        finally:
+            await c.stop_all()
+    run(main())
