@@ -58,3 +58,29 @@ def describe_message(m: pb.Message) -> str:
 
 def describe_hard_state(hs: pb.HardState) -> str:
     return f"HardState Term:{hs.term} Vote:{hs.vote} Commit:{hs.commit}"
+
+
+def describe_ready(rd) -> list[str]:
+    """A Ready as lines: what it asks the host to persist, then to send.
+
+        Ready State:leader HardState Term:2 Vote:1 Commit:3 Entries:[2/4 EntryNormal "x"] MustSync
+          1->2 MsgApp Term:2 Log:2/3 Commit:3 Entries:[2/4 EntryNormal "x"]
+    """
+    head = "Ready"
+    if rd.soft_state is not None:
+        head += f" State:{rd.soft_state.state.value} Lead:{rd.soft_state.lead}"
+    if rd.hard_state is not None:
+        head += " " + describe_hard_state(rd.hard_state)
+    if rd.snapshot is not None:
+        md = rd.snapshot.metadata
+        head += f" Snapshot:{md.term}/{md.index}"
+    if rd.entries:
+        head += f" Entries:{describe_entries(rd.entries)}"
+    if rd.committed_entries:
+        head += f" Committed:{describe_entries(rd.committed_entries)}"
+    if rd.read_states:
+        head += " ReadStates:[" + ", ".join(f"{_data_text(r.request_ctx)}@{r.index}"
+                                            for r in rd.read_states) + "]"
+    if rd.must_sync:
+        head += " MustSync"
+    return [head] + ["  " + describe_message(m) for m in rd.messages]

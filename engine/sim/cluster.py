@@ -40,6 +40,8 @@ CRASH_AFTER_SYNC = 4    # durable, nothing sent (not a leader)
 CRASH_AFTER_MSGS = 5    # durable and sent, nothing applied
 CRASH_BEFORE_ADVANCE = 6  # applied, advance() not called
 CRASH_POINTS = 7
+CRASH_NAMES = ("before", "after-send", "after-snap", "before-sync", "after-sync",
+               "after-msgs", "before-advance")
 
 
 class _Crashed(Exception):
@@ -111,6 +113,8 @@ class SimCluster:
         # node -> CRASH_* point: that node dies inside the next Ready it handles.
         self.armed: dict[int, int] = {}
         self.crashes_in_ready = 0
+        # Called with (node, Ready) as each Ready is taken (interaction scripts).
+        self.on_ready: Callable[[int, object], None] | None = None
         for i in [*ids, *learners]:
             self.nodes[i] = self._new_node(i, MemoryStorage())
             if bootstrap:
@@ -174,6 +178,8 @@ class SimCluster:
         if armed is not None and point >= armed:
             if self.log:
                 self.log(f"crash {n.id} inside a Ready at point {point}")
+            if self.on_ready is not None:
+                self.on_ready(n.id, f"crash at {CRASH_NAMES[point]}")
             raise _Crashed()
 
     def _send(self, msgs) -> None:
@@ -192,6 +198,8 @@ class SimCluster:
         while n.alive and n.rn.has_ready():
             old_commit = n.storage.hard_state.commit
             rd = n.rn.ready()
+            if self.on_ready is not None:
+                self.on_ready(n.id, rd)
             self._at(n, CRASH_BEFORE)
             if rd.soft_state is not None and rd.soft_state.state is StateType.LEADER:
                 ck.on_leader(n.id, r.term)

@@ -6,7 +6,13 @@ Regenerate after an intended change, then review the diff:
     RAFTUI_REWRITE=1 python -m pytest tests/raft/test_scripts.py
 
 Commands:
-    cluster 1 2 3 [pre-vote=off] [check-quorum=off]
+    cluster 1 2 3 [learners=4,5] [pre-vote=off] [check-quorum=off] [durable-self-ack=off]
+                [commit-durability-check=off]
+    readies on|off              print every Ready as it is taken (what to persist, then
+                                the messages) instead of only the messages sent
+    arm-crash N POINT           N dies inside its next Ready at POINT (before, after-send,
+                                after-snap, before-sync, after-sync, after-msgs,
+                                before-advance), losing what was not fsynced
     campaign N                  N starts an election (prints what N sends)
     propose N DATA              N proposes an entry
     deliver [N]                 deliver in FIFO order until quiet (or N messages), printing each
@@ -29,7 +35,9 @@ import pytest
 from engine.proto import raft_pb2 as pb
 from engine.raft import ProposalDroppedError
 from engine.raft.describe import describe_message
-from engine.sim.cluster import SimCluster
+from engine.raft.describe import describe_ready
+from engine.sim.checker import SafetyChecker
+from engine.sim.cluster import CRASH_NAMES, SimCluster
 
 DATA = pathlib.Path(__file__).parent / "testdata"
 
@@ -37,8 +45,25 @@ DATA = pathlib.Path(__file__).parent / "testdata"
 class Script:
     def __init__(self) -> None:
         self.c: SimCluster | None = None
+        self.readies: list[str] | None = None  # collected Ready lines while `readies on`
+
+    def _on_ready(self, nid: int, rd) -> None:
+        if self.readies is None:
+            return
+        if isinstance(rd, str):  # a crash point reached
+            self.readies.append(f"{nid}: {rd}")
+            return
+        lines = describe_ready(rd)
+        self.readies.append(f"{nid}: {lines[0]}")
+        self.readies.extend(lines[1:])
+
+    def _take_readies(self) -> list[str]:
+        out, self.readies = self.readies, []
+        return out
 
     def _sent(self, before: int) -> list[str]:
+        if self.readies is not None:
+            return self._take_readies()
         return [describe_message(m) for m in self.c.net.inflight[before:]]
 
     def run(self, line: str) -> list[str]:
@@ -48,9 +73,21 @@ class Script:
         if cmd == "cluster":
             ids = [int(a) for a in args if a.isdigit()]
             opts = {a.split("=")[0]: a.split("=")[1] for a in args if "=" in a}
+            learners = [int(x) for x in opts["learners"].split(",")] if "learners" in opts else []
+            self.readies = None
             self.c = SimCluster(ids, seed=0, pre_vote=opts.get("pre-vote", "on") == "on",
-                                check_quorum=opts.get("check-quorum", "on") == "on")
+                                check_quorum=opts.get("check-quorum", "on") == "on",
+                                learners=learners,
+                                durable_self_ack=opts.get("durable-self-ack", "on") == "on",
+                                checker=SafetyChecker(opts.get("commit-durability-check", "on") == "on"))
+            self.c.on_ready = self._on_ready
             return self._status()
+        if cmd == "readies":
+            self.readies = [] if args[0] == "on" else None
+            return []
+        if cmd == "arm-crash":
+            c.arm_crash(int(args[0]), CRASH_NAMES.index(args[1]))
+            return []
         if cmd == "status":
             return self._status()
         if cmd in ("campaign", "propose", "tick", "transfer", "read-index",
@@ -89,11 +126,15 @@ class Script:
         if cmd == "deliver":
             limit = int(args[0]) if args else 10_000
             out = []
-            while c.net.inflight and len(out) < limit:
+            delivered = 0
+            while c.net.inflight and delivered < limit:
+                delivered += 1
                 m = c.net.take_first()
                 cut = c.net.is_cut(m.from_, m.to) or not c.nodes[m.to].alive
                 out.append(describe_message(m) + ("  (dropped)" if cut else ""))
                 c.deliver(m)
+                if self.readies is not None:
+                    out.extend("  " + line for line in self._take_readies())
             for n in c.live():
                 for ctx, idx in n.read_results:
                     out.append(f"{n.id}: read {ctx.decode()} at index {idx}")
@@ -110,7 +151,7 @@ class Script:
             return []
         if cmd == "restart":
             c.restart(int(args[0]))
-            return self._status()
+            return (self._take_readies() if self.readies is not None else []) + self._status()
         raise ValueError(f"unknown command {cmd!r}")
 
     def _status(self) -> list[str]:
@@ -127,50 +168,52 @@ class Script:
         return out
 
 
-def _parse(text: str) -> list[tuple[list[str], list[str]]]:
-    blocks, cmds, out, in_out = [], [], [], False
+def _parse(text: str) -> list[tuple[list[str], list[str], list[str]]]:
+    """Blocks of (comments, commands, expected output). A comment belongs to
+    the block it precedes, so a rewrite keeps it in place."""
+    blocks, notes, cmds, out, in_out = [], [], [], [], False
     for line in text.splitlines():
         if line.startswith("#") and not in_out:
+            notes.append(line)
             continue
         if line == "----":
             in_out = True
             continue
         if in_out:
             if line == "":
-                blocks.append((cmds, out))
-                cmds, out, in_out = [], [], False
+                blocks.append((notes, cmds, out))
+                notes, cmds, out, in_out = [], [], [], False
             else:
                 out.append(line)
         elif line.strip():
             cmds.append(line)
     if cmds:
-        blocks.append((cmds, out))
+        blocks.append((notes, cmds, out))
     return blocks
 
 
-def _render(header: list[str], blocks) -> str:
-    parts = ["\n".join(header)] if header else []
-    for cmds, out in blocks:
-        parts.append("\n".join(cmds) + "\n----\n" + ("\n".join(out) + "\n" if out else "") )
+def _render(blocks) -> str:
+    parts = []
+    for notes, cmds, out in blocks:
+        parts.append("\n".join(notes + cmds) + "\n----\n" + ("\n".join(out) + "\n" if out else ""))
     return "\n".join(parts)
 
 
 @pytest.mark.parametrize("path", sorted(DATA.glob("*.txt")), ids=lambda p: p.stem)
 def test_script(path: pathlib.Path):
     text = path.read_text()
-    header = [l for l in text.splitlines() if l.startswith("#")]
     s = Script()
     got_blocks = []
     failures = []
-    for cmds, want in _parse(text):
+    for notes, cmds, want in _parse(text):
         got = []
         for cmd in cmds:
             got.extend(s.run(cmd))
-        got_blocks.append((cmds, got))
+        got_blocks.append((notes, cmds, got))
         if got != want:
             failures.append((cmds, want, got))
     if os.environ.get("RAFTUI_REWRITE"):
-        path.write_text(_render(header, got_blocks))
+        path.write_text(_render(got_blocks))
         return
     if failures:
         cmds, want, got = failures[0]
