@@ -53,7 +53,7 @@ _CMP = rpc_pb2.Compare
 
 # Physical compaction deletes at most this many rows per batch commit, so a
 # compaction of a big store never stalls one apply batch for long.
-COMPACT_ROWS_PER_BATCH = 10_000
+COMPACT_ROWS_PER_BATCH = 500
 # ... and compacts the in-memory index this many keys per batch commit first.
 COMPACT_KEYS_PER_STEP = 8192
 # Bytes of stored values parsed into a range response per protobuf call.
@@ -583,7 +583,10 @@ class KVStore:
                 keep = {rev_to_bytes(m, s) for m, s in self._index_keep}
                 self._compaction = (rev, keep)
                 self._index_steps = None
+                big = len(self._index_keep) > COMPACT_KEYS_PER_STEP
                 self._index_keep = set()
+                if big:
+                    return False  # the rows from the next step on
         upper = lower_bound_bytes(rev + 1)
         b = self.backend
         revs = b.range_revs(self._compact_cursor, upper, max_rows)

@@ -73,8 +73,11 @@ def test_unexpected_exception_rolls_back_the_whole_batch(tmp_path):
     a.register("auth_enable", boom)
     from engine.proto import internal_pb2
     bad = internal_pb2.InternalRequest(id=9, auth_enable=rpc_pb2.AuthEnableRequest())
-    with pytest.raises(RuntimeError):
+    from engine.mvcc.apply import ApplyRejected
+    with pytest.raises(ApplyRejected) as rej:
         a.apply_batch(3, [internal(put_req("a", "2")), internal(put_req("b", "1")), bad])
+    # (the request's own failure, named with its place in the batch)
+    assert rej.value.position == 2 and isinstance(rej.value.cause, RuntimeError)
     # memory reloaded from disk: as if the batch never happened
     assert a.consistent_index == 1 and a.current_revision == 2
     assert a.kv.get(b"a").value == b"1" and a.kv.get(b"b") is None
