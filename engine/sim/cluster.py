@@ -146,8 +146,7 @@ class SimCluster:
         n.alive = False
         self.armed.pop(nid, None)
         n.disk.crash(self.rng)
-        lost = [m for m in self.net.inflight if m.to == nid]
-        self.net.inflight = [m for m in self.net.inflight if m.to != nid]
+        lost = self.net.drop_to(nid)
         for m in lost:
             if m.type == pb.MsgSnap:
                 self._report_snapshot(m, ok=False)
@@ -309,6 +308,8 @@ class SimCluster:
             self.process(n)
 
     def tick_all(self) -> None:
+        """One tick of the shared clock: the network's too (slow links)."""
+        self.net.tick()
         for nid in sorted(self.nodes):
             self.tick(nid)
 

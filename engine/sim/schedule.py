@@ -38,6 +38,8 @@ class ScheduleConfig:
     p_drop: float = 0.05
     p_dup: float = 0.03
     p_partition: float = 0.01
+    p_one_way: float = 0.005   # cut one direction of one link
+    p_slow: float = 0.005      # delay one direction of one link by 1..12 ticks
     p_heal: float = 0.02
     p_crash: float = 0.01
     p_restart: float = 0.05
@@ -62,6 +64,7 @@ _PROFILES = {
     "lossy": dict(p_drop=0.15, p_dup=0.08),
     "crashy": dict(p_crash=0.04, p_restart=0.08, p_propose=0.25),
     "partitions": dict(p_partition=0.04, p_heal=0.03),
+    "asymmetric": dict(p_one_way=0.03, p_slow=0.03, p_heal=0.02),
     "churn": dict(p_conf_change=0.04, p_compact=0.05),
     "storm": dict(p_crash=0.03, p_restart=0.06, p_partition=0.03, p_heal=0.03,
                   p_drop=0.08, p_tick=0.35, p_propose=0.2),
@@ -176,6 +179,7 @@ class Schedule:
         for p, action in (
             (cfg.p_drop, self._drop), (cfg.p_dup, self._dup),
             (cfg.p_partition, self._partition), (cfg.p_heal, self._heal),
+            (cfg.p_one_way, self._one_way), (cfg.p_slow, self._slow),
             (cfg.p_crash, self._crash), (cfg.p_restart, self._restart),
             (cfg.p_conf_change, self._conf_change), (cfg.p_compact, self._compact),
             (cfg.p_transfer, self._transfer), (cfg.p_read, self._read),
@@ -235,6 +239,28 @@ class Schedule:
         a, b = set(ids[:k]), set(ids[k:])
         self._note(f"partition {sorted(a)} | {sorted(b)}")
         self.c.net.partition([a, b])
+
+    def _pair(self) -> tuple[int, int] | None:
+        ids = sorted(self.c.nodes)
+        if len(ids) < 2:
+            return None
+        a, b = self.rng.sample(ids, 2)
+        return a, b
+
+    def _one_way(self) -> None:
+        p = self._pair()
+        if p:
+            self._note(f"cut {p[0]} -> {p[1]} (one way)")
+            self.c.net.cut_one_way(*p)
+
+    def _slow(self) -> None:
+        p = self._pair()
+        if p:
+            # Up to beyond an election timeout (10 ticks): heartbeats that
+            # come too late start elections, votes that come too late lose them.
+            ticks = self.rng.randint(1, 12)
+            self._note(f"slow {p[0]} -> {p[1]} by {ticks} ticks")
+            self.c.net.slow(*p, ticks)
 
     def _heal(self) -> None:
         if self.c.net.partitioned():

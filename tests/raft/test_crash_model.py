@@ -146,3 +146,34 @@ def test_removed_leader_handing_over_does_not_answer_reads_alone():
     c.process(n1)
     c.deliver_all()
     assert n1.read_results == []
+
+
+def test_one_way_cut_follower_hears_leader_but_cannot_answer():
+    # 2 hears leader 1 but cannot answer: the leader's check-quorum still has
+    # 3, and 2 (still hearing heartbeats) does not disrupt anyone.
+    c = SimCluster([1, 2, 3], seed=11)
+    lead = _leader(c)
+    assert lead.id == c.leader().id
+    c.net.cut_one_way(2, lead.id)
+    for _ in range(60):
+        c.tick_all()
+        c.deliver_all()
+    assert c.leader() is lead and lead.raft.term == c.nodes[2].raft.term
+    assert c.propose(lead.id, b"x")
+    c.deliver_all()
+    assert all(b"x" in n.sm.values for n in c.live())
+
+
+def test_slow_link_holds_messages_for_ticks():
+    c = SimCluster([1, 2, 3], seed=11)
+    lead = _leader(c)
+    other = next(i for i in (1, 2, 3) if i != lead.id)
+    c.net.slow(lead.id, other, 3)
+    c.propose(lead.id, b"slow")
+    assert not any(m.to == other for m in c.net.inflight)
+    held = [m for _, _, m in c.net.delayed if m.to == other]
+    assert held
+    c.net.tick(); c.net.tick()
+    assert not any(m.to == other for m in c.net.inflight)
+    c.net.tick()
+    assert [m for m in c.net.inflight if m.to == other] == held
