@@ -11,6 +11,7 @@ import argparse
 import sys
 import time
 
+from engine.sim import mutations
 from engine.sim.schedule import ScheduleConfig, ScheduleFailure, run_schedule
 
 
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--learners", type=int, default=0, help="founding learners")
     ap.add_argument("--profile", default="", help="weather profile (default: drawn from the seed)")
-    ap.add_argument("--mutate", choices=["no-durable-self-ack"], action="append", default=[],
+    ap.add_argument("--mutate", choices=mutations.NAMES, action="append", default=[],
                     help="put back a known bug (the simulator must find it)")
     ap.add_argument("--no-durability-check", action="store_true",
                     help="catch bugs only by their visible consequences (diverging logs or states)")
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             cfg = ScheduleConfig(nodes=n, learners=a.learners, steps=a.steps, profile=a.profile,
                                  durable_self_ack="no-durable-self-ack" not in a.mutate,
+                                 mutations=tuple(m for m in a.mutate
+                                                 if m not in mutations.CONFIG_MUTATIONS),
                                  check_commit_durability=not a.no_durability_check)
             res = run_schedule(seed, cfg, verbose=print if a.verbose else None)
         except ScheduleFailure as f:

@@ -16,6 +16,7 @@ import random
 
 from engine.proto import raft_pb2 as pb
 from engine.raft import StateType
+from engine.sim import mutations
 from engine.sim.checker import InvariantViolation, SafetyChecker
 from engine.sim.cluster import CRASH_POINTS, SimCluster
 
@@ -31,6 +32,8 @@ class ScheduleConfig:
     # Mutations (tests/raft/test_mutations.py): False puts back a bug the
     # simulator must find.
     durable_self_ack: bool = True
+    # Named core patches (engine/sim/mutations.py), e.g. ("strict-commit-load",).
+    mutations: tuple[str, ...] = ()
     # False: leave out the direct durability check of commit indexes, so
     # that a mutation must be caught by its visible consequences.
     check_commit_durability: bool = True
@@ -101,6 +104,8 @@ def replay_command(seed: int, cfg: ScheduleConfig) -> str:
         cmd += f" --profile {cfg.profile}"
     if not cfg.durable_self_ack:
         cmd += " --mutate no-durable-self-ack"
+    for name in cfg.mutations:
+        cmd += f" --mutate {name}"
     if not cfg.check_commit_durability:
         cmd += " --no-durability-check"
     return cmd + " -v"
@@ -405,4 +410,6 @@ class Schedule:
 
 
 def run_schedule(seed: int, cfg: ScheduleConfig | None = None, verbose=None) -> ScheduleResult:
-    return Schedule(seed, cfg or ScheduleConfig(), verbose).run()
+    cfg = cfg or ScheduleConfig()
+    with mutations.applied(cfg.mutations):
+        return Schedule(seed, cfg, verbose).run()

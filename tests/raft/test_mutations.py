@@ -62,3 +62,13 @@ def test_with_the_deferral_the_same_schedules_pass():
     # The control: the seeds that find the mutant (and more) pass unmutated.
     for seed in range(300):
         run_schedule(seed, ScheduleConfig(nodes=1, learners=1, steps=500))
+
+
+# A crash between the snapshot marker's fsync and the hard state's (the
+# install of a leader's snapshot) once left a member that cannot start: its
+# commit index was below the snapshot. The core now takes the snapshot's
+# index; with the old strict load back, the simulator must find that member.
+def test_strict_commit_load_leaves_a_member_that_cannot_restart():
+    f = _search(ScheduleConfig(nodes=1, learners=1, steps=500, mutations=("strict-commit-load",)))
+    assert "cannot start from its disk" in str(f.cause)
+    assert "--mutate strict-commit-load" in f.replay

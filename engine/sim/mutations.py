@@ -1,0 +1,56 @@
+"""Known bugs the simulator must be able to find, put back on request.
+
+A mutation check runs the simulator against a core with one fix removed and
+requires a failure (tests/raft/test_mutations.py); a simulator that passes a
+known bug proves nothing by passing the real core. Each mutation is named,
+so a failure's replay command names it too (`--mutate NAME`).
+
+`no-durable-self-ack` is a Config flag (Config.durable_self_ack=False);
+the others patch the core in this process only, for the duration of a run.
+"""
+from __future__ import annotations
+
+import contextlib
+
+from engine.raft import raft as _raft
+
+CONFIG_MUTATIONS = ("no-durable-self-ack",)
+
+
+def _strict_commit_load(self, hs) -> None:
+    # Before the fix: a commit index below the snapshot is refused, so a
+    # crash between the snapshot marker's fsync and the hard state's leaves
+    # a member that cannot start (engine/sim/cluster.py CRASH_AFTER_SNAP).
+    if hs.commit < self.log.committed or hs.commit > self.log.last_index():
+        raise AssertionError(
+            f"{self.id} state.commit {hs.commit} is out of range "
+            f"[{self.log.committed}, {self.log.last_index()}]")
+    self.log.committed = hs.commit
+    self.term = hs.term
+    self.vote = hs.vote
+
+
+_PATCHES = {
+    "strict-commit-load": (_raft.Raft, "_load_state", _strict_commit_load),
+}
+
+NAMES = CONFIG_MUTATIONS + tuple(sorted(_PATCHES))
+
+
+@contextlib.contextmanager
+def applied(names):
+    """Patch the core with the named mutations while the block runs."""
+    saved = []
+    try:
+        for name in names:
+            if name in CONFIG_MUTATIONS:
+                continue
+            if name not in _PATCHES:
+                raise ValueError(f"unknown mutation {name!r} (known: {', '.join(NAMES)})")
+            owner, attr, fn = _PATCHES[name]
+            saved.append((owner, attr, owner.__dict__[attr]))
+            setattr(owner, attr, fn)
+        yield
+    finally:
+        for owner, attr, orig in reversed(saved):
+            setattr(owner, attr, orig)
