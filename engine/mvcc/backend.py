@@ -90,15 +90,6 @@ def expected_schema() -> dict[str, tuple[str, str, str]]:
     return _expected
 
 
-# SQLite's own checkpoints (wal_autocheckpoint) run inside the commit that
-# crosses 1000 pages, on the committing thread, i.e. the member's loop: each
-# writes pages back into the db and fsyncs twice (0.05-0.1 s stalls seen
-# during compaction). They are off; a checkpointer thread with a connection
-# of its own runs a PASSIVE one whenever about this many bytes were written.
-CHECKPOINT_BYTES = 8 << 20
-# The -wal file is truncated back to this when SQLite rewinds it.
-WAL_SIZE_LIMIT = 64 << 20
-
 # Tables a snapshot must have; the others may be absent (older versions).
 _REQUIRED = ("kv", "meta")
 _COPY_BATCH = 5000
@@ -133,11 +124,6 @@ class Backend:
         # since it started, replayed on the copy before it is swapped in.
         self._tracking: list[tuple[str, list]] | None = None
         self._txn_ops: list[tuple[str, list]] = []
-        # Off-loop checkpoints (see CHECKPOINT_BYTES).
-        self._written = 0
-        self._ckpt_thread: threading.Thread | None = None
-        self._ckpt_db: sqlite3.Connection | None = None
-        self._ckpt_lock = threading.Lock()
 
     @staticmethod
     def _connect(path: str) -> sqlite3.Connection:
@@ -155,8 +141,6 @@ class Backend:
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA wal_autocheckpoint=0")
-        db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         # Deleted rows go to the freelist (size_in_use < size) until defrag.
         db.execute("PRAGMA auto_vacuum=NONE")
         db.executescript(_SCHEMA)
@@ -164,9 +148,6 @@ class Backend:
 
     def close(self) -> None:
         self._drain_pool()
-        # Before the main connection: the last connection to close may
-        # checkpoint and delete the -wal, and it must be ours, on this file.
-        self._stop_checkpointer()
         if self._db is not None:
             if self._in_txn:
                 self.rollback()
@@ -221,9 +202,6 @@ class Backend:
     def commit(self) -> None:
         self._db.execute("COMMIT")
         self._in_txn = False
-        self._written += 4096
-        if self._written >= CHECKPOINT_BYTES:
-            self._checkpoint_soon()
         if self._txn_ops:
             if self._tracking is not None:
                 self._tracking.extend(self._txn_ops)
@@ -234,68 +212,6 @@ class Backend:
         if self._in_txn:
             self._db.execute("ROLLBACK")
             self._in_txn = False
-
-    # -- checkpoints, off the caller's thread -------------------------------
-
-    def _checkpoint_soon(self) -> None:
-        t = self._ckpt_thread
-        if t is not None and t.is_alive():
-            return
-        self._written = 0
-        # The checkpointer cannot rewind the -wal while commits keep coming
-        # (see _checkpoint); if it has grown this far, do it here once: the
-        # background passes copied most frames already, and the next write
-        # of this connection then starts the -wal over.
-        try:
-            wal_size = os.path.getsize(self.path + "-wal")
-        except OSError:
-            wal_size = 0
-        if wal_size > 4 * WAL_SIZE_LIMIT and not self._in_txn:
-            log.info("checkpointing %s here: its -wal is %d MiB", self.path, wal_size >> 20)
-            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        self._ckpt_thread = threading.Thread(target=self._checkpoint, name="sqlite-checkpoint", daemon=True)
-        self._ckpt_thread.start()
-
-    def _checkpoint(self) -> None:
-        """A PASSIVE checkpoint (the bulk of the work, concurrent with the
-        main connection's commits), then the -wal rewound: SQLite rewinds it
-        only in a write that starts with every frame checkpointed. So this
-        connection takes the write lock for an instant (the main one waits
-        that long at most), and if nothing was committed since its pass,
-        rewrites the header's user_version (unchanged) -- that write
-        rewinds the -wal (and truncates it to WAL_SIZE_LIMIT). If commits
-        slipped in, a short pass again, a few times; under a stream of
-        commits with no gap that may still fail (see _checkpoint_soon)."""
-        with self._ckpt_lock:
-            try:
-                if self._ckpt_db is None:
-                    self._ckpt_db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-                db = self._ckpt_db
-                for _ in range(4):
-                    busy, frames, done = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    if busy or frames <= 0 or done < frames:
-                        continue  # (commits came in: a shorter pass)
-                    db.execute("BEGIN IMMEDIATE")
-                    try:
-                        # Rewinds only if still nothing new (SQLite checks).
-                        v = db.execute("PRAGMA user_version").fetchone()[0]
-                        db.execute(f"PRAGMA user_version = {int(v)}")
-                        db.execute("COMMIT")
-                    except BaseException:
-                        db.execute("ROLLBACK")
-                        raise
-                    break
-            except sqlite3.Error as e:
-                log.warning("background checkpoint of %s failed: %s", self.path, e)
-
-    def _stop_checkpointer(self) -> None:
-        t, self._ckpt_thread = self._ckpt_thread, None
-        if t is not None:
-            t.join()
-        with self._ckpt_lock:
-            if self._ckpt_db is not None:
-                self._ckpt_db.close()
-                self._ckpt_db = None
 
     def _track(self, op: str, rows: list) -> None:
         (self._txn_ops if self._in_txn else self._tracking).append((op, rows))  # type: ignore[union-attr]
@@ -310,8 +226,8 @@ class Backend:
         Everything committed is in the db file or the -wal; fsync both. (A
         FULL checkpoint would do it too but waits for every reader, and a
         snapshot or hash being read on a worker is one: the loop would hang
-        in SQLite's busy handler.) Then the checkpointer thread folds what
-        it can, so the -wal does not grow for ever.
+        in SQLite's busy handler.) Then a PASSIVE checkpoint folds what it
+        can without waiting, so the -wal does not grow for ever.
         """
         for p in (self.path, self.path + "-wal"):
             try:
@@ -322,14 +238,13 @@ class Backend:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        self._checkpoint_soon()
+        self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     # -- kv rows ----------------------------------------------------------
 
     def put_rows(self, rows: list[tuple[bytes, bytes]]) -> None:
-        rows = rows if isinstance(rows, list) else list(rows)
-        self._written += sum(len(v) for _, v in rows) + 64 * len(rows)
         if self._tracking is not None:
+            rows = list(rows)
             self._track("put", rows)
         self._db.executemany("INSERT OR REPLACE INTO kv (rev, kv) VALUES (?, ?)", rows)
 
@@ -376,9 +291,8 @@ class Backend:
             lo = rows[-1][0]
 
     def delete_rows(self, revs: Iterable[bytes]) -> None:
-        revs = revs if isinstance(revs, list) else list(revs)
-        self._written += 1024 * len(revs)  # freed pages are rewritten too
         if self._tracking is not None:
+            revs = list(revs)
             self._track("del", revs)
         self._db.executemany("DELETE FROM kv WHERE rev = ?", ((r,) for r in revs))
 
@@ -477,6 +391,12 @@ class Backend:
                 db.execute("VACUUM INTO ?", (tmp,))
             finally:
                 db.close()
+            # Flushed here, so the swap's fsync on the loop has little left.
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
         return copy, token
 
@@ -496,6 +416,8 @@ class Backend:
             db = sqlite3.connect(tmp, isolation_level=None)
             try:
                 db.execute("PRAGMA journal_mode=DELETE")
+                # One fsync below, after the replay (the file is not live yet).
+                db.execute("PRAGMA synchronous=OFF")
                 db.execute("BEGIN")
                 for op, rows in ops:
                     if op == "put":
@@ -580,8 +502,19 @@ class Backend:
         (on the main connection's thread, outside a transaction)."""
         if self._in_txn:
             raise RuntimeError("install inside a transaction")
-        self.close()
+        # A read-only connection kept open while the main one closes: the
+        # last connection to close checkpoints the whole -wal into the file
+        # (on this thread, the loop) and deletes it, all wasted on a file
+        # about to be replaced. With another open, closing is instant; a
+        # read-only one never checkpoints or deletes anything itself.
         try:
+            guard = sqlite3.connect("file:%s?mode=ro" % urllib.parse.quote(os.path.abspath(self.path)),
+                                    uri=True, isolation_level=None)
+            guard.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.Error:
+            guard = None
+        try:
+            self.close()
             for suffix in ("-wal", "-shm"):
                 if os.path.exists(self.path + suffix):
                     os.unlink(self.path + suffix)
@@ -589,6 +522,8 @@ class Backend:
             fsutil.fsync_dir(os.path.dirname(os.path.abspath(self.path)))
         finally:
             _unlink_db(fresh)
+            if guard is not None:
+                guard.close()
             self._db = self._connect(self.path)
             self._in_txn = False
 

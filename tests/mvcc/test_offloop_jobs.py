@@ -159,27 +159,3 @@ def test_range_job_steps_refused_when_compacted_past_its_revision(a, monkeypatch
     assert out.header.revision == a.current_revision and out.count == 3000
     assert [kv.value for kv in out.kvs if kv.key == b"k00007"] == [b"1"]
 
-
-def test_checkpoints_run_off_the_applying_thread_and_the_wal_is_rewound(tmp_path, monkeypatch):
-    """SQLite's own checkpoints ran inside commits (the loop's thread); now a
-    checkpointer thread does them, and the -wal still starts over."""
-    import os
-
-    from engine.mvcc import backend
-    monkeypatch.setattr(backend, "CHECKPOINT_BYTES", 256 * 1024)
-    ap = Applier(str(tmp_path / "db"))
-    seen = []
-    ap.backend._db.set_trace_callback(lambda q: seen.append(q) if "checkpoint" in q.lower() else None)
-    try:
-        for base in range(0, 4000, 200):
-            ops = [rpc_pb2.RequestOp(request_put=rpc_pb2.PutRequest(key=b"c%05d" % i, value=b"v" * 1024))
-                   for i in range(base, base + 200)]
-            ap.apply_batch(ap.consistent_index + 1, [IR(txn=rpc_pb2.TxnRequest(success=ops))])
-            t = ap.backend._ckpt_thread
-            if t is not None:
-                t.join()  # (a member's loop has gaps between batches; the test makes them)
-        assert seen == []  # never on this thread
-        assert os.path.getsize(str(tmp_path / "db-wal")) < 2 * 2**20  # rewound, not 4 MiB+
-        assert ap.kv.range(RR(key=b"c", range_end=b"d", count_only=True)).count == 4000
-    finally:
-        ap.close()
