@@ -58,7 +58,6 @@ def _remove(c, asked: int, mid: int) -> None:
         rpc_pb2_grpc.ClusterStub(ch).MemberRemove(rpc_pb2.MemberRemoveRequest(ID=mid), timeout=10)
 
 
-@pytest.mark.xfail(strict=False, reason=REASON)
 def test_a_member_that_applies_its_own_removal_exits(hard_cluster_factory):
     c = hard_cluster_factory(3)
     idx, mid = _add_voter(c)
@@ -67,7 +66,6 @@ def test_a_member_that_applies_its_own_removal_exits(hard_cluster_factory):
     wait_for(lambda: not m.running(), EXIT_WITHIN, f"the removed member {m.name} to exit")
 
 
-@pytest.mark.xfail(strict=False, reason=REASON)
 def test_a_member_removed_while_down_exits_when_restarted(hard_cluster_factory):
     c = hard_cluster_factory(3)
     idx, mid = _add_voter(c)
