@@ -156,7 +156,15 @@ async def serve(cfg: MemberConfig, ready: asyncio.Event | None = None) -> int:
     code = 0
     try:
         await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
-        if node.failed.is_set():
+        if node.failed.is_set() and node.removed_from_cluster:
+            # Removed from the cluster: stop and exit 0, as etcd does
+            # (nothing for a supervisor to restart: the data dir is done).
+            log.warning("member %x was removed from the cluster: stopping and exiting with status 0",
+                        node.member_id)
+            t = threading.Timer(SHUTDOWN_GRACE, _exit_now, (code, "stop took too long"))
+            t.daemon = True
+            t.start()
+        elif node.failed.is_set():
             # Fatal means exit: stop answering (no stale reads, no Status from
             # a dead loop), then exit non-zero so a supervisor restarts us.
             code = EXIT_FATAL

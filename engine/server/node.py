@@ -60,6 +60,11 @@ SLOW_READY = 0.1
 # Loop lag (the longest gap between ticker wakeups beyond the interval) is
 # reported over this many seconds, and its maximum since start.
 LAG_WINDOW = 5.0
+# After applying the conf change that removes it, a member stops this many
+# seconds later (etcd's stopWithDelay: the leader's messages carrying the
+# commit still go out), then the process exits with status 0, as etcd's.
+REMOVED_STOP_DELAY = 1.0
+REMOVED_MESSAGE = "the member has been permanently removed from the cluster"
 # Publishing our name and client URLs is retried until done or stopped,
 # waiting this long (seconds) first, doubling up to the second.
 PUBLISH_BACKOFF = (0.1, 2.0)
@@ -199,6 +204,9 @@ class Node:
         # Set when the member cannot go on (the raft loop or a task it needs
         # failed): the process stops serving and exits non-zero.
         self.failed = asyncio.Event()
+        # Set with `failed` when the member stops because it was removed
+        # from the cluster: the process exits 0 then (etcd), not 1.
+        self.removed_from_cluster = False
         self._test_fault = _TestFault.from_env()
         self._revoking = False  # a confirmation round for expired leases is running
         self.dropped_peer_messages = 0
@@ -258,15 +266,20 @@ class Node:
                                        # The store cannot grow much past its quota.
                                        max_snapshot_bytes=max(cfg.quota_backend_bytes * 11 // 10, 64 << 20))
         self.transport.members_provider = self._members_response
+        self.transport.on_removed = self._on_removed_by_peer
         for m in cfg.initial_cluster:
             if m.id != self.member_id and m.id not in self.membership.removed:
                 self._add_peer(m.id, list(m.peer_urls))
         for m in self.membership.sorted():
             if m.id != self.member_id:
                 self._add_peer(m.id, m.peer_urls)
+        self._sync_peers()   # refuse removed members' streams as removed (it tells them)
         self._note("start", f"member {self.member_id:x} started, term {self.rn.raft.term}, "
                             f"commit {self.rn.raft.log.committed}")
         loop = asyncio.get_running_loop()
+        if self.member_id in self.membership.removed:
+            # Our own store says so (applied before a crash or a restart).
+            loop.call_soon(self._stop_removed, "this member's store records its removal")
         self._tasks = [loop.create_task(self._run(), name="raft-loop"),
                        loop.create_task(self._ticker(), name="raft-ticker"),
                        loop.create_task(self._housekeeping(), name="housekeeping")]
@@ -290,6 +303,30 @@ class Node:
         self._fatal = exc
         log.critical("%s: %r -- this member stops serving and exits", what, exc,
                      exc_info=(type(exc), exc, exc.__traceback__))
+        self._fail_waiters()
+        self._fail_reads(errors.Stopped())
+        self._proposals.clear()
+        self._conf_changes.clear()
+        self.failed.set()
+
+    def _on_removed_by_peer(self, peer: int) -> None:
+        """A peer refused our stream as from a removed member. It says so
+        only once it has applied our removal (a committed entry; member ids
+        are never reused), so its word is enough, as in etcd's rafthttp;
+        a peer that has not applied our ADD yet answers "not a member",
+        which never lands here."""
+        self._stop_removed(f"peer {peer:x} refused our stream as from a removed member")
+
+    def _stop_removed(self, why: str) -> None:
+        """This member is no longer in the cluster: stop serving and let the
+        process exit (status 0, etcd's). Its data dir must not be reused."""
+        if self._fatal is not None or self._stopped:
+            return
+        log.error("%s (%s)", REMOVED_MESSAGE, why)
+        log.warning("the data-dir used by this member must be removed")
+        self._note("member", f"{REMOVED_MESSAGE}: stopping")
+        self.removed_from_cluster = True
+        self._fatal = RuntimeError(REMOVED_MESSAGE)
         self._fail_waiters()
         self._fail_reads(errors.Stopped())
         self._proposals.clear()
@@ -1069,6 +1106,8 @@ class Node:
         self._sync_peers()
         if cc.node_id == self.member_id and cc.type == pb.ConfChangeRemoveNode:
             self._note("member", "this member was removed from the cluster")
+            asyncio.get_running_loop().call_later(
+                REMOVED_STOP_DELAY, self._stop_removed, f"applied its removal at index {e.index}")
         self._waiters.trigger(cc.id, None)
 
     @staticmethod
@@ -1123,8 +1162,11 @@ class Node:
         for m in self.membership.sorted():
             if m.id != self.member_id:
                 self._add_peer(m.id, m.peer_urls)
+        peers = self.transport.peers()
         for mid in self.membership.removed:
-            if mid in self.transport.peers():
+            # Also ids never added as peers here (a restart, a snapshot):
+            # their streams are refused as removed, which tells them.
+            if mid in peers or not self.transport.is_removed(mid):
                 try:
                     self.transport.remove_peer(mid)
                 except Exception as ex:

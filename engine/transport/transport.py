@@ -97,6 +97,15 @@ WARN_INTERVAL = 5.0
 CLOSE_TIMEOUT = 2.0
 CONNECT_TIMEOUT = 1.0      # seconds to get a ready channel before "peer down"
 WRITE_TIMEOUT = 5.0        # a write stalled this long means the peer is stuck
+# A stream (or snapshot) from a member this one has applied the removal of
+# is refused with this status and details starting with REMOVED_DETAILS
+# (etcd's rafthttp: HTTP 410 "removed member"), distinct from every other
+# refusal: the refused member learns from it that it was removed (on_removed). Only a committed, applied removal puts a
+# member id there, and ids are never reused, so one peer's word is enough
+# (as in etcd); a peer that has not applied the member's ADD yet answers
+# "not a member" (FAILED_PRECONDITION) instead, which proves nothing.
+REMOVED_CODE = grpc.StatusCode.FAILED_PRECONDITION
+REMOVED_DETAILS = "removed member"
 # A snapshot must finish within base + per-MiB seconds (its deadline).
 SNAPSHOT_TIMEOUT_BASE = 10.0
 SNAPSHOT_TIMEOUT_PER_MIB = 1.0
@@ -335,6 +344,9 @@ class PeerTransport:
         self._closed = False
         # Set by the node: () -> peer_pb2.MembersResponse, served to joiners.
         self.members_provider: Callable[[], peer_pb2.MembersResponse] | None = None
+        # Set by the node: (peer id) -> None, called (on the loop, never from
+        # inside send()) when a peer refused our stream as from a removed member.
+        self.on_removed: Callable[[int], None] | None = None
         # Received snapshots: spooled here and delivered as file references
         # (snapfile); without a directory they are spooled to an anonymous
         # temporary file and delivered as bytes once verified.
@@ -394,6 +406,9 @@ class PeerTransport:
         for task in peer.snapshots:
             task.cancel()
         peer.queue.clear()
+
+    def is_removed(self, member_id: int) -> bool:
+        return member_id in self._removed
 
     def peers(self) -> dict[int, PeerStatus]:
         return {pid: p.status() for pid, p in self._peers.items()}
@@ -528,10 +543,24 @@ class PeerTransport:
                 except asyncio.TimeoutError:
                     return f"write to peer {peer.member_id:x} stalled for {WRITE_TIMEOUT}s"
                 except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.RpcError) as e:
+                    await self._check_removed(peer, call)
                     return f"stream to peer {peer.member_id:x} failed: {_describe_error(e)}"
                 peer.sent += len(batch.msgs)
         finally:
             call.cancel()
+
+    async def _check_removed(self, peer: _Peer, call) -> None:
+        """The stream ended: if the peer refused it as from a removed
+        member, tell the host (once per refusal)."""
+        try:
+            code = await asyncio.wait_for(call.code(), 1.0)
+            details = await asyncio.wait_for(call.details(), 1.0)
+        except Exception:  # no status to read (cancelled, closing)
+            return
+        if code == REMOVED_CODE and (details or "").startswith(REMOVED_DETAILS):
+            log.error("peer %x refused our stream: %s", peer.member_id, details)
+            if self.on_removed is not None:
+                self._notify(self.on_removed, peer.member_id)
 
     def _take_batch(self, peer: _Peer) -> peer_pb2.MessageBatch:
         q = peer.queue
@@ -670,12 +699,18 @@ class PeerTransport:
         if from_member == 0:
             return "sender has no member id"
         if from_member in self._removed:
-            return f"member {from_member:x} was removed from the cluster"
+            return f"{REMOVED_DETAILS}: member {from_member:x} was removed from the cluster"
         if from_member not in self._peers:
             # etcd: "error sender not found". A member that joined after
             # what we have applied is refused too, until we apply its entry.
             return f"{from_member:x} is not a member of this cluster (as far as {self.member_id:x} knows)"
         return None
+
+    def _refusal_code(self, from_member: int, why: str) -> grpc.StatusCode:
+        """REMOVED_CODE only for a member whose removal we applied."""
+        if from_member in self._removed and why.startswith(REMOVED_DETAILS):
+            return REMOVED_CODE
+        return grpc.StatusCode.FAILED_PRECONDITION
 
     def _refuse(self, from_member: int, why: str) -> None:
         self.refused_streams += 1
@@ -913,7 +948,7 @@ class _PeerServicer(peer_pb2_grpc.PeerServicer):
                 why = t._check_incoming(batch.from_member, batch.cluster_id, batch.to_member)
                 if why is not None:
                     t._refuse(batch.from_member, why)
-                    await context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
+                    await context.abort(t._refusal_code(batch.from_member, why), why)
                 sender = batch.from_member
             elif (batch.from_member != sender or batch.cluster_id != t.cluster_id
                   or batch.to_member != t.member_id):
@@ -925,9 +960,9 @@ class _PeerServicer(peer_pb2_grpc.PeerServicer):
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "transport closed")
             if sender not in t._peers:
                 # Removed while its stream was open.
-                why = f"member {sender:x} was removed from the cluster"
+                why = t._check_incoming(sender, t.cluster_id, t.member_id) or "not a peer any more"
                 t._refuse(sender, why)
-                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
+                await context.abort(t._refusal_code(sender, why), why)
             if len(batch.msgs) > MAX_BATCH_MSGS:
                 why = f"batch of {len(batch.msgs)} messages (at most {MAX_BATCH_MSGS})"
                 t._refuse(sender, why)
@@ -1004,7 +1039,7 @@ class _PeerServicer(peer_pb2_grpc.PeerServicer):
                     why = t._check_incoming(sender, header.cluster_id, header.to_member)
                     if why is not None:
                         t._refuse(sender, why)
-                        raise _Refused(grpc.StatusCode.FAILED_PRECONDITION, why)
+                        raise _Refused(t._refusal_code(sender, why), why)
                     why = check_message(header.msg, sender, t.member_id, snapshot=True)
                     if why is None and header.msg.snapshot.data:
                         why = "snapshot header carrying data"
@@ -1036,8 +1071,8 @@ class _PeerServicer(peer_pb2_grpc.PeerServicer):
                 if t._closed:
                     raise _Refused(grpc.StatusCode.UNAVAILABLE, "transport closed")
                 if sender not in t._peers:
-                    raise _Refused(grpc.StatusCode.FAILED_PRECONDITION,
-                                   f"member {sender:x} was removed from the cluster")
+                    why = t._check_incoming(sender, t.cluster_id, t.member_id) or "not a peer any more"
+                    raise _Refused(t._refusal_code(sender, why), why)
                 data = chunk.data
                 room = header.total_size - got
                 body, tail = (data[:room], data[room:]) if len(data) > room else (data, b"")
