@@ -113,6 +113,10 @@ class SimCluster:
         # node -> CRASH_* point: that node dies inside the next Ready it handles.
         self.armed: dict[int, int] = {}
         self.crashes_in_ready = 0
+        # Stalled processes (SIGSTOP, a long GC or swap): node -> the tick of
+        # the shared clock at which it runs again. It neither ticks nor
+        # receives (SimNetwork holds its messages) nor takes requests.
+        self.paused: dict[int, int] = {}
         # Called with (node, Ready) as each Ready is taken (interaction scripts).
         self.on_ready: Callable[[int, object], None] | None = None
         for i in [*ids, *learners]:
@@ -139,11 +143,21 @@ class SimCluster:
         """Crash node nid inside the next Ready it handles, at `point`."""
         self.armed[nid] = point
 
+    def pause(self, nid: int, ticks: int) -> None:
+        """Stop node nid's process for `ticks` ticks of the shared clock."""
+        self.paused[nid] = self.net.now + ticks
+        self.net.pause(nid)
+
+    def resume(self, nid: int) -> None:
+        if self.paused.pop(nid, None) is not None:
+            self.net.resume(nid)
+
     def crash(self, nid: int) -> None:
         """A power cut: what is not fsynced may be lost (SimDisk.crash), and
         so are the messages in flight to the node; its own already sent stay."""
         n = self.nodes[nid]
         n.alive = False
+        self.paused.pop(nid, None)
         self.armed.pop(nid, None)
         n.disk.crash(self.rng)
         lost = self.net.drop_to(nid)
@@ -303,19 +317,22 @@ class SimCluster:
 
     def tick(self, nid: int) -> None:
         n = self.nodes[nid]
-        if n.alive:
+        if n.alive and nid not in self.paused:
             n.rn.tick()
             self.process(n)
 
     def tick_all(self) -> None:
         """One tick of the shared clock: the network's too (slow links)."""
         self.net.tick()
+        for nid, until in sorted(self.paused.items()):
+            if until <= self.net.now:
+                self.resume(nid)
         for nid in sorted(self.nodes):
             self.tick(nid)
 
     def propose(self, nid: int, data: bytes) -> bool:
         n = self.nodes[nid]
-        if not n.alive:
+        if not n.alive or nid in self.paused:
             return False
         try:
             n.rn.propose(data)
@@ -327,7 +344,7 @@ class SimCluster:
 
     def propose_conf_change(self, nid: int, cc: pb.ConfChange) -> bool:
         n = self.nodes[nid]
-        if not n.alive:
+        if not n.alive or nid in self.paused:
             return False
         try:
             n.rn.propose_conf_change(cc)
@@ -340,7 +357,7 @@ class SimCluster:
     def compact(self, nid: int, keep: int = 0) -> bool:
         """Snapshot node's applied state and drop its log before it."""
         n = self.nodes[nid]
-        if not n.alive:
+        if not n.alive or nid in self.paused:
             return False
         idx = n.sm.applied
         if idx <= n.storage.snapshot().metadata.index:

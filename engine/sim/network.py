@@ -27,6 +27,9 @@ class SimNetwork:
         self._cut: set[tuple[int, int]] = set()
         # Directed pairs (a, b) -> ticks every message a -> b is held back.
         self._delay: dict[tuple[int, int], int] = {}
+        # Paused (stopped) processes: what arrives for them waits here, in
+        # their socket buffers, until they run again.
+        self.held: dict[int, list[pb.Message]] = {}
         self.sent = self.delivered = self.dropped = 0
         self.sent_by_type: dict[int, int] = {}
 
@@ -40,7 +43,24 @@ class SimNetwork:
             self._seq += 1
             self.delayed.append((self.now + d, self._seq, m))
         else:
+            self._arrive(m)
+
+    def _arrive(self, m: pb.Message) -> None:
+        held = self.held.get(m.to)
+        if held is not None:
+            held.append(m)
+        else:
             self.inflight.append(m)
+
+    def pause(self, nid: int) -> None:
+        """nid's process is stopped: hold what is sent to it."""
+        if nid in self.held:
+            return
+        self.held[nid] = [m for m in self.inflight if m.to == nid]
+        self.inflight = [m for m in self.inflight if m.to != nid]
+
+    def resume(self, nid: int) -> None:
+        self.inflight.extend(self.held.pop(nid, []))
 
     def tick(self) -> None:
         """One tick passes: slow-link messages that are due become deliverable."""
@@ -50,7 +70,8 @@ class SimNetwork:
         due = sorted(x for x in self.delayed if x[0] <= self.now)
         if due:
             self.delayed = [x for x in self.delayed if x[0] > self.now]
-            self.inflight.extend(m for _, _, m in due)
+            for _, _, m in due:
+                self._arrive(m)
 
     def cut_one_way(self, a: int, b: int) -> None:
         """a's messages to b are lost; b's to a still arrive."""
@@ -64,6 +85,7 @@ class SimNetwork:
         """Remove every message on its way to nid (it crashed); returns them."""
         lost = [m for m in self.inflight if m.to == nid]
         lost += [m for _, _, m in self.delayed if m.to == nid]
+        lost += self.held.pop(nid, [])
         self.inflight = [m for m in self.inflight if m.to != nid]
         self.delayed = [x for x in self.delayed if x[2].to != nid]
         return lost

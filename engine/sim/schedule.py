@@ -43,6 +43,7 @@ class ScheduleConfig:
     p_partition: float = 0.01
     p_one_way: float = 0.005   # cut one direction of one link
     p_slow: float = 0.005      # delay one direction of one link by 1..12 ticks
+    p_pause: float = 0.005     # stop one process for 1..30 ticks (it then resumes)
     p_heal: float = 0.02
     p_crash: float = 0.01
     p_restart: float = 0.05
@@ -68,6 +69,7 @@ _PROFILES = {
     "crashy": dict(p_crash=0.04, p_restart=0.08, p_propose=0.25),
     "partitions": dict(p_partition=0.04, p_heal=0.03),
     "asymmetric": dict(p_one_way=0.03, p_slow=0.03, p_heal=0.02),
+    "stalls": dict(p_pause=0.03, p_crash=0.02),
     "churn": dict(p_conf_change=0.04, p_compact=0.05),
     "storm": dict(p_crash=0.03, p_restart=0.06, p_partition=0.03, p_heal=0.03,
                   p_drop=0.08, p_tick=0.35, p_propose=0.2),
@@ -185,6 +187,7 @@ class Schedule:
             (cfg.p_drop, self._drop), (cfg.p_dup, self._dup),
             (cfg.p_partition, self._partition), (cfg.p_heal, self._heal),
             (cfg.p_one_way, self._one_way), (cfg.p_slow, self._slow),
+            (cfg.p_pause, self._pause),
             (cfg.p_crash, self._crash), (cfg.p_restart, self._restart),
             (cfg.p_conf_change, self._conf_change), (cfg.p_compact, self._compact),
             (cfg.p_transfer, self._transfer), (cfg.p_read, self._read),
@@ -267,6 +270,14 @@ class Schedule:
             self._note(f"slow {p[0]} -> {p[1]} by {ticks} ticks")
             self.c.net.slow(*p, ticks)
 
+    def _pause(self) -> None:
+        live = [n for n in self.c.live() if n.id not in self.c.paused]
+        if live:
+            n = self.rng.choice(live)
+            ticks = self.rng.randint(1, 30)
+            self._note(f"pause {n.id} for {ticks} ticks")
+            self.c.pause(n.id, ticks)
+
     def _heal(self) -> None:
         if self.c.net.partitioned():
             self._note("heal")
@@ -338,7 +349,7 @@ class Schedule:
 
     def _transfer(self) -> None:
         lead = self.c.leader()
-        if lead is None or len(lead.raft.voters) < 2:
+        if lead is None or len(lead.raft.voters) < 2 or lead.id in self.c.paused:
             return
         to = self.rng.choice([v for v in lead.raft.voters if v != lead.id])
         self._note(f"transfer leader {lead.id} -> {to}")
@@ -350,6 +361,8 @@ class Schedule:
         if not live:
             return
         n = self.rng.choice(live)
+        if n.id in self.c.paused:
+            return  # a stopped process takes no requests
         self.reads += 1
         ctx = f"r{self.reads}".encode()
         # Everything committed anywhere so far must be visible to this read.
@@ -380,6 +393,8 @@ class Schedule:
     def _settle(self) -> None:
         c = self.c
         c.armed.clear()
+        for nid in list(c.paused):
+            c.resume(nid)
         c.net.heal()
         for n in list(c.nodes.values()):
             if not n.alive:

@@ -177,3 +177,27 @@ def test_slow_link_holds_messages_for_ticks():
     assert not any(m.to == other for m in c.net.inflight)
     c.net.tick()
     assert [m for m in c.net.inflight if m.to == other] == held
+
+
+def test_paused_leader_resumes_into_a_newer_term():
+    # A stopped leader (SIGSTOP, a long GC) is replaced; when it runs again it
+    # still believes it leads, with a pile of old messages in its buffers.
+    c = SimCluster([1, 2, 3], seed=11)
+    lead = _leader(c)
+    old_term = lead.raft.term
+    c.pause(lead.id, 200)
+    assert not c.propose(lead.id, b"frozen")
+    tick_until(c, lambda: any(n.raft.state is StateType.LEADER and n.raft.term > old_term
+                              for n in c.live() if n is not lead), max_ticks=150)
+    assert lead.raft.state is StateType.LEADER  # it did not run: it cannot know yet
+    lead.rn.read_index(b"stale?")  # (a request that reached it just before the stop)
+    new = max(c.live(), key=lambda n: n.raft.term)
+    assert c.propose(new.id, b"new")
+    c.deliver_all()
+    tick_until(c, lambda: lead.id not in c.paused, max_ticks=200)
+    c.deliver_all()
+    assert lead.raft.state is StateType.FOLLOWER and lead.raft.term == new.raft.term
+    # Its read was never answered from its stale leadership.
+    assert all(ctx != b"stale?" for ctx, _ in lead.read_results)
+    tick_until(c, lambda: lead.sm.applied == new.sm.applied)
+    assert b"new" in lead.sm.values
