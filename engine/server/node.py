@@ -37,6 +37,7 @@ from engine.mvcc.apply import Applier, ApplyRejected, open_applier
 from engine.proto import internal_pb2, rpc_pb2
 from engine.proto import raft_pb2 as pb
 from engine.raft import Config, ProposalDroppedError, RawNode, StateType
+from engine.raft.errors import RaftError
 from engine.server import errors
 from engine.server.compactor import Compactor
 from engine.server.membership import MemberRecord, Membership
@@ -211,6 +212,8 @@ class Node:
         self._revoking = False  # a confirmation round for expired leases is running
         self.dropped_peer_messages = 0
         self._peer_warned_at = -1e9
+        self._peer_tb_at = -1e9
+        self.peer_invariant_failures = 0
         # Loop lag: (time, lag seconds) per ticker wakeup over LAG_WINDOW.
         self._lags: collections.deque[tuple[float, float]] = collections.deque()
         # When the raft loop last processed a tick (etcd's latestTickTs): a
@@ -712,21 +715,28 @@ class Node:
         for call in calls:
             call()
         msgs, self._incoming = self._incoming, []
-        last_index = rn.raft.log.last_index
         for m in msgs:
-            if m.type == pb.MsgHeartbeat and m.commit > last_index() and m.term >= rn.raft.term:
-                # A leader never sends a commit past what the follower holds
-                # (min(match, commit)); only a lying peer does.
-                self._warn_peer(m, f"heartbeat commit {m.commit} past our last index {last_index()}")
+            why = self._implausible(m)
+            if why is not None:
+                self._warn_peer(m, why)
                 continue
             try:
                 rn.step(m)
             except ProposalDroppedError:
                 pass
-            except Exception as e:
-                # A peer's message never takes the loop down (the peer port
-                # has no authentication without peer TLS).
+            except RaftError as e:
+                # The core's own refusals of a message (compacted, ...).
                 self._warn_peer(m, repr(e))
+            except Exception as e:
+                # A core invariant failed on a peer's message. Without peer
+                # TLS the peer port has no authentication: anyone who claims
+                # a member's id can send what the core asserts never comes
+                # (an append conflicting with committed entries, ...), so
+                # this cannot be told from a local bug by the message
+                # alone. Never fatal (a forged message must not kill a
+                # member); dropped and logged at ERROR.
+                self._warn_peer(m, f"core invariant failed: {e!r} (a forged or corrupt message, "
+                                   f"or a bug)", level=logging.ERROR, exc=e)
         # Once after the whole batch: a second checked snapshot in it must
         # still have its prepared file when it is stepped.
         if self._prepared and any(m.type == pb.MsgSnap for m in msgs):
@@ -776,16 +786,45 @@ class Node:
                 keep.append(p)
         return keep
 
-    def _warn_peer(self, m: pb.Message, why: str) -> None:
-        """Dropped a peer's message: a warning, at most one per second."""
+    def _implausible(self, m: pb.Message) -> str | None:
+        """What a peer's message claims that no correct member sends, checked
+        before the core sees it (the core asserts on some of it)."""
+        r = self.rn.raft
+        last = r.log.last_index()
+        if m.type == pb.MsgHeartbeat and m.commit > last and m.term >= r.term:
+            # A leader never sends a commit past what the follower holds
+            # (min(match, commit)); only a lying peer does.
+            return f"heartbeat commit {m.commit} past our last index {last}"
+        if (m.type == pb.MsgAppResp and not m.reject and m.index > last and m.term == r.term
+                and r.state is StateType.LEADER):
+            # An acknowledgement of entries this leader never had: counted,
+            # it would commit (and apply) indexes past its log.
+            return f"acknowledges index {m.index} past our last index {last}"
+        return None
+
+    def _warn_peer(self, m: pb.Message, why: str, level: int = logging.WARNING,
+                   exc: BaseException | None = None) -> None:
+        """Dropped a peer's message: logged at most once per second (an
+        ERROR-level drop always, with its traceback once per minute)."""
         self.dropped_peer_messages += 1
         now = time.monotonic()
+        name = pb.MessageType.Name(m.type) if m.type in pb.MessageType.values() else str(m.type)
+        if level >= logging.ERROR:
+            self.peer_invariant_failures += 1
+            with_tb = now - self._peer_tb_at >= 60.0
+            if with_tb:
+                self._peer_tb_at = now
+            if with_tb or now - self._peer_warned_at >= 1.0:
+                self._peer_warned_at = now
+                log.error("dropped %s from peer %x (term %d, index %d): %s (%d dropped so far)",
+                          name, m.from_, m.term, m.index, why, self.dropped_peer_messages,
+                          exc_info=exc if with_tb else None)
+            return
         if now - self._peer_warned_at < 1.0:
             return
         self._peer_warned_at = now
-        name = pb.MessageType.Name(m.type) if m.type in pb.MessageType.values() else str(m.type)
-        log.warning("dropped %s from peer %x: %s (%d dropped so far)", name, m.from_, why,
-                    self.dropped_peer_messages)
+        log.log(level, "dropped %s from peer %x: %s (%d dropped so far)", name, m.from_, why,
+                self.dropped_peer_messages)
 
     def _start_read_round(self) -> None:
         now = time.monotonic()

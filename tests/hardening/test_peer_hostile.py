@@ -207,8 +207,6 @@ def test_non_member_heartbeat_past_the_log_kills_nobody(peer_cluster) -> None:
     assert code == grpc.StatusCode.FAILED_PRECONDITION
 
 
-@pytest.mark.xfail(strict=False, reason="needs node.py to drop a message whose step raises "
-                                        "(requests-SERVER.md, PEER item 1)")
 def test_member_heartbeat_past_the_log_kills_nobody(hard_cluster_factory) -> None:
     """The same heartbeat, claiming to be the leader: only the core can know
     the commit is past its log. (A cluster of its own: until node.py drops
