@@ -46,6 +46,11 @@ class LeaseProvided(APIError):
     etcd_message = "etcdserver: lease is provided"
 
 
+class InvalidSortOption(APIError):
+    # etcd 3.5's rpctypes.ErrGRPCInvalidSortOption (3.4.23 crashes instead).
+    etcd_message = "etcdserver: invalid sort option"
+
+
 class TooManyOps(APIError):
     etcd_message = "etcdserver: too many operations in txn request"
 
@@ -93,6 +98,7 @@ GRPC_CODES: dict[type[Exception], grpc.StatusCode] = {
     ValueProvided: Code.INVALID_ARGUMENT,
     LeaseProvided: Code.INVALID_ARGUMENT,
     TooManyOps: Code.INVALID_ARGUMENT,
+    InvalidSortOption: Code.INVALID_ARGUMENT,
     DuplicateKey: Code.INVALID_ARGUMENT,
     WatchCanceled: Code.CANCELLED,
     AuthNotEnabled: Code.FAILED_PRECONDITION,

@@ -35,9 +35,6 @@ def _lags(c) -> list[int]:
     return out
 
 
-@pytest.mark.xfail(strict=False, reason="review: a Txn range op with an unknown sort_target is proposed, "
-                                        "raises in apply on every member, and the rollback + one-by-one "
-                                        "retry rebuild the key index on every member's loop (O(db))")
 def test_txn_with_unknown_sort_target_neither_proposed_nor_stalls(hard_cluster_factory):
     c = hard_cluster_factory(3)
     lead = c.wait_leader()
