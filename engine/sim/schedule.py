@@ -1,5 +1,6 @@
 """Random schedules: one seed drives a whole run of a simulated cluster
 through a hostile network — drops, duplicates, reordering, partitions,
+one-way link failures, links slow by whole ticks, stalled (paused) members,
 crashes and restarts, membership changes, snapshots, leader transfers and
 linearizable reads — with every safety property checked after every step.
 
