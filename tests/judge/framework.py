@@ -384,7 +384,7 @@ REV_KEYS = {"revision", "create_revision", "mod_revision", "compact_revision", "
             "Revision", "CreateRevision", "ModRevision"}
 TERM_KEYS = {"raft_term", "raftTerm", "RaftTerm"}
 INDEX_KEYS = {"raftIndex", "raftAppliedIndex", "RaftIndex", "RaftAppliedIndex"}
-SIZE_KEYS = {"dbSize", "dbSizeInUse", "DbSize", "DbSizeInUse"}
+SIZE_KEYS = {"dbSize", "dbSizeInUse", "DbSize", "DbSizeInUse", "DBSize", "DBSizeInUse"}
 HASH_KEYS = {"hash", "Hash"}
 TTL_KEYS = {"ttl"}           # timetolive's remaining TTL (json); "TTL" (granted) is exact
 VERSION_KEYS = {"version", "Version"}  # only when a string (server version); a kv's version is an int
