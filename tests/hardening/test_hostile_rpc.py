@@ -94,7 +94,7 @@ class Known:
 # Found and fixed since: a txn nested 50 deep was proposed, then skipped on apply as
 # undecodable (client timed out; STORAGE); 51+ deep answered UNKNOWN with a Python class
 # name (now grpc-go's INTERNAL); an unknown Alarm action/type killed every member's raft
-# loop (SERVER).
+# loop (SERVER); an unknown sort option answered UNKNOWN (soak; fixed in 3eb13b2).
 KNOWN: list[Known] = [
     Known("STORAGE", "Status answers UNKNOWN ValueError while an alarm of an unknown type is active "
                      "(requests-STORAGE.md #2)",
@@ -530,6 +530,21 @@ def test_kv_compact(target, mode):
 
     prop()
     finish(t, "KV Compact")
+
+
+@pytest.mark.parametrize("order,target_", [(0, -998115), (7, 0), (0, 5)])
+def test_range_with_unknown_sort_option(target, order, target_):
+    """Found by the soak (UNKNOWN '-998115'; fixed in 3eb13b2): an unknown SortOrder/SortTarget is
+    refused with InvalidArgument 'etcdserver: invalid sort option', for a Range and a Txn's range op."""
+    kv = target.stub(0, rpc_pb2_grpc.KVStub)
+    kv.Put(rpc_pb2.PutRequest(key=b"sort/a", value=b"1"), timeout=CALL_TIMEOUT)
+    kv.Put(rpc_pb2.PutRequest(key=b"sort/b", value=b"2"), timeout=CALL_TIMEOUT)
+    rng = rpc_pb2.RangeRequest(key=b"sort/", range_end=b"sort0", sort_order=order, sort_target=target_)
+    for call, req in ((kv.Range, rng),
+                      (kv.Txn, rpc_pb2.TxnRequest(success=[rpc_pb2.RequestOp(request_range=rng)]))):
+        with pytest.raises(grpc.RpcError) as e:
+            call(req, timeout=CALL_TIMEOUT)
+        assert (e.value.code(), e.value.details()) == (C.INVALID_ARGUMENT, "etcdserver: invalid sort option")
 
 
 # ----------------------------------------------------------------------------- Watch
