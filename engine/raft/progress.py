@@ -17,37 +17,47 @@ class ProgressState(enum.Enum):
 
 
 class Inflights:
-    """Last indexes of the MsgApps sent and not yet acknowledged (flow control)."""
+    """Last indexes (and payload bytes) of the MsgApps sent and not yet
+    acknowledged: flow control. Full at `size` messages or, when max_bytes
+    is set, at max_bytes of entry payload in flight (etcd-io/raft
+    tracker/inflights.go, MaxInflightBytes): a follower behind a slow link
+    then holds at most that much of the leader's memory and bandwidth.
 
-    __slots__ = ("size", "_q")
+    Invariant: bytes == sum of the sizes queued."""
 
-    def __init__(self, size: int) -> None:
+    __slots__ = ("size", "max_bytes", "bytes", "_q")
+
+    def __init__(self, size: int, max_bytes: int = 0) -> None:
         self.size = size
-        self._q: collections.deque[int] = collections.deque()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._q: collections.deque[tuple[int, int]] = collections.deque()
 
-    def add(self, last_index: int) -> None:
+    def add(self, last_index: int, nbytes: int = 0) -> None:
         if self.full():
             raise AssertionError("cannot add into a full inflights")
-        self._q.append(last_index)
+        self._q.append((last_index, nbytes))
+        self.bytes += nbytes
 
     def free_le(self, to: int) -> None:
         """Release every inflight append whose last index is <= to."""
         q = self._q
-        while q and q[0] <= to:
-            q.popleft()
+        while q and q[0][0] <= to:
+            self.bytes -= q.popleft()[1]
 
     def free_first_one(self) -> None:
         if self._q:
-            self._q.popleft()
+            self.bytes -= self._q.popleft()[1]
 
     def full(self) -> bool:
-        return len(self._q) >= self.size
+        return len(self._q) >= self.size or (self.max_bytes > 0 and self.bytes >= self.max_bytes)
 
     def count(self) -> int:
         return len(self._q)
 
     def reset(self) -> None:
         self._q.clear()
+        self.bytes = 0
 
 
 class Progress:
@@ -55,7 +65,8 @@ class Progress:
     __slots__ = ("match", "next", "state", "pending_snapshot", "recent_active",
                  "probe_sent", "inflights", "is_learner")
 
-    def __init__(self, next_index: int, max_inflight: int, is_learner: bool = False) -> None:
+    def __init__(self, next_index: int, max_inflight: int, is_learner: bool = False,
+                 max_inflight_bytes: int = 0) -> None:
         self.match = 0
         self.next = next_index
         self.state = ProgressState.PROBE
@@ -64,7 +75,7 @@ class Progress:
         self.recent_active = False
         # In PROBE: one append is out, wait for its answer or a heartbeat reply.
         self.probe_sent = False
-        self.inflights = Inflights(max_inflight)
+        self.inflights = Inflights(max_inflight, max_inflight_bytes)
         self.is_learner = is_learner
 
     def __repr__(self) -> str:

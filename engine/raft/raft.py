@@ -56,6 +56,15 @@ class Config:
     applied: int = 0
     max_size_per_msg: int = 1 << 20
     max_inflight_msgs: int = 256
+    # Flow control by bytes (etcd-io/raft MaxInflightBytes): at most this
+    # much entry payload in flight to one follower (0 = no byte limit, only
+    # max_inflight_msgs messages).
+    max_inflight_bytes: int = 0
+    # etcd-io/raft MaxUncommittedEntriesSize: a leader refuses proposals
+    # (ProposalDroppedError) while the payload of its appended but not yet
+    # applied entries would exceed this (0 = no limit). One proposal is always
+    # taken when nothing is uncommitted, however big, so progress is possible.
+    max_uncommitted_entries_size: int = 0
     # Cap of committed entries handed out in one Ready (bytes, 0 = no cap).
     max_committed_size_per_ready: int = 0
     # §6.2: a leader that has not heard from a quorum in an election timeout
@@ -86,6 +95,14 @@ class Config:
             raise ValueError("election tick must be greater than heartbeat tick")
         if self.max_inflight_msgs <= 0:
             raise ValueError("max inflight messages must be greater than 0")
+        if self.max_inflight_bytes < 0 or self.max_uncommitted_entries_size < 0:
+            raise ValueError("byte limits must be >= 0 (0: no limit)")
+
+
+def payload_size(ents) -> int:
+    """Bytes of entry data: what flow control and the uncommitted limit
+    count (etcd-io/raft payloadsSize; the envelope is not counted)."""
+    return sum(len(e.data) for e in ents)
 
 
 def _vote_resp_type(t: int) -> int:
@@ -103,6 +120,11 @@ class Raft:
         self.log = RaftLog(cfg.storage, cfg.max_committed_size_per_ready or (1 << 62))
         self.max_msg_size = cfg.max_size_per_msg
         self.max_inflight = cfg.max_inflight_msgs
+        self.max_inflight_bytes = cfg.max_inflight_bytes
+        self.max_uncommitted_size = cfg.max_uncommitted_entries_size
+        # Payload bytes this leader appended that are not yet handed out for
+        # applying (etcd-io/raft uncommittedSize). Only a leader counts.
+        self.uncommitted_size = 0
         self.election_timeout = cfg.election_tick
         self.heartbeat_timeout = cfg.heartbeat_tick
         self.check_quorum = cfg.check_quorum
@@ -220,6 +242,9 @@ class Raft:
 
     # -- roles ----------------------------------------------------------------
 
+    def _new_progress(self, next_index: int, learner: bool) -> Progress:
+        return Progress(next_index, self.max_inflight, learner, self.max_inflight_bytes)
+
     def _reset(self, term: int) -> None:
         if self.term != term:
             self.term = term
@@ -232,11 +257,12 @@ class Raft:
         self.votes = {}
         last = self.log.last_index()
         for id_, pr in list(self.prs.items()):
-            np = Progress(last + 1, self.max_inflight, pr.is_learner)
+            np = self._new_progress(last + 1, pr.is_learner)
             if id_ == self.id:
                 np.match = last
             self.prs[id_] = np
         self.pending_conf_index = 0
+        self.uncommitted_size = 0
         self.read_only = ReadOnly()
 
     def become_follower(self, term: int, lead: int) -> None:
@@ -455,6 +481,10 @@ class Raft:
     # -- leader ---------------------------------------------------------------
 
     def append_entry(self, ents) -> bool:
+        """Append proposals to our log; False (nothing appended) when they
+        would take the uncommitted tail past max_uncommitted_entries_size."""
+        if not self._increase_uncommitted_size(ents):
+            return False
         li = self.log.last_index()
         for i, e in enumerate(ents):
             e.term = self.term
@@ -472,6 +502,22 @@ class Raft:
             self.prs[self.id].maybe_update(li)
             self.maybe_commit()
         return True
+
+    def _increase_uncommitted_size(self, ents) -> bool:
+        s = payload_size(ents)
+        if (self.max_uncommitted_size and self.uncommitted_size > 0 and s > 0
+                and self.uncommitted_size + s > self.max_uncommitted_size):
+            return False
+        self.uncommitted_size += s
+        return True
+
+    def reduce_uncommitted_size(self, ents) -> None:
+        """Entries handed out for applying no longer count (RawNode.advance).
+        A follower's count is 0 and stays 0; entries of an earlier leader
+        may make the sum go below zero, hence the floor (etcd-io/raft)."""
+        if self.uncommitted_size == 0:
+            return
+        self.uncommitted_size = max(0, self.uncommitted_size - payload_size(ents))
 
     def maybe_commit(self) -> bool:
         mci = quorum.committed_index(self.voters, lambda v: self.prs[v].match)
@@ -508,7 +554,7 @@ class Raft:
                 # Pipeline: assume it lands and send the next batch at once.
                 last = ents[-1].index
                 pr.optimistic_update(last)
-                pr.inflights.add(last)
+                pr.inflights.add(last, payload_size(ents))
             elif pr.state is ProgressState.PROBE:
                 pr.probe_sent = True
             else:
@@ -564,9 +610,15 @@ class Raft:
             self.bcast_heartbeat()
             return
         if t == pb.MsgCheckQuorum:
-            if not self._quorum_active():
+            if not self._quorum_active() and self.id in self.voters:
                 # The minority side of a partition: stop taking writes.
                 self.become_follower(self.term, NONE)
+            # A removed leader handing over (not a voter) keeps at it even
+            # when the voters are unreachable: it takes no writes anyway, and
+            # stepping down would leave {1,2} -> {2} without anyone able to
+            # tell 2 that the change is committed (found by the simulator,
+            # seed 601770 of --nodes 1: 2 crashed, 1 stepped down, 2 came
+            # back needing the vote 1 refuses).
             return
         if t == pb.MsgProp:
             if not m.entries:
@@ -576,15 +628,19 @@ class Raft:
             if self.lead_transferee != NONE:
                 raise ProposalDroppedError("leadership transfer in progress")
             ents = [pb.Entry(type=e.type, data=e.data) for e in m.entries]
+            pending = self.pending_conf_index
             for i, e in enumerate(ents):
                 if e.type == pb.EntryConfChange:
-                    if self.pending_conf_index > self.log.applied:
+                    if pending > self.log.applied:
                         # One change at a time: turn it into a no-op rather
                         # than reorder the proposal stream.
                         ents[i] = pb.Entry(type=pb.EntryNormal)
                     else:
-                        self.pending_conf_index = self.log.last_index() + i + 1
-            self.append_entry(ents)
+                        pending = self.log.last_index() + i + 1
+            if not self.append_entry(ents):
+                raise ProposalDroppedError("too many uncommitted entries")
+            # Only now: a refused batch must not block later conf changes.
+            self.pending_conf_index = pending
             self.bcast_append()
             return
         if t == pb.MsgReadIndex:
@@ -860,7 +916,7 @@ class Raft:
             for i in ids:
                 pr = self.prs.get(i)
                 if pr is None:
-                    pr = Progress(last + 1, self.max_inflight, learner)
+                    pr = self._new_progress(last + 1, learner)
                     if i == self.id:
                         pr.match = last
                 pr.is_learner = learner
@@ -924,7 +980,7 @@ class Raft:
             self.send_append(to)
 
     def _add_progress(self, nid: int, learner: bool) -> None:
-        pr = Progress(self.log.last_index() + 1, self.max_inflight, learner)
+        pr = self._new_progress(self.log.last_index() + 1, learner)
         if nid == self.id:
             pr.match = self.log.last_index()
         # A new member counts as active, or check-quorum could depose the

@@ -185,6 +185,7 @@ class RawNode:
             self._prev_hard = rd.hard_state
         if rd.committed_entries:
             r.log.applied_to(rd.committed_entries[-1].index)
+            r.reduce_uncommitted_size(rd.committed_entries)
         if rd.entries:
             e = rd.entries[-1]
             r.log.stable_to(e.index, e.term)

@@ -99,14 +99,17 @@ class SimCluster:
                  max_size_per_msg: int = 1 << 20, max_inflight: int = 256,
                  checker: SafetyChecker | None = None, bootstrap: bool = True,
                  log: Callable[[str], None] | None = None, learners: list[int] = (),
-                 durable_self_ack: bool = True) -> None:
+                 durable_self_ack: bool = True, max_inflight_bytes: int = 0,
+                 max_uncommitted_size: int = 0) -> None:
         self.rng = random.Random(seed)
         self.net = SimNetwork(random.Random(self.rng.getrandbits(64)))
         self.checker = checker or SafetyChecker()
         self.cfg_kw = dict(pre_vote=pre_vote, check_quorum=check_quorum,
                            election_tick=election_tick, heartbeat_tick=heartbeat_tick,
                            max_size_per_msg=max_size_per_msg, max_inflight_msgs=max_inflight,
-                           durable_self_ack=durable_self_ack)
+                           durable_self_ack=durable_self_ack,
+                           max_inflight_bytes=max_inflight_bytes,
+                           max_uncommitted_entries_size=max_uncommitted_size)
         self.nodes: dict[int, SimNode] = {}
         self.log = log
         self.votes_granted: dict[tuple[int, int], set[int]] = {}  # (candidate, term) -> voters
