@@ -120,6 +120,10 @@ class RawNode:
         if m.type in (pb.MsgHup, pb.MsgBeat, pb.MsgUnreachable, pb.MsgSnapStatus,
                       pb.MsgCheckQuorum):
             raise ValueError(f"cannot step raft local message {m.type}")
+        if m.from_ == self.raft.id:
+            # Our own acknowledgements come only from advance(): one from the
+            # wire would count our log as durable when it may not be.
+            raise ValueError(f"a peer's message claims to come from us ({self.raft.id})")
         if m.from_ not in self.raft.prs and m.type in (
                 pb.MsgAppResp, pb.MsgHeartbeatResp, pb.MsgVoteResp, pb.MsgPreVoteResp):
             return  # a response from a node that is no longer a member

@@ -6,6 +6,8 @@ state — in particular no commit index that only its own copy makes a quorum.
 """
 from __future__ import annotations
 
+import pytest
+
 from engine.proto import raft_pb2 as pb
 from engine.raft import Config, RawNode, StateType
 from tests.raft.helpers import storage_with
@@ -143,3 +145,15 @@ def test_restarted_single_voter_reads_only_after_its_term_commits():
         reads += rd.read_states
         persist(rn, rd)
     assert [(r.index, r.request_ctx) for r in reads] == [(4, b"r1")]
+
+
+def test_a_peer_cannot_send_our_own_acknowledgement():
+    rn = node()
+    rn.campaign()
+    persist(rn, rn.ready())
+    rd = rn.ready()                   # the empty entry, not yet durable
+    with pytest.raises(ValueError):
+        rn.step(pb.Message(type=pb.MsgAppResp, from_=1, to=1, term=1, index=1))
+    assert rn.raft.log.committed == 0
+    persist(rn, rd)
+    assert rn.raft.log.committed == 1
