@@ -96,6 +96,8 @@ class ScheduleResult:
     snapshots_sent: int
     conf_changes: int
     reads: int
+    crashes_in_ready: int = 0
+
 
 
 def replay_command(seed: int, cfg: ScheduleConfig) -> str:
@@ -186,7 +188,8 @@ class Schedule:
         c = self.c
         return ScheduleResult(self.seed, self.cfg.nodes, self.cfg.steps, c.checker.max_committed,
                               len(c.checker.leader_of_term), c.net.delivered, c.net.dropped,
-                              c.net.sent_by_type.get(pb.MsgSnap, 0), self.conf_changes, self.reads)
+                              c.net.sent_by_type.get(pb.MsgSnap, 0), self.conf_changes, self.reads,
+                              c.crashes_in_ready)
 
     # -- one random step -----------------------------------------------------------
 

@@ -30,7 +30,8 @@ def _config(seed: int, steps: int, small: bool) -> ScheduleConfig:
 
 def _run_range(args: tuple[int, int, int, bool]) -> tuple[int, str | None, dict]:
     first, count, steps, small = args
-    totals = {"committed": 0, "snapshots_sent": 0, "conf_changes": 0, "leaders": 0, "reads": 0}
+    totals = {"committed": 0, "snapshots_sent": 0, "conf_changes": 0, "leaders": 0, "reads": 0,
+              "crashes_in_ready": 0}
     for seed in range(first, first + count):
         try:
             res = run_schedule(seed, _config(seed, steps, small))
@@ -69,6 +70,7 @@ def test_random_schedules_3_5_7_nodes():
     assert totals["conf_changes"] > 300, totals
     assert totals["leaders"] > 3000, totals
     assert totals["reads"] > 1000, totals
+    assert totals["crashes_in_ready"] > 1000, totals
 
 
 def test_random_schedules_1_2_4_voters_with_learners():
@@ -79,6 +81,7 @@ def test_random_schedules_1_2_4_voters_with_learners():
     assert totals["snapshots_sent"] > 20, totals
     assert totals["conf_changes"] > 100, totals
     assert totals["leaders"] > 1200, totals
+    assert totals["crashes_in_ready"] > 500, totals
 
 
 @pytest.mark.soak
