@@ -16,7 +16,6 @@ streams ("member ... was removed from the cluster").
 from __future__ import annotations
 
 import grpc
-import pytest
 
 from engine.proto import rpc_pb2, rpc_pb2_grpc
 
