@@ -23,6 +23,7 @@ from .conftest import restart_member, wait_for
 
 EXIT_WITHIN = 10.0
 
+
 def _add_voter(c) -> tuple[int, int]:
     """Add a 4th member (learner, started, promoted); returns (its index, its id)."""
     with grpc.insecure_channel(c.endpoints[0]) as ch:
