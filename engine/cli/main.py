@@ -143,19 +143,26 @@ async def serve(cfg: MemberConfig, ready: asyncio.Event | None = None) -> int:
                                       cfg.peer_client_cert_auth) if cfg.peer_tls else None)
     _bind(peer, cfg.listen_peer_urls, peer_creds)
     await peer.start()
-    await client.start()
-    log.info("member %x of cluster %x serving clients on %s", node.member_id, node.cluster_id,
-             ",".join(cfg.listen_client_urls))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     _watch_signals(loop, stop.set)
-    if ready is not None:
-        ready.set()
     stopping = loop.create_task(stop.wait())
     failing = loop.create_task(node.failed.wait())
+    publishing = loop.create_task(node.published.wait())
     code = 0
     try:
-        await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
+        # Like etcd (its ReadyNotify), clients are served once this member's
+        # name and client URLs are in the member table: `member list` never
+        # shows a serving member without its URLs. The port is bound already,
+        # so a client connecting meanwhile waits instead of being refused.
+        await asyncio.wait({stopping, failing, publishing}, return_when=asyncio.FIRST_COMPLETED)
+        if node.published.is_set() and not stop.is_set() and not node.failed.is_set():
+            await client.start()
+            log.info("member %x of cluster %x serving clients on %s", node.member_id, node.cluster_id,
+                     ",".join(cfg.listen_client_urls))
+            if ready is not None:
+                ready.set()
+            await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
         if node.failed.is_set() and node.removed_from_cluster:
             # Removed from the cluster: stop and exit 0, as etcd does
             # (nothing for a supervisor to restart: the data dir is done).
@@ -176,6 +183,7 @@ async def serve(cfg: MemberConfig, ready: asyncio.Event | None = None) -> int:
     finally:
         stopping.cancel()
         failing.cancel()
+        publishing.cancel()
         await client.stop(0.5)
         await peer.stop(0.5)
         try:

@@ -205,6 +205,10 @@ class Node:
         # Set when the member cannot go on (the raft loop or a task it needs
         # failed): the process stops serving and exits non-zero.
         self.failed = asyncio.Event()
+        # Set once the member table holds our name and client URLs (published
+        # through the log, or already there from an earlier run): etcd serves
+        # clients only from then on (its ReadyNotify).
+        self.published = asyncio.Event()
         # Set with `failed` when the member stops because it was removed
         # from the cluster: the process exits 0 then (etcd), not 1.
         self.removed_from_cluster = False
@@ -279,6 +283,11 @@ class Node:
         self._sync_peers()   # refuse removed members' streams as removed (it tells them)
         self._note("start", f"member {self.member_id:x} started, term {self.rn.raft.term}, "
                             f"commit {self.rn.raft.log.committed}")
+        if self._attributes_published():
+            # Restarted with the same name and client URLs: serve clients at
+            # once (a member restarted alone in a cluster without quorum can
+            # still answer Status and serializable reads).
+            self.published.set()
         loop = asyncio.get_running_loop()
         if self.member_id in self.membership.removed:
             # Our own store says so (applied before a crash or a restart).
@@ -1301,12 +1310,17 @@ class Node:
         self._bg_tasks.add(task)
         task.add_done_callback(self._bg_tasks.discard)
 
-    async def _publish(self) -> None:
+    def _attributes_published(self) -> bool:
         me = self.membership.members.get(self.member_id)
-        urls = list(self.cfg.advertise_client_urls)
-        if me is not None and me.client_urls == urls and me.name == self.cfg.name:
+        return (me is not None and me.client_urls == list(self.cfg.advertise_client_urls)
+                and me.name == self.cfg.name)
+
+    async def _publish(self) -> None:
+        if self._attributes_published():
+            self.published.set()
             return
-        rec = MemberRecord(self.member_id, self.cfg.name, list(self.cfg.initial_advertise_peer_urls), urls)
+        rec = MemberRecord(self.member_id, self.cfg.name, list(self.cfg.initial_advertise_peer_urls),
+                           list(self.cfg.advertise_client_urls))
         req = internal_pb2.InternalRequest(member_attributes=rec.to_pb())
         # Until published or stopped (etcd's publish retries until stop),
         # backing off 0.1 s doubling to 2 s between tries.
@@ -1314,6 +1328,7 @@ class Node:
         while not self._stopped and self._fatal is None:
             try:
                 await self.propose(req, 5.0)
+                self.published.set()
                 return
             except (errors.ServerError, mvcc_errors.MVCCError) as e:
                 log.info("publish failed, retrying in %.1f s: %s", delay, e)
