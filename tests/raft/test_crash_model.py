@@ -14,7 +14,6 @@ from engine.sim.cluster import (
     CRASH_AFTER_SNAP,
     CRASH_AFTER_SYNC,
     CRASH_BEFORE,
-    CRASH_BEFORE_SYNC,
     SimCluster,
 )
 from engine.sim.disk import SimDisk
@@ -45,11 +44,11 @@ def test_leader_crash_inside_a_ready(point, survives):
     lead = _leader(c)
     last = lead.raft.log.last_index()
     c.arm_crash(1, point)
-    c.rng = random.Random(0)   # SimDisk.crash: the first draw keeps nothing unsynced
     c.propose(1, b"x")
     assert not lead.alive and c.crashes_in_ready == 1
     sent = [m for m in c.net.inflight if m.type == pb.MsgApp and m.from_ == 1]
-    # The leader sends before it persists: from CRASH_AFTER_SEND on, x is out.
+    # The leader sends before it persists: from CRASH_AFTER_SEND on, x is out;
+    # before CRASH_AFTER_SYNC nothing of x was even written, after it x is durable.
     assert bool(sent) == (point >= CRASH_AFTER_SEND)
     # With the deferral, nothing it sent says x is committed.
     assert all(m.commit <= last for m in sent)
