@@ -55,10 +55,6 @@ def test_txn_nested_past_the_decoder_limit(cluster1):
             raise AssertionError("a 60-deep txn decoded: the runtime's limit moved; revisit this test")
 
 
-import pytest
-
-
-@pytest.mark.xfail(reason="Watch maps its reader's failure to 'watch canceled'; lead wires UndecodableRequest after the watch work lands", strict=False)
 def test_garbage_in_a_watch_stream_ends_it_with_a_status(cluster1):
     with channel(cluster1.endpoints[0]) as ch:
         call = ch.stream_stream("/etcdserverpb.Watch/Watch", request_serializer=lambda b: b,
