@@ -41,6 +41,7 @@ DEFAULT_HEARTBEAT_MS = 100
 DEFAULT_ELECTION_MS = 1000
 MAX_ELECTION_MS = 50000             # etcd refuses longer election timeouts
 DEFAULT_SNAPSHOT_COUNT = 100_000
+DEFAULT_SNAPSHOT_CATCHUP_ENTRIES = 5000
 DEFAULT_QUOTA_BYTES = 2 << 30       # 2 GiB; 0 on the command line means this
 DEFAULT_MAX_REQUEST_BYTES = 1_572_864   # 1.5 MiB
 DEFAULT_MAX_TXN_OPS = 128
@@ -90,6 +91,9 @@ class MemberConfig:
     log_level: str
     member_id: int
     cluster_id: int
+    # Entries kept in the log after a snapshot for slow followers to catch up
+    # from (etcd's SnapshotCatchUpEntries, a flag since 3.5.9).
+    snapshot_catchup_entries: int = DEFAULT_SNAPSHOT_CATCHUP_ENTRIES
 
     @property
     def election_ticks(self) -> int:
@@ -193,6 +197,8 @@ def _build_parser() -> _Parser:
     s("--election-timeout", type=_uint, default=DEFAULT_ELECTION_MS, help="ms")
     s("--snapshot-count", type=_uint, default=DEFAULT_SNAPSHOT_COUNT,
       help="committed entries between snapshots (0 = default)")
+    s("--experimental-snapshot-catchup-entries", type=_uint, default=DEFAULT_SNAPSHOT_CATCHUP_ENTRIES,
+      help="entries kept after a snapshot for slow followers (etcd 3.5.9's flag; 0 = default)")
     s("--quota-backend-bytes", type=_uint, default=0,
       help="backend size limit before the NOSPACE alarm (0 = 2 GiB)")
     s("--auto-compaction-mode", default="periodic", help="periodic or revision")
@@ -309,6 +315,7 @@ def parse_args(argv: Sequence[str] | None = None) -> MemberConfig:
         heartbeat_interval_ms=ns.heartbeat_interval,
         election_timeout_ms=ns.election_timeout,
         snapshot_count=ns.snapshot_count or DEFAULT_SNAPSHOT_COUNT,
+        snapshot_catchup_entries=ns.experimental_snapshot_catchup_entries or DEFAULT_SNAPSHOT_CATCHUP_ENTRIES,
         quota_backend_bytes=ns.quota_backend_bytes or DEFAULT_QUOTA_BYTES,
         auto_compaction_mode=mode,
         auto_compaction_retention=retention,

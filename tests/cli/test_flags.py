@@ -203,3 +203,12 @@ def test_config_is_frozen() -> None:
     assert isinstance(c, MemberConfig)
     with pytest.raises(AttributeError):
         c.name = "other"  # type: ignore[misc]
+
+
+def test_snapshot_catchup_entries() -> None:
+    # etcd's SnapshotCatchUpEntries: 5000 whatever the snapshot count (a
+    # smaller --snapshot-count no longer caps it: that was a livelock).
+    c = parse_args(member_args(1, "--snapshot-count", "50"))
+    assert c.snapshot_catchup_entries == 5000
+    c = parse_args(member_args(1, "--experimental-snapshot-catchup-entries", "20"))
+    assert c.snapshot_catchup_entries == 20

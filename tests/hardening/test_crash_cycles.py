@@ -1,7 +1,10 @@
 """Issue 8, hostile-input suite part (c): kill -9 cycles while the cluster works.
 
 A real 3-member raftnode cluster with ``--snapshot-count=50`` (a raft
-snapshot, and log compaction, every 50 applied entries). While two writer
+snapshot, and log compaction, every 50 applied entries) keeping 250 entries
+after each for slow followers (``--experimental-snapshot-catchup-entries``;
+etcd keeps 5,000: fewer than a follower falls behind while it installs one
+snapshot is a livelock, which this suite found). While two writer
 threads put fresh keys (one key per put, a unique value; every acknowledged
 put is recorded), the main thread runs CYCLES kill cycles, its moments
 drawn from a seeded RNG (the seed is printed; ``RAFTUI_CRASH_SEED`` replays
@@ -47,6 +50,7 @@ from .conftest import FAST_RECONNECT, death_note, restart_member, start_cluster,
 CI_CYCLES = int(os.environ.get("RAFTUI_CRASH_CYCLES", "25"))
 SOAK_CYCLES = int(os.environ.get("RAFTUI_CRASH_SOAK_CYCLES", "200"))
 SNAPSHOT_COUNT = 50
+CATCHUP_ENTRIES = 250
 WRITERS = 2
 PUT_TIMEOUT = 3.0
 CATCH_UP = 40.0
@@ -238,7 +242,7 @@ class Crasher:
         if rng.random() < 0.3:
             # Down long enough for the others to snapshot and compact past it.
             self.stats.long_downs += 1
-            self.more_writes(SNAPSHOT_COUNT + rng.randint(10, 40), timeout=60)
+            self.more_writes(CATCHUP_ENTRIES + SNAPSHOT_COUNT + rng.randint(10, 40), timeout=60)
         if rng.random() < 0.5:
             self.compact()
         t0 = time.monotonic()
@@ -436,7 +440,8 @@ def _run(tmp_path_factory, cycles: int) -> None:
     seed = int(os.environ.get("RAFTUI_CRASH_SEED", "0")) or random.SystemRandom().randrange(1, 2 ** 31)
     print(f"\ncrash cycles: seed {seed} (RAFTUI_CRASH_SEED={seed} replays the schedule), {cycles} cycles")
     rng = random.Random(seed)
-    c = start_cluster(tmp_path_factory.mktemp("crash"), 3, (f"--snapshot-count={SNAPSHOT_COUNT}",))
+    c = start_cluster(tmp_path_factory.mktemp("crash"), 3, (f"--snapshot-count={SNAPSHOT_COUNT}",
+                                                                f"--experimental-snapshot-catchup-entries={CATCHUP_ENTRIES}"))
     stats = Stats()
     writers = Writers(c, seed)
     t0 = time.monotonic()

@@ -30,7 +30,7 @@ def test_lagging_member_catches_up_from_a_snapshot_file(tmp_path, monkeypatch):
         raise AssertionError("a peer snapshot went through bytes in RAM")
     monkeypatch.setattr(Applier, "snapshot_bytes", no_bytes)
     monkeypatch.setattr(Applier, "restore", no_bytes)
-    c = InProcCluster(str(tmp_path), 3, extra=("--snapshot-count", "20"))
+    c = InProcCluster(str(tmp_path), 3, extra=("--snapshot-count", "20", "--experimental-snapshot-catchup-entries", "20"))
 
     async def main():
         await c.start_all()

@@ -69,7 +69,7 @@ def test_member_starts_after_a_power_cut_right_after_a_snapshot_install(tmp_path
         return orig_advance(self, rd)
     monkeypatch.setattr(RawNode, "advance", advance)
 
-    c = InProcCluster(str(tmp_path), 3, extra=("--snapshot-count", "20"))
+    c = InProcCluster(str(tmp_path), 3, extra=("--snapshot-count", "20", "--experimental-snapshot-catchup-entries", "20"))
 
     async def main():
         await c.start_all()

@@ -68,7 +68,7 @@ def test_leader_loss_elects_new_leader_and_keeps_writes(tmp_path):
 
 def test_join_as_learner_by_snapshot_then_promote(tmp_path):
     async def go():
-        c = InProcCluster(str(tmp_path), extra=("--snapshot-count", "50"))
+        c = InProcCluster(str(tmp_path), extra=("--snapshot-count", "50", "--experimental-snapshot-catchup-entries", "50"))
         await c.start_all()
         try:
             lead = await c.leader()
