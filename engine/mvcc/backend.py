@@ -278,6 +278,13 @@ class Backend:
         q = "SELECT rev FROM kv WHERE rev >= ? AND rev < ? ORDER BY rev LIMIT ?"
         return [r[0] for r in self._db.execute(q, (lo, hi, limit))]
 
+    def range_rev_sizes(self, lo: bytes, hi: bytes, limit: int = -1) -> list[tuple[bytes, int]]:
+        """(rev, size of its row) for lo <= rev < hi, in revision order.
+        SQLite answers length() of a blob from the record header, without
+        reading the blob's overflow pages."""
+        q = "SELECT rev, length(kv) FROM kv WHERE rev >= ? AND rev < ? ORDER BY rev LIMIT ?"
+        return self._db.execute(q, (lo, hi, limit)).fetchall()
+
     def iter_rows(self, batch: int = 10000) -> Iterator[tuple[bytes, bytes]]:
         """Every row in revision order, read in bounded chunks."""
         lo = b""

@@ -544,8 +544,6 @@ def test_range_with_unknown_sort_option(target, order, target_):
         assert (e.value.code(), e.value.details()) == (C.INVALID_ARGUMENT, "etcdserver: invalid sort option")
 
 
-@pytest.mark.xfail(strict=False, reason="STORAGE: compacting large values blocks every member's loop "
-                                        "300-500 ms (requests-STORAGE.md #5)")
 def test_compacting_large_values_keeps_the_loop_responsive(target):
     """Found by the soak (test_kv_compact[soak]: loop lag 238-245 ms): 30 revisions of 1.4 MiB
     values, then a physical compaction of all but the last: no member's loop may stall 200 ms."""
