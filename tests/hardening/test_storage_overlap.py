@@ -113,11 +113,23 @@ def _nest(children):
 ops = st.recursive(leaf, _nest, max_leaves=25)
 
 
-@settings(max_examples=1500, deadline=None)
-@given(st.lists(ops, max_size=6), st.lists(ops, max_size=3))
-def test_overlap_check_agrees_with_the_list_scan(success, failure):
+def _agrees(success, failure):
     req = rpc_pb2.TxnRequest(success=success, failure=failure)
     assert new_verdict(req) == ref_verdict(req)
+
+
+# 400 examples in the default run (~8 s); the soak runs 5,000.
+@settings(max_examples=400, deadline=None)
+@given(st.lists(ops, max_size=6), st.lists(ops, max_size=3))
+def test_overlap_check_agrees_with_the_list_scan(success, failure):
+    _agrees(success, failure)
+
+
+@pytest.mark.soak
+@settings(max_examples=5000, deadline=None)
+@given(st.lists(ops, max_size=6), st.lists(ops, max_size=3))
+def test_overlap_check_agrees_with_the_list_scan_soak(success, failure):
+    _agrees(success, failure)
 
 
 @pytest.mark.parametrize("b,e,k,hit", [
