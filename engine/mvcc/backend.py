@@ -254,17 +254,7 @@ class Backend:
 
     def get_rows(self, revs: list[bytes]) -> dict[bytes, bytes]:
         """rev -> kv blob for the given revision keys (missing ones absent)."""
-        db = self._db
-        if len(revs) == 1:
-            r = db.execute("SELECT kv FROM kv WHERE rev = ?", revs).fetchone()
-            return {revs[0]: r[0]} if r is not None else {}
-        out: dict[bytes, bytes] = {}
-        # One statement per chunk instead of one per key.
-        for i in range(0, len(revs), 500):
-            chunk = revs[i:i + 500]
-            q = "SELECT rev, kv FROM kv WHERE rev IN (%s)" % ",".join("?" * len(chunk))
-            out.update(db.execute(q, chunk))
-        return out
+        return _get_rows(self._db, revs)
 
     def range_rows(self, lo: bytes, hi: bytes | None = None, limit: int = -1) -> list[tuple[bytes, bytes]]:
         """Rows with lo <= rev < hi in revision order."""
@@ -287,15 +277,7 @@ class Backend:
 
     def iter_rows(self, batch: int = 10000) -> Iterator[tuple[bytes, bytes]]:
         """Every row in revision order, read in bounded chunks."""
-        lo = b""
-        while True:
-            rows = self._db.execute(
-                "SELECT rev, kv FROM kv WHERE rev > ? ORDER BY rev LIMIT ?", (lo, batch)
-            ).fetchall()
-            if not rows:
-                return
-            yield from rows
-            lo = rows[-1][0]
+        return _iter_rows(self._db, batch)
 
     def delete_rows(self, revs: Iterable[bytes]) -> None:
         if self._tracking is not None:
@@ -585,23 +567,10 @@ class Reader:
         return r[0] if r is not None else default
 
     def get_rows(self, revs: list[bytes]) -> dict[bytes, bytes]:
-        out: dict[bytes, bytes] = {}
-        for i in range(0, len(revs), 500):
-            chunk = revs[i:i + 500]
-            q = "SELECT rev, kv FROM kv WHERE rev IN (%s)" % ",".join("?" * len(chunk))
-            out.update(self._db.execute(q, chunk))
-        return out
+        return _get_rows(self._db, revs)
 
     def iter_rows(self, batch: int = 10000) -> Iterator[tuple[bytes, bytes]]:
-        lo = b""
-        while True:
-            rows = self._db.execute(
-                "SELECT rev, kv FROM kv WHERE rev > ? ORDER BY rev LIMIT ?", (lo, batch)
-            ).fetchall()
-            if not rows:
-                return
-            yield from rows
-            lo = rows[-1][0]
+        return _iter_rows(self._db, batch)
 
     def backup_to(self, path: str) -> int:
         """Write the pinned state to a new single-file db at path (0600,
@@ -769,3 +738,28 @@ def load_checked(src: str, dst: str, *, fresh_meta: dict[str, int] | None = None
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _get_rows(db: sqlite3.Connection, revs: list[bytes]) -> dict[bytes, bytes]:
+    """rev -> kv blob for the given revision keys (missing ones absent)."""
+    if len(revs) == 1:
+        r = db.execute("SELECT kv FROM kv WHERE rev = ?", revs).fetchone()
+        return {revs[0]: r[0]} if r is not None else {}
+    out: dict[bytes, bytes] = {}
+    # One statement per chunk instead of one per key.
+    for i in range(0, len(revs), 500):
+        chunk = revs[i:i + 500]
+        q = "SELECT rev, kv FROM kv WHERE rev IN (%s)" % ",".join("?" * len(chunk))
+        out.update(db.execute(q, chunk))
+    return out
+
+
+def _iter_rows(db: sqlite3.Connection, batch: int) -> Iterator[tuple[bytes, bytes]]:
+    """Every row in revision order, read in bounded chunks."""
+    lo = b""
+    while True:
+        rows = db.execute("SELECT rev, kv FROM kv WHERE rev > ? ORDER BY rev LIMIT ?", (lo, batch)).fetchall()
+        if not rows:
+            return
+        yield from rows
+        lo = rows[-1][0]
