@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 
 import grpc
-import pytest
 
 from engine.proto import inspect_pb2, inspect_pb2_grpc, rpc_pb2, rpc_pb2_grpc
 

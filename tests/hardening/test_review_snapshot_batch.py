@@ -14,7 +14,6 @@ still being checked, and the leader has applied more in between.
 """
 from __future__ import annotations
 
-import os
 
 from engine.proto import raft_pb2 as pb
 from engine.transport import snapfile

@@ -14,7 +14,6 @@ import logging
 import subprocess
 
 import grpc
-import pytest
 
 from engine.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
 from engine.proto import raft_pb2 as pb
