@@ -196,6 +196,9 @@ class Node:
         # reference): the fresh db prepare_restore() made, installed (a quick
         # swap) when raft hands the snapshot back in a Ready.
         self._prepared: dict[bytes, str] = {}
+        # The highest snapshot index received so far: an older snapshot still
+        # waiting for the (one) preparing thread is skipped, not prepared.
+        self._newest_snapshot_seen = 0
         self._req_seq = (int(time.time() * 1000) & 0xFFFF_FFFF) << 8
         self._snapshot_index = 0
         self._fatal: BaseException | None = None
@@ -596,6 +599,7 @@ class Node:
     def _on_messages(self, msgs: list[pb.Message]) -> None:
         for m in msgs:
             if m.type == pb.MsgSnap and snapfile.ref_path(m.snapshot.data) is not None:
+                self._newest_snapshot_seen = max(self._newest_snapshot_seen, m.snapshot.metadata.index)
                 # A snapshot spooled to a file by the transport: checked off
                 # the loop before raft sees it (an invalid one never does).
                 self._background(self._check_incoming_snapshot(m))
@@ -606,9 +610,18 @@ class Node:
     async def _check_incoming_snapshot(self, m: pb.Message) -> None:
         path = snapfile.ref_path(m.snapshot.data)
         md = m.snapshot.metadata
+
+        def prepare():
+            # Preparing takes ~0.5-1 s per 5 MB; a leader may send a newer
+            # snapshot meanwhile (it probes, we still reject, its log has
+            # moved on). Preparing every queued one in turn installed older
+            # and older snapshots, falling further behind each time (found by
+            # the crash-cycle soak): skip a snapshot a newer one superseded.
+            if md.index < self._newest_snapshot_seen:
+                return None
+            return self.applier.prepare_restore(path)
         try:
-            fresh = await asyncio.get_running_loop().run_in_executor(
-                self._snap_io, self.applier.prepare_restore, path)
+            fresh = await asyncio.get_running_loop().run_in_executor(self._snap_io, prepare)
         except mvcc_errors.InvalidSnapshot as e:
             log.error("snapshot at index %d from %x refused, not installed: %s", md.index, m.from_, e)
             return
@@ -618,6 +631,10 @@ class Node:
             return
         finally:
             snapfile.discard(m.snapshot.data)   # the spooled file is ours: done with it
+        if fresh is None:
+            log.info("snapshot at index %d from %x skipped: a newer one arrived while it waited",
+                     md.index, m.from_)
+            return
         if self._stopped or self._fatal is not None:
             _unlink_db(fresh)
             return

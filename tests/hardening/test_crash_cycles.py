@@ -1,7 +1,7 @@
 """Issue 8, hostile-input suite part (c): kill -9 cycles while the cluster works.
 
 A real 3-member raftnode cluster with ``--snapshot-count=50`` (a raft
-snapshot, and log compaction, every 50 applied entries) keeping 250 entries
+snapshot, and log compaction, every 50 applied entries) keeping 500 entries
 after each for slow followers (``--experimental-snapshot-catchup-entries``;
 etcd keeps 5,000: fewer than a follower falls behind while it installs one
 snapshot is a livelock, which this suite found). While two writer
@@ -50,7 +50,7 @@ from .conftest import FAST_RECONNECT, death_note, restart_member, start_cluster,
 CI_CYCLES = int(os.environ.get("RAFTUI_CRASH_CYCLES", "20"))
 SOAK_CYCLES = int(os.environ.get("RAFTUI_CRASH_SOAK_CYCLES", "200"))
 SNAPSHOT_COUNT = 50
-CATCHUP_ENTRIES = 250
+CATCHUP_ENTRIES = 500
 WRITERS = 2
 PUT_TIMEOUT = 3.0
 CATCH_UP = 40.0
