@@ -167,8 +167,6 @@ class Node:
         self.events: collections.deque[TimelineEvent] = collections.deque(maxlen=EVENT_HISTORY)
         self.leader_id = 0
         self.started_at = time.time()
-        # (request id, serialized request): the id lets the loop drop a
-        # proposal whose caller gave up before it reaches raft.
         # (request id, serialized request, leader term): the id lets the
         # loop drop a proposal whose caller gave up before it reaches raft;
         # a leader term (housekeeping's revokes) lets it drop one whose
@@ -312,9 +310,14 @@ class Node:
         (engine/cli) to stop serving and exit non-zero (`failed`)."""
         if self._fatal is not None or self._stopped:
             return
-        self._fatal = exc
         log.critical("%s: %r -- this member stops serving and exits", what, exc,
                      exc_info=(type(exc), exc, exc.__traceback__))
+        self._halt(exc)
+
+    def _halt(self, exc: BaseException) -> None:
+        """Stop taking work: answer every waiter, drop what is queued, and
+        tell the process (engine/cli) to stop serving (`failed`)."""
+        self._fatal = exc
         self._fail_waiters()
         self._fail_reads(errors.Stopped())
         self._proposals.clear()
@@ -338,12 +341,7 @@ class Node:
         log.warning("the data-dir used by this member must be removed")
         self._note("member", f"{REMOVED_MESSAGE}: stopping")
         self.removed_from_cluster = True
-        self._fatal = RuntimeError(REMOVED_MESSAGE)
-        self._fail_waiters()
-        self._fail_reads(errors.Stopped())
-        self._proposals.clear()
-        self._conf_changes.clear()
-        self.failed.set()
+        self._halt(RuntimeError(REMOVED_MESSAGE))
 
     def _peer_credentials(self):
         """Client credentials for talking to peers over https (--peer-*-file)."""
@@ -1077,15 +1075,14 @@ class Node:
                     self.applier.lessor.promote(time.monotonic(), extend=self.cfg.election_timeout_ms / 1000)
                     log.info("lessor promoted at index %d (first entry of term %d)", e.index, e.term)
                 continue
-            if e.data:
-                req = internal_pb2.InternalRequest()
-                try:
-                    req.ParseFromString(e.data)
-                except Exception:
-                    log.error("undecodable entry at %d, skipped", e.index)
-                    continue
-                batch.append(req)
-                indexes.append(e.index)
+            req = internal_pb2.InternalRequest()
+            try:
+                req.ParseFromString(e.data)
+            except Exception:
+                log.error("undecodable entry at %d, skipped", e.index)
+                continue
+            batch.append(req)
+            indexes.append(e.index)
         flush()
         self._waiters.applied_to(ents[-1].index)
 
