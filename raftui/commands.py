@@ -227,7 +227,8 @@ async def _partition_groups(ctx: Context, v: dict) -> ActionResult:
     names = {unescape(n.strip()) for n in v["group"].split(",") if n.strip()}
     ids = [m.id for m in ctx.state.members if m.name in names]
     if not ids:
-        return ActionResult.fail(f"partition: no member named {', '.join(map(escape, sorted(names))) or '?'}")
+        # Escaped once, where the result is shown (the timeline, the toast).
+        return ActionResult.fail(f"partition: no member named {', '.join(sorted(names)) or '?'}")
     return await ctx.source.partition([ids])
 
 

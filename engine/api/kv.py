@@ -6,6 +6,7 @@ import asyncio
 from engine.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
 
 from . import validate
+from . import decode
 from .errors import abort
 from .gate import check, fill_header, request_timeout
 from .stats import Counters
@@ -18,10 +19,10 @@ OFFLOOP_CHECK_BYTES = 64 * 1024
 
 
 def _raw_responses() -> bool:
-    """May a unary handler answer with bytes already serialized? (when the
-    server's registration passes bytes through its response serializer)."""
-    from . import decode
-    return bool(getattr(decode, "RAW_RESPONSES", False))
+    """May a unary handler answer with bytes already serialized? (the
+    server's registration, decode.guarded, passes bytes through its
+    response serializer)."""
+    return decode.RAW_RESPONSES
 
 
 class KVServicer(rpc_pb2_grpc.KVServicer):

@@ -454,19 +454,6 @@ class Backend:
             if os.path.exists(tmp):
                 os.unlink(tmp)
 
-    def replace_with(self, data: bytes) -> None:
-        """Replace the database with the snapshot ``data`` (checked as
-        load_checked does) and reopen."""
-        d = os.path.dirname(os.path.abspath(self.path))
-        fd, tmp = tempfile.mkstemp(prefix=".incoming-", dir=d)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            self.replace_with_file(tmp)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
     def replace_with_file(self, src: str) -> None:
         """Replace the database with the snapshot file ``src`` (left in
         place) and reopen. Raises InvalidSnapshot, the live db untouched,

@@ -97,14 +97,14 @@ WARN_INTERVAL = 5.0
 CLOSE_TIMEOUT = 2.0
 CONNECT_TIMEOUT = 1.0      # seconds to get a ready channel before "peer down"
 WRITE_TIMEOUT = 5.0        # a write stalled this long means the peer is stuck
-# A stream (or snapshot) from a member this one has applied the removal of
-# is refused with this status and details starting with REMOVED_DETAILS
-# (etcd's rafthttp: HTTP 410 "removed member"), distinct from every other
-# refusal: the refused member learns from it that it was removed (on_removed). Only a committed, applied removal puts a
-# member id there, and ids are never reused, so one peer's word is enough
-# (as in etcd); a peer that has not applied the member's ADD yet answers
-# "not a member" (FAILED_PRECONDITION) instead, which proves nothing.
-REMOVED_CODE = grpc.StatusCode.FAILED_PRECONDITION
+# Every refusal of a stream, batch or snapshot has this status. One from a
+# member this one has applied the removal of has details starting with
+# REMOVED_DETAILS (etcd's rafthttp: HTTP 410 "removed member"): the refused
+# member learns from it that it was removed (on_removed). Only a committed,
+# applied removal puts a member id there, and ids are never reused, so one
+# peer's word is enough (as in etcd); a peer that has not applied the
+# member's ADD yet answers "not a member" instead, which proves nothing.
+REFUSED_CODE = grpc.StatusCode.FAILED_PRECONDITION
 REMOVED_DETAILS = "removed member"
 # A snapshot must finish within base + per-MiB seconds (its deadline).
 SNAPSHOT_TIMEOUT_BASE = 10.0
@@ -557,7 +557,7 @@ class PeerTransport:
             details = await asyncio.wait_for(call.details(), 1.0)
         except Exception:  # no status to read (cancelled, closing)
             return
-        if code == REMOVED_CODE and (details or "").startswith(REMOVED_DETAILS):
+        if code == REFUSED_CODE and (details or "").startswith(REMOVED_DETAILS):
             log.error("peer %x refused our stream: %s", peer.member_id, details)
             if self.on_removed is not None:
                 self._notify(self.on_removed, peer.member_id)
@@ -705,12 +705,6 @@ class PeerTransport:
             # what we have applied is refused too, until we apply its entry.
             return f"{from_member:x} is not a member of this cluster (as far as {self.member_id:x} knows)"
         return None
-
-    def _refusal_code(self, from_member: int, why: str) -> grpc.StatusCode:
-        """REMOVED_CODE only for a member whose removal we applied."""
-        if from_member in self._removed and why.startswith(REMOVED_DETAILS):
-            return REMOVED_CODE
-        return grpc.StatusCode.FAILED_PRECONDITION
 
     def _refuse(self, from_member: int, why: str) -> None:
         self.refused_streams += 1
@@ -948,7 +942,7 @@ class _PeerServicer(peer_pb2_grpc.PeerServicer):
                 why = t._check_incoming(batch.from_member, batch.cluster_id, batch.to_member)
                 if why is not None:
                     t._refuse(batch.from_member, why)
-                    await context.abort(t._refusal_code(batch.from_member, why), why)
+                    await context.abort(REFUSED_CODE, why)
                 sender = batch.from_member
             elif (batch.from_member != sender or batch.cluster_id != t.cluster_id
                   or batch.to_member != t.member_id):
@@ -962,7 +956,7 @@ class _PeerServicer(peer_pb2_grpc.PeerServicer):
                 # Removed while its stream was open.
                 why = t._check_incoming(sender, t.cluster_id, t.member_id) or "not a peer any more"
                 t._refuse(sender, why)
-                await context.abort(t._refusal_code(sender, why), why)
+                await context.abort(REFUSED_CODE, why)
             if len(batch.msgs) > MAX_BATCH_MSGS:
                 why = f"batch of {len(batch.msgs)} messages (at most {MAX_BATCH_MSGS})"
                 t._refuse(sender, why)
@@ -1039,7 +1033,7 @@ class _PeerServicer(peer_pb2_grpc.PeerServicer):
                     why = t._check_incoming(sender, header.cluster_id, header.to_member)
                     if why is not None:
                         t._refuse(sender, why)
-                        raise _Refused(t._refusal_code(sender, why), why)
+                        raise _Refused(REFUSED_CODE, why)
                     why = check_message(header.msg, sender, t.member_id, snapshot=True)
                     if why is None and header.msg.snapshot.data:
                         why = "snapshot header carrying data"
@@ -1072,7 +1066,7 @@ class _PeerServicer(peer_pb2_grpc.PeerServicer):
                     raise _Refused(grpc.StatusCode.UNAVAILABLE, "transport closed")
                 if sender not in t._peers:
                     why = t._check_incoming(sender, t.cluster_id, t.member_id) or "not a peer any more"
-                    raise _Refused(t._refusal_code(sender, why), why)
+                    raise _Refused(REFUSED_CODE, why)
                 data = chunk.data
                 room = header.total_size - got
                 body, tail = (data[:room], data[room:]) if len(data) > room else (data, b"")

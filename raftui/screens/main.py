@@ -421,6 +421,8 @@ class MainScreen(Screen):
         now = time.monotonic()
         if self._worker_errors.get(text, -ERROR_REPEAT) + ERROR_REPEAT <= now:
             # The same failure again (a poll failing every 0.4 s) is told once per ERROR_REPEAT.
+            # Texts told longer ago are forgotten: a repr that varies must not grow this for good.
+            self._worker_errors = {t: at for t, at in self._worker_errors.items() if at + ERROR_REPEAT > now}
             self._worker_errors[text] = now
             self._report(ActionResult.fail(text), record=True)
         if worker.group == "follow" and self.live:
