@@ -33,7 +33,7 @@ from engine.wal import fsutil
 
 from . import errors
 from .alarm import NOSPACE, AlarmStore
-from .backend import Backend, file_rows
+from .backend import Backend, file_rows, unlink_db
 from .kvstore import KVStore, build_index, kvs_wire, revs_to_bytes
 from .lease import DEFAULT_MIN_TTL, Lessor
 from .quota import Quota, cost
@@ -463,7 +463,7 @@ class Applier:
             prepared = Prepared(fresh)
             prepared.index_state = build_index(file_rows(fresh))
         except BaseException:
-            os.unlink(fresh)
+            unlink_db(fresh)
             raise
         return prepared
 

@@ -231,13 +231,9 @@ class Backend:
         """
         for p in (self.path, self.path + "-wal"):
             try:
-                fd = os.open(p, os.O_RDONLY)
+                fsutil.fsync_file(p)
             except FileNotFoundError:
                 continue
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
         self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     # -- kv rows ----------------------------------------------------------
@@ -381,17 +377,13 @@ class Backend:
             finally:
                 db.close()
             # Flushed here, so the swap's fsync on the loop has little left.
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsutil.fsync_file(tmp)
 
         return copy, token
 
     def defrag_abort(self, token) -> None:
         self._tracking = None
-        _unlink_db(token[0])
+        unlink_db(token[0])
 
     def defrag_finish(self, token) -> bool:
         """See defrag_begin; False (and nothing changed) if the store was
@@ -399,7 +391,7 @@ class Backend:
         tmp, generation = token
         ops, self._tracking = self._tracking or [], None
         if generation != self._generation or self._in_txn:
-            _unlink_db(tmp)
+            unlink_db(tmp)
             return False
         try:
             db = sqlite3.connect(tmp, isolation_level=None)
@@ -423,13 +415,9 @@ class Backend:
                 db.execute("COMMIT")
             finally:
                 db.close()
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsutil.fsync_file(tmp)
         except BaseException:
-            _unlink_db(tmp)
+            unlink_db(tmp)
             raise
         self.install(tmp)
         return True
@@ -469,7 +457,7 @@ class Backend:
         try:
             load_checked(src, fresh)
         except BaseException:
-            _unlink_db(fresh)
+            unlink_db(fresh)
             raise
         return fresh
 
@@ -497,7 +485,7 @@ class Backend:
             os.replace(fresh, self.path)
             fsutil.fsync_dir(os.path.dirname(os.path.abspath(self.path)))
         finally:
-            _unlink_db(fresh)
+            unlink_db(fresh)
             if guard is not None:
                 guard.close()
             self._db = self._connect(self.path)
@@ -522,10 +510,13 @@ def _remove_leftovers(d: str) -> None:
                 pass
 
 
-def _unlink_db(path: str) -> None:
+def unlink_db(path: str) -> None:
+    """Remove a SQLite file and its side files (those missing are fine)."""
     for p in (path, path + "-journal", path + "-wal", path + "-shm"):
-        if os.path.exists(p):
+        try:
             os.unlink(p)
+        except FileNotFoundError:
+            pass
 
 
 class Reader:
@@ -573,12 +564,7 @@ class Reader:
             dst.execute("PRAGMA journal_mode=DELETE")
         finally:
             dst.close()
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-            return os.fstat(fd).st_size
-        finally:
-            os.close(fd)
+        return fsutil.fsync_file(path)
 
 
 def file_rows(path: str, batch: int = 10000) -> Iterator[tuple[bytes, bytes]]:
@@ -694,7 +680,7 @@ def load_checked(src: str, dst: str, *, fresh_meta: dict[str, int] | None = None
     Raises InvalidSnapshot (dst then holds nothing useful). ``fresh_meta``
     overrides meta values; ``skip_tables`` are left empty."""
     sdb = open_untrusted(src)
-    _unlink_db(dst)
+    unlink_db(dst)
     os.close(os.open(dst, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600))
     ddb = sqlite3.connect(dst, isolation_level=None)
     try:
@@ -720,11 +706,7 @@ def load_checked(src: str, dst: str, *, fresh_meta: dict[str, int] | None = None
     finally:
         sdb.close()
         ddb.close()
-    fd = os.open(dst, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsutil.fsync_file(dst)
 
 
 def _get_rows(db: sqlite3.Connection, revs: list[bytes]) -> dict[bytes, bytes]:

@@ -34,6 +34,7 @@ import grpc
 from engine.cli.flags import MemberConfig
 from engine.mvcc import errors as mvcc_errors
 from engine.mvcc.apply import Applier, ApplyRejected, open_applier
+from engine.mvcc.backend import unlink_db
 from engine.proto import internal_pb2, rpc_pb2
 from engine.proto import raft_pb2 as pb
 from engine.raft import Config, ProposalDroppedError, RawNode, StateType
@@ -132,13 +133,11 @@ def _remove_outgoing(directory: str) -> None:
 
 
 def _unlink_db(path: str) -> None:
-    for p in (path, path + "-journal", path + "-wal", path + "-shm"):
-        try:
-            os.unlink(p)
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            log.warning("cannot remove %s: %s", p, e)
+    """Cleanup never stops the member: a file it cannot remove is a warning."""
+    try:
+        unlink_db(path)
+    except OSError as e:
+        log.warning("cannot remove %s: %s", path, e)
 
 
 def _enum_name(enum, value: int) -> str:

@@ -30,6 +30,17 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def fsync_file(path: str | os.PathLike) -> int:
+    """fsync a file by its path (one written through another handle, e.g.
+    SQLite's); returns its size."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        return os.fstat(fd).st_size
+    finally:
+        os.close(fd)
+
+
 def makedirs_durable(path: str | os.PathLike) -> None:
     """mkdir -p, fsyncing the parent of every directory it creates, so the
     new directories survive a crash along with what is later put in them."""
