@@ -20,9 +20,8 @@ quotes), so one key looks the same in every panel:
                 overrides, zero-width spaces, ...), \\UNNNNNNNN above U+FFFF
 
 Printable characters (letters of any script, emoji, wide characters) stay as
-they are. (One difference from describe.py, asked of its owner: it writes a
-C1 control such as U+0085 as `\\x85`, like the byte 0x85; here it is
-`\\u0085`.) The escaping is injective: distinct keys never look the same, and
+they are. One rule for every character, engine/wal/describe.escape_char,
+shared with the WAL's describe text and dump-logs. The escaping is injective: distinct keys never look the same, and
 `unescape()` turns what is shown (or typed into a form the same way) back
 into the key.
 """
@@ -32,29 +31,11 @@ import re
 
 from rich.text import Text
 
+from engine.wal.describe import escape_char
 from raftui.source.codec import decode, encode
 
-_NAMED = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 _NAMED_BACK = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 DEFAULT_LIMIT = 2000            # characters of one cell/line shown before "...(N bytes)"
-
-
-def _escape_char(c: str, backslash: bool) -> str:
-    if c == "\\":
-        return "\\\\" if backslash else c
-    if c.isprintable():
-        return c
-    named = _NAMED.get(c)
-    if named is not None:
-        return named
-    code = ord(c)
-    if 0xDC80 <= code <= 0xDCFF:          # a byte that is not UTF-8 (codec.decode's surrogateescape)
-        return f"\\x{code - 0xDC00:02x}"
-    if code < 0x80:
-        return f"\\x{code:02x}"
-    if code <= 0xFFFF:
-        return f"\\u{code:04x}"
-    return f"\\U{code:08x}"
 
 
 def escape(value: str | bytes, *, backslash: bool = True, limit: int | None = None) -> str:
@@ -71,7 +52,7 @@ def escape(value: str | bytes, *, backslash: bool = True, limit: int | None = No
     if value.isprintable() and (not backslash or "\\" not in value):
         out = value
     else:
-        out = "".join(_escape_char(c, backslash) for c in value)
+        out = "".join(escape_char(c, backslash=backslash) for c in value)
     if limit is not None and len(out) > limit:
         out = f"{out[:limit]}...({len(encode(value))} bytes)"
     return out

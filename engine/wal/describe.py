@@ -186,7 +186,20 @@ def quote(b: bytes) -> str:
 
 
 def _escape(c: str) -> str:
-    if c == '"' or c == "\\":
+    return escape_char(c, quote='"')
+
+
+def escape_char(c: str, *, quote: str = "", backslash: bool = True) -> str:
+    """One character as it is shown: printable ones as they are, a
+    backslash (and `quote`) with a backslash before it, named controls as
+    \\n \\t \\r, other ASCII controls and bytes that are not UTF-8 (from
+    surrogateescape) as \\xNN, other unprintable code points as \\uNNNN or
+    \\UNNNNNNNN. Injective: U+0085 and the byte 0x85 never look the same.
+    Shared with the console (raftui.render). `backslash=False` leaves
+    backslashes alone (text escaped already)."""
+    if c == "\\":
+        return "\\\\" if backslash else c
+    if quote and c == quote:
         return "\\" + c
     if c.isprintable():
         return c
@@ -196,9 +209,6 @@ def _escape(c: str) -> str:
     named = _NAMED.get(c)
     if named is not None:
         return named
-    # \xNN only for the lone bytes above and ASCII controls; a code point
-    # >= 0x80 as \uNNNN so U+0085 and the byte 0x85 never look the same
-    # (the console's raftui.render.escape writes the same).
     if code < 0x80:
         return f"\\x{code:02x}"
     if code <= 0xFFFF:
