@@ -65,7 +65,7 @@ def raftnode_command() -> list[str]:
 
 def _member_id(peer_url: str, token: str) -> int | None:
     try:
-        from engine.cli.flags import member_id
+        from engine.server.config import member_id
     except ImportError:  # pragma: no cover -- the engine is in this repository
         return None
     return member_id([peer_url], token)
