@@ -24,31 +24,37 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65ngine/proto/raft.proto\x12\x06raftpb\"S\n\x05\x45ntry\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\r\n\x05index\x18\x03 \x01(\x04\x12\x1f\n\x04type\x18\x01 \x01(\x0e\x32\x11.raftpb.EntryType\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"-\n\tConfState\x12\x0e\n\x06voters\x18\x01 \x03(\x04\x12\x10\n\x08learners\x18\x02 \x03(\x04\"V\n\x10SnapshotMetadata\x12%\n\nconf_state\x18\x01 \x01(\x0b\x32\x11.raftpb.ConfState\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0c\n\x04term\x18\x03 \x01(\x04\"D\n\x08Snapshot\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12*\n\x08metadata\x18\x02 \x01(\x0b\x32\x18.raftpb.SnapshotMetadata\"\x93\x02\n\x07Message\x12!\n\x04type\x18\x01 \x01(\x0e\x32\x13.raftpb.MessageType\x12\n\n\x02to\x18\x02 \x01(\x04\x12\r\n\x05\x66rom_\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12\x1e\n\x07\x65ntries\x18\x07 \x03(\x0b\x32\r.raftpb.Entry\x12\x0e\n\x06\x63ommit\x18\x08 \x01(\x04\x12\"\n\x08snapshot\x18\t \x01(\x0b\x32\x10.raftpb.Snapshot\x12\x0e\n\x06reject\x18\n \x01(\x08\x12\x13\n\x0breject_hint\x18\x0b \x01(\x04\x12\x0f\n\x07\x63ontext\x18\x0c \x01(\x0c\x12\x11\n\thint_term\x18\r \x01(\x04\"7\n\tHardState\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0c\n\x04vote\x18\x02 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\x04\"`\n\nConfChange\x12\n\n\x02id\x18\x01 \x01(\x04\x12$\n\x04type\x18\x02 \x01(\x0e\x32\x16.raftpb.ConfChangeType\x12\x0f\n\x07node_id\x18\x03 \x01(\x04\x12\x0f\n\x07\x63ontext\x18\x04 \x01(\x0c*1\n\tEntryType\x12\x0f\n\x0b\x45ntryNormal\x10\x00\x12\x13\n\x0f\x45ntryConfChange\x10\x01*\xd3\x02\n\x0bMessageType\x12\n\n\x06MsgHup\x10\x00\x12\x0b\n\x07MsgBeat\x10\x01\x12\x0b\n\x07MsgProp\x10\x02\x12\n\n\x06MsgApp\x10\x03\x12\x0e\n\nMsgAppResp\x10\x04\x12\x0b\n\x07MsgVote\x10\x05\x12\x0f\n\x0bMsgVoteResp\x10\x06\x12\x0b\n\x07MsgSnap\x10\x07\x12\x10\n\x0cMsgHeartbeat\x10\x08\x12\x14\n\x10MsgHeartbeatResp\x10\t\x12\x12\n\x0eMsgUnreachable\x10\n\x12\x11\n\rMsgSnapStatus\x10\x0b\x12\x12\n\x0eMsgCheckQuorum\x10\x0c\x12\x15\n\x11MsgTransferLeader\x10\r\x12\x11\n\rMsgTimeoutNow\x10\x0e\x12\x10\n\x0cMsgReadIndex\x10\x0f\x12\x14\n\x10MsgReadIndexResp\x10\x10\x12\x0e\n\nMsgPreVote\x10\x11\x12\x12\n\x0eMsgPreVoteResp\x10\x12*y\n\x0e\x43onfChangeType\x12\x15\n\x11\x43onfChangeAddNode\x10\x00\x12\x18\n\x14\x43onfChangeRemoveNode\x10\x01\x12\x18\n\x14\x43onfChangeUpdateNode\x10\x02\x12\x1c\n\x18\x43onfChangeAddLearnerNode\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65ngine/proto/raft.proto\x12\x06raftpb\"S\n\x05\x45ntry\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\r\n\x05index\x18\x03 \x01(\x04\x12\x1f\n\x04type\x18\x01 \x01(\x0e\x32\x11.raftpb.EntryType\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"q\n\tConfState\x12\x0e\n\x06voters\x18\x01 \x03(\x04\x12\x10\n\x08learners\x18\x02 \x03(\x04\x12\x17\n\x0fvoters_outgoing\x18\x03 \x03(\x04\x12\x15\n\rlearners_next\x18\x04 \x03(\x04\x12\x12\n\nauto_leave\x18\x05 \x01(\x08\"V\n\x10SnapshotMetadata\x12%\n\nconf_state\x18\x01 \x01(\x0b\x32\x11.raftpb.ConfState\x12\r\n\x05index\x18\x02 \x01(\x04\x12\x0c\n\x04term\x18\x03 \x01(\x04\"D\n\x08Snapshot\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12*\n\x08metadata\x18\x02 \x01(\x0b\x32\x18.raftpb.SnapshotMetadata\"\x93\x02\n\x07Message\x12!\n\x04type\x18\x01 \x01(\x0e\x32\x13.raftpb.MessageType\x12\n\n\x02to\x18\x02 \x01(\x04\x12\r\n\x05\x66rom_\x18\x03 \x01(\x04\x12\x0c\n\x04term\x18\x04 \x01(\x04\x12\x10\n\x08log_term\x18\x05 \x01(\x04\x12\r\n\x05index\x18\x06 \x01(\x04\x12\x1e\n\x07\x65ntries\x18\x07 \x03(\x0b\x32\r.raftpb.Entry\x12\x0e\n\x06\x63ommit\x18\x08 \x01(\x04\x12\"\n\x08snapshot\x18\t \x01(\x0b\x32\x10.raftpb.Snapshot\x12\x0e\n\x06reject\x18\n \x01(\x08\x12\x13\n\x0breject_hint\x18\x0b \x01(\x04\x12\x0f\n\x07\x63ontext\x18\x0c \x01(\x0c\x12\x11\n\thint_term\x18\r \x01(\x04\"7\n\tHardState\x12\x0c\n\x04term\x18\x01 \x01(\x04\x12\x0c\n\x04vote\x18\x02 \x01(\x04\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\x04\"`\n\nConfChange\x12\n\n\x02id\x18\x01 \x01(\x04\x12$\n\x04type\x18\x02 \x01(\x0e\x32\x16.raftpb.ConfChangeType\x12\x0f\n\x07node_id\x18\x03 \x01(\x04\x12\x0f\n\x07\x63ontext\x18\x04 \x01(\x0c\"I\n\x10\x43onfChangeSingle\x12$\n\x04type\x18\x01 \x01(\x0e\x32\x16.raftpb.ConfChangeType\x12\x0f\n\x07node_id\x18\x02 \x01(\x04\"|\n\x0c\x43onfChangeV2\x12\x30\n\ntransition\x18\x01 \x01(\x0e\x32\x1c.raftpb.ConfChangeTransition\x12)\n\x07\x63hanges\x18\x02 \x03(\x0b\x32\x18.raftpb.ConfChangeSingle\x12\x0f\n\x07\x63ontext\x18\x03 \x01(\x0c*H\n\tEntryType\x12\x0f\n\x0b\x45ntryNormal\x10\x00\x12\x13\n\x0f\x45ntryConfChange\x10\x01\x12\x15\n\x11\x45ntryConfChangeV2\x10\x02*\xd3\x02\n\x0bMessageType\x12\n\n\x06MsgHup\x10\x00\x12\x0b\n\x07MsgBeat\x10\x01\x12\x0b\n\x07MsgProp\x10\x02\x12\n\n\x06MsgApp\x10\x03\x12\x0e\n\nMsgAppResp\x10\x04\x12\x0b\n\x07MsgVote\x10\x05\x12\x0f\n\x0bMsgVoteResp\x10\x06\x12\x0b\n\x07MsgSnap\x10\x07\x12\x10\n\x0cMsgHeartbeat\x10\x08\x12\x14\n\x10MsgHeartbeatResp\x10\t\x12\x12\n\x0eMsgUnreachable\x10\n\x12\x11\n\rMsgSnapStatus\x10\x0b\x12\x12\n\x0eMsgCheckQuorum\x10\x0c\x12\x15\n\x11MsgTransferLeader\x10\r\x12\x11\n\rMsgTimeoutNow\x10\x0e\x12\x10\n\x0cMsgReadIndex\x10\x0f\x12\x14\n\x10MsgReadIndexResp\x10\x10\x12\x0e\n\nMsgPreVote\x10\x11\x12\x12\n\x0eMsgPreVoteResp\x10\x12*y\n\x0e\x43onfChangeType\x12\x15\n\x11\x43onfChangeAddNode\x10\x00\x12\x18\n\x14\x43onfChangeRemoveNode\x10\x01\x12\x18\n\x14\x43onfChangeUpdateNode\x10\x02\x12\x1c\n\x18\x43onfChangeAddLearnerNode\x10\x03*\x82\x01\n\x14\x43onfChangeTransition\x12\x1c\n\x18\x43onfChangeTransitionAuto\x10\x00\x12%\n!ConfChangeTransitionJointImplicit\x10\x01\x12%\n!ConfChangeTransitionJointExplicit\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'engine.proto.raft_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENTRYTYPE']._serialized_start=758
-  _globals['_ENTRYTYPE']._serialized_end=807
-  _globals['_MESSAGETYPE']._serialized_start=810
-  _globals['_MESSAGETYPE']._serialized_end=1149
-  _globals['_CONFCHANGETYPE']._serialized_start=1151
-  _globals['_CONFCHANGETYPE']._serialized_end=1272
+  _globals['_ENTRYTYPE']._serialized_start=1027
+  _globals['_ENTRYTYPE']._serialized_end=1099
+  _globals['_MESSAGETYPE']._serialized_start=1102
+  _globals['_MESSAGETYPE']._serialized_end=1441
+  _globals['_CONFCHANGETYPE']._serialized_start=1443
+  _globals['_CONFCHANGETYPE']._serialized_end=1564
+  _globals['_CONFCHANGETRANSITION']._serialized_start=1567
+  _globals['_CONFCHANGETRANSITION']._serialized_end=1697
   _globals['_ENTRY']._serialized_start=35
   _globals['_ENTRY']._serialized_end=118
   _globals['_CONFSTATE']._serialized_start=120
-  _globals['_CONFSTATE']._serialized_end=165
-  _globals['_SNAPSHOTMETADATA']._serialized_start=167
-  _globals['_SNAPSHOTMETADATA']._serialized_end=253
-  _globals['_SNAPSHOT']._serialized_start=255
-  _globals['_SNAPSHOT']._serialized_end=323
-  _globals['_MESSAGE']._serialized_start=326
-  _globals['_MESSAGE']._serialized_end=601
-  _globals['_HARDSTATE']._serialized_start=603
-  _globals['_HARDSTATE']._serialized_end=658
-  _globals['_CONFCHANGE']._serialized_start=660
-  _globals['_CONFCHANGE']._serialized_end=756
+  _globals['_CONFSTATE']._serialized_end=233
+  _globals['_SNAPSHOTMETADATA']._serialized_start=235
+  _globals['_SNAPSHOTMETADATA']._serialized_end=321
+  _globals['_SNAPSHOT']._serialized_start=323
+  _globals['_SNAPSHOT']._serialized_end=391
+  _globals['_MESSAGE']._serialized_start=394
+  _globals['_MESSAGE']._serialized_end=669
+  _globals['_HARDSTATE']._serialized_start=671
+  _globals['_HARDSTATE']._serialized_end=726
+  _globals['_CONFCHANGE']._serialized_start=728
+  _globals['_CONFCHANGE']._serialized_end=824
+  _globals['_CONFCHANGESINGLE']._serialized_start=826
+  _globals['_CONFCHANGESINGLE']._serialized_end=899
+  _globals['_CONFCHANGEV2']._serialized_start=901
+  _globals['_CONFCHANGEV2']._serialized_end=1025
 # @@protoc_insertion_point(module_scope)
