@@ -1,4 +1,5 @@
 """The pure Raft core: no I/O, no clock, seeded randomness (see DESIGN.md)."""
+from engine.raft.confchange import ConfChangeError
 from engine.raft.errors import (
     CompactedError,
     ProposalDroppedError,
@@ -15,5 +16,5 @@ from engine.raft.storage import MemoryStorage
 __all__ = [
     "NONE", "Config", "Raft", "StateType", "RawNode", "Ready", "SoftState", "ReadState",
     "Status", "PeerStatus", "MemoryStorage", "RaftError", "CompactedError",
-    "UnavailableError", "SnapshotOutOfDateError", "ProposalDroppedError",
+    "UnavailableError", "SnapshotOutOfDateError", "ProposalDroppedError", "ConfChangeError",
 ]

@@ -6,6 +6,7 @@ tests, logs and the console's WAL panel:
 from __future__ import annotations
 
 from engine.proto import raft_pb2 as pb
+from engine.raft.confchange import JointConfig, describe_changes
 
 _MSG_NAMES = {v: k for k, v in pb.MessageType.items()}
 _ENTRY_NAMES = {v: k for k, v in pb.EntryType.items()}
@@ -25,6 +26,10 @@ def describe_entry(e: pb.Entry) -> str:
         cc = pb.ConfChange()
         cc.ParseFromString(e.data)
         return f"{e.term}/{e.index} {_CC_NAMES[cc.type]} {cc.node_id}"
+    if e.type == pb.EntryConfChangeV2:
+        cc = pb.ConfChangeV2()
+        cc.ParseFromString(e.data)
+        return f"{e.term}/{e.index} EntryConfChangeV2 {describe_changes(cc)}"
     if not e.data:
         return f"{e.term}/{e.index} EntryNormal empty"
     return f"{e.term}/{e.index} EntryNormal {_data_text(e.data)}"
@@ -47,8 +52,13 @@ def describe_message(m: pb.Message) -> str:
         s += f" Rejected (Hint: {m.reject_hint}/{m.log_term})"
     if t == pb.MsgSnap:
         md = m.snapshot.metadata
-        s += (f" Snapshot: Index:{md.index} Term:{md.term} "
-              f"Voters:{list(md.conf_state.voters)} Learners:{list(md.conf_state.learners)}")
+        cs = md.conf_state
+        s += f" Snapshot: Index:{md.index} Term:{md.term} "
+        if cs.voters_outgoing or cs.learners_next:
+            s += str(JointConfig.from_conf_state(cs))
+        else:
+            s += f"Voters:{list(cs.voters)} Learners:{list(cs.learners)}"
+
     if m.entries:
         s += f" Entries:{describe_entries(m.entries)}"
     if m.context and t not in (pb.MsgVote, pb.MsgPreVote):

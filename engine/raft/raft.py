@@ -16,7 +16,8 @@ import enum
 import random
 
 from engine.proto import raft_pb2 as pb
-from engine.raft import quorum
+from engine.raft import confchange, quorum
+from engine.raft.confchange import ConfChangeError, JointConfig
 from engine.raft.errors import (
     CompactedError,
     ProposalDroppedError,
@@ -140,8 +141,16 @@ class Raft:
         self.state = StateType.FOLLOWER
         self.lead = NONE
         self.is_learner = False
+        # The membership, simple or joint (engine/raft/confchange.py).
+        self.config = JointConfig()
         # Progress of every member, self included; learners are flagged.
+        # Invariant: set(prs) == config.tracked(), and pr.is_learner exactly
+        # for config.learners (a voter being demoted stays a voter of C_old,
+        # in learners_next, until the joint config is left).
         self.prs: dict[int, Progress] = {}
+        # Derived from config, sorted: every voter of C_new or C_old (whose
+        # vote may count in some majority: vote requests go to all of them),
+        # and the learners.
         self.voters: tuple[int, ...] = ()
         self.learners: tuple[int, ...] = ()
         self.votes: dict[int, bool] = {}
@@ -163,7 +172,9 @@ class Raft:
 
         self.lead_transferee = NONE
         # Index of the latest conf change proposed by this leader; no new one
-        # is accepted until it is applied (one change at a time, §4.1).
+        # is accepted until it is applied (one change at a time, §4.1), which
+        # also makes the config a change is checked against at proposal the
+        # one it will be applied to.
         self.pending_conf_index = 0
 
         self.election_elapsed = 0
@@ -338,6 +349,7 @@ class Raft:
                     self._hand_over_leadership()  # removed: try again
         if self.state is not StateType.LEADER:
             return
+        self.maybe_auto_leave()
         if self.heartbeat_elapsed >= self.heartbeat_timeout:
             self.heartbeat_elapsed = 0
             self.step(pb.Message(type=pb.MsgBeat, from_=self.id))
@@ -369,7 +381,7 @@ class Raft:
             ents = self.log.slice(lo, hi)
         except CompactedError:
             return False
-        return any(e.type == pb.EntryConfChange for e in ents)
+        return any(confchange.is_conf_change(e) for e in ents)
 
     def campaign(self, kind: bytes) -> None:
         if kind == CAMPAIGN_PRE_ELECTION:
@@ -407,7 +419,8 @@ class Raft:
     def poll(self, id_: int, t: int, granted: bool) -> VoteResult:
         if id_ in self.voters and id_ not in self.votes:
             self.votes[id_] = granted
-        return quorum.vote_result(self.voters, self.votes)
+        # In a joint config a candidate needs a majority of C_old and of C_new.
+        return quorum.joint_vote_result(self.config.incoming, self.config.outgoing, self.votes)
 
     # -- the one entry point for messages --------------------------------------
 
@@ -520,7 +533,10 @@ class Raft:
         self.uncommitted_size = max(0, self.uncommitted_size - payload_size(ents))
 
     def maybe_commit(self) -> bool:
-        mci = quorum.committed_index(self.voters, lambda v: self.prs[v].match)
+        # Joint: an index is committed once a majority of C_new AND one of
+        # C_old hold it (§4.3); the smaller of the two majorities' indexes.
+        cfg = self.config
+        mci = quorum.joint_committed_index(cfg.incoming, cfg.outgoing, lambda v: self.prs[v].match)
         return self.log.maybe_commit(mci, self.term)
 
     def committed_entry_in_current_term(self) -> bool:
@@ -593,16 +609,15 @@ class Raft:
             self.send_heartbeat(i, ctx)
 
     def _quorum_active(self) -> bool:
-        """Check-quorum: did a majority of voters talk to us in the last
-        election timeout? Resets the marks for the next round."""
-        active = 0
-        for v in self.voters:
-            if v == self.id or self.prs[v].recent_active:
-                active += 1
+        """Check-quorum: did a majority of voters (of both configs, when
+        joint) talk to us in the last election timeout? Resets the marks for
+        the next round."""
+        active = {v: v == self.id or self.prs[v].recent_active for v in self.voters}
         for id_, pr in self.prs.items():
             if id_ != self.id:
                 pr.recent_active = False
-        return active >= quorum.quorum_size(len(self.voters))
+        cfg = self.config
+        return quorum.joint_vote_result(cfg.incoming, cfg.outgoing, active) is VoteResult.WON
 
     def _step_leader(self, m: pb.Message) -> None:
         t = m.type
@@ -630,10 +645,10 @@ class Raft:
             ents = [pb.Entry(type=e.type, data=e.data) for e in m.entries]
             pending = self.pending_conf_index
             for i, e in enumerate(ents):
-                if e.type == pb.EntryConfChange:
-                    if pending > self.log.applied:
-                        # One change at a time: turn it into a no-op rather
-                        # than reorder the proposal stream.
+                if confchange.is_conf_change(e):
+                    if self._refuse_conf_change_entry(e, pending) is not None:
+                        # Turn it into a no-op rather than reorder the
+                        # proposal stream (etcd-io/raft stepLeader).
                         ents[i] = pb.Entry(type=pb.EntryNormal)
                     else:
                         pending = self.log.last_index() + i + 1
@@ -667,7 +682,8 @@ class Raft:
                 if acks is None:
                     return
                 votes = {v: True for v in acks | {self.id}}
-                if quorum.vote_result(self.voters, votes) is not VoteResult.WON:
+                cfg = self.config
+                if quorum.joint_vote_result(cfg.incoming, cfg.outgoing, votes) is not VoteResult.WON:
                     return
                 for p in self.read_only.advance(m.context):
                     self._respond_read_index(p.req, p.index)
@@ -763,7 +779,7 @@ class Raft:
             # restarted single node answers with its stale commit index.
             self.pending_read_index_messages.append(m)
             return
-        if self.voters == (self.id,):
+        if self.config.is_singleton(self.id):
             # We are the only voter: our commit index is the cluster's. (Not
             # "one voter": a removed leader handing over leads a config whose
             # one voter is someone else, who may have moved on.)
@@ -909,51 +925,100 @@ class Raft:
     # -- membership -------------------------------------------------------------
 
     def apply_conf_state(self, cs: pb.ConfState) -> None:
-        """Set the membership to exactly `cs` (from a snapshot or at start)."""
-        last = self.log.last_index()
-        new: dict[int, Progress] = {}
-        for ids, learner in ((cs.voters, False), (cs.learners, True)):
-            for i in ids:
-                pr = self.prs.get(i)
-                if pr is None:
-                    pr = self._new_progress(last + 1, learner)
-                    if i == self.id:
-                        pr.match = last
-                pr.is_learner = learner
-                new[i] = pr
-        self.prs = new
-        self._config_changed()
+        """Set the membership to exactly `cs` (from a snapshot or at start),
+        joint or not."""
+        self._switch_to_config(JointConfig.from_conf_state(cs), set())
 
-    def apply_conf_change(self, cc: pb.ConfChange) -> pb.ConfState:
-        """A committed conf change is applied by the host: the membership
-        changes now, not when the entry was appended (§4.1 applies changes on
-        append; we follow etcd-io/raft, which applies them when committed and
-        applied, with at most one pending at a time)."""
-        nid, t = cc.node_id, cc.type
-        if nid != NONE:
-            pr = self.prs.get(nid)
-            if t == pb.ConfChangeAddNode:
-                if pr is None:
-                    self._add_progress(nid, learner=False)
-                else:
-                    pr.is_learner = False  # promotion of a learner
-            elif t == pb.ConfChangeAddLearnerNode:
-                if pr is None:
-                    self._add_progress(nid, learner=True)
-                # Demoting a voter is not supported with single changes; ignore.
-            elif t == pb.ConfChangeRemoveNode:
-                self.prs.pop(nid, None)
-                if nid == self.lead_transferee:
-                    self.abort_leader_transfer()
-            self._config_changed()
+    def apply_conf_change(self, cc: pb.ConfChange | pb.ConfChangeV2) -> pb.ConfState:
+        """A committed conf change (v1 or v2) is applied by the host: the
+        membership changes now, not when the entry was appended (§4.1
+        applies changes on append; we follow etcd-io/raft, which applies
+        them when committed and applied, with at most one pending at a
+        time). Raises ConfChangeError, changing nothing, for a change this
+        config cannot take; a leader never proposes one (see
+        conf_change_refusal), so the host logs it and skips it, the same on
+        every member."""
+        cfg, fresh = confchange.apply_change(self.config, cc)
+        self._switch_to_config(cfg, fresh)
         if self.state is StateType.LEADER:
             if self.maybe_commit():
-                # The quorum may have shrunk: tell the remaining voters, so
-                # they learn that this change is committed too.
+                # The quorum may have changed: tell the voters, so they learn
+                # that this change is committed too.
                 self.bcast_append()
             if self.id not in self.voters:
+                # Removed, or demoted to learner when a joint config was left.
                 self._hand_over_leadership()
         return self.conf_state()
+
+    def conf_change_refusal(self, cc: pb.ConfChange | pb.ConfChangeV2) -> str | None:
+        """Why this leader would not propose `cc` now (it would append a
+        no-op in its place), or None. The checks of etcd-io/raft's stepLeader
+        (pending change, already joint, leaving a non-joint config), then the
+        change itself against the current config: no conf change is pending,
+        so that is the config it will be applied to."""
+        return self._conf_change_refusal(cc, self.pending_conf_index)
+
+    def _conf_change_refusal(self, cc, pending: int) -> str | None:
+        if pending > self.log.applied:
+            return f"possible unapplied conf change at index {pending} (applied to {self.log.applied})"
+        v2 = confchange.as_v2(cc)
+        wants_leave = not v2.changes
+        if self.config.joint and not wants_leave:
+            return "must transition out of joint config first"
+        if not self.config.joint and wants_leave:
+            return "not in joint state; refusing empty conf change"
+        try:
+            confchange.apply_change(self.config, v2)
+        except ConfChangeError as e:
+            return str(e)
+        return None
+
+    def _refuse_conf_change_entry(self, e: pb.Entry, pending: int) -> str | None:
+        try:
+            cc = confchange.decode(e)
+        except ConfChangeError as err:
+            return str(err)
+        return self._conf_change_refusal(cc, pending)
+
+    def maybe_auto_leave(self) -> None:
+        """A leader in a joint config marked auto_leave proposes leaving it
+        (an empty ConfChangeV2) once the change that entered it is applied
+        here (etcd-io/raft appliedTo). Called after every advance and every
+        heartbeat tick: a refusal (a leadership transfer under way) is
+        retried; a new leader does the same once it applied its log."""
+        if (self.state is not StateType.LEADER or not self.config.auto_leave
+                or self.pending_conf_index > self.log.applied or self.id not in self.prs):
+            return
+        try:
+            self.step(pb.Message(type=pb.MsgProp, from_=self.id, entries=[
+                pb.Entry(type=pb.EntryConfChangeV2, data=b"")]))
+        except ProposalDroppedError:
+            pass
+
+    def _switch_to_config(self, cfg: JointConfig, fresh: set[int]) -> None:
+        """Make the progress map follow `cfg`: keep the progress of members
+        still tracked (a voter demoted or promoted keeps what it holds), make
+        one for new members (and for `fresh` ids, removed and added again in
+        one change), drop the rest."""
+        last = self.log.last_index()
+        new: dict[int, Progress] = {}
+        for i in sorted(cfg.tracked()):
+            learner = i in cfg.learners
+            pr = self.prs.get(i)
+            if pr is None or i in fresh:
+                pr = self._new_progress(last + 1, learner)
+                if i == self.id:
+                    pr.match = last
+                # A new member counts as active, or check-quorum could depose
+                # the leader before it has had a chance to answer.
+                pr.recent_active = True
+            pr.is_learner = learner
+            new[i] = pr
+        self.prs = new
+        self.config = cfg
+        self._config_changed()
+        if self.lead_transferee != NONE and self.lead_transferee not in self.voters:
+            self.abort_leader_transfer()
 
     def _hand_over_leadership(self) -> None:
         """We lead a configuration we are no longer a voter of (we were
@@ -979,20 +1044,10 @@ class Raft:
         else:
             self.send_append(to)
 
-    def _add_progress(self, nid: int, learner: bool) -> None:
-        pr = self._new_progress(self.log.last_index() + 1, learner)
-        if nid == self.id:
-            pr.match = self.log.last_index()
-        # A new member counts as active, or check-quorum could depose the
-        # leader before it has had a chance to answer.
-        pr.recent_active = True
-        self.prs[nid] = pr
-
     def _config_changed(self) -> None:
-        self.voters = tuple(sorted(i for i, p in self.prs.items() if not p.is_learner))
-        self.learners = tuple(sorted(i for i, p in self.prs.items() if p.is_learner))
-        pr = self.prs.get(self.id)
-        self.is_learner = pr is not None and pr.is_learner
+        self.voters = tuple(sorted(self.config.voters()))
+        self.learners = tuple(sorted(self.config.learners))
+        self.is_learner = self.id in self.config.learners
 
     def conf_state(self) -> pb.ConfState:
-        return pb.ConfState(voters=self.voters, learners=self.learners)
+        return self.config.conf_state()

@@ -4,8 +4,9 @@ The host's loop, in this order, for each Ready:
   1. persist `entries`, `hard_state` and `snapshot` (one fsync for all);
   2. send `messages` (several of them — votes, append acknowledgements —
      promise things that are only true once step 1 is durable);
-  3. apply `committed_entries` (ConfChange ones through apply_conf_change)
-     and answer `read_states` once applied reaches their index;
+  3. apply `committed_entries` (EntryConfChange and EntryConfChangeV2 ones
+     through apply_conf_change, see below) and answer `read_states` once
+     applied reaches their index;
   4. call advance(ready).
 
 advance() also steps back in the core's acknowledgements of its own durable
@@ -14,12 +15,27 @@ copy comes to count toward commitment — only after step 1 (etcd-io/raft's
 RawNode.stepsOnAdvance). So a host must call advance() only once everything
 of the Ready is durable, and a one-voter cluster commits a proposal in the
 Ready after the one that persisted it.
+
+Membership (engine/raft/confchange.py). propose_conf_change takes a v1
+ConfChange (what etcdctl 3.4 sends: one change, simple protocol) or a
+ConfChangeV2 (several changes at once through a joint configuration, or an
+empty one to leave it). For a committed entry the host decodes the data
+(ConfChange for EntryConfChange, ConfChangeV2 for EntryConfChangeV2 — whose
+data may be empty: the leader's own auto-leave) and calls
+apply_conf_change(cc); the ConfState it returns is the membership to keep
+with the next snapshot. An entry the host refuses for its own reasons is
+applied as ConfChange() (node 0: changes nothing; never an empty
+ConfChangeV2, which means "leave the joint config"). apply_conf_change
+raises ConfChangeError, changing nothing, for a change the config cannot
+take; a leader never proposes one (conf_change_refusal tells why it would
+not), so this only comes from a foreign leader: log it and skip it.
 """
 from __future__ import annotations
 
 import dataclasses
 
 from engine.proto import raft_pb2 as pb
+from engine.raft.confchange import as_v2
 from engine.raft.raft import NONE, Config, Raft, StateType
 from engine.raft.read_only import ReadState
 from engine.raft.status import PeerStatus, Status
@@ -107,11 +123,27 @@ class RawNode:
         self.raft.step(pb.Message(type=pb.MsgProp, from_=self.raft.id,
                                   entries=[pb.Entry(data=d) for d in datas]))
 
-    def propose_conf_change(self, cc: pb.ConfChange) -> None:
+    def propose_conf_change(self, cc: pb.ConfChange | pb.ConfChangeV2) -> None:
+        """Propose a membership change: a v1 ConfChange goes in an
+        EntryConfChange, a ConfChangeV2 in an EntryConfChangeV2. A leader
+        that refuses it (conf_change_refusal) appends a no-op instead, as
+        etcd-io/raft does; ask conf_change_refusal first for a definite
+        answer."""
+        t = pb.EntryConfChangeV2 if isinstance(cc, pb.ConfChangeV2) else pb.EntryConfChange
         self.raft.step(pb.Message(type=pb.MsgProp, from_=self.raft.id, entries=[
-            pb.Entry(type=pb.EntryConfChange, data=cc.SerializeToString())]))
+            pb.Entry(type=t, data=cc.SerializeToString())]))
 
-    def apply_conf_change(self, cc: pb.ConfChange) -> pb.ConfState:
+    def conf_change_refusal(self, cc: pb.ConfChange | pb.ConfChangeV2) -> str | None:
+        """On a leader: why it would refuse `cc` now (a change is pending,
+        the config is joint, ...), or None. On a follower: None (its leader
+        decides)."""
+        if self.raft.state is not StateType.LEADER:
+            return None
+        return self.raft.conf_change_refusal(cc)
+
+    def apply_conf_change(self, cc: pb.ConfChange | pb.ConfChangeV2) -> pb.ConfState:
+        """Apply a committed ConfChange or ConfChangeV2; raises
+        ConfChangeError (nothing changed) for one this config cannot take."""
         return self.raft.apply_conf_change(cc)
 
     def step(self, m: pb.Message) -> None:
@@ -202,6 +234,8 @@ class RawNode:
         steps, self._steps_on_advance = self._steps_on_advance, []
         for m in steps:
             r.step(m)
+        # A joint config entered with auto-leave is left once applied here.
+        r.maybe_auto_leave()
 
     # -- introspection ----------------------------------------------------------
 
@@ -217,6 +251,8 @@ class RawNode:
             id=r.id, state=r.state.value, term=r.term, vote=r.vote, lead=r.lead,
             commit=r.log.committed, applied=r.log.applied, last_index=r.log.last_index(),
             first_index=r.log.first_index(), snapshot_index=r.log.snapshot().metadata.index,
-            voters=r.voters, learners=r.learners, lead_transferee=r.lead_transferee,
-            is_learner=r.is_learner, progress=peers,
+            voters=tuple(sorted(r.config.incoming)), learners=r.learners,
+            voters_outgoing=tuple(sorted(r.config.outgoing)),
+            learners_next=tuple(sorted(r.config.learners_next)), auto_leave=r.config.auto_leave,
+            lead_transferee=r.lead_transferee, is_learner=r.is_learner, progress=peers,
         )

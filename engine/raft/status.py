@@ -27,8 +27,17 @@ class Status:
     last_index: int
     first_index: int
     snapshot_index: int
+    # The configuration as etcd's ConfState: `voters` is C_new (the only
+    # set outside a joint config), `voters_outgoing` C_old while joint.
     voters: tuple[int, ...]
     learners: tuple[int, ...]
     lead_transferee: int
     is_learner: bool
     progress: dict[int, PeerStatus]  # filled on the leader only
+    voters_outgoing: tuple[int, ...] = ()
+    learners_next: tuple[int, ...] = ()  # demoted voters of C_old, learners after the leave
+    auto_leave: bool = False
+
+    @property
+    def joint(self) -> bool:
+        return bool(self.voters_outgoing)

@@ -54,15 +54,17 @@ class SafetyChecker:
         self.max_committed = max(self.max_committed, new_commit)
 
     # Durability: a leader only commits what a majority of its voters hold in
-    # stable storage (what survives a crash).
-    def on_leader_commit(self, leader: int, voters, commit: int, term_of_stable) -> None:
+    # stable storage (what survives a crash) -- of each voter set while a
+    # joint configuration is in force (C_new and C_old, thesis §4.3).
+    def on_leader_commit(self, leader: int, quorums, commit: int, term_of_stable) -> None:
         if commit == 0 or not self.commit_durability:
             return
         want = self.committed_term.get(commit)
-        holders = [v for v in voters if term_of_stable(v, commit) == want]
-        if len(holders) < len(voters) // 2 + 1:
-            self.fail(f"commit quorum: leader {leader} committed index {commit} held durably "
-                      f"only by {holders} of voters {list(voters)}")
+        for voters in quorums:
+            holders = [v for v in voters if term_of_stable(v, commit) == want]
+            if len(holders) < len(voters) // 2 + 1:
+                self.fail(f"commit quorum: leader {leader} committed index {commit} held durably "
+                          f"only by {holders} of voters {list(voters)} (config {_text(quorums)})")
 
     # State Machine Safety: all nodes apply the same entry at each index.
     def on_apply(self, node: int, index: int, payload: bytes, digest: bytes) -> None:
@@ -79,18 +81,21 @@ class SafetyChecker:
         if d is not None and d != digest:
             self.fail(f"snapshot safety: node {node} restored a state at {index} nobody applied")
 
-    # A leader was elected by a majority of the voters of its config, and the
-    # core counted no vote of a learner or of a non-member.
-    def on_elected(self, leader: int, term: int, voters, learners, counted: dict[int, bool],
+    # A leader was elected by a majority of the voters of its config (of
+    # each voter set, when joint), and the core counted no vote of a learner
+    # or of a non-member.
+    def on_elected(self, leader: int, term: int, quorums, learners, counted: dict[int, bool],
                    granted: set[int]) -> None:
-        bad = [v for v, ok in counted.items() if ok and v not in voters]
+        every = {v for q in quorums for v in q}
+        bad = [v for v, ok in counted.items() if ok and v not in every]
         if bad:
             self.fail(f"learner vote: {leader} counted votes of non-voters {bad} in term {term} "
-                      f"(voters {list(voters)}, learners {list(learners)})")
-        got = {v for v in granted if v in voters} | ({leader} & set(voters))
-        if len(voters) and len(got) < len(voters) // 2 + 1:
-            self.fail(f"election quorum: {leader} leads term {term} with votes of {sorted(got)} "
-                      f"of voters {list(voters)}")
+                      f"(voters {_text(quorums)}, learners {list(learners)})")
+        for voters in quorums:
+            got = {v for v in granted if v in voters} | ({leader} & set(voters))
+            if len(voters) and len(got) < len(voters) // 2 + 1:
+                self.fail(f"election quorum: {leader} leads term {term} with votes of {sorted(got)} "
+                          f"of voters {list(voters)} (config {_text(quorums)})")
 
     # Log Matching, checked on every entry as it leaves a node or becomes
     # durable, so after every step and at O(entries) cost: an (index, term)
@@ -140,3 +145,7 @@ class SafetyChecker:
                     if ea.term != e.term or ea.data != e.data or ea.type != e.type:
                         self.fail(f"log matching: nodes {a} and {b} share an entry above "
                                   f"{e.index} but differ at {e.index}: {ea.term} vs {e.term}")
+
+
+def _text(quorums) -> str:
+    return "&&".join("(" + " ".join(str(v) for v in q) + ")" for q in quorums)

@@ -21,7 +21,8 @@ import random
 from typing import Callable
 
 from engine.proto import raft_pb2 as pb
-from engine.raft import Config, MemoryStorage, ProposalDroppedError, RawNode, StateType
+from engine.raft import Config, ConfChangeError, MemoryStorage, ProposalDroppedError, RawNode, StateType
+from engine.raft.confchange import decode, is_conf_change
 from engine.raft.errors import RaftError
 from engine.sim.checker import InvariantViolation, SafetyChecker
 from engine.sim.disk import SimDisk
@@ -65,28 +66,65 @@ class SimNode:
         # Membership as the simulator derives it on its own, by applying the
         # conf changes of the log in order (and snapshots' conf states). The
         # core's view must always equal it; quorum checks use this one.
-        cs = snap.metadata.conf_state
-        self.voters: set[int] = set(cs.voters)
-        self.learners: set[int] = set(cs.learners)
+        # While joint, `voters` is C_new and `outgoing` C_old.
+        self.set_membership(snap.metadata.conf_state)
 
-    def apply_membership(self, cc: pb.ConfChange) -> None:
-        nid = cc.node_id
-        if cc.type == pb.ConfChangeAddNode:
-            self.learners.discard(nid)
-            self.voters.add(nid)
-        elif cc.type == pb.ConfChangeAddLearnerNode:
-            if nid not in self.voters:
-                self.learners.add(nid)
-        elif cc.type == pb.ConfChangeRemoveNode:
-            self.voters.discard(nid)
-            self.learners.discard(nid)
+    def set_membership(self, cs: pb.ConfState) -> None:
+        self.voters: set[int] = set(cs.voters)
+        self.outgoing: set[int] = set(cs.voters_outgoing)
+        self.learners: set[int] = set(cs.learners)
+        self.learners_next: set[int] = set(cs.learners_next)
+        self.auto_leave = cs.auto_leave
+
+    def apply_membership(self, cc: pb.ConfChange | pb.ConfChangeV2) -> None:
+        """Thesis §4.3 as the simulator reads it, written apart from the
+        core's engine/raft/confchange.py so that each checks the other."""
+        if isinstance(cc, pb.ConfChange):
+            changes, transition = [cc], pb.ConfChangeTransitionAuto
+        else:
+            changes, transition = list(cc.changes), cc.transition
+        if not changes and transition == pb.ConfChangeTransitionAuto:
+            # Leave: C_old goes; its demoted voters are learners now.
+            self.learners |= self.learners_next
+            self.learners_next, self.outgoing, self.auto_leave = set(), set(), False
+            return
+        if transition != pb.ConfChangeTransitionAuto or len(changes) > 1:
+            self.outgoing = set(self.voters)
+            self.auto_leave = transition != pb.ConfChangeTransitionJointExplicit
+        for ch in changes:
+            nid = ch.node_id
+            if nid == 0:
+                continue
+            if ch.type == pb.ConfChangeAddNode:
+                self.learners.discard(nid)
+                self.learners_next.discard(nid)
+                self.voters.add(nid)
+            elif ch.type == pb.ConfChangeAddLearnerNode and nid not in self.learners:
+                self.voters.discard(nid)
+                self.learners_next.discard(nid)
+                if nid in self.outgoing:  # a voter of C_old until the leave
+                    self.learners_next.add(nid)
+                else:
+                    self.learners.add(nid)
+            elif ch.type == pb.ConfChangeRemoveNode:
+                self.voters.discard(nid)
+                self.learners.discard(nid)
+                self.learners_next.discard(nid)
+
+    def quorum_sets(self) -> list[list[int]]:
+        """The voter sets of which a decision needs a majority each."""
+        return [sorted(self.voters)] + ([sorted(self.outgoing)] if self.outgoing else [])
 
     def check_membership(self) -> None:
-        r = self.rn.raft
-        if r.voters != tuple(sorted(self.voters)) or r.learners != tuple(sorted(self.learners)):
+        cfg = self.rn.raft.config
+        mine = (self.voters, self.outgoing, self.learners, self.learners_next, self.auto_leave)
+        core = (set(cfg.incoming), set(cfg.outgoing), set(cfg.learners), set(cfg.learners_next),
+                cfg.auto_leave)
+        if mine != core:
             raise InvariantViolation(
-                f"membership: node {self.id} core has voters {r.voters} learners {r.learners}, "
-                f"the log says voters {sorted(self.voters)} learners {sorted(self.learners)}")
+                f"membership: node {self.id} core has {cfg}, the log says voters "
+                f"{sorted(self.voters)}&&{sorted(self.outgoing)} learners {sorted(self.learners)} "
+                f"learners_next {sorted(self.learners_next)} auto_leave {self.auto_leave}")
 
     @property
     def raft(self):
@@ -219,7 +257,7 @@ class SimCluster:
             self._at(n, CRASH_BEFORE)
             if rd.soft_state is not None and rd.soft_state.state is StateType.LEADER:
                 ck.on_leader(n.id, r.term)
-                ck.on_elected(n.id, r.term, sorted(n.voters), sorted(n.learners), r.election_votes,
+                ck.on_elected(n.id, r.term, n.quorum_sets(), sorted(n.learners), r.election_votes,
                               self.votes_granted.get((n.id, r.term), set()))
             if rd.hard_state is not None and rd.hard_state.commit > old_commit:
                 ck.on_commit(n.id, r.log, old_commit, rd.hard_state.commit)
@@ -227,7 +265,7 @@ class SimCluster:
                     # Checked before anything of this Ready is written or
                     # sent: the commit index may leave with the leader's
                     # early messages, so a quorum must hold it durably now.
-                    ck.on_leader_commit(n.id, sorted(n.voters), rd.hard_state.commit, self._stable_term)
+                    ck.on_leader_commit(n.id, n.quorum_sets(), rd.hard_state.commit, self._stable_term)
             # 0. a leader sends first, while it persists (node.py: leader_sends_early)
             sends_early = r.state is StateType.LEADER and rd.snapshot is None
             if sends_early:
@@ -239,8 +277,7 @@ class SimCluster:
                 ck.on_restore(n.id, n.sm.applied, n.sm.digest)
                 n.disk.save_snapshot(rd.snapshot)
                 n.storage.apply_snapshot(rd.snapshot)
-                cs = rd.snapshot.metadata.conf_state
-                n.voters, n.learners = set(cs.voters), set(cs.learners)
+                n.set_membership(rd.snapshot.metadata.conf_state)
                 n.check_membership()
                 self._at(n, CRASH_AFTER_SNAP)
             if rd.entries or rd.hard_state is not None:
@@ -260,17 +297,21 @@ class SimCluster:
             for e in rd.committed_entries:
                 if e.index <= n.sm.applied:
                     continue  # the snapshot we restored already covers it
-                if e.type == pb.EntryConfChange:
-                    cc = pb.ConfChange()
-                    cc.ParseFromString(e.data)
-                    n.rn.apply_conf_change(cc)
+                if is_conf_change(e):
+                    cc = decode(e)
+                    try:
+                        n.rn.apply_conf_change(cc)
+                    except ConfChangeError as err:
+                        # A leader proposed what the config cannot take.
+                        raise InvariantViolation(
+                            f"conf change: node {n.id} cannot apply {e.term}/{e.index}: {err}") from err
                     n.apply_membership(cc)
-                    payload = b"cc:" + e.data
+                    payload = b"cc%d:" % e.type + e.data
                 else:
                     payload = e.data
                 n.sm.apply(e.index, payload)
                 ck.on_apply(n.id, e.index, payload, n.sm.digest)
-            if any(e.type == pb.EntryConfChange for e in rd.committed_entries):
+            if any(is_conf_change(e) for e in rd.committed_entries):
                 n.check_membership()
             for rs in rd.read_states:
                 n.read_results.append((rs.request_ctx, rs.index))
