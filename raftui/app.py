@@ -16,6 +16,7 @@ from textual.screen import Screen
 import themes
 from raftui.commands import COMMANDS
 from raftui.host import ClusterHost
+from raftui.host.health import still_listening
 from raftui.screens.quit import QuitScreen
 from raftui.screens.help import HelpScreen
 from raftui.screens.main import NAV_BINDINGS, MainScreen
@@ -94,6 +95,16 @@ class RaftuiApp(App[None]):
         self.notify(f"stopping {len(self.host.names)} members ...", timeout=30)
         # SIGTERM and reaping take a moment per member: off the UI loop.
         await asyncio.to_thread(self.host.stop_all)
+        # "Stopped" is what the members' ports say, not what was signalled: a
+        # member started by hand is no child of ours and is still there.
+        running = await asyncio.to_thread(still_listening, self.host)
+        if running:
+            text = ("not every member stopped: " + ", ".join(f"{n} still answers on {ep}" for n, ep in running)
+                    + " (started outside this console?); stop it by its PID, then quit again")
+            if self.source is not None:
+                self.source.note(text, ok=False, kind="error")
+            self.notify(text, severity="error", timeout=15, markup=False)
+            return
         self.exit(message=f"raftui: members stopped; their data stays in {self.host.data_dir} "
                           f"(start again with {self.reattach_command()})")
 

@@ -14,6 +14,7 @@ import re
 from typing import Awaitable, Callable
 
 from raftui.host import ClusterHost, HostError
+from raftui.host.health import log_tail
 from raftui.render import escape, unescape
 from raftui.source import ActionResult, ClusterSource, ClusterState, Member
 
@@ -219,6 +220,57 @@ def _host_action(verb: str, method: str) -> Runner:
     return run
 
 
+RESTART_ANSWER_WITHIN = 20.0   # seconds for a restarted member to answer (a WAL replay takes a moment)
+RESTART_LOOK_EVERY = 0.2
+
+
+async def _restart(ctx: Context, v: dict) -> ActionResult:
+    """Start a member's process again, and say so only once the member answers.
+
+    A member that answers is running, whoever started it: a second process
+    on its data dir would die at once (the WAL is locked), so nothing is
+    started. A new process that exits, or does not answer in time, is a
+    failed restart, with the end of its log saying why."""
+    m, host = ctx.member, ctx.host
+    if await ctx.source.answers(m.id):
+        result = ActionResult.fail(f"restart {m.name}: it is running (answers on {m.endpoint}); "
+                                   "nothing started")
+    else:
+        result = await _start_and_wait(ctx, m)
+    ctx.source.note(result.text, result.ok, "host" if result.ok else "error")
+    return result
+
+
+async def _start_and_wait(ctx: Context, m: Member) -> ActionResult:
+    host = ctx.host
+    try:
+        await asyncio.to_thread(host.restart, m.name)
+    except (HostError, OSError, KeyError) as exc:
+        return ActionResult.fail(f"restart {m.name}: {exc}")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RESTART_ANSWER_WITHIN
+    while True:
+        if await ctx.source.answers(m.id):
+            return ActionResult(True, f"restarted {m.name}: it answers on {m.endpoint}")
+        process = host.state(m.name)
+        if process not in ("running", "paused") or loop.time() >= deadline:
+            why = await asyncio.to_thread(log_tail, host, m.name)
+            what = "its process exited" if process not in ("running", "paused") else \
+                f"no answer after {RESTART_ANSWER_WITHIN:.0f}s"
+            return ActionResult.fail(f"restart {m.name} failed: {what}" + (f"; log: {why}" if why else ""))
+        await asyncio.sleep(RESTART_LOOK_EVERY)   # between two looks at a starting process
+
+
+async def _kill(ctx: Context, v: dict) -> ActionResult:
+    m = ctx.member
+    if ctx.host.state(m.name) not in ("running", "paused") and await ctx.source.answers(m.id):
+        result = ActionResult.fail(f"kill {m.name}: it answers on {m.endpoint} but its process is not one "
+                                   "this console runs (started by hand?); stop it by its PID")
+        ctx.source.note(result.text, False, "error")
+        return result
+    return await _host_action("killed", "kill")(ctx, v)
+
+
 async def _partition(ctx: Context, v: dict) -> ActionResult:
     return await ctx.source.partition([[ctx.member.id]])
 
@@ -295,10 +347,10 @@ COMMANDS: tuple[Command, ...] = (
     Command("remove", "X", "Remove", "Remove the selected member from the cluster", _remove,
             confirm=_confirm_member("Remove member"), needs="member", group="membership"),
     # --- processes (host mode)
-    Command("kill", "k", "Kill", "kill -9 the selected member (host mode)", _host_action("killed", "kill"),
+    Command("kill", "k", "Kill", "kill -9 the selected member (host mode)", _kill,
             confirm=_confirm_member("kill -9"), needs="host", footer=True, group="processes"),
-    Command("restart", "s", "Restart", "Restart a killed member (host mode)",
-            _host_action("restarted", "restart"), needs="host", group="processes"),
+    Command("restart", "s", "Restart", "Restart a killed member (host mode)", _restart,
+            needs="host", group="processes"),
     Command("pause", "z", "Pause", "Pause the selected member with SIGSTOP (host mode)",
             _host_action("paused", "pause"), needs="host", group="processes"),
     Command("resume", "u", "Resume", "Resume a paused member with SIGCONT (host mode)",

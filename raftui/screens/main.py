@@ -27,10 +27,12 @@ from textual.worker import Worker, WorkerState, get_current_worker
 from raftui.commands import BY_ID, COMMANDS, Command, Context, check_values, split_prefix
 from raftui.render import escape, safe_text, unescape
 from raftui.host import ClusterHost
+from raftui.host.health import with_process_health
 from raftui.source import ActionResult, ClusterSource, ClusterState
 from raftui.widgets.cluster_panel import ClusterPanel
 from raftui.widgets.keys_panel import Detail, KeysPanel, Listing
 from raftui.widgets.rates_panel import RatesPanel
+from raftui.widgets.summary_bar import SummaryBar
 from raftui.widgets.timeline_panel import TimelinePanel
 from raftui.widgets.wal_panel import WalPanel
 from raftui.widgets.watchers_panel import WatchersPanel
@@ -98,6 +100,7 @@ class MainScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static("raftui", id="title-bar")
+        yield SummaryBar(id="summary-bar")
         yield PanelTabs(*(Tab(label, id=f"tab-{pid}") for pid, label, _ in PANELS), id="panel-tabs")
         # Grid order for the wide layout (themes/app.tcss); the tab order is PANELS.
         with Container(id="panels"):
@@ -155,7 +158,8 @@ class MainScreen(Screen):
 
     def _show(self, state: ClusterState) -> None:
         if self.host is not None:
-            state = state.with_health(self.host.health_overrides())
+            # What the members answer first; the host explains only the silent ones.
+            state = with_process_health(state, self.host)
         self.state = state
 
     def watch_state(self, state: ClusterState) -> None:
@@ -167,6 +171,7 @@ class MainScreen(Screen):
     def _distribute(self, state: ClusterState) -> None:
         if not self.selected and state.members:
             self.selected = (state.leader or state.members[0]).id
+        self.query_one(SummaryBar).state = state
         self.query_one(ClusterPanel).state = state
         self.query_one(TimelinePanel).events = state.timeline
         self.query_one(WalPanel).state = state
@@ -181,27 +186,31 @@ class MainScreen(Screen):
         self._title(self.state)
 
     def _title(self, state: ClusterState) -> None:
-        leader = state.leader
+        """Where the console is and what is selected; the cluster's numbers are in the summary line."""
         member = state.member(self.selected)
         parts = [
             "raftui",
-            f"leader {leader.label}" if leader else "no leader",
-            f"term {state.term}",
-            f"rev {state.revision}",
-            f"compacted {state.compact_revision}",
+            self._mode_text(state),
             f"selected {member.label}" if member else "",
-            self.mode_label,
+            f"compacted {state.compact_revision}",
         ]
         parts = [p for p in parts if p]
-        # Narrow terminals lose the least useful parts first, never the leader or term.
+        # Narrow terminals lose the least useful parts first, never the selected member.
         room = self.app.size.width - 2
-        for drop in (self.mode_label, f"compacted {state.compact_revision}"):
+        for drop in (f"compacted {state.compact_revision}", self._mode_text(state)):
             if len(" · ".join(parts)) > room and drop in parts:
                 parts.remove(drop)
         text = " · ".join(parts)
         if text != self._title_text:
             self._title_text = text
             self.query_one("#title-bar", Static).update(safe_text(text, limit=None), layout=False)
+
+    def _mode_text(self, state: ClusterState) -> str:
+        """Host mode counts the members the cluster has now (a learner added, a member removed)."""
+        if self.host is None:
+            return self.mode_label
+        count = len(state.members) or len(self.host.names)
+        return f"hosting {count} member{'s' if count != 1 else ''}"
 
     @on(ClusterPanel.MemberSelected)
     def _member_selected(self, event: ClusterPanel.MemberSelected) -> None:

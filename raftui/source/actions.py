@@ -186,13 +186,21 @@ async def remove_member(stubs: Stubs, member_id: int, name: str) -> ActionResult
     return ActionResult(True, f"removed member {name}")
 
 
-async def alarm_list(stubs: Stubs) -> ActionResult:
+async def alarm_list(stubs: Stubs, name_of: dict[int, str] | None = None) -> ActionResult:
+    """Every alarm, by member name (`name_of`; the hex id for a member not known) and what it means."""
     try:
         resp = await stubs.maintenance.Alarm(rpc_pb2.AlarmRequest(action=rpc_pb2.AlarmRequest.GET),
                                              timeout=ACTION_DEADLINE)
     except grpc.aio.AioRpcError as exc:
         return ActionResult.fail(f"alarm list: {errors.describe(exc)}")
-    items = [f"memberID:{a.memberID} alarm:{rpc_pb2.AlarmType.Name(a.alarm)}" for a in resp.alarms]
+    from .summary import ALARM_MEANING, ALARM_REMEDY
+
+    items = []
+    for a in resp.alarms:
+        alarm = rpc_pb2.AlarmType.Name(a.alarm)
+        meaning = "; ".join(t for t in (ALARM_MEANING.get(alarm), ALARM_REMEDY.get(alarm)) if t)
+        items.append(f"{alarm} on {(name_of or {}).get(a.memberID) or f'{a.memberID:x}'}"
+                     + (f": {meaning}" if meaning else ""))
     return ActionResult(True, "alarms: " + ("; ".join(items) if items else "none"), items)
 
 

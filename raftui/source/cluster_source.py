@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import time
 from typing import AsyncIterator, Awaitable, Callable
 
@@ -41,6 +42,8 @@ class ClusterSource:
             raise ValueError("at least one endpoint is needed")
         self._conns = Connections(endpoints, tls)
         self._clock = clock
+        self._since = clock()                          # events stamped earlier are history
+        self._seq = itertools.count(1)                 # timeline order: the order events were learned
         self._state = ClusterState()
         self._members: list[poll.MemberInfo] = []
         self._endpoint_of: dict[int, str] = {}
@@ -69,7 +72,11 @@ class ClusterSource:
         self._add_events([TimelineEvent(self._clock(), kind, text, ok)])
 
     def _add_events(self, events: list[TimelineEvent]) -> None:
-        events = [e for e in events if self._first_announcement(e)]
+        """Into the timeline in the order given (the order learned), each
+        with the next sequence number; what members recorded before the
+        console attached is history (seq 0)."""
+        events = [e if e.at < self._since else dataclasses.replace(e, seq=next(self._seq))
+                  for e in events if self._first_announcement(e)]
         if events:
             self._state = dataclasses.replace(
                 self._state, timeline=timeline.prepend(self._state.timeline, events)
@@ -273,8 +280,10 @@ class ClusterSource:
         if new is old and not notes:
             return False
         self._state = new
-        # The members' own notes first: an election they report wins over the
-        # same change seen in the numbers (its time stamp is the member's).
+        # The members' own notes first, in the order they happened (several
+        # members' streams can deliver in one batch): an election they report
+        # wins over the same change seen in the numbers.
+        notes.sort(key=lambda e: e.at)
         self._add_events(notes + timeline.changes(old, new, now))
         return True
 
@@ -343,6 +352,15 @@ class ClusterSource:
     def _member(self, member_id: int) -> Member | None:
         return self._state.member(member_id)
 
+    async def answers(self, member_id: int, deadline: float = 1.0) -> bool:
+        """Does this member answer Status now (and as itself)? Host mode asks
+        before and after restarting a process: what runs is what answers."""
+        m = self._member(member_id)
+        if m is None or not m.endpoint:
+            return False
+        st = await poll.status(self._conns.get(m.endpoint), deadline)
+        return st.ok and (st.member_id == m.id or m.id <= 0)
+
     # ----------------------------------------------------------------- actions
 
     async def put(self, key: str, value: str, lease_ttl: int | None = None) -> ActionResult:
@@ -410,7 +428,8 @@ class ClusterSource:
         return self._record(await actions.remove_member(self._preferred_stubs(), member_id, name), "member")
 
     async def alarm_list(self) -> ActionResult:
-        return self._record(await actions.alarm_list(self._preferred_stubs()), "alarm")
+        names = {m.id: m.label for m in self._state.members}
+        return self._record(await actions.alarm_list(self._preferred_stubs(), names), "alarm")
 
     async def alarm_disarm(self) -> ActionResult:
         return self._record(await actions.alarm_disarm(self._preferred_stubs()), "alarm")

@@ -59,11 +59,16 @@ class Member:
 
 @dataclasses.dataclass(frozen=True)
 class TimelineEvent:
-    at: float                        # wall clock, seconds
+    """One line of the console's timeline (engine/server has its own,
+    unrelated TimelineEvent: what a member records; this is what the console shows)."""
+    at: float                        # wall clock, seconds (a member's own clock for what it reported)
     kind: str                        # leader, election, term, down, up, alarm, compact, defrag, action, error, ...
     text: str
     ok: bool = True
     key: tuple | None = dataclasses.field(default=None, compare=False)   # (leader id, term) of a leader change
+    # The order the console learned of it (1, 2, ...): the timeline's order.
+    # 0: history a member sent about the time before the console attached.
+    seq: int = dataclasses.field(default=0, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,16 +153,6 @@ class ClusterState:
     @property
     def leader(self) -> Member | None:
         return self.member(self.leader_id) if self.leader_id else None
-
-    def with_health(self, overrides: dict[str, Health]) -> "ClusterState":
-        """The same state with some members' health replaced (host mode's paused/killed)."""
-        if not overrides:
-            return self
-        members = tuple(
-            dataclasses.replace(m, health=overrides[m.name]) if m.name in overrides else m
-            for m in self.members
-        )
-        return dataclasses.replace(self, members=members)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -60,12 +60,18 @@ def changes(old: ClusterState, new: ClusterState, now: float) -> list[TimelineEv
 
 
 def prepend(timeline: tuple[TimelineEvent, ...], events: list[TimelineEvent]) -> tuple[TimelineEvent, ...]:
-    """Newest first, bounded. Events stamped earlier than the newest line (a
-    member's leader history, sent when the console connects) go in their
-    place by time; lines with the same time keep the order they came in."""
+    """Newest first, bounded. Live events (seq > 0) are ordered by their
+    sequence number, the order the console learned of them, never by their
+    time stamps: a member's clock and the console's differ, and within one
+    second "no leader" must stay below the "leader is now" that followed it.
+    History (seq 0: what members recorded before the console attached) has
+    no other order than its stamps, and stays below every live line."""
     if not events:
         return timeline
-    merged = tuple(reversed(events)) + timeline
-    if timeline and min(e.at for e in events) < timeline[0].at:
-        merged = tuple(sorted(merged, key=lambda e: e.at, reverse=True))
+    live = sorted((e for e in events if e.seq), key=lambda e: e.seq, reverse=True)
+    old = [e for e in events if not e.seq]
+    merged = tuple(live) + timeline
+    if old:
+        history = sorted(old + [e for e in timeline if not e.seq], key=lambda e: e.at, reverse=True)
+        merged = tuple(e for e in merged if e.seq) + tuple(history)
     return merged[:TIMELINE_LIMIT]

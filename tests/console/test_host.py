@@ -6,6 +6,7 @@ import asyncio
 import pytest
 
 from raftui.host import etcd_host
+from raftui.host.health import with_process_health
 from raftui.source import ClusterSource
 
 from .conftest import run
@@ -43,8 +44,8 @@ def test_kill_restart_pause_resume(host):
             host.kill("n3")
             assert host.state("n3") == "killed"
             await _poll_until(source, lambda s: _health(s, "n3") == "down")
-            assert source.state.with_health(host.health_overrides()).member(
-                next(m.id for m in source.state.members if m.name == "n3")).health == "killed"
+            shown = with_process_health(source.state, host)
+            assert next(m.health for m in shown.members if m.name == "n3") == "killed"
             host.restart("n3")
             await _poll_until(source, lambda s: _health(s, "n3") == "up")
             host.pause("n2")

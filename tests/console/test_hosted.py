@@ -20,6 +20,7 @@ from raftui.host import raftnode_host
 from raftui.screens.quit import QuitScreen
 from raftui.source import ClusterSource
 from raftui.widgets.keys_panel import DetailTable, KeysPanel
+from raftui.widgets.timeline_panel import TimelinePanel
 from raftui.widgets.wal_panel import WalList, WalPanel
 
 from .conftest import fill, run, until
@@ -134,16 +135,34 @@ def test_kill_leader_new_leader_and_term_flash_then_restart(hosted):
                         timeout=ELECTION_WITHIN, what="a new leader")
             new = leader_row(app)
             assert _num(new, "term") > old_term
-            assert f"term {new[COL['term']]}" in str(screen(app).query_one("#title-bar").render())
+            assert f"term {new[COL['term']]}" in screen(app).query_one("#summary-bar").plain
             assert any(t.startswith(f"leader is now {new[COL['member']]}") for t in timeline(app))
             assert panel.flashes > flashes      # the term change flashed (see test_panels for the look)
+            _assert_election_order(app, old_leader, new[COL["member"]], _num(new, "term"))
 
             await pilot.press("s")   # restart the selected (killed) member
             await until(pilot, lambda: "up" in row_of(app, old_leader)[COL["health"]],
                         timeout=ELECTION_WITHIN, what="the restarted member up")
+            # Reported once the new process answers, not when it was spawned.
+            await until(pilot, lambda: any(t.startswith(f"restarted {old_leader}: it answers on")
+                                           for t in timeline(app)), what="the restart reported")
             await until(pilot, lambda: _num(row_of(app, old_leader), "term") == _num(leader_row(app), "term"),
                         what="the restarted member in the new term")
     run(body(), timeout=60)
+
+
+def _assert_election_order(app, old: str, new: str, term: int) -> None:
+    """The timeline of an election, newest first: the new leader above the
+    campaign and the "no leader" it ended, above the old leader going down;
+    every live line in the order learned (sequence numbers), whatever the second."""
+    events = screen(app).query_one(TimelinePanel).events
+    live = [e.seq for e in events if e.seq]
+    assert live == sorted(live, reverse=True) and len(set(live)) == len(live)
+    texts = [e.text for e in events]
+    elected = texts.index(f"leader is now {new} (term {term})")
+    before = [t for t in texts if t == "no leader" or t.endswith(f"campaigns for term {term}")
+              or t.startswith(f"{old} is down")]
+    assert before and all(texts.index(t) > elected for t in before), texts[:12]
 
 
 # ------------------------------------------------------------- partitions
@@ -292,6 +311,9 @@ def test_learner_quit_leave_reattach_stop_and_resume_with_keys(raftnode_binary, 
                 await until(pilot, lambda: row_of(app, "n2") and "learner" in row_of(app, "n2")[COL["role"]]
                             and "up" in row_of(app, "n2")[COL["health"]],
                             timeout=20, what="the new learner n2 up")
+                title = screen(app).query_one("#title-bar")
+                await until(pilot, lambda: "hosting 2 members" in str(title.render()),
+                            what="the header counting the learner")
                 await pilot.press("q")
                 await until(pilot, lambda: isinstance(app.screen, QuitScreen), what="the quit question")
                 assert f"raftui --data-dir {host.data_dir}" in app.screen.reattach

@@ -62,7 +62,7 @@ def test_cluster_panel_shows_leader_and_term(real_etcd3):
             await ready(app, pilot)
             row = leader_row(app)
             assert row[-1] == f"{leader_id:x}" and row[4] == str(term)
-            assert f"term {term}" in str(screen(app).query_one("#title-bar").render())
+            assert f"term {term}" in screen(app).query_one("#summary-bar").plain
     run(body())
 
 
