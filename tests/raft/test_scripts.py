@@ -22,8 +22,12 @@ Commands:
     crash N / restart N         lose everything but storage / come back from it
     transfer N TO               ask leader N to hand leadership to TO
     read-index N CTX            ask for a linearizable read point at N
-    add-learner N ID / promote N ID / remove N ID   conf changes proposed at N
-    status                      one line per node
+    add-learner N ID / promote N ID / remove N ID   conf changes (v1) proposed at N
+    conf-change N CHANGES       a ConfChangeV2 proposed at N, in etcd-io/raft's text:
+                                v4 (voter) l4 (learner) r4 (remove), then implicit|explicit;
+                                leave-joint for the empty change. Prints the leader's
+                                refusal, if any, then what N sends. New ids get empty nodes.
+    status                      one line per node (a joint config adds outgoing=[...])
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ import pytest
 
 from engine.proto import raft_pb2 as pb
 from engine.raft import ProposalDroppedError
+from engine.raft.confchange import parse_changes
 from engine.raft.describe import describe_message
 from engine.raft.describe import describe_ready
 from engine.sim.checker import SafetyChecker
@@ -91,9 +96,10 @@ class Script:
         if cmd == "status":
             return self._status()
         if cmd in ("campaign", "propose", "tick", "transfer", "read-index",
-                   "add-learner", "promote", "remove"):
+                   "add-learner", "promote", "remove", "conf-change"):
             n = c.nodes[int(args[0])]
             before = len(c.net.inflight)
+            refused = []
             try:
                 if cmd == "campaign":
                     n.rn.campaign()
@@ -107,6 +113,15 @@ class Script:
                     n.rn.transfer_leader(int(args[1]))
                 elif cmd == "read-index":
                     n.rn.read_index(args[1].encode())
+                elif cmd == "conf-change":
+                    cc = parse_changes(" ".join(args[1:]))
+                    for ch in cc.changes:
+                        if ch.node_id not in c.nodes:
+                            c.add_empty_node(ch.node_id)
+                    why = n.rn.conf_change_refusal(cc)
+                    if why is not None:
+                        refused = [f"refused (a no-op takes its place): {why}"]
+                    n.rn.propose_conf_change(cc)
                 else:
                     t = {"add-learner": pb.ConfChangeAddLearnerNode, "promote": pb.ConfChangeAddNode,
                          "remove": pb.ConfChangeRemoveNode}[cmd]
@@ -117,7 +132,7 @@ class Script:
             except ProposalDroppedError as e:
                 return [f"dropped: {e}"]
             c.process(n)
-            return self._sent(before)
+            return refused + self._sent(before)
         if cmd == "tick-all":
             before = len(c.net.inflight)
             for _ in range(int(args[0]) if args else 1):
@@ -163,8 +178,11 @@ class Script:
             r = n.raft
             role = "learner" if r.is_learner else r.state.value
             out.append(f"{nid}: {role} term={r.term} lead={r.lead} commit={r.log.committed} "
-                       f"applied={r.log.applied} last={r.log.last_index()} voters={list(r.voters)}"
-                       + (f" learners={list(r.learners)}" if r.learners else ""))
+                       f"applied={r.log.applied} last={r.log.last_index()} voters={sorted(r.config.incoming)}"
+                       + (f" learners={list(r.learners)}" if r.learners else "")
+                       + (f" outgoing={sorted(r.config.outgoing)}" if r.config.joint else "")
+                       + (f" learners_next={sorted(r.config.learners_next)}" if r.config.learners_next else "")
+                       + (" autoleave" if r.config.auto_leave else ""))
         return out
 
 
