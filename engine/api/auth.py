@@ -1,83 +1,311 @@
-"""etcd's Auth service, without auth.
+"""etcd's Auth service (etcdserver/api/v3rpc/auth.go + the auth half of
+etcdserver/v3_server.go), over the member's auth store (engine/auth).
 
-raftnode has no users, roles or tokens yet (auth is out of scope for now).
-Every RPC answers what etcd 3.4 answers for a cluster with auth disabled
-and no users or roles -- which is exact as long as none can be created --
-and the two that would create one (UserAdd, RoleAdd) say plainly that this
-is not implemented (UNIMPLEMENTED), after etcd's own empty-name checks.
+Writes go through the log like every other write: the handler proposes an
+InternalRequest stamped with the caller's user and auth revision, and every
+member applies it to its store (engine/auth/apply.py), where the admin check
+is made against the store as it is at that log position -- as etcd does.
+Two things happen here, before proposing, and nowhere else:
+  * passwords are bcrypt-hashed (UserAdd, UserChangePassword) on a worker
+    thread: the log carries only the hash;
+  * Authenticate checks the password (etcd's CheckPassword, bcrypt on a
+    worker), draws the simple token's random prefix and proposes; if the
+    auth store changed while it waited, it checks again (etcd's loop).
+Reads (UserGet/List, RoleGet/List) wait for a read barrier and answer from
+the local store with etcd's apply-time rules (an admin, or the user itself /
+a holder of the role).
+
+``auth_info(server, context)`` is etcd's AuthInfoFromCtx for every service:
+the user named by the ``token`` metadata clientv3 sends (or the TLS common
+name under --client-cert-auth), after waiting, for a simple token, until
+this member has applied the entry that made it.
+
+Until the member has an auth store (``KVServer.auth_store``), the service
+answers what etcd answers with auth off and no users or roles.
 """
 from __future__ import annotations
 
-from engine.proto import rpc_pb2, rpc_pb2_grpc
+import asyncio
+
+import grpc
+
+from engine.auth import errors as auth_errors
+from engine.auth.password import DEFAULT_COST, check_password, hash_password
+from engine.auth.store import AuthStore
+from engine.auth.tokens import AuthInfo
+from engine.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
+from engine.server.kvserver import KVServer
 
 from . import errors
-from .errors import abort
-from .gate import check, fill_header
+from .gate import check, request_timeout
+from .submit import submit
+
+IR = internal_pb2.InternalRequest
+TOKEN_KEYS = ("token", "authorization")  # rpctypes.TokenFieldNameGRPC, ...Swagger
+# Authenticate retries when the store changed under its password check; a
+# bound keeps a flood of auth changes from holding one client for ever.
+_AUTHENTICATE_TRIES = 16
+
+
+def auth_store(server) -> AuthStore | None:
+    return getattr(server, "auth_store", None)
+
+
+def _metadata(context) -> dict[str, str]:
+    md: dict[str, str] = {}
+    for key, value in context.invocation_metadata() or ():
+        md.setdefault(key, value)
+    return md
+
+
+async def auth_info(server: KVServer, context: grpc.aio.ServicerContext) -> AuthInfo | None:
+    """etcd's AuthInfoFromCtx: who the request is from, or None (no token,
+    and no certificate name to use). Raises InvalidAuthToken for a token
+    that names nobody (unknown, expired, forged, from before a restart)."""
+    store = auth_store(server)
+    if store is None:
+        return None
+    md = _metadata(context)
+    token = next((md[k] for k in TOKEN_KEYS if k in md), None)
+    if token is not None:
+        index = store.tokens.index_of(token)
+        if index is not None and index > server.applied_index:
+            # A simple token made by an entry this member has not applied
+            # yet (etcd's index waiter): wait for it, bounded by the request.
+            wait = getattr(server, "wait_applied", None)
+            if wait is not None:
+                try:
+                    await wait(index, request_timeout(server, context))
+                except Exception:
+                    raise auth_errors.InvalidAuthToken() from None
+        return store.auth_info_from_token(token)
+    if getattr(server.config, "client_cert_auth", False):
+        return _info_from_tls(store, context, md)
+    return None
+
+
+def _info_from_tls(store: AuthStore, context, md: dict[str, str]) -> AuthInfo | None:
+    """etcd's AuthInfoFromTLS: the verified client certificate's common name
+    is the user (never for a request the gRPC gateway proxied)."""
+    if "grpcgateway-accept" in md:
+        return None
+    try:
+        names = (context.auth_context() or {}).get("x509_common_name") or []
+    except Exception:
+        return None
+    if not names:
+        return None
+    cn = names[0].decode(errors="replace") if isinstance(names[0], bytes) else str(names[0])
+    return AuthInfo(cn, store.revision)
+
+
+def stamp(req: IR, info: AuthInfo | None) -> IR:
+    """Put the caller's user and auth revision into a request to propose."""
+    if info is not None:
+        req.username = info.username
+        req.auth_revision = info.revision
+    return req
+
+
+async def _abort(context, exc: BaseException) -> None:
+    if isinstance(exc, auth_errors.AuthError):
+        await context.abort(*auth_errors.status_of(exc))
+    await errors.abort(context, exc)
 
 
 class AuthServicer(rpc_pb2_grpc.AuthServicer):
-    def __init__(self, node) -> None:
-        self.node = node
+    def __init__(self, server: KVServer) -> None:
+        self.server = server
 
-    async def _answer(self, context, resp=None, exc: Exception | None = None):
+    # -- plumbing ---------------------------------------------------------------
+
+    async def _run(self, context, work):
+        """check -> work() (a coroutine giving the response) -> header."""
+        server = self.server
         try:
-            check(self.node, context)
+            check(server, context)
+            resp = await work()
+        except Exception as e:
+            await _abort(context, e)
+        server.fill_header(resp.header)
+        return resp
+
+    async def _propose(self, context, req: IR):
+        info = await auth_info(self.server, context)
+        return await submit(self.server, context, stamp(req, info))
+
+    def _cost(self) -> int:
+        return getattr(self.server.config, "bcrypt_cost", 0) or DEFAULT_COST
+
+    async def _read(self, context):
+        """A linearizable point for the reads, and who asks."""
+        await self.server.read_barrier(request_timeout(self.server, context))
+        return await auth_info(self.server, context)
+
+    # -- enable / disable / authenticate -----------------------------------------
+
+    async def AuthEnable(self, request, context):
+        if auth_store(self.server) is None:
+            return await self._unwired(context, exc=errors.RootUserNotExist())
+        return await self._run(context, lambda: self._propose(context, IR(auth_enable=request)))
+
+    async def AuthDisable(self, request, context):
+        if auth_store(self.server) is None:
+            return await self._unwired(context, rpc_pb2.AuthDisableResponse())
+        return await self._run(context, lambda: self._propose(context, IR(auth_disable=request)))
+
+    async def Authenticate(self, request, context):
+        store = auth_store(self.server)
+        if store is None:
+            return await self._unwired(context, exc=errors.AuthNotEnabled())
+
+        async def work():
+            server = self.server
+            await server.read_barrier(request_timeout(server, context))
+            for _ in range(_AUTHENTICATE_TRIES):
+                revision, hashed = store.password_to_check(request.name)
+                ok = await asyncio.to_thread(check_password, hashed, request.password)
+                if not ok:
+                    raise auth_errors.AuthFailed()
+                req = IR(authenticate=internal_pb2.InternalAuthenticateRequest(
+                    name=request.name, simple_token=store.gen_token_prefix()))
+                resp = await submit(server, context, req)
+                if revision == store.revision:
+                    return resp
+                # The store changed between the check and the apply (a
+                # password change, say): check again, as etcd does.
+            raise auth_errors.AuthOldRevision()
+
+        return await self._run(context, work)
+
+    # -- users ------------------------------------------------------------------
+
+    async def UserAdd(self, request, context):
+        if auth_store(self.server) is None:
+            if not request.name:
+                return await self._unwired(context, exc=errors.UserEmpty())
+            return await self._unwired(context, exc=errors.AuthUnsupported())
+
+        async def work():
+            req = rpc_pb2.AuthUserAddRequest(name=request.name)
+            if request.HasField("options"):
+                req.options.CopyFrom(request.options)
+            if not request.options.no_password:
+                req.password = await asyncio.to_thread(hash_password, request.password, self._cost())
+            return await self._propose(context, IR(auth_user_add=req))
+
+        return await self._run(context, work)
+
+    async def UserChangePassword(self, request, context):
+        if auth_store(self.server) is None:
+            return await self._unwired(context, exc=errors.UserNotFound())
+
+        async def work():
+            hashed = await asyncio.to_thread(hash_password, request.password, self._cost())
+            req = rpc_pb2.AuthUserChangePasswordRequest(name=request.name, password=hashed)
+            return await self._propose(context, IR(auth_user_change_password=req))
+
+        return await self._run(context, work)
+
+    async def UserDelete(self, request, context):
+        return await self._write(context, IR(auth_user_delete=request), errors.UserNotFound())
+
+    async def UserGrantRole(self, request, context):
+        return await self._write(context, IR(auth_user_grant_role=request), errors.UserNotFound())
+
+    async def UserRevokeRole(self, request, context):
+        return await self._write(context, IR(auth_user_revoke_role=request), errors.UserNotFound())
+
+    async def UserGet(self, request, context):
+        store = auth_store(self.server)
+        if store is None:
+            return await self._unwired(context, exc=errors.UserNotFound())
+
+        async def work():
+            info = await self._read(context)
+            try:
+                store.is_admin_permitted(info)
+            except auth_errors.AuthError:
+                # etcd's authApplierV3.UserGet: a user may read itself.
+                if info is None or request.name != info.username:
+                    raise
+            return store.user_get(request.name)
+
+        return await self._run(context, work)
+
+    async def UserList(self, request, context):
+        store = auth_store(self.server)
+        if store is None:
+            return await self._unwired(context, rpc_pb2.AuthUserListResponse())
+
+        async def work():
+            store.is_admin_permitted(await self._read(context))
+            return store.user_list()
+
+        return await self._run(context, work)
+
+    # -- roles ------------------------------------------------------------------
+
+    async def RoleAdd(self, request, context):
+        if auth_store(self.server) is None:
+            if not request.name:
+                return await self._unwired(context, exc=errors.RoleEmpty())
+            return await self._unwired(context, exc=errors.AuthUnsupported())
+        return await self._run(context, lambda: self._propose(context, IR(auth_role_add=request)))
+
+    async def RoleDelete(self, request, context):
+        return await self._write(context, IR(auth_role_delete=request), errors.RoleNotFound())
+
+    async def RoleGrantPermission(self, request, context):
+        return await self._write(context, IR(auth_role_grant_permission=request), errors.RoleNotFound())
+
+    async def RoleRevokePermission(self, request, context):
+        return await self._write(context, IR(auth_role_revoke_permission=request), errors.RoleNotFound())
+
+    async def RoleGet(self, request, context):
+        store = auth_store(self.server)
+        if store is None:
+            return await self._unwired(context, exc=errors.RoleNotFound())
+
+        async def work():
+            info = await self._read(context)
+            try:
+                store.is_admin_permitted(info)
+            except auth_errors.AuthError:
+                # etcd's authApplierV3.RoleGet: a holder of the role may read it.
+                if info is None or not store.has_role(info.username, request.role):
+                    raise
+            return store.role_get(request.role)
+
+        return await self._run(context, work)
+
+    async def RoleList(self, request, context):
+        store = auth_store(self.server)
+        if store is None:
+            return await self._unwired(context, rpc_pb2.AuthRoleListResponse())
+
+        async def work():
+            store.is_admin_permitted(await self._read(context))
+            return store.role_list()
+
+        return await self._run(context, work)
+
+    # -- shared -----------------------------------------------------------------
+
+    async def _write(self, context, req: IR, unwired_exc: Exception):
+        if auth_store(self.server) is None:
+            return await self._unwired(context, exc=unwired_exc)
+        return await self._run(context, lambda: self._propose(context, req))
+
+    async def _unwired(self, context, resp=None, exc: Exception | None = None):
+        """No auth store on this member: etcd's answers with auth off and
+        no users or roles (the two creating RPCs say it is not implemented)."""
+        try:
+            check(self.server, context)
             if exc is not None:
                 raise exc
         except Exception as e:
-            await abort(context, e)
-        fill_header(self.node, resp.header)
+            await errors.abort(context, e)
+        self.server.fill_header(resp.header)
         return resp
 
-    async def AuthEnable(self, request, context):
-        # etcd refuses to enable auth before a root user exists.
-        return await self._answer(context, exc=errors.RootUserNotExist())
-
-    async def AuthDisable(self, request, context):
-        return await self._answer(context, rpc_pb2.AuthDisableResponse())  # already off
-
-    async def Authenticate(self, request, context):
-        return await self._answer(context, exc=errors.AuthNotEnabled())
-
-    async def UserAdd(self, request, context):
-        if not request.name:
-            return await self._answer(context, exc=errors.UserEmpty())
-        return await self._answer(context, exc=errors.AuthUnsupported())
-
-    async def RoleAdd(self, request, context):
-        if not request.name:
-            return await self._answer(context, exc=errors.RoleEmpty())
-        return await self._answer(context, exc=errors.AuthUnsupported())
-
-    async def UserList(self, request, context):
-        return await self._answer(context, rpc_pb2.AuthUserListResponse())
-
-    async def RoleList(self, request, context):
-        return await self._answer(context, rpc_pb2.AuthRoleListResponse())
-
-    async def UserGet(self, request, context):
-        return await self._answer(context, exc=errors.UserNotFound())
-
-    async def UserDelete(self, request, context):
-        return await self._answer(context, exc=errors.UserNotFound())
-
-    async def UserChangePassword(self, request, context):
-        return await self._answer(context, exc=errors.UserNotFound())
-
-    async def UserGrantRole(self, request, context):
-        return await self._answer(context, exc=errors.UserNotFound())
-
-    async def UserRevokeRole(self, request, context):
-        return await self._answer(context, exc=errors.UserNotFound())
-
-    async def RoleGet(self, request, context):
-        return await self._answer(context, exc=errors.RoleNotFound())
-
-    async def RoleDelete(self, request, context):
-        return await self._answer(context, exc=errors.RoleNotFound())
-
-    async def RoleGrantPermission(self, request, context):
-        return await self._answer(context, exc=errors.RoleNotFound())
-
-    async def RoleRevokePermission(self, request, context):
-        return await self._answer(context, exc=errors.RoleNotFound())

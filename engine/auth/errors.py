@@ -7,7 +7,7 @@ carries the text the client must see (``etcd_message``) and the gRPC code
 (``GRPC_CODES`` below), both from etcd v3.4.23's
 etcdserver/api/v3rpc/rpctypes/error.go. Errors etcd does NOT map (they leave
 as UNKNOWN with the auth package's own text) say so with code UNKNOWN:
-``NoPasswordUser`` and, from the maintenance RPCs, ``AdminPermissionDenied``.
+``NoPasswordUser``, and the maintenance RPCs' refusals (``raw()``).
 
 Store methods raise these; the apply hooks (engine/auth/apply.py) return
 them as per-request results, like the MVCC layer's errors.
@@ -78,12 +78,6 @@ class PermissionDenied(AuthError):
     etcd_message = "etcdserver: permission denied"
 
 
-class AdminPermissionDenied(AuthError):
-    # What etcd 3.4's maintenance server answers a non-root user: it returns
-    # the auth store's error without translating it (UNKNOWN, "auth: ...").
-    etcd_message = "auth: permission denied"
-
-
 class RoleNotGranted(AuthError):
     etcd_message = "etcdserver: role is not granted to the user"
 
@@ -114,6 +108,31 @@ class InvalidAuthOpts(AuthError):
     etcd_message = "auth: invalid auth options"
 
 
+class RawAuthError(AuthError):
+    """An auth error as etcd 3.4's maintenance service and a few others
+    return it: untranslated, so the client sees UNKNOWN and the auth
+    package's own text ("auth: permission denied"). Made by ``raw()``."""
+
+
+# The auth package's own texts (etcd auth/store.go), for raw().
+_RAW_TEXT = {
+    UserEmpty: "auth: user name is empty",
+    UserNotFound: "auth: user not found",
+    PermissionDenied: "auth: permission denied",
+    InvalidAuthToken: "auth: invalid auth token",
+    AuthOldRevision: "auth: revision in header is old",
+    AuthNotEnabled: "auth: authentication is not enabled",
+}
+
+
+def raw(exc: AuthError) -> RawAuthError:
+    """exc as etcd answers it where it does not translate auth errors:
+    etcd 3.4's Maintenance Defragment/Snapshot/Hash/HashKV refusals."""
+    r = RawAuthError(_RAW_TEXT.get(type(exc), exc.etcd_message))
+    r.etcd_message = str(r)
+    return r
+
+
 GRPC_CODES: dict[type[Exception], grpc.StatusCode] = {
     RootUserNotExist: Code.FAILED_PRECONDITION,
     RootRoleNotExist: Code.FAILED_PRECONDITION,
@@ -126,7 +145,7 @@ GRPC_CODES: dict[type[Exception], grpc.StatusCode] = {
     AuthFailed: Code.INVALID_ARGUMENT,
     NoPasswordUser: Code.UNKNOWN,
     PermissionDenied: Code.PERMISSION_DENIED,
-    AdminPermissionDenied: Code.UNKNOWN,
+    RawAuthError: Code.UNKNOWN,
     RoleNotGranted: Code.FAILED_PRECONDITION,
     PermissionNotGranted: Code.FAILED_PRECONDITION,
     AuthNotEnabled: Code.FAILED_PRECONDITION,
