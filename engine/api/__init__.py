@@ -2,7 +2,8 @@
 Lease, Cluster, Maintenance, Auth) and our Inspect service.
 
 Each servicer is thin: check (etcd's interceptors, gate.py) -> validate ->
-call the node or read the local store -> translate errors through the one
+call the member or read the local store through its one seam
+(engine.server.kvserver.KVServer) -> translate errors through the one
 table (errors.py) -> fill the response header.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import grpc
 
 from engine.proto import inspect_pb2_grpc, rpc_pb2_grpc
+from engine.server.kvserver import KVServer
 
 from .auth import AuthServicer
 from .cluster import ClusterServicer
@@ -25,20 +27,22 @@ from .watch import WatchRegistry, WatchServicer
 
 def add_services(server: grpc.aio.Server, node, *, watch_progress_interval: float | None = None) -> None:
     """Register every client service for node on server (before it starts).
+    The services reach the node only through a KVServer.
 
     watch_progress_interval: seconds between watch progress notifications
     (etcd: 10 min); default from $RAFTUI_WATCH_PROGRESS_NOTIFY_INTERVAL.
     """
+    kvs = KVServer(node)
     counters = Counters()
     registry = WatchRegistry()
-    link = LeaderLink(node)
+    link = LeaderLink(kvs)
     # Undecodable requests get grpc-go's INTERNAL status, not Python's text.
     server = guarded(server)
-    rpc_pb2_grpc.add_KVServicer_to_server(KVServicer(node, counters), server)
+    rpc_pb2_grpc.add_KVServicer_to_server(KVServicer(kvs, counters), server)
     rpc_pb2_grpc.add_WatchServicer_to_server(
-        WatchServicer(node, counters, registry, watch_progress_interval), server)
-    rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseServicer(node, link), server)
-    rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(node, link), server)
-    rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceServicer(node), server)
-    rpc_pb2_grpc.add_AuthServicer_to_server(AuthServicer(node), server)
-    inspect_pb2_grpc.add_InspectServicer_to_server(InspectServicer(node, counters, registry), server)
+        WatchServicer(kvs, counters, registry, watch_progress_interval), server)
+    rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseServicer(kvs, link), server)
+    rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(kvs, link), server)
+    rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceServicer(kvs), server)
+    rpc_pb2_grpc.add_AuthServicer_to_server(AuthServicer(kvs), server)
+    inspect_pb2_grpc.add_InspectServicer_to_server(InspectServicer(kvs, counters, registry), server)

@@ -19,6 +19,8 @@ import time
 
 from engine.proto import internal_pb2, raft_pb2, rpc_pb2, rpc_pb2_grpc
 from engine.server import errors as server_errors
+from engine.server.kvserver import KVServer
+from engine.server.membership import MemberRecord
 from engine.transport.urls import URLError, new_urls
 
 from .errors import abort
@@ -54,28 +56,27 @@ def new_member_id(peer_urls: list[str], now: float) -> int:
 
 
 class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
-    def __init__(self, node, link: LeaderLink) -> None:
-        self.node = node
+    def __init__(self, server: KVServer, link: LeaderLink) -> None:
+        self.server = server
         self.link = link
 
     def _header(self) -> rpc_pb2.ResponseHeader:
-        n = self.node
-        return rpc_pb2.ResponseHeader(cluster_id=n.cluster_id, member_id=n.member_id, raft_term=n.term)
+        return self.server.new_header()
 
     def _members(self) -> list[rpc_pb2.Member]:
-        return [m.to_pb() for m in self.node.membership.sorted()]
+        return [m.to_pb() for m in self.server.members()]
 
     async def MemberList(self, request, context):
         try:
-            check(self.node, context)
+            check(self.server, context)
         except Exception as e:
             await abort(context, e)
         return rpc_pb2.MemberListResponse(header=self._header(), members=self._members())
 
     async def MemberAdd(self, request: rpc_pb2.MemberAddRequest, context):
-        node = self.node
+        server = self.server
         try:
-            check(node, context)
+            check(server, context)
             urls = parse_peer_urls(list(request.peerURLs))
             mid = new_member_id(urls, time.time())
             member = rpc_pb2.Member(ID=mid, peerURLs=urls, isLearner=request.isLearner)
@@ -87,54 +88,54 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
             cc = raft_pb2.ConfChange(
                 type=raft_pb2.ConfChangeAddLearnerNode if request.isLearner else raft_pb2.ConfChangeAddNode,
                 node_id=mid, context=_context(member))
-            await node.propose_conf_change(cc, request_timeout(node, context))
+            await server.propose_conf_change(cc, request_timeout(server, context))
         except Exception as e:
             await abort(context, e)
         return rpc_pb2.MemberAddResponse(header=self._header(), member=member, members=self._members())
 
     async def MemberRemove(self, request: rpc_pb2.MemberRemoveRequest, context):
-        node = self.node
+        server = self.server
         try:
-            check(node, context)
+            check(server, context)
             mid = request.ID
-            rec = node.membership.members.get(mid)
+            rec = server.member(mid)
             if rec is None:
                 raise server_errors.MemberNotFound()
             if not rec.is_learner:
                 self._may_remove_voter(mid)
             cc = raft_pb2.ConfChange(type=raft_pb2.ConfChangeRemoveNode, node_id=mid,
                                      context=_context(rpc_pb2.Member(ID=mid)))
-            await node.propose_conf_change(cc, request_timeout(node, context))
+            await server.propose_conf_change(cc, request_timeout(server, context))
         except Exception as e:
             await abort(context, e)
         return rpc_pb2.MemberRemoveResponse(header=self._header(), members=self._members())
 
     async def MemberUpdate(self, request: rpc_pb2.MemberUpdateRequest, context):
-        node = self.node
+        server = self.server
         try:
-            check(node, context)
+            check(server, context)
             mid = request.ID
             # etcd 3.4 itself does not check these URLs here (its etcdctl
             # does, client-side); a raw client could commit a member URL
             # nobody can parse. We refuse it as MemberAdd does.
             urls = parse_peer_urls(list(request.peerURLs))
-            if mid not in node.membership.members:
+            if server.member(mid) is None:
                 raise server_errors.MemberNotFound()
-            for m in node.membership.members.values():
+            for m in server.members():
                 if m.id != mid and set(m.peer_urls) & set(urls):
                     raise server_errors.PeerURLExists()
             cc = raft_pb2.ConfChange(type=raft_pb2.ConfChangeUpdateNode, node_id=mid,
                                      context=_context(rpc_pb2.Member(ID=mid, peerURLs=urls)))
-            await node.propose_conf_change(cc, request_timeout(node, context))
+            await server.propose_conf_change(cc, request_timeout(server, context))
         except Exception as e:
             await abort(context, e)
         return rpc_pb2.MemberUpdateResponse(header=self._header(), members=self._members())
 
     async def MemberPromote(self, request: rpc_pb2.MemberPromoteRequest, context):
-        node = self.node
+        server = self.server
         try:
-            check(node, context)
-            if node.is_leader:
+            check(server, context)
+            if server.is_leader:
                 await self._promote(request.ID, context)
             else:
                 # Only the leader knows how far the learner got: ask it.
@@ -144,16 +145,16 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
         return rpc_pb2.MemberPromoteResponse(header=self._header(), members=self._members())
 
     async def _promote(self, mid: int, context) -> None:
-        node = self.node
-        st = node.rn.status()
+        server = self.server
+        st = server.raft_status()
         pr = st.progress.get(mid)
         if pr is not None:
-            leader_match = st.progress[node.member_id].match
+            leader_match = st.progress[server.member_id].match
             if pr.match < leader_match * LEARNER_READY_PERCENT:
                 raise server_errors.LearnerNotReady()
         if not self._ready_to_promote():
             raise server_errors.NotEnoughStartedMembers()
-        rec = node.membership.members.get(mid)
+        rec = server.member(mid)
         if rec is None:
             raise server_errors.MemberNotFound()
         if not rec.is_learner:
@@ -161,11 +162,11 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
         ctx = internal_pb2.ConfChangeContext(member=rpc_pb2.Member(ID=mid), promote=True)
         cc = raft_pb2.ConfChange(type=raft_pb2.ConfChangeAddNode, node_id=mid,
                                  context=ctx.SerializeToString())
-        await node.propose_conf_change(cc, request_timeout(node, context))
+        await server.propose_conf_change(cc, request_timeout(server, context))
 
     async def _forward_promote(self, request, context) -> None:
-        node = self.node
-        timeout = request_timeout(node, context)
+        server = self.server
+        timeout = request_timeout(server, context)
         deadline = time.monotonic() + timeout
         leader = await self.link.wait_leader(timeout)
         stub = rpc_pb2_grpc.ClusterStub(self.link.channel(leader))
@@ -175,13 +176,13 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
             await asyncio.sleep(0.02)
 
     def _is_learner(self, mid: int) -> bool:
-        rec = self.node.membership.members.get(mid)
+        rec = self.server.member(mid)
         return rec is not None and rec.is_learner
 
     # -- etcd's safety checks ----------------------------------------------------------
 
-    def _voters(self):
-        return [m for m in self.node.membership.members.values() if not m.is_learner]
+    def _voters(self) -> list[MemberRecord]:
+        return [m for m in self.server.members() if not m.is_learner]
 
     @staticmethod
     def _started(m) -> bool:
@@ -203,14 +204,13 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
         return started >= members // 2 + 1
 
     def _active_since(self, mid: int) -> float | None:
-        st = self.node.transport.peers().get(mid)
-        return st.active_since if st is not None and st.active else None
+        return self.server.peer_active_since(mid)
 
     def _connected_to_all_voters(self) -> bool:
         """etcd's isConnectedFullySince: every other voter connected for a while."""
         cutoff = time.time() - HEALTH_INTERVAL
         for m in self._voters():
-            if m.id == self.node.member_id:
+            if m.id == self.server.member_id:
                 continue
             since = self._active_since(m.id)
             if since is None or since > cutoff:
@@ -223,12 +223,12 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
         started = sum(1 for m in rest if self._started(m))
         if started < len(rest) // 2 + 1:
             raise server_errors.NotEnoughStartedMembers()
-        if mid != self.node.member_id and self._active_since(mid) is None:
+        if mid != self.server.member_id and self._active_since(mid) is None:
             return  # a member that is down is not part of the active quorum
         cutoff = time.time() - HEALTH_INTERVAL
         active = 1  # ourselves
         for m in voters:
-            if m.id != self.node.member_id:
+            if m.id != self.server.member_id:
                 since = self._active_since(m.id)
                 if since is not None and since <= cutoff:
                     active += 1
@@ -236,16 +236,17 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
             raise server_errors.Unhealthy()
 
     def _validate_add(self, member: rpc_pb2.Member) -> None:
-        ms = self.node.membership
-        if member.ID in ms.members:
+        server = self.server
+        if server.member(member.ID) is not None:
             raise server_errors.MemberExists()
-        if member.ID in ms.removed:
+        if server.was_removed(member.ID):
             raise server_errors.MemberNotFound()  # etcd: ErrIDRemoved answers as "member not found"
         urls = set(member.peerURLs)
-        for m in ms.members.values():
+        members = server.members()
+        for m in members:
             if urls & set(m.peer_urls):
                 raise server_errors.PeerURLExists()
-        if member.isLearner and sum(1 for m in ms.members.values() if m.is_learner) + 1 > MAX_LEARNERS:
+        if member.isLearner and sum(1 for m in members if m.is_learner) + 1 > MAX_LEARNERS:
             raise server_errors.TooManyLearners()
 
 

@@ -12,6 +12,7 @@ import urllib.parse
 import grpc
 
 from engine.server import errors as server_errors
+from engine.server.kvserver import KVServer
 
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20)]
 
@@ -19,19 +20,19 @@ _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20)]
 class LeaderLink:
     """One gRPC channel per leader client URL, made on first use."""
 
-    def __init__(self, node) -> None:
-        self.node = node
+    def __init__(self, server: KVServer) -> None:
+        self.server = server
         self._channels: dict[str, grpc.aio.Channel] = {}
 
     async def wait_leader(self, timeout: float) -> int:
         """The leader's id, waiting up to timeout for one (etcd's waitLeader)."""
-        node = self.node
-        if not node.leader_id and not await node.wait_leader(timeout):
+        server = self.server
+        if not server.leader_id and not await server.wait_leader(timeout):
             raise server_errors.NoLeader()
-        return node.leader_id
+        return server.leader_id
 
     def channel(self, leader_id: int) -> grpc.aio.Channel:
-        rec = self.node.membership.members.get(leader_id)
+        rec = self.server.member(leader_id)
         if rec is None or not rec.client_urls:
             # The leader has not published its client URLs yet.
             raise server_errors.NoLeader()
@@ -45,7 +46,7 @@ class LeaderLink:
         parts = urllib.parse.urlsplit(url)
         target = parts.netloc
         if parts.scheme == "https":
-            cfg = self.node.cfg
+            cfg = self.server.config
             creds = grpc.ssl_channel_credentials(
                 root_certificates=_read(cfg.trusted_ca_file) if cfg.trusted_ca_file else None,
                 private_key=_read(cfg.key_file) if cfg.key_file else None,

@@ -9,14 +9,16 @@ grpc.aio servers take interceptors only when they are made, and the server
 is made by engine/cli before the services are added, so each handler calls
 ``check`` itself.
 
-Also here: the deadline a handler gives the node (etcd's request timeout,
-bounded by the client's own deadline).
+Also here: the deadline a handler gives the member (etcd's request timeout,
+bounded by the client's own deadline). Handlers reach the member only
+through engine.server.kvserver.KVServer.
 """
 from __future__ import annotations
 
 import grpc
 
 from engine.server import errors as server_errors
+from engine.server.kvserver import KVServer
 
 REQUIRE_LEADER_KEY = "hasleader"
 
@@ -28,11 +30,11 @@ def has_require_leader(context: grpc.aio.ServicerContext) -> bool:
     return False
 
 
-def check(node, context: grpc.aio.ServicerContext, *, learner_ok: bool = False) -> None:
+def check(server: KVServer, context: grpc.aio.ServicerContext, *, learner_ok: bool = False) -> None:
     """Raise the error etcd's interceptors would answer with, if any."""
-    if node.is_learner and not learner_ok:
+    if server.is_learner and not learner_ok:
         raise server_errors.NotSupportedForLearner()
-    if not node.leader_id and has_require_leader(context):
+    if not server.leader_id and has_require_leader(context):
         raise server_errors.NoLeader()
 
 
@@ -40,13 +42,13 @@ def check(node, context: grpc.aio.ServicerContext, *, learner_ok: bool = False) 
 CLIENT_DEADLINE_SLACK = 0.5
 
 
-def request_timeout(node, context: grpc.aio.ServicerContext | None = None) -> float:
+def request_timeout(server: KVServer, context: grpc.aio.ServicerContext | None = None) -> float:
     """etcd's ReqTimeout (5 s + 2 election timeouts), or a little past the
     client's own deadline if that is shorter. Waiting past the deadline
     answers nobody, but stopping exactly at it would race the client's
     timer: etcd never does, so its clients see their own "context deadline
     exceeded", not a server error, when a minority member cannot commit."""
-    timeout = 5.0 + 2 * node.cfg.election_timeout_ms / 1000
+    timeout = server.request_timeout()
     if context is not None:
         left = context.time_remaining()
         if left is not None:
@@ -54,12 +56,6 @@ def request_timeout(node, context: grpc.aio.ServicerContext | None = None) -> fl
     return timeout
 
 
-def fill_header(node, header, revision: int | None = None) -> None:
-    """etcd's header.fill: cluster, member and term always; the revision
-    only if the response did not set one (it is the revision the answer is
-    at, not the store's revision when the answer is sent)."""
-    header.cluster_id = node.cluster_id
-    header.member_id = node.member_id
-    header.raft_term = node.term
-    if not header.revision:
-        header.revision = node.applier.kv.current_rev if revision is None else revision
+def fill_header(server: KVServer, header, revision: int | None = None) -> None:
+    """KVServer.fill_header, for handlers not yet calling it directly (auth.py)."""
+    server.fill_header(header, revision)

@@ -14,6 +14,7 @@ import grpc
 
 from engine.proto import inspect_pb2 as ipb
 from engine.proto import inspect_pb2_grpc
+from engine.server.kvserver import KVServer
 from engine.wal.describe import describe_entry
 
 from .stats import Counters
@@ -53,50 +54,45 @@ def leader_event(ev) -> ipb.LeaderEvent | None:
 
 
 class InspectServicer(inspect_pb2_grpc.InspectServicer):
-    def __init__(self, node, counters: Counters, registry: WatchRegistry) -> None:
-        self.node = node
+    def __init__(self, server: KVServer, counters: Counters, registry: WatchRegistry) -> None:
+        self.server = server
         self.counters = counters
         self.registry = registry
 
     # -- helpers --------------------------------------------------------------------
 
     async def _check_serving(self, context) -> None:
-        node = self.node
-        if getattr(node, "_stopped", False) or getattr(node, "_fatal", None) is not None \
-                or not hasattr(node, "rn"):
+        if not self.server.serving:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "raftnode: member is not serving")
 
     def _header(self) -> ipb.InspectHeader:
-        n = self.node
-        return ipb.InspectHeader(cluster_id=n.cluster_id, member_id=n.member_id, name=n.cfg.name,
-                                 raft_term=n.term, unix_nanos=time.time_ns())
+        s = self.server
+        return ipb.InspectHeader(cluster_id=s.cluster_id, member_id=s.member_id, name=s.name,
+                                 raft_term=s.term, unix_nanos=time.time_ns())
 
     def _status(self) -> ipb.RaftStatusResponse:
-        node = self.node
-        st = node.rn.status()
-        storage = node.raftlog.storage
-        snap = storage.snapshot().metadata
+        server = self.server
+        st = server.raft_status()
+        snap = server.snapshot_metadata()
         role = ipb.LEARNER if st.is_learner else _ROLES.get(st.state, ipb.ROLE_UNKNOWN)
         out = ipb.RaftStatusResponse(
             header=self._header(), role=role, term=st.term, vote=st.vote, leader_id=st.lead,
             commit_index=st.commit, applied_index=st.applied, last_index=st.last_index,
             first_index=st.first_index, snapshot_index=snap.index, snapshot_term=snap.term,
             voters=sorted(st.voters), learners=sorted(st.learners),
-            lead_transferee=st.lead_transferee, persisted_index=storage.last_index(),
-            loop_lag_ms=_ms(getattr(node, "loop_lag", 0.0)),
-            loop_lag_max_ms=_ms(getattr(node, "loop_lag_max", 0.0)))
-        prs = node.rn.raft.prs if st.progress else {}
+            lead_transferee=st.lead_transferee, persisted_index=server.persisted_index,
+            loop_lag_ms=_ms(server.loop_lag), loop_lag_max_ms=_ms(server.loop_lag_max))
         for mid, p in sorted(st.progress.items()):
-            pr = prs.get(mid)
+            pr = server.progress(mid)
             out.progress.add(
                 member_id=mid, match=p.match, next=p.next, state=_PROGRESS.get(p.state, 0),
                 inflight=p.inflight, recent_active=p.recent_active, is_learner=p.is_learner,
-                paused=bool(pr is not None and mid != node.member_id and pr.is_paused()),
+                paused=bool(pr is not None and mid != server.member_id and pr.is_paused()),
                 pending_snapshot=getattr(pr, "pending_snapshot", 0) if pr is not None else 0)
         return out
 
     def _leader_events(self, limit: int = 0) -> list[ipb.LeaderEvent]:
-        evs = [le for le in map(leader_event, list(self.node.events)) if le is not None]
+        evs = [le for le in map(leader_event, self.server.events()) if le is not None]
         return evs[-limit:] if limit else evs
 
     # -- RPCs ---------------------------------------------------------------------------
@@ -107,11 +103,10 @@ class InspectServicer(inspect_pb2_grpc.InspectServicer):
 
     async def WalTail(self, request: ipb.WalTailRequest, context):
         await self._check_serving(context)
-        node = self.node
-        rlog = node.rn.raft.log
-        first, last = rlog.first_index(), rlog.last_index()
-        commit, applied = rlog.committed, rlog.applied
-        persisted = node.raftlog.storage.last_index()
+        server = self.server
+        first, last = server.log_bounds()
+        commit, applied = server.committed_index, server.applied_index
+        persisted = server.persisted_index
         limit = min(request.limit or DEFAULT_WAL_LIMIT, MAX_WAL_LIMIT)
         hi = last + 1
         if request.before_index:
@@ -120,7 +115,7 @@ class InspectServicer(inspect_pb2_grpc.InspectServicer):
         out = ipb.WalTailResponse(header=self._header(), first_index=first, last_index=last,
                                   commit_index=commit, applied_index=applied)
         if lo < hi:
-            for e in rlog.slice(lo, hi):
+            for e in server.entries(lo, hi):
                 text = describe_entry(e)
                 if len(text) > MAX_TEXT:
                     text = text[:MAX_TEXT - 1] + "…"
@@ -131,11 +126,10 @@ class InspectServicer(inspect_pb2_grpc.InspectServicer):
 
     async def Watchers(self, request: ipb.WatchersRequest, context):
         await self._check_serving(context)
-        hub = self.node.applier.hub
         owners = self.registry.by_hub_id()
-        stats = hub.stats()
+        stats = self.server.watch_hub.stats()
         out = ipb.WatchersResponse(header=self._header(), total=len(stats),
-                                   current_revision=self.node.applier.kv.current_rev)
+                                   current_revision=self.server.current_revision)
         for s in stats[:request.limit] if request.limit else stats:
             owner = owners.get(s.id)
             info = out.watchers.add(key=s.key, range_end=s.range_end, start_revision=s.start_revision,
@@ -160,17 +154,15 @@ class InspectServicer(inspect_pb2_grpc.InspectServicer):
 
     async def Rates(self, request, context):
         await self._check_serving(context)
-        node = self.node
-        rlog = node.rn.raft.log
+        server = self.server
+        commit, applied = server.committed_index, server.applied_index
         totals = dict(self.counters.totals)
-        totals.update(proposal=node.proposed_requests, apply=node.applied_requests,
-                      commit=rlog.committed,
-                      peer_msg_sent=sum(p.sent for p in node.transport.peers().values()))
+        totals.update(server.request_totals(), commit=commit)
         for name in ("put", "delete", "txn", "range", "compact", "watch_event"):
             totals.setdefault(name, 0)
         window, rates = self.counters.rates(totals)
         out = ipb.RatesResponse(header=self._header(), window_seconds=window,
-                                apply_lag=max(0, rlog.committed - rlog.applied))
+                                apply_lag=max(0, commit - applied))
         for name in sorted(totals):
             out.rates.add(name=name, total=totals[name], per_second=rates[name])
         return out
@@ -181,13 +173,13 @@ class InspectServicer(inspect_pb2_grpc.InspectServicer):
         last_key = None
         seen = None  # the newest node TimelineEvent already reported
         while True:
-            if getattr(self.node, "_stopped", False):
+            if self.server.stopped:
                 return
             status = self._status()
             key = (status.role, status.term, status.vote, status.leader_id,
                    status.commit_index, status.applied_index, status.last_index,
                    status.loop_lag_ms // 100)  # a lag change of 100 ms is news too
-            events = list(self.node.events)
+            events = self.server.events()
             fresh = events
             if seen is not None:
                 for i in range(len(events) - 1, -1, -1):

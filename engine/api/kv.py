@@ -4,11 +4,12 @@ from __future__ import annotations
 import asyncio
 
 from engine.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
+from engine.server.kvserver import KVServer
 
 from . import validate
 from . import decode
 from .errors import abort
-from .gate import check, fill_header, request_timeout
+from .gate import check, request_timeout
 from .stats import Counters
 from .submit import submit
 
@@ -26,24 +27,24 @@ def _raw_responses() -> bool:
 
 
 class KVServicer(rpc_pb2_grpc.KVServicer):
-    def __init__(self, node, counters: Counters) -> None:
-        self.node = node
+    def __init__(self, server: KVServer, counters: Counters) -> None:
+        self.server = server
         self.counters = counters
 
     async def Range(self, request: rpc_pb2.RangeRequest, context):
-        node = self.node
+        server = self.server
         try:
-            check(node, context, learner_ok=request.serializable)
+            check(server, context, learner_ok=request.serializable)
             validate.check_range(request)
             self.counters.bump("range")
             if not request.serializable:
                 # ReadIndex: after this, the local store has everything
                 # committed before the request came in.
-                await node.read_barrier(request_timeout(node, context))
+                await server.read_barrier(request_timeout(server, context))
             # The index lookup here; a big fetch of values on a worker,
             # from a reader pinned at this moment.
             raw = _raw_responses()
-            steps = node.applier.range_job_steps(request, raw=raw)
+            steps = server.range_steps(request, raw=raw)
             while True:
                 try:
                     next(steps)
@@ -54,7 +55,7 @@ class KVServicer(rpc_pb2_grpc.KVServicer):
             wire = await asyncio.to_thread(job) if job is not None else None
         except Exception as e:
             await abort(context, e)
-        fill_header(node, resp.header)
+        server.fill_header(resp.header)
         if wire is not None:
             # Already on the wire: the values were never parsed, and grpc
             # will not serialize 50 MiB on the loop.
@@ -63,73 +64,71 @@ class KVServicer(rpc_pb2_grpc.KVServicer):
 
     async def Put(self, request: rpc_pb2.PutRequest, context):
         try:
-            check(self.node, context)
+            check(self.server, context)
             validate.check_put(request)
             self.counters.bump("put")
-            resp = await submit(self.node, context, IR(put=request), admit=True)
+            resp = await submit(self.server, context, IR(put=request), admit=True)
         except Exception as e:
             await abort(context, e)
-        fill_header(self.node, resp.header)
+        self.server.fill_header(resp.header)
         return resp
 
     async def DeleteRange(self, request: rpc_pb2.DeleteRangeRequest, context):
         try:
-            check(self.node, context)
+            check(self.server, context)
             validate.check_delete(request)
             self.counters.bump("delete")
-            resp = await submit(self.node, context, IR(delete_range=request))
+            resp = await submit(self.server, context, IR(delete_range=request))
         except Exception as e:
             await abort(context, e)
-        fill_header(self.node, resp.header)
+        self.server.fill_header(resp.header)
         return resp
 
     async def Txn(self, request: rpc_pb2.TxnRequest, context):
         try:
-            check(self.node, context)
+            check(self.server, context)
             if request.ByteSize() > OFFLOOP_CHECK_BYTES:
                 # Pure work proportional to the request (~0.1 s for the
                 # largest legal nested txn): a worker thread, not the loop.
-                await asyncio.to_thread(validate.check_txn, request, self.node.cfg.max_txn_ops)
+                await asyncio.to_thread(validate.check_txn, request, self.server.config.max_txn_ops)
             else:
-                validate.check_txn(request, self.node.cfg.max_txn_ops)
+                validate.check_txn(request, self.server.config.max_txn_ops)
             self.counters.bump("txn")
             # Read-only txns go through the log too (etcd answers them
             # locally after a ReadIndex): same answer, one more log entry.
-            resp = await submit(self.node, context, IR(txn=request), admit=True)
+            resp = await submit(self.server, context, IR(txn=request), admit=True)
         except Exception as e:
             await abort(context, e)
-        fill_header(self.node, resp.header)
+        self.server.fill_header(resp.header)
         return resp
 
     async def Compact(self, request: rpc_pb2.CompactionRequest, context):
-        node = self.node
+        server = self.server
         try:
-            check(node, context)
+            check(server, context)
             self.counters.bump("compact")
-            resp = await submit(node, context, IR(compaction=request))
+            resp = await submit(server, context, IR(compaction=request))
             if request.physical:
-                await finish_compaction(node, request_timeout(node, context))
+                await finish_compaction(server, request_timeout(server, context))
         except Exception as e:
             await abort(context, e)
         # etcd answers with the store's revision after the compaction.
-        resp.header.revision = node.applier.kv.current_rev
-        fill_header(node, resp.header)
+        resp.header.revision = server.current_revision
+        server.fill_header(resp.header)
         return resp
 
 
-async def finish_compaction(node, timeout: float) -> None:
+async def finish_compaction(server: KVServer, timeout: float) -> None:
     """Wait until the physical part of the compaction is done here.
 
     The store deletes compacted rows a slice per apply batch; to answer a
     `physical` compaction promptly, run slices now, yielding to the loop
     between them so no request waits behind the whole deletion.
     """
-    kv = node.applier.kv
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while kv.compaction_pending:
+    while server.compaction_pending:
         if loop.time() > deadline:
             raise asyncio.TimeoutError()
-        kv.begin_batch()
-        kv.commit_batch()
+        server.compact_step()
         await asyncio.sleep(0)

@@ -14,10 +14,11 @@ import grpc
 from engine.mvcc import errors as mvcc_errors
 from engine.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
 from engine.server import errors as server_errors
+from engine.server.kvserver import KVServer
 
 from .errors import abort
 from .forward import LeaderLink
-from .gate import check, fill_header, request_timeout
+from .gate import check, request_timeout
 from .submit import submit
 
 IR = internal_pb2.InternalRequest
@@ -25,42 +26,44 @@ _I63 = (1 << 63) - 1
 
 
 class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
-    def __init__(self, node, link: LeaderLink) -> None:
-        self.node = node
+    def __init__(self, server: KVServer, link: LeaderLink) -> None:
+        # Transitional: tests/hardening/test_review_lease_stalled_renew.py
+        # still hands a Node here (LEAD's file; asked to wrap it in KVServer).
+        self.server = server if isinstance(server, KVServer) else KVServer(server)
         self.link = link
 
     async def LeaseGrant(self, request: rpc_pb2.LeaseGrantRequest, context):
-        node = self.node
+        server = self.server
         try:
-            check(node, context)
+            check(server, context)
             # etcd picks the id here, on the member the client asked, so
             # the log carries it and every member grants the same lease.
             while request.ID == 0:
-                request.ID = node.next_request_id() & _I63
-            resp = await submit(node, context, IR(lease_grant=request), admit=True)
+                request.ID = server.next_request_id() & _I63
+            resp = await submit(server, context, IR(lease_grant=request), admit=True)
         except Exception as e:
             await abort(context, e)
-        fill_header(node, resp.header)
+        server.fill_header(resp.header)
         return resp
 
     async def LeaseRevoke(self, request: rpc_pb2.LeaseRevokeRequest, context):
         try:
-            check(self.node, context)
-            resp = await submit(self.node, context, IR(lease_revoke=request))
+            check(self.server, context)
+            resp = await submit(self.server, context, IR(lease_revoke=request))
         except Exception as e:
             await abort(context, e)
-        fill_header(self.node, resp.header)
+        self.server.fill_header(resp.header)
         return resp
 
     async def LeaseKeepAlive(self, request_iterator, context):
-        node = self.node
+        server = self.server
         try:
-            check(node, context)
+            check(server, context)
         except Exception as e:
             await abort(context, e)
         async for req in request_iterator:
             resp = rpc_pb2.LeaseKeepAliveResponse(ID=req.ID)
-            fill_header(node, resp.header)
+            server.fill_header(resp.header)
             try:
                 resp.TTL = await self._renew(req.ID, context)
             except Exception as e:
@@ -70,8 +73,8 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
     async def _renew(self, lease_id: int, context) -> int:
         """The lease's TTL after renewing it; 0 if it does not exist (etcd
         answers an unknown lease with TTL 0, not an error)."""
-        node = self.node
-        timeout = request_timeout(node, context)
+        server = self.server
+        timeout = request_timeout(server, context)
         deadline = time.monotonic() + timeout
         if await self._lessor_is_primary(timeout):
             # etcd #16822: a leader whose loop is stuck (a slow fsync) may
@@ -79,10 +82,10 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
             # the client "alive" while the new leader revokes the lease.
             # Unconfirmed: etcd's lease.ErrNotPrimary (UNKNOWN "not a
             # primary lessor"), so the client goes to another member.
-            if not await node.ensure_leadership(max(0.0, deadline - time.monotonic())):
+            if not await server.ensure_leadership(max(0.0, deadline - time.monotonic())):
                 raise mvcc_errors.LeaseNotPrimary()
             try:
-                return node.applier.lessor.keepalive(lease_id, time.monotonic())
+                return server.lessor.keepalive(lease_id, time.monotonic())
             except mvcc_errors.LeaseNotFound:
                 return 0
             except mvcc_errors.LeaseNotPrimary:
@@ -104,17 +107,17 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
         leader's lessor is promoted only once it has applied the first entry
         of its own term (etcd): in the few ms before that, wait for it here
         rather than forward the call to ourselves."""
-        node = self.node
-        if not node.is_leader:
+        server = self.server
+        if not server.is_leader:
             return False
-        if node.applier.lessor.primary:
+        if server.lessor.primary:
             return True
-        return await node.wait_lessor_primary(timeout)
+        return await server.wait_lessor_primary(timeout)
 
     async def LeaseTimeToLive(self, request: rpc_pb2.LeaseTimeToLiveRequest, context):
-        node = self.node
+        server = self.server
         try:
-            check(node, context)
+            check(server, context)
             resp = await self._time_to_live(request, context)
         except mvcc_errors.LeaseNotFound:
             # etcd: an unknown lease is TTL -1, not an error.
@@ -122,16 +125,16 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
         except Exception as e:
             await abort(context, e)
         resp.ClearField("header")
-        fill_header(node, resp.header)
+        server.fill_header(resp.header)
         return resp
 
     async def _time_to_live(self, request, context) -> rpc_pb2.LeaseTimeToLiveResponse:
-        node = self.node
-        timeout = request_timeout(node, context)
+        server = self.server
+        timeout = request_timeout(server, context)
         deadline = time.monotonic() + timeout
         if await self._lessor_is_primary(timeout):
             try:
-                remaining, granted, keys = node.applier.lessor.time_to_live(
+                remaining, granted, keys = server.lessor.time_to_live(
                     request.ID, time.monotonic(), keys=request.keys)
                 return rpc_pb2.LeaseTimeToLiveResponse(ID=request.ID, TTL=remaining,
                                                        grantedTTL=granted, keys=keys)
@@ -142,12 +145,12 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
         return await stub.LeaseTimeToLive(request, timeout=max(0.0, deadline - time.monotonic()))
 
     async def LeaseLeases(self, request: rpc_pb2.LeaseLeasesRequest, context):
-        node = self.node
+        server = self.server
         try:
-            check(node, context)
+            check(server, context)
         except Exception as e:
             await abort(context, e)
         resp = rpc_pb2.LeaseLeasesResponse(
-            leases=[rpc_pb2.LeaseStatus(ID=i) for i in node.applier.lessor.leases()])
-        fill_header(node, resp.header)
+            leases=[rpc_pb2.LeaseStatus(ID=i) for i in server.lessor.leases()])
+        server.fill_header(resp.header)
         return resp

@@ -8,9 +8,10 @@ import tempfile
 
 from engine.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
 from engine.server import errors as server_errors
+from engine.server.kvserver import KVServer
 
 from .errors import abort
-from .gate import check, fill_header, request_timeout
+from .gate import check, request_timeout
 from .submit import submit
 
 IR = internal_pb2.InternalRequest
@@ -27,11 +28,11 @@ def alarm_text(member_id: int, alarm: int) -> str:
     return f"memberID:{member_id} alarm:{name} "
 
 
-async def _hash_job(applier, rev: int):
+async def _hash_job(server: KVServer, rev: int):
     """The index part of a hash on the loop, a slice of keys per iteration
     (after a compaction it reads every key's history); the job it returns
     reads the rows on a worker."""
-    steps = applier.hash_kv_steps(rev)
+    steps = server.hash_kv_steps(rev)
     while True:
         try:
             next(steps)
@@ -41,33 +42,32 @@ async def _hash_job(applier, rev: int):
 
 
 class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
-    def __init__(self, node) -> None:
-        self.node = node
+    def __init__(self, server: KVServer) -> None:
+        self.server = server
         self._defrag_lock = asyncio.Lock()
 
     async def Status(self, request, context):
-        node = self.node
+        server = self.server
         try:
-            check(node, context, learner_ok=True)
+            check(server, context, learner_ok=True)
         except Exception as e:
             await abort(context, e)
-        applier = node.applier
-        raft_log = node.rn.raft.log
         resp = rpc_pb2.StatusResponse(
-            version=VERSION, dbSize=applier.db_size(), leader=node.leader_id,
-            raftIndex=raft_log.committed, raftTerm=node.term, raftAppliedIndex=raft_log.applied,
-            dbSizeInUse=applier.db_size_in_use(), isLearner=node.is_learner)
-        if not node.leader_id:
+            version=VERSION, dbSize=server.db_size(), leader=server.leader_id,
+            raftIndex=server.committed_index, raftTerm=server.term,
+            raftAppliedIndex=server.applied_index,
+            dbSizeInUse=server.db_size_in_use(), isLearner=server.is_learner)
+        if not server.leader_id:
             resp.errors.append(server_errors.NoLeader.etcd_message)
-        for member_id, alarm in applier.alarms.get():
+        for member_id, alarm in server.alarms():
             resp.errors.append(alarm_text(member_id, alarm))
-        fill_header(node, resp.header)
+        server.fill_header(resp.header)
         return resp
 
     async def Alarm(self, request: rpc_pb2.AlarmRequest, context):
         try:
-            check(self.node, context)
-            resp = await submit(self.node, context, IR(alarm=request))
+            check(self.server, context)
+            resp = await submit(self.server, context, IR(alarm=request))
         except Exception as e:
             await abort(context, e)
         resp.ClearField("header")  # etcd 3.4 answers Alarm without a header
@@ -78,14 +78,14 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
         ticking AND applying: a worker VACUUMs INTO a copy from its own
         read-only connection, then the loop replays the writes made
         meanwhile onto the copy and swaps it in (milliseconds)."""
-        applier = self.node.applier
+        server = self.server
         try:
-            check(self.node, context)
+            check(server, context)
             async with self._defrag_lock:
                 # Pending physical compaction first, a bounded slice at a time.
-                while not applier.compact_step():
+                while not server.compact_step():
                     await asyncio.sleep(0)
-                copy, finish = applier.defrag_job()
+                copy, finish = server.defrag_job()
                 try:
                     await asyncio.to_thread(copy)
                 except BaseException:
@@ -100,23 +100,23 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
         # etcd hashes the whole bbolt file; we have no such file format, so
         # Hash is the hash of the key space (HashKV at the current revision).
         try:
-            check(self.node, context)
-            got = await asyncio.to_thread(await _hash_job(self.node.applier, 0))
+            check(self.server, context)
+            got = await asyncio.to_thread(await _hash_job(self.server, 0))
         except Exception as e:
             await abort(context, e)
         resp = rpc_pb2.HashResponse(hash=got.hash)
         resp.header.revision = got.header.revision
-        fill_header(self.node, resp.header)
+        self.server.fill_header(resp.header)
         return resp
 
     async def HashKV(self, request: rpc_pb2.HashKVRequest, context):
         try:
-            check(self.node, context)
+            check(self.server, context)
             # The index part here, the rows on a worker (a pinned reader).
-            resp = await asyncio.to_thread(await _hash_job(self.node.applier, request.revision))
+            resp = await asyncio.to_thread(await _hash_job(self.server, request.revision))
         except Exception as e:
             await abort(context, e)
-        fill_header(self.node, resp.header)
+        self.server.fill_header(resp.header)
         return resp
 
     async def Snapshot(self, request, context):
@@ -126,14 +126,14 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
 
         The copy is written off the loop to a temporary file (0600) beside
         the db from a reader pinned now, streamed from that file, deleted."""
-        applier = self.node.applier
+        server = self.server
         tmp = None
         try:
-            check(self.node, context)
+            check(server, context)
             fd, tmp = tempfile.mkstemp(prefix=".snapshot-send-",
-                                       dir=os.path.dirname(os.path.abspath(applier.backend.path)))
+                                       dir=os.path.dirname(os.path.abspath(server.db_path)))
             os.close(fd)
-            reader = applier.pin()
+            reader = server.pin()
             try:
                 total = await asyncio.to_thread(reader.backup_to, tmp)
             finally:
@@ -159,17 +159,17 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
             f.close()
 
     async def MoveLeader(self, request: rpc_pb2.MoveLeaderRequest, context):
-        node = self.node
+        server = self.server
         try:
-            check(node, context)
-            if not node.is_leader:
+            check(server, context)
+            if not server.is_leader:
                 raise server_errors.NotLeader()
             target = request.targetID
-            rec = node.membership.members.get(target)
+            rec = server.member(target)
             if rec is None or rec.is_learner:
                 raise server_errors.BadLeaderTransferee()
-            if target != node.member_id:  # etcd: moving to ourselves is done already
-                await node.transfer_leadership(target, request_timeout(node, context))
+            if target != server.member_id:  # etcd: moving to ourselves is done already
+                await server.transfer_leadership(target, request_timeout(server, context))
         except Exception as e:
             await abort(context, e)
         return rpc_pb2.MoveLeaderResponse()

@@ -10,6 +10,7 @@ import grpc
 from engine.mvcc import errors as mvcc_errors
 from engine.proto import internal_pb2
 from engine.server import errors as server_errors
+from engine.server.kvserver import KVServer
 
 from .gate import request_timeout
 
@@ -17,7 +18,7 @@ log = logging.getLogger("engine.api")
 InternalRequest = internal_pb2.InternalRequest
 
 
-async def submit(node, context: grpc.aio.ServicerContext | None, req: InternalRequest, *,
+async def submit(server: KVServer, context: grpc.aio.ServicerContext | None, req: InternalRequest, *,
                  admit: bool = False):
     """Propose req and return the applied response (raises its error).
 
@@ -26,20 +27,20 @@ async def submit(node, context: grpc.aio.ServicerContext | None, req: InternalRe
     the log before answering "database space exceeded", so every member
     refuses growing writes from then on.
     """
-    timeout = request_timeout(node, context)
+    timeout = request_timeout(server, context)
     if admit:
         try:
-            node.applier.admit(req)
+            server.admit(req)
         except mvcc_errors.NoSpace as e:
             alarm = getattr(e, "alarm_request", None)
             if alarm is not None:
                 try:
-                    await node.propose(alarm, timeout)
+                    await server.propose(alarm, timeout)
                 except Exception as ae:  # etcd ignores the alarm's own outcome too
                     log.warning("raising the NOSPACE alarm failed: %s", ae)
             raise
     if not req.id:
-        req.id = node.next_request_id()
-    if req.ByteSize() > node.cfg.max_request_bytes:
+        req.id = server.next_request_id()
+    if req.ByteSize() > server.config.max_request_bytes:
         raise server_errors.RequestTooLarge()
-    return await node.propose(req, timeout)
+    return await server.propose(req, timeout)

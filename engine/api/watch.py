@@ -41,6 +41,7 @@ import grpc
 from engine.mvcc.watch import NODELETE, NOPUT
 from engine.proto import rpc_pb2, rpc_pb2_grpc
 from engine.server import errors as server_errors
+from engine.server.kvserver import KVServer
 
 from .decode import UndecodableRequest
 from .errors import WatchCanceled, abort
@@ -107,17 +108,16 @@ class WatchRegistry:
 
 
 class WatchServicer(rpc_pb2_grpc.WatchServicer):
-    def __init__(self, node, counters: Counters, registry: WatchRegistry,
+    def __init__(self, server: KVServer, counters: Counters, registry: WatchRegistry,
                  progress_interval: float | None = None) -> None:
-        self.node = node
+        self.server = server
         self.counters = counters
         self.registry = registry
         self.progress_interval = progress_interval or progress_interval_from_env()
 
     async def Watch(self, request_iterator, context):
-        node = self.node
         try:
-            check(node, context)
+            check(self.server, context)
         except Exception as e:
             await abort(context, e)
         session = _Session(self, context)
@@ -136,15 +136,15 @@ class _Session:
     """The state of one Watch call."""
 
     def __init__(self, svc: WatchServicer, context) -> None:
-        self.node = svc.node
-        self.hub = svc.node.applier.hub
+        self.server = svc.server
+        self.hub = svc.server.watch_hub
         self.counters = svc.counters
         self.registry = svc.registry
         self.context = context
         self.stream = svc.registry.new_stream(context.peer() or "")
         self.progress_interval = svc.progress_interval
         self.require_leader = has_require_leader(context)
-        self.max_bytes = svc.node.cfg.max_request_bytes + GRPC_OVERHEAD_BYTES
+        self.max_bytes = svc.server.config.max_request_bytes + GRPC_OVERHEAD_BYTES
         self.ctrl: collections.deque[rpc_pb2.WatchResponse] = collections.deque()
         self.dirty: set[int] = set()       # stream watch ids with something to send
         self.wake = asyncio.Event()
@@ -172,9 +172,7 @@ class _Session:
         self.registry.streams.pop(self.stream.stream_id, None)
 
     def _header(self, revision: int) -> rpc_pb2.ResponseHeader:
-        n = self.node
-        return rpc_pb2.ResponseHeader(cluster_id=n.cluster_id, member_id=n.member_id,
-                                      revision=revision, raft_term=n.term)
+        return self.server.new_header(revision)
 
     def _send_ctrl(self, resp: rpc_pb2.WatchResponse) -> None:
         self.ctrl.append(resp)
@@ -199,7 +197,7 @@ class _Session:
     def _create(self, cr: rpc_pb2.WatchCreateRequest) -> None:
         key = cr.key or b"\x00"           # etcd: an empty key means the smallest key
         end = cr.range_end
-        rev_now = self.node.applier.kv.current_rev
+        rev_now = self.server.current_revision
         err = None
         if end and end != b"\x00" and key >= end:
             err = ERR_EMPTY_RANGE
@@ -234,7 +232,7 @@ class _Session:
         self.hub.cancel(e.watcher.id)
         self.dirty.discard(wid)
         self._send_ctrl(rpc_pb2.WatchResponse(
-            header=self._header(self.node.applier.kv.current_rev), watch_id=wid, canceled=True))
+            header=self._header(self.server.current_revision), watch_id=wid, canceled=True))
 
     def _notify(self, wid: int) -> None:
         # Called by the hub inside apply: mark and wake, nothing else.
@@ -245,7 +243,7 @@ class _Session:
 
     async def _write_loop(self, reader: asyncio.Task) -> None:
         loop = asyncio.get_running_loop()
-        election = self.node.cfg.election_timeout_ms / 1000
+        election = self.server.config.election_timeout_ms / 1000
         next_progress = loop.time() + self._jittered()
         next_leader_check = loop.time() + election
         no_leader = 0
@@ -268,7 +266,7 @@ class _Session:
             now = loop.time()
             if now >= next_leader_check:
                 next_leader_check = now + election
-                no_leader = no_leader + 1 if not self.node.leader_id else 0
+                no_leader = no_leader + 1 if not self.server.leader_id else 0
                 if self.require_leader and no_leader >= NO_LEADER_CHECKS:
                     raise server_errors.NoLeader()
             if now >= next_progress:
