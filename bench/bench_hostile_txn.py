@@ -4,7 +4,7 @@
     python bench/bench_hostile_txn.py --only raftnode --repeat 3
 
 For each system in turn (never both at once) it starts a fresh 3-member
-cluster on free 127.0.0.1 ports (tests/support: real etcd from /usr/bin,
+cluster on free 127.0.0.1 ports (bench/cluster.py: real etcd from /usr/bin,
 raftnode = `python -m engine`), sends each txn to the leader and prints the
 time to answer, plus the slowest Maintenance.Status answered by that member
 while the txn was processed (Status is answered on raftnode's loop, so that
@@ -30,10 +30,9 @@ sys.path.insert(0, ROOT)
 
 import grpc  # noqa: E402
 
+from bench.cluster import start_cluster  # noqa: E402
 from engine.proto import rpc_pb2, rpc_pb2_grpc  # noqa: E402
 from tests.hardening.test_storage_overlap import hostile_txn  # noqa: E402
-from tests.support import etcd as support_etcd  # noqa: E402
-from tests.support import raftnode as support_raftnode  # noqa: E402
 
 SIZES = {"0.65MiB": (24, 24, b"x" * 10), "1.2MiB": (24, 40, b"x" * 16)}
 OPTS = [("grpc.max_send_message_length", 4 * 2**20), ("grpc.max_receive_message_length", 64 * 2**20)]
@@ -83,26 +82,12 @@ async def _one(ep: str, req: rpc_pb2.TxnRequest) -> tuple[float, float]:
         return took, worst
 
 
-def _leader_endpoint(kind: str, cluster) -> str:
-    if kind == "raftnode":
-        return cluster.endpoints[cluster.wait_leader(15)]
-    for ep in cluster.endpoints:
-        with grpc.insecure_channel(ep) as ch:
-            s = rpc_pb2_grpc.MaintenanceStub(ch).Status(rpc_pb2.StatusRequest(), timeout=5)
-            if s.leader == s.header.member_id:
-                return ep
-    return cluster.endpoints[0]
-
-
 def run(kind: str, repeat: int) -> dict[str, list[tuple[float, float]]]:
     out: dict[str, list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix=f"bench-hostile-{kind}-") as d:
-        if kind == "etcd":
-            c = support_etcd.start_etcd_cluster(d, size=3)
-        else:
-            c = support_raftnode.start_raftnode_cluster(d, size=3)
+        c = start_cluster(kind, d, size=3, fault_injection=True)
         try:
-            ep = _leader_endpoint(kind, c)
+            ep = c.leader_endpoint() or c.endpoints[0]
             for n, (name, (w, leaf, value)) in enumerate(SIZES.items()):
                 base = hostile_txn(w, leaf, value)
                 for i in range(repeat):

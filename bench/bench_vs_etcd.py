@@ -6,7 +6,7 @@
 
 For each system in turn (never both at once: they would share the CPUs) it
 starts a fresh 3-member cluster on free 127.0.0.1 ports with data in a
-temporary directory (tests/support: the real etcd from /usr/bin, raftnode =
+temporary directory (bench/cluster.py: the real etcd from /usr/bin, raftnode =
 `python -m engine`), runs the workloads, and stops the cluster by PID:
 
   put        --ops puts of --value-size bytes, --clients concurrent clients,
@@ -41,9 +41,9 @@ sys.path.insert(0, ROOT)
 
 import grpc  # noqa: E402
 
+from bench.cluster import etcdctl, etcdctl_binary, start_cluster  # noqa: E402
+from engine.cli.launch import etcd_binary  # noqa: E402
 from engine.proto import rpc_pb2, rpc_pb2_grpc  # noqa: E402
-from tests.support import etcd as support_etcd  # noqa: E402
-from tests.support import raftnode as support_raftnode  # noqa: E402
 
 
 # ---------------------------------------------------------------------------- stats
@@ -165,7 +165,7 @@ async def bench_watch(endpoints, clients, puts: int, watchers: int) -> dict:
 
 
 def check_perf(endpoints: list[str], load: str) -> dict:
-    r = support_etcd.etcdctl(endpoints, "check", "perf", f"--load={load}", timeout=400)
+    r = etcdctl(endpoints, "check", "perf", f"--load={load}", timeout=400)
     text = r.stdout
     lines = [ln.strip() for ln in re.split(r"[\r\n]", text)
              if re.match(r"\s*(PASS|FAIL|Throughput|Slowest|Stddev)", ln)]
@@ -181,10 +181,7 @@ def check_perf(endpoints: list[str], load: str) -> dict:
 # ---------------------------------------------------------------------------- driver
 
 def start(kind: str, workdir: str):
-    if kind == "etcd":
-        return support_etcd.start_etcd_cluster(os.path.join(workdir, "etcd"), size=3)
-    return support_raftnode.start_raftnode_cluster(os.path.join(workdir, "raftnode"), size=3,
-                                                   fault_injection=False)
+    return start_cluster(kind, os.path.join(workdir, kind), size=3, fault_injection=False)
 
 
 def run_system(kind: str, args) -> dict:
@@ -276,10 +273,10 @@ def main(argv=None) -> int:
     ap.add_argument("--dir", default=None, help="parent of the temporary data dirs (default: $TMPDIR)")
     args = ap.parse_args(argv)
     args.check_perf = [] if args.check_perf in ("", "none") else args.check_perf.split(",")
-    if support_etcd.require.etcd_path() is None or support_etcd.require.etcdctl_path() is None:
+    if etcd_binary() is None or etcdctl_binary() is None:
         print("etcd/etcdctl not installed (Debian: etcd-server, etcd-client)", file=sys.stderr)
         return 2
-    ver = subprocess.run([support_etcd.require.etcd_path(), "--version"], capture_output=True, text=True).stdout
+    ver = subprocess.run([etcd_binary(), "--version"], capture_output=True, text=True).stdout
     ver = (re.search(r"etcd Version: (\S+)", ver) or re.search(r"(\S+)", ver or "?"))
     print(f"# {platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}, "
           f"etcd {ver.group(1) if ver else '?'}, grpcio {grpc.__version__}", flush=True)

@@ -9,53 +9,24 @@ terminal) does not take them down: the operator may leave them running and
 reattach. Each member's PID is written to `<name>.pid` in the data dir and
 a later console on the same directory adopts the running process instead of
 starting a second one on the same ports. Output goes to `<name>.log`.
+Processes are started, signalled, stopped and adopted by engine.cli.launch,
+the one launcher the tests and benchmarks use too.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 import pathlib
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from typing import Sequence
 
+from engine.cli import launch
+from engine.cli.launch import MemberProcess, free_ports, raftnode_command
+
 from .base import ClusterHost, HostError, ProcessState
-from .layout import HOST, ClusterLayout, MemberLayout, free_ports
+from .layout import HOST, ClusterLayout, MemberLayout
 
-
-class _Proc:
-    """A member's process: our child (Popen) or adopted from an earlier console (PID only)."""
-
-    def __init__(self, pid: int, popen: subprocess.Popen | None = None) -> None:
-        self.pid = pid
-        self.popen = popen
-
-    def alive(self) -> bool:
-        if self.popen is not None:
-            return self.popen.poll() is None
-        return _proc_state(self.pid) not in (None, "Z", "X")
-
-    def stopped(self) -> bool:
-        return _proc_state(self.pid) in ("T", "t")
-
-    def reap(self, timeout: float) -> bool:
-        """Wait until the process is gone; True if it is."""
-        deadline = time.monotonic() + timeout
-        if self.popen is not None:
-            try:
-                self.popen.wait(timeout=timeout)
-                return True
-            except subprocess.TimeoutExpired:
-                return False
-        while time.monotonic() < deadline:
-            if not self.alive():
-                return True
-            time.sleep(0.02)  # polling an adopted (non-child) process; no wait() possible
-        return not self.alive()
+__all__ = ["ProcessHost", "raftnode_host", "etcd_host", "raftnode_command"]
 
 
 class ProcessHost(ClusterHost):
@@ -74,7 +45,7 @@ class ProcessHost(ClusterHost):
         # An existing layout wins over `size`: resuming must bring back the same cluster.
         self.layout = existing or ClusterLayout.new(size)
         self.resumed = existing is not None
-        self._procs: dict[str, _Proc] = {}
+        self._procs: dict[str, MemberProcess] = {}
         self._killed: set[str] = set()
 
     # ---------------------------------------------------------------- queries
@@ -97,7 +68,7 @@ class ProcessHost(ClusterHost):
             return "not started"
         if not p.alive():
             return "killed" if name in self._killed else "exited"
-        return "paused" if p.stopped() else "running"
+        return "paused" if p.paused() else "running"
 
     def log_path(self, name: str) -> pathlib.Path:
         return self.data_dir / f"{name}.log"
@@ -150,21 +121,15 @@ class ProcessHost(ClusterHost):
 
     def kill(self, name: str) -> None:
         p = self._running(name)
-        os.kill(p.pid, signal.SIGKILL)
         self._killed.add(name)
-        p.reap(5.0)
+        p.kill()
 
     def pause(self, name: str) -> None:
-        p = self._running(name)
-        os.kill(p.pid, signal.SIGSTOP)
-        # Signals are delivered asynchronously; return once the stop shows,
-        # so state() right after pause() tells the truth.
-        _wait_for(lambda: p.stopped() or not p.alive(), 1.0)
+        # Returns once the stop shows, so state() right after tells the truth.
+        self._running(name).pause()
 
     def resume(self, name: str) -> None:
-        p = self._running(name)
-        os.kill(p.pid, signal.SIGCONT)
-        _wait_for(lambda: not p.stopped(), 1.0)
+        self._running(name).resume()
 
     def stop_all(self, timeout: float = 10.0) -> None:
         if self.stop_together:
@@ -178,25 +143,9 @@ class ProcessHost(ClusterHost):
 
     def _stop(self, names: list[str], timeout: float) -> None:
         """SIGTERM the members named, then reap them against one deadline (SIGKILL after it)."""
-        told = []
-        for name in names:
-            p = self._procs.get(name)
-            if p is None or not p.alive():
-                continue
-            try:
-                os.kill(p.pid, signal.SIGTERM)
-                os.kill(p.pid, signal.SIGCONT)  # a paused member must run to see SIGTERM
-            except ProcessLookupError:
-                continue
-            told.append((name, p))
-        deadline = time.monotonic() + timeout
-        for name, p in told:
-            if not p.reap(max(0.0, deadline - time.monotonic())):
-                try:
-                    os.kill(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                p.reap(5.0)
+        told = [(name, p) for name in names if (p := self._procs.get(name)) is not None and p.alive()]
+        launch.stop([p for _, p in told], timeout)
+        for name, _ in told:
             (self.data_dir / f"{name}.pid").unlink(missing_ok=True)
 
     def wait_listening(self, timeout: float = 30.0) -> None:
@@ -208,11 +157,8 @@ class ProcessHost(ClusterHost):
                 if not self._procs[m.name].alive():
                     raise HostError(f"{m.name} exited at start ({self._last_log_line(m.name)}); "
                                     f"see {self.log_path(m.name)}")
-                try:
-                    with socket.create_connection((HOST, m.client_port), timeout=0.2):
-                        pending.remove(m)
-                except OSError:
-                    pass
+                if launch.listening(m.client_port, HOST):
+                    pending.remove(m)
             if pending and time.monotonic() >= deadline:
                 raise HostError(f"{[m.name for m in pending]} not listening after {timeout}s")
             if pending:
@@ -227,7 +173,7 @@ class ProcessHost(ClusterHost):
             return "no log"
         return lines[-1][:160] if lines else "no output"
 
-    def _running(self, name: str) -> _Proc:
+    def _running(self, name: str) -> MemberProcess:
         p = self._procs.get(name)
         if p is None or not p.alive():
             raise HostError(f"{name} is not running")
@@ -235,90 +181,28 @@ class ProcessHost(ClusterHost):
 
     def member_args(self, m: MemberLayout) -> list[str]:
         """etcd's flags for one member; raftnode takes the same ones."""
-        args = [
-            "--name", m.name,
-            "--data-dir", str(self.data_dir / f"{m.name}.data"),
-            "--listen-client-urls", m.client_url,
-            "--advertise-client-urls", m.client_url,
-            "--listen-peer-urls", m.peer_url,
-            "--initial-advertise-peer-urls", m.peer_url,
-            "--initial-cluster", self.layout.initial_cluster_of(m),
-            "--initial-cluster-state", m.initial_state,
-            "--initial-cluster-token", self.layout.token,
-        ]
-        if self.fault_injection:
-            args.append("--enable-fault-injection")
-        return args + self.extra_args
+        return launch.member_flags(
+            m.name, self.data_dir / f"{m.name}.data", m.client_url, m.peer_url,
+            self.layout.initial_cluster_of(m), self.layout.token, state=m.initial_state,
+            fault_injection=self.fault_injection) + self.extra_args
 
     def _start_member(self, m: MemberLayout) -> None:
-        adopted = self._adopt(m)
+        # A member left running by an earlier console: same PID file, same data dir.
+        adopted = launch.adopt(self.data_dir / f"{m.name}.pid", self.data_dir / f"{m.name}.data")
         if adopted is not None:
             self._procs[m.name] = adopted
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path(m.name), "ab") as log:
-            try:
-                popen = subprocess.Popen(
-                    [*self.command, *self.member_args(m)],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    env=_clean_env(), start_new_session=True,
-                )
-            except OSError as exc:
-                raise HostError(f"cannot run {self.command[0]}: {exc.strerror or exc}") from None
-        self._procs[m.name] = _Proc(popen.pid, popen)
+        try:
+            p = launch.spawn([*self.command, *self.member_args(m)], self.log_path(m.name),
+                             detach=True, pid_file=self.data_dir / f"{m.name}.pid")
+        except OSError as exc:
+            raise HostError(f"cannot run {self.command[0]}: {exc.strerror or exc}") from None
+        self._procs[m.name] = p
         self._killed.discard(m.name)
-        (self.data_dir / f"{m.name}.pid").write_text(f"{popen.pid}\n")
-
-    def _adopt(self, m: MemberLayout) -> _Proc | None:
-        """A member left running by an earlier console: same PID file, same data dir."""
-        try:
-            pid = int((self.data_dir / f"{m.name}.pid").read_text())
-        except (OSError, ValueError):
-            return None
-        if _proc_state(pid) in (None, "Z", "X"):
-            return None
-        try:
-            cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return None
-        if str(self.data_dir / f"{m.name}.data").encode() not in cmdline:
-            return None   # the PID was reused by something else
-        return _Proc(pid)
-
-
-def _wait_for(condition, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.005)  # the kernel acts within microseconds; this only bounds the wait
-
-
-def _proc_state(pid: int) -> str | None:
-    """The one-letter state from /proc/PID/stat (R, S, T, Z ...), None if no such process."""
-    try:
-        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[0]
-
-
-def _clean_env() -> dict[str, str]:
-    # ETCD_* variables in the operator's environment would silently override flags.
-    return {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "ETCDCTL_"))}
 
 
 # ----------------------------------------------------------------- factories
-
-def raftnode_command() -> list[str] | None:
-    """How to run our node: the `raftnode` script, else `python -m engine`; None if neither exists."""
-    script = shutil.which("raftnode")
-    if script:
-        return [script]
-    import importlib.util
-
-    if importlib.util.find_spec("engine.cli.main") is not None:
-        return [sys.executable, "-m", "engine"]
-    return None
-
 
 def raftnode_host(data_dir: os.PathLike | str, size: int = 3) -> ProcessHost:
     command = raftnode_command()
@@ -330,8 +214,7 @@ def raftnode_host(data_dir: os.PathLike | str, size: int = 3) -> ProcessHost:
 
 def etcd_host(data_dir: os.PathLike | str, size: int = 3, etcd_bin: str | None = None) -> ProcessHost:
     """The real etcd with the same flags (no fault injection): host mode testable today."""
-    binary = etcd_bin or shutil.which("etcd") or "/usr/bin/etcd"
-    if not os.access(binary, os.X_OK):
+    binary = etcd_bin or launch.etcd_binary()
+    if binary is None or not os.access(binary, os.X_OK):
         raise HostError("etcd binary not found")
-    return ProcessHost(data_dir, size, [binary], fault_injection=False,
-                       extra_args=("--logger", "zap", "--log-outputs", "stderr"))
+    return ProcessHost(data_dir, size, [binary], fault_injection=False, extra_args=launch.ETCD_LOG_FLAGS)

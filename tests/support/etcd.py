@@ -31,9 +31,9 @@ import uuid
 import weakref
 from typing import Iterable, Sequence
 
-from . import ports, require
+from engine.cli import launch
 
-from .launch import with_parent_death_signal
+from . import ports, require
 from .member import ProcessMember
 
 HOST = ports.HOST
@@ -115,17 +115,8 @@ class EtcdCluster:
 
     @staticmethod
     def _stop_member(m: EtcdMember, timeout: float) -> None:
-        if m.proc is None or m.proc.returncode is not None:
-            return
-        try:
-            m.proc.terminate()
-        except ProcessLookupError:
-            pass
-        try:
-            m.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            m.proc.kill()
-            m.proc.wait(timeout=10.0)
+        if m.process is not None:
+            launch.stop([m.process], timeout)
 
     def __enter__(self) -> "EtcdCluster":
         return self
@@ -153,11 +144,8 @@ def _stop_leftovers() -> None:
             pass
 
 
-def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    # ETCD_* / ETCDCTL_* in the caller's environment would silently override flags.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "ETCDCTL_"))}
-    env.update(extra or {})
-    return env
+# ETCD_* / ETCDCTL_* in the caller's environment would silently override flags.
+_clean_env = launch.clean_env
 
 
 def start_etcd_cluster(
@@ -198,29 +186,10 @@ def start_etcd_cluster(
         _live.add(cluster)
     try:
         for m in members:
-            args = [
-                binary,
-                f"--name={m.name}",
-                f"--data-dir={m.data_dir}",
-                f"--listen-client-urls={m.client_url}",
-                f"--advertise-client-urls={m.client_url}",
-                f"--listen-peer-urls={m.peer_url}",
-                f"--initial-advertise-peer-urls={m.peer_url}",
-                f"--initial-cluster={initial_cluster}",
-                "--initial-cluster-state=new",
-                f"--initial-cluster-token={token}",
-                "--logger=zap",
-                "--log-outputs=stderr",
-                *extra_args,
-            ]
-            m._log = open(m.log_path, "ab")
-            m.proc = subprocess.Popen(
-                with_parent_death_signal(args),
-                stdin=subprocess.DEVNULL,
-                stdout=m._log,
-                stderr=subprocess.STDOUT,
-                env=_clean_env(),
-            )
+            args = [binary, *launch.member_flags(m.name, m.data_dir, m.client_url, m.peer_url,
+                                                 initial_cluster, token),
+                    *launch.ETCD_LOG_FLAGS, *extra_args]
+            m.proc = launch.spawn(args, m.log_path, die_with_parent=True).popen
         cluster.wait_healthy(timeout=timeout)
     except BaseException:
         cluster.stop()

@@ -6,7 +6,7 @@ import pathlib
 import subprocess
 from typing import IO
 
-from .ports import HOST
+from engine.cli.launch import HOST, MemberProcess
 
 
 @dataclasses.dataclass
@@ -31,6 +31,11 @@ class ProcessMember:
     @property
     def peer_url(self) -> str:
         return f"http://{HOST}:{self.peer_port}"
+
+    @property
+    def process(self) -> MemberProcess | None:
+        """The launcher's handle on proc (signals, stop)."""
+        return MemberProcess(self.proc.pid, self.proc) if self.proc is not None else None
 
     @property
     def pid(self) -> int | None:

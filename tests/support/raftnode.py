@@ -34,18 +34,15 @@ import os
 import pathlib
 import re
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
 import weakref
 from typing import Sequence
 
+from engine.cli import launch
+
 from . import ports
-from .etcd import _clean_env
-from .launch import with_parent_death_signal
 from .member import ProcessMember
 
 HOST = ports.HOST
@@ -59,8 +56,9 @@ class RaftnodeError(RuntimeError):
 
 
 def raftnode_command() -> list[str]:
-    """argv prefix that runs a member: [python, -m, engine]."""
-    return [sys.executable, "-m", "engine"]
+    """argv prefix that runs a member of this checkout: [python, -m, engine]
+    (never an installed `raftnode` script)."""
+    return launch.raftnode_command(installed_script=False)
 
 
 def _member_id(peer_url: str, token: str) -> int | None:
@@ -79,11 +77,7 @@ class RaftnodeMember(ProcessMember):
 
     def listening(self, timeout: float = 0.5) -> bool:
         """True when something accepts TCP connections on the client port."""
-        try:
-            with socket.create_connection((HOST, self.client_port), timeout=timeout):
-                return True
-        except OSError:
-            return False
+        return launch.listening(self.client_port, HOST, timeout)
 
     def logged_leader(self) -> tuple[int, int] | None:
         """(leader id, term) from the last leader line of this member's log; None if no leader."""
@@ -228,24 +222,18 @@ class RaftnodeCluster:
     # ------------------------------------------------------------------ processes
 
     def _spawn(self, m: RaftnodeMember) -> None:
-        if m._log is None:
-            m._log = open(m.log_path, "ab")
-        env = _clean_env()
+        env = launch.clean_env()
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
         env.setdefault("PYTHONUNBUFFERED", "1")
         m.paused = False
-        m.proc = subprocess.Popen(
-            with_parent_death_signal(m.args), stdin=subprocess.DEVNULL, stdout=m._log,
-            stderr=subprocess.STDOUT, cwd=str(REPO_ROOT), env=env,
-        )
+        m.proc = launch.spawn(m.args, m.log_path, env=env, cwd=REPO_ROOT, die_with_parent=True).popen
 
     def kill(self, i: int) -> None:
         """kill -9 member i (by PID) and reap it."""
         m = self.members[i]
         if not m.running():
             return
-        os.kill(m.proc.pid, signal.SIGKILL)
-        m.proc.wait(timeout=10.0)
+        m.process.kill()
         m.paused = False
 
     def restart(self, i: int, *, wait: bool = True, timeout: float = 30.0) -> None:
@@ -263,14 +251,14 @@ class RaftnodeCluster:
         """SIGSTOP member i: the process stays but answers nothing."""
         m = self.members[i]
         if m.running():
-            os.kill(m.proc.pid, signal.SIGSTOP)
+            m.process.signal(signal.SIGSTOP)
             m.paused = True
 
     def resume(self, i: int) -> None:
         """SIGCONT after pause."""
         m = self.members[i]
         if m.running():
-            os.kill(m.proc.pid, signal.SIGCONT)
+            m.process.signal(signal.SIGCONT)
         m.paused = False
 
     def add_member(self, name: str, *, wait: bool = True, timeout: float = 30.0,
@@ -315,18 +303,8 @@ class RaftnodeCluster:
         m = self.members[i]
         if m.proc is None or m.proc.poll() is not None:
             return
-        try:
-            if m.paused:
-                os.kill(m.proc.pid, signal.SIGCONT)
-                m.paused = False
-            m.proc.terminate()
-        except ProcessLookupError:
-            pass
-        try:
-            m.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            m.proc.kill()
-            m.proc.wait(timeout=10.0)
+        launch.stop([m.process], timeout)
+        m.paused = False
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop every member by PID: SIGTERM, then SIGKILL after `timeout`. Idempotent."""
@@ -366,20 +344,10 @@ def _stop_leftovers() -> None:
 
 def _member_args(m: RaftnodeMember, initial_cluster: str, state: str, token: str,
                  fault_injection: bool, extra_args: Sequence[str]) -> list[str]:
-    return [
-        *raftnode_command(),
-        "--name", m.name,
-        "--data-dir", str(m.data_dir),
-        "--listen-client-urls", m.client_url,
-        "--advertise-client-urls", m.client_url,
-        "--listen-peer-urls", m.peer_url,
-        "--initial-advertise-peer-urls", m.peer_url,
-        "--initial-cluster", initial_cluster,
-        "--initial-cluster-state", state,
-        "--initial-cluster-token", token,
-        *(["--enable-fault-injection"] if fault_injection else []),
-        *extra_args,
-    ]
+    return [*raftnode_command(),
+            *launch.member_flags(m.name, m.data_dir, m.client_url, m.peer_url, initial_cluster, token,
+                                 state=state, fault_injection=fault_injection),
+            *extra_args]
 
 
 def start_raftnode_cluster(
