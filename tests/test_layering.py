@@ -23,8 +23,8 @@ ORDER = (
     "engine.raft",
     "engine.sim",        # a side branch: a whole cluster of raft cores in one process
     "engine.wal",
+    "engine.auth",       # etcd's auth store; the MVCC backend keeps its tables
     "engine.mvcc",
-    "engine.auth",
     "engine.transport",
     "engine.server",
     "engine.api",

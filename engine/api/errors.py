@@ -18,6 +18,7 @@ import logging
 
 import grpc
 
+from engine.auth import errors as auth_errors
 from engine.mvcc import errors as mvcc
 from engine.server import errors as server
 
@@ -144,6 +145,8 @@ GRPC_CODES: dict[type[Exception], grpc.StatusCode] = {
     server.BadLeaderTransferee: Code.FAILED_PRECONDITION,
     server.Unhealthy: Code.UNAVAILABLE,
 }
+# Auth refusals (engine.auth.errors): etcd's codes, from any servicer.
+GRPC_CODES.update(auth_errors.GRPC_CODES)
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:

@@ -22,7 +22,8 @@ import sys
 import urllib.parse
 from typing import NoReturn, Sequence
 
-from engine.server.config import (DEFAULT_CLIENT_URL, DEFAULT_ELECTION_MS, DEFAULT_HEARTBEAT_MS,
+from engine.server.config import (DEFAULT_AUTH_TOKEN, DEFAULT_AUTH_TOKEN_TTL, DEFAULT_BCRYPT_COST,
+                                  DEFAULT_CLIENT_URL, DEFAULT_ELECTION_MS, DEFAULT_HEARTBEAT_MS,
                                   DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TXN_OPS, DEFAULT_NAME,
                                   DEFAULT_PEER_URL, DEFAULT_QUOTA_BYTES,
                                   DEFAULT_SNAPSHOT_CATCHUP_ENTRIES, DEFAULT_SNAPSHOT_COUNT,
@@ -99,6 +100,12 @@ def _build_parser() -> _Parser:
     s("--enable-fault-injection", type=_bool, nargs="?", const=True, default=False,
       help="serve the Fault service (cut/drop/delay); never on a production network")
     s("--log-level", default="info", help="|".join(LOG_LEVELS))
+    s("--auth-token", default=DEFAULT_AUTH_TOKEN,
+      help='"simple" or "jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256,ttl=5m"')
+    s("--auth-token-ttl", type=_uint, default=DEFAULT_AUTH_TOKEN_TTL,
+      help="seconds a simple token lives unused")
+    s("--bcrypt-cost", type=_uint, default=DEFAULT_BCRYPT_COST,
+      help="bcrypt cost of password hashes (4..31; else the default)")
     return p
 
 
@@ -175,6 +182,7 @@ def parse_args(argv: Sequence[str] | None = None) -> MemberConfig:
         raise FlagError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, "
                         f"got {ns.log_level!r}")
 
+    _check_auth_token(ns.auth_token, ns.auth_token_ttl)
     _check_tls("client", listen_client + advertise_client,
                ("--cert-file", ns.cert_file), ("--key-file", ns.key_file),
                ("--trusted-ca-file", ns.trusted_ca_file),
@@ -213,6 +221,9 @@ def parse_args(argv: Sequence[str] | None = None) -> MemberConfig:
         peer_client_cert_auth=ns.peer_client_cert_auth,
         enable_fault_injection=ns.enable_fault_injection,
         log_level=ns.log_level,
+        auth_token=ns.auth_token,
+        auth_token_ttl=ns.auth_token_ttl,
+        bcrypt_cost=ns.bcrypt_cost,
         member_id=me.id,
         cluster_id=cluster_id(m.id for m in members),
     )
@@ -276,6 +287,17 @@ def _check_timing(heartbeat: int, election: int) -> None:
     if election > MAX_ELECTION_MS:
         raise FlagError(f"--election-timeout[{election}ms] is too long, and should be set "
                         f"less than {MAX_ELECTION_MS}ms")
+
+
+def _check_auth_token(opts: str, ttl: int) -> None:
+    """A bad --auth-token stops the member at start, as etcd's does (its key
+    files are read here; the member reads them again when it builds the store)."""
+    from engine.auth.tokens import new_token_provider
+
+    try:
+        new_token_provider(opts, ttl)
+    except Exception as e:  # InvalidAuthOpts, an unreadable or bad key
+        raise FlagError(f"--auth-token: {e}") from None
 
 
 def _check_tls(which: str, urls: tuple[str, ...], cert: tuple[str, str], key: tuple[str, str],

@@ -34,6 +34,9 @@ DEFAULT_SNAPSHOT_CATCHUP_ENTRIES = 5000
 DEFAULT_QUOTA_BYTES = 2 << 30       # 2 GiB
 DEFAULT_MAX_REQUEST_BYTES = 1_572_864   # 1.5 MiB
 DEFAULT_MAX_TXN_OPS = 128
+DEFAULT_AUTH_TOKEN = "simple"
+DEFAULT_AUTH_TOKEN_TTL = 300        # seconds a simple token lives unused
+DEFAULT_BCRYPT_COST = 10
 
 
 class ConfigError(ValueError):
@@ -82,6 +85,10 @@ class MemberConfig:
     # Entries kept in the log after a snapshot for slow followers to catch up
     # from (etcd's SnapshotCatchUpEntries, a flag since 3.5.9).
     snapshot_catchup_entries: int = DEFAULT_SNAPSHOT_CATCHUP_ENTRIES
+    # Auth (etcd's --auth-token, --auth-token-ttl, --bcrypt-cost).
+    auth_token: str = DEFAULT_AUTH_TOKEN        # "simple" or "jwt,pub-key=...,priv-key=...,sign-method=..."
+    auth_token_ttl: int = DEFAULT_AUTH_TOKEN_TTL
+    bcrypt_cost: int = DEFAULT_BCRYPT_COST
 
     @property
     def election_ticks(self) -> int:

@@ -14,6 +14,7 @@ layers' own typed objects.
 """
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Callable, Generator
 
 from engine.mvcc.backend import Reader
@@ -27,6 +28,7 @@ from engine.server.config import MemberConfig
 from engine.server.membership import MemberRecord
 
 if TYPE_CHECKING:
+    from engine.auth import AuthStore
     from engine.server.node import Node, TimelineEvent
 
 
@@ -183,6 +185,17 @@ class KVServer:
     @property
     def watch_hub(self) -> WatchHub:
         return self._node.applier.hub
+
+    @property
+    def auth_store(self) -> "AuthStore | None":
+        """etcd's auth store (users, roles, permissions); None until the applier has one."""
+        return getattr(self._node.applier, "auth", None)
+
+    async def wait_applied(self, index: int, timeout: float) -> None:
+        """Return once this member applied `index`; asyncio.TimeoutError after timeout."""
+        if self.applied_index >= index:
+            return
+        await asyncio.wait_for(self._node._waiters.wait_applied(index), timeout)
 
     # -- membership ------------------------------------------------------------------------
 
