@@ -14,7 +14,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 import themes
-from raftui.commands import COMMANDS
+from raftui.commands import COMMANDS, key_shown
 from raftui.host import ClusterHost
 from raftui.host.health import still_listening
 from raftui.screens.quit import QuitScreen
@@ -27,7 +27,7 @@ class RaftuiApp(App[None]):
     TITLE = "raftui"
     CSS_PATH = themes.STYLESHEETS
     BINDINGS = [
-        Binding("question_mark", "help", "Keys", id="help"),
+        Binding("question_mark", "help", "Keys", id="help", key_display="?"),
         Binding("T", "cycle_theme", "Theme", id="cycle_theme"),
         Binding("q", "quit", "Quit", id="quit"),
     ]
@@ -57,6 +57,15 @@ class RaftuiApp(App[None]):
 
     # ------------------------------------------------------------- app keys
 
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """The app's own keys (theme, help, quit) belong to the dashboard: in a
+        dialog, or while one is opening, a T or q typed for the dialog must
+        not switch the theme or start quitting."""
+        if action in ("cycle_theme", "help", "quit"):
+            screen = self.screen
+            return isinstance(screen, MainScreen) and not screen._asking
+        return True
+
     def action_cycle_theme(self) -> None:
         names = [t.name for t in themes.THEMES.values()]
         current = names.index(self.theme) if self.theme in names else -1
@@ -64,12 +73,17 @@ class RaftuiApp(App[None]):
         self.notify(f"theme {self.theme}", timeout=2)
 
     def action_help(self) -> None:
-        rows = [(b.key_display or b.key, b.description, b.tooltip or b.description, b.id or "")
+        """Every key as typed; commands this mode cannot run are left out (said at the end)."""
+        main = self.screen if isinstance(self.screen, MainScreen) else None
+        rows = [(key_shown(b.key), b.description, b.tooltip or b.description, b.id or "")
                 for b in self.BINDINGS]
         rows += [("tab / shift+tab", "Panels", "Next / previous panel", "next_panel, previous_panel"),
                  ("1-9, up/down", "Select member", "Select a member (also arrows in the cluster table)",
                   "member_1 .. member_9")]
-        rows += [(c.key, c.title, c.help, c.id) for c in COMMANDS]
+        offered = [c for c in COMMANDS if main is None or not main.unavailable(c)]
+        rows += [(key_shown(c.key), c.title, c.help, c.id) for c in offered]
+        left_out = sorted({main.unavailable(c) for c in COMMANDS if c not in offered}) if main else []
+        rows += [("", "(not here)", reason, "") for reason in left_out]
         rows += [("ctrl+p", "Palette", "Search every command by name", "")]
         self.push_screen(HelpScreen(rows))
 
@@ -114,8 +128,9 @@ class RaftuiApp(App[None]):
         if main is None:
             return
         for c in COMMANDS:
-            yield SystemCommand(f"{c.title} ({c.key})", c.help,
-                                lambda cid=c.id: main.action_command(cid))
+            if not main.unavailable(c):
+                yield SystemCommand(f"{c.title} ({key_shown(c.key)})", c.help,
+                                    lambda cid=c.id: main.action_command(cid))
         yield SystemCommand("Cycle theme (T)", "dark → light → mono", self.action_cycle_theme)
         yield SystemCommand("Keys (?)", "Show every key binding", self.action_help)
         for b in NAV_BINDINGS[:2]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import re
 from typing import Awaitable, Callable
 
@@ -73,11 +74,21 @@ class Command:
     help: str                    # one sentence: `?` and the palette
     run: Runner | None = None    # None: the screen handles it (UI-only commands)
     fields: tuple[Field, ...] = ()
-    confirm: Callable[[Context, dict], str] | None = None
+    # The question asked before running ("" asks nothing); a coroutine when it needs the cluster.
+    confirm: Callable[[Context, dict], str | Awaitable[str]] | None = None
     needs: str = ""              # "member", "host"
     footer: bool = False
     group: str = "cluster"
     result_view: str = ""        # "detail": show result data in the keys detail table
+
+
+# Textual names some keys; help, the footer and the palette show them as typed.
+KEY_SHOWN = {"question_mark": "?", "slash": "/", "exclamation_mark": "!", "colon": ":"}
+
+
+def key_shown(key: str) -> str:
+    """"question_mark" -> "?", "escape,q" -> "escape / q": a key as the operator types it."""
+    return " / ".join(KEY_SHOWN.get(k.strip(), k.strip()) for k in key.split(","))
 
 
 def _member_name(ctx: Context) -> str:
@@ -292,29 +303,130 @@ async def _drop_delay(ctx: Context, v: dict) -> ActionResult:
     return await ctx.source.drop_delay(ctx.member.id, _int(v, "drop"), _int(v, "delay"))
 
 
-def _confirm_delete(typed: str) -> str:
-    key, prefix = split_prefix(typed)
-    return f"Delete every key starting with '{escape(key)}'?" if prefix else f"Delete '{escape(key)}'?"
+# ------------------------------------------------------------ questions
+# Every destructive or disruptive command asks, saying what will happen; No is
+# the default (raftui/screens/confirm.py). A question may need the cluster
+# first (a delete counts its keys): then it is a coroutine.
+
+async def _confirm_delete(ctx: Context, v: dict) -> str:
+    key, prefix = split_prefix(v["key"])
+    counted = await ctx.source.count(key, prefix)
+    n = f"{counted.data:,}" if counted.ok else "an unknown number of"
+    if prefix:
+        what = f"every key starting with '{escape(key)}'" if key else "every key in the cluster"
+        return (f"Delete {what}: {n} key{'s' if counted.data != 1 else ''}? They are gone from the next "
+                "revision on (older revisions keep them until compacted).")
+    if counted.ok and not counted.data:
+        return f"'{escape(key)}' does not exist; delete anyway (a no-op)?"
+    return f"Delete the key '{escape(key)}'? It is gone from the next revision on."
 
 
-def _confirm_member(verb: str) -> Callable[[Context, dict], str]:
-    return lambda ctx, v: f"{verb} {_member_name(ctx)}?"
+def _quorum_after(ctx: Context, losing: set[int]) -> str:
+    """What losing these members (killed, paused, cut off) does to the quorum."""
+    voters = [m for m in ctx.state.members if not m.is_learner]
+    up = [m for m in voters if m.health == "up" and m.id not in losing]
+    need = len(voters) // 2 + 1
+    if not voters:
+        return ""
+    if len(up) < need:
+        return f" Only {len(up)} of {len(voters)} voters would be left up: no quorum, writes will fail."
+    return f" {len(up)} of {len(voters)} voters stay up (quorum needs {need})."
+
+
+def _confirm_kill(ctx: Context, v: dict) -> str:
+    return (f"kill -9 {_member_name(ctx)}? Its process dies at once, mid-write if need be (s starts it again)."
+            + _quorum_after(ctx, {ctx.member.id}))
+
+
+def _confirm_pause(ctx: Context, v: dict) -> str:
+    return (f"Pause {_member_name(ctx)} (SIGSTOP)? It answers nothing until resumed (u); a paused leader "
+            "is replaced after an election timeout." + _quorum_after(ctx, {ctx.member.id}))
+
+
+def _confirm_partition(ctx: Context, v: dict) -> str:
+    return (f"Cut {_member_name(ctx)} off from every other member? Its peer messages are dropped until heal (H)."
+            + _quorum_after(ctx, {ctx.member.id}))
+
+
+def _confirm_split(ctx: Context, v: dict) -> str:
+    names = {unescape(n.strip()) for n in v["group"].split(",") if n.strip()}
+    side = [m for m in ctx.state.members if m.name in names]
+    others = [m for m in ctx.state.members if m.name not in names]
+    voters = [m for m in ctx.state.members if not m.is_learner]
+    need = len(voters) // 2 + 1
+    smaller = side if len([m for m in side if not m.is_learner]) < need else others
+    return (f"Split {{{', '.join(m.label for m in side) or '?'}}} from {{{', '.join(m.label for m in others)}}}? "
+            f"The side without {need} voters ({', '.join(m.label for m in smaller) or 'none'}) cannot commit "
+            "until heal (H).")
+
+
+def _confirm_drop_delay(ctx: Context, v: dict) -> str:
+    drop, delay = _int(v, "drop"), _int(v, "delay")
+    if not drop and not delay:
+        return ""          # clears the member's drop and delay: nothing to ask
+    return (f"Drop {drop}% and delay {delay} ms of {_member_name(ctx)}'s peer messages? Replication from and to "
+            "it slows; heavy loss or delay can cost elections.")
+
+
+def _confirm_defrag(ctx: Context, v: dict) -> str:
+    return (f"Defragment {_member_name(ctx)}? It rewrites its whole backend and answers nothing meanwhile "
+            "(seconds for a large db; its peers carry on).")
+
+
+def _confirm_transfer(ctx: Context, v: dict) -> str:
+    leader = ctx.state.leader
+    if leader is not None and ctx.member is not None and leader.id == ctx.member.id:
+        return ""          # already the leader: nothing happens
+    return (f"Move leadership from {leader.label if leader else '(no leader)'} to {_member_name(ctx)}? "
+            "Writes wait for about an election while it takes over.")
+
+
+def _confirm_add_learner(ctx: Context, v: dict) -> str:
+    url = v.get("peer_url", "").strip()
+    if url:
+        return (f"Add a learner at {escape(url)}? The cluster will expect a member there (it does not vote "
+                "until promoted).")
+    if getattr(ctx.host, "plan_member", None) is None:
+        return ""          # refused by the command itself: attach mode starts no process
+    return ("Add a learner? A new local raftnode process starts on free ports and catches up from the leader "
+            "(it does not vote until promoted).")
+
+
+def _confirm_promote(ctx: Context, v: dict) -> str:
+    voters = len([m for m in ctx.state.members if not m.is_learner]) + 1
+    return (f"Promote {_member_name(ctx)} to voter? The cluster then has {voters} voters and needs "
+            f"{voters // 2 + 1} of them for every write.")
+
+
+def _confirm_remove(ctx: Context, v: dict) -> str:
+    hosted = ctx.host is not None and ctx.member is not None and ctx.member.name in ctx.host.names
+    return (f"Remove {_member_name(ctx)} from the cluster? It can never rejoin under its id"
+            + ("; its process is stopped and its data moved aside." if hosted else ".")
+            + _quorum_after(ctx, {ctx.member.id}))
+
+
+def _confirm_snapshot(ctx: Context, v: dict) -> str:
+    path = os.path.expanduser(v["path"])
+    if os.path.exists(path):
+        return f"{escape(path)} exists. Overwrite it with a new snapshot?"
+    return ""
 
 
 COMMANDS: tuple[Command, ...] = (
     # --- keys
     Command("write", "w", "Write", "Write a key (key, value, optional lease TTL)", _write, (
         Field("key", "Key", _key_or_selected, "foo", escapes=True),
-        Field("value", "Value", "", "bar", escapes=True),
+        Field("value", "Value", "", "bar (may be empty)", optional=True, escapes=True),   # etcd allows b""
         Field("ttl", "Lease TTL (s)", "", "none", integer=True, optional=True),
     ), footer=True, group="keys"),
     Command("delete", "d", "Delete", "Delete a key (end it with * for a prefix)", _delete,
             (Field("key", "Key", _key_or_selected, escapes=True),),
-            confirm=lambda ctx, v: _confirm_delete(v["key"]), group="keys"),
+            confirm=_confirm_delete, group="keys"),
     Command("read", "r", "Read@rev", "Read a key or prefix (key*) at a revision", _read, (
         Field("key", "Key", _key_or_selected, "foo or foo*", escapes=True),
-        Field("revision", "Revision", lambda ctx: str(max(1, ctx.state.revision - 1)), "0: latest",
-              integer=True),
+        # The current revision shown, to edit down from (0 also means the latest).
+        Field("revision", "Revision (the current one shown; 0: latest)", lambda ctx: str(ctx.state.revision),
+              "0: latest", integer=True),
     ), footer=True, group="keys", result_view="detail"),
     Command("history", "h", "History", "A key's versions across revisions", _history,
             (Field("key", "Key", _key_or_selected, escapes=True),), group="keys", result_view="detail"),
@@ -328,44 +440,45 @@ COMMANDS: tuple[Command, ...] = (
             group="keys"),
     # --- maintenance
     Command("defrag", "g", "Defrag", "Defragment the selected member's backend", _defrag,
-            needs="member", footer=True, group="maintenance"),
+            confirm=_confirm_defrag, needs="member", footer=True, group="maintenance"),
     Command("transfer", "t", "Leader→", "Transfer leadership to the selected member", _transfer,
-            needs="member", group="maintenance"),
+            confirm=_confirm_transfer, needs="member", group="maintenance"),
     Command("snapshot", "S", "Snapshot", "Save a snapshot of the selected member to a file", _snapshot,
-            (Field("path", "File", "raftui-snapshot.db"),), group="maintenance"),
+            (Field("path", "File", "raftui-snapshot.db"),), confirm=_confirm_snapshot, group="maintenance"),
     Command("alarms", "A", "Alarms", "List the cluster's alarms", _alarms, group="maintenance"),
     Command("disarm", "exclamation_mark", "Disarm", "Disarm every alarm", _disarm,
-            confirm=lambda ctx, v: "Disarm every alarm?", group="maintenance"),
+            confirm=lambda ctx, v: "Disarm every alarm? Writes are accepted again; a db still over its quota "
+                                   "raises NOSPACE again.", group="maintenance"),
     # --- membership
     Command("add_learner", "a", "Add learner",
             "Add a learner (host mode: leave the URL empty and a new local member is started)",
             _add_learner,
             (Field("peer_url", "Peer URL", "", "empty: start a new local member (host mode)",
-                   optional=True),), group="membership"),
+                   optional=True),), confirm=_confirm_add_learner, group="membership"),
     Command("promote", "o", "Promote", "Promote the selected learner to voter", _promote,
-            confirm=_confirm_member("Promote"), needs="member", group="membership"),
+            confirm=_confirm_promote, needs="member", group="membership"),
     Command("remove", "X", "Remove", "Remove the selected member from the cluster", _remove,
-            confirm=_confirm_member("Remove member"), needs="member", group="membership"),
+            confirm=_confirm_remove, needs="member", group="membership"),
     # --- processes (host mode)
     Command("kill", "k", "Kill", "kill -9 the selected member (host mode)", _kill,
-            confirm=_confirm_member("kill -9"), needs="host", footer=True, group="processes"),
+            confirm=_confirm_kill, needs="host", footer=True, group="processes"),
     Command("restart", "s", "Restart", "Restart a killed member (host mode)", _restart,
             needs="host", group="processes"),
     Command("pause", "z", "Pause", "Pause the selected member with SIGSTOP (host mode)",
-            _host_action("paused", "pause"), needs="host", group="processes"),
+            _host_action("paused", "pause"), confirm=_confirm_pause, needs="host", group="processes"),
     Command("resume", "u", "Resume", "Resume a paused member with SIGCONT (host mode)",
             _host_action("resumed", "resume"), needs="host", group="processes"),
     # --- network faults (raftnode's Fault service)
     Command("partition", "p", "Partition", "Cut the selected member off from all others", _partition,
-            confirm=_confirm_member("Partition"), needs="member", group="faults"),
+            confirm=_confirm_partition, needs="member", group="faults"),
     Command("partition_groups", "P", "Split", "Partition the cluster into two groups", _partition_groups,
-            (Field("group", "Members of one side", "", "n1,n2"),), group="faults"),
+            (Field("group", "Members of one side", "", "n1,n2"),), confirm=_confirm_split, group="faults"),
     Command("heal", "H", "Heal", "Heal every partition, drop and delay", _heal, group="faults"),
     Command("drop_delay", "f", "Drop/delay", "Drop or delay the selected member's peer messages",
             _drop_delay, (
                 Field("drop", "Drop %", "0", integer=True, maximum=100),
                 Field("delay", "Delay (ms)", "0", integer=True, maximum=MAX_DELAY_MS),
-            ), needs="member", group="faults"),
+            ), confirm=_confirm_drop_delay, needs="member", group="faults"),
 )
 
 BY_ID = {c.id: c for c in COMMANDS}

@@ -4,6 +4,13 @@ Every variable a stylesheet uses must have a default in VARIABLE_DEFAULTS
 (Textual refuses to parse a sheet with an unknown variable). Text styles are
 variables too, so the monochrome theme can mark the leader with reverse
 video where the colour themes use a colour.
+
+Readable in every theme: every role, health and text colour has a contrast
+of at least 4.5:1 (WCAG AA) against every background it is drawn on --
+the surface, the panel (title bars), and the selected row. The selected row
+is a quiet background plus bold, not a saturated block that the role
+colours of its cells would vanish into (tests/console/test_contrast.py
+computes every pair from these definitions).
 """
 from __future__ import annotations
 
@@ -15,19 +22,31 @@ VARIABLE_DEFAULTS: dict[str, str] = {
     "learner": "#c792ea",
     "candidate": "#ffab40",
     "up": "#4ebf71",
-    "down": "#ff5f5f",
+    "down": "#ff7b7b",
     "paused": "#5fafff",
-    "unknown": "#8a8a8a",
+    "unknown": "#a0a0a0",
     "committed": "#e0e0e0",
     "uncommitted": "#ffab40",
     "conf-change": "#c792ea",
     "flash": "#ffd75f",
-    "muted": "#8a8a8a",
+    "muted": "#a0a0a0",
     "leader-text-style": "bold",
     "down-text-style": "bold",
     "flash-text-style": "bold reverse",
     "uncommitted-text-style": "italic",
 }
+
+
+def _selection(background: str, foreground: str) -> dict[str, str]:
+    """The selected row (a DataTable's cursor), focused or not: Textual's block-cursor variables."""
+    return {
+        "block-cursor-background": background,
+        "block-cursor-foreground": foreground,
+        "block-cursor-text-style": "bold",
+        "block-cursor-blurred-background": background,
+        "block-cursor-blurred-foreground": foreground,
+        "block-cursor-blurred-text-style": "none",
+    }
 
 DARK = Theme(
     name="raftui-dark",
@@ -35,24 +54,24 @@ DARK = Theme(
     secondary="#3a5f9f",
     accent="#ffd75f",
     warning="#ffab40",
-    error="#ff5f5f",
+    error="#ff7b7b",
     success="#4ebf71",
     foreground="#e0e0e0",
     background="#121417",
     surface="#1b1e23",
     panel="#262a31",
     dark=True,
-    variables=dict(VARIABLE_DEFAULTS),
+    variables={**VARIABLE_DEFAULTS, **_selection("#2a3548", "#e0e0e0")},
 )
 
 LIGHT = Theme(
     name="raftui-light",
     primary="#1f5fbf",
     secondary="#5f87d7",
-    accent="#a15c00",
-    warning="#a15c00",
-    error="#c62828",
-    success="#1b7f3b",
+    accent="#8a4f00",
+    warning="#8a4f00",
+    error="#b71c1c",
+    success="#176a31",
     foreground="#1c1c1c",
     background="#fafafa",
     surface="#f0f0f0",
@@ -60,19 +79,20 @@ LIGHT = Theme(
     dark=False,
     variables={
         **VARIABLE_DEFAULTS,
-        "leader": "#a15c00",
+        "leader": "#8a4f00",
         "follower": "#1f5fbf",
         "learner": "#7b1fa2",
-        "candidate": "#d84315",
-        "up": "#1b7f3b",
-        "down": "#c62828",
-        "paused": "#0277bd",
-        "unknown": "#6d6d6d",
+        "candidate": "#b03a10",
+        "up": "#176a31",
+        "down": "#b71c1c",
+        "paused": "#01609a",
+        "unknown": "#595959",
         "committed": "#1c1c1c",
-        "uncommitted": "#d84315",
+        "uncommitted": "#b03a10",
         "conf-change": "#7b1fa2",
-        "flash": "#a15c00",
-        "muted": "#6d6d6d",
+        "flash": "#8a4f00",
+        "muted": "#595959",
+        **_selection("#d6e4f5", "#1c1c1c"),
     },
 )
 
@@ -94,8 +114,9 @@ MONO = Theme(
     variables={
         **{name: "#ffffff" for name in ("leader", "follower", "learner", "candidate", "up", "down",
                                         "paused", "committed", "uncommitted", "conf-change", "flash")},
-        "unknown": "#a0a0a0",
-        "muted": "#a0a0a0",
+        "unknown": "#b0b0b0",
+        "muted": "#b0b0b0",
+        **_selection("#3a3a3a", "#ffffff"),
         "leader-text-style": "bold reverse",
         "down-text-style": "bold strike",
         "flash-text-style": "bold reverse",

@@ -1,4 +1,6 @@
-"""Yes/no before anything destructive: y or enter confirms, n or escape cancels."""
+"""Yes/no before anything destructive or disruptive. The question says what
+will happen; only y does it: enter, n and escape all answer no (No is the
+default, so a stray enter typed for something else does nothing)."""
 from __future__ import annotations
 
 from rich.text import Text
@@ -11,18 +13,18 @@ from textual.widgets import Static
 
 class ConfirmScreen(ModalScreen[bool]):
     BINDINGS = [
-        Binding("y,enter", "answer(True)", "Yes"),
-        Binding("n,escape", "answer(False)", "No"),
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,enter,escape", "answer(False)", "No"),
     ]
 
-    def __init__(self, question: str, yes: str = "yes", no: str = "no") -> None:
+    def __init__(self, question: str, yes: str = "yes, do it", no: str = "no") -> None:
         super().__init__(classes="dialog-screen")
         self.question, self.yes, self.no = question, yes, no
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog confirm"):
-            yield Static(Text(self.question), classes="dialog-title")   # may quote a key: never markup
-            yield Static(f"y / enter: {self.yes} · n / escape: {self.no}", classes="dialog-hint")
+            yield Static(Text(self.question), classes="dialog-title", id="confirm-question")   # may quote a key
+            yield Static(Text(f"y: {self.yes} · n / enter / escape: {self.no} (default)"), classes="dialog-hint")
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import time
 
 from textual import on, work
@@ -24,7 +25,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static, Tab, Tabs
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from raftui.commands import BY_ID, COMMANDS, Command, Context, check_values, split_prefix
+from raftui.commands import BY_ID, COMMANDS, Command, Context, check_values, key_shown, split_prefix
 from raftui.render import escape, safe_text, unescape
 from raftui.host import ClusterHost
 from raftui.host.health import with_process_health
@@ -44,6 +45,7 @@ POLL_INTERVAL = 0.4          # seconds between the end of one poll and the next
 KEYS_INTERVAL = 1.0
 KEY_PAGE = 1000              # keys per Range; more pages come in as the keys table is scrolled
 COMMAND_DEADLINE = 90.0      # a last resort; each call has its own, shorter deadline
+ASK_DEADLINE = 10.0          # reading what a question needs (a key count); each call has its own too
 ERROR_REPEAT = 30.0          # seconds before the same worker failure is told again
 FOLLOW_RETRY = 2.0           # seconds before following the status streams again after a failure
 WIDE = (140, 40)             # from this size on, all panels at once
@@ -59,14 +61,20 @@ PANELS = (  # id, tab label, widget to focus
 
 
 def command_bindings() -> list[Binding]:
-    return [Binding(c.key, f"command('{c.id}')", c.title, show=c.footer, id=c.id, tooltip=c.help)
+    # priority: the app runs a command's key itself, before it reads the next
+    # key, so the dialog the command opens is there for the keys typed after
+    # it (a non-priority binding runs from the focused widget's queue, behind
+    # keys already routed to the dashboard). No widget of this screen takes letters.
+    return [Binding(c.key, f"command('{c.id}')", c.title, show=c.footer, id=c.id, tooltip=c.help,
+                    key_display=key_shown(c.key), priority=True)
             for c in COMMANDS]
 
 
+# Priority too, like the commands: "2g" typed at once selects n2, then defrags it.
 NAV_BINDINGS = [
-    Binding("tab", "panel(1)", "Next panel", show=False, id="next_panel"),
-    Binding("shift+tab", "panel(-1)", "Previous panel", show=False, id="previous_panel"),
-    *[Binding(str(i), f"select_member({i})", f"Member {i}", show=False, id=f"member_{i}")
+    Binding("tab", "panel(1)", "Next panel", show=False, id="next_panel", priority=True),
+    Binding("shift+tab", "panel(-1)", "Previous panel", show=False, id="previous_panel", priority=True),
+    *[Binding(str(i), f"select_member({i})", f"Member {i}", show=False, id=f"member_{i}", priority=True)
       for i in range(1, 10)],
 ]
 
@@ -95,6 +103,7 @@ class MainScreen(Screen):
         self._keys_generation = 0
         self._title_text = ""
         self._worker_errors: dict[str, float] = {}    # a worker's failure text -> when it was last told
+        self._asking = False      # a command's dialogs are open (or opening): no other command runs
 
     # ---------------------------------------------------------------- layout
 
@@ -162,11 +171,13 @@ class MainScreen(Screen):
             state = with_process_health(state, self.host)
         self.state = state
 
-    def watch_state(self, state: ClusterState) -> None:
+    def watch_state(self, old: ClusterState, new: ClusterState) -> None:
         try:
-            self._distribute(state)
+            self._distribute(new)
         except NoMatches:
             pass  # the screen is being torn down while a worker delivers its last result
+        if old.fault != new.fault:
+            self.refresh_bindings()      # fault commands offered or not
 
     def _distribute(self, state: ClusterState) -> None:
         if not self.selected and state.members:
@@ -223,7 +234,8 @@ class MainScreen(Screen):
     @on(KeysPanel.KeyChosen)
     def _key_chosen(self, event: KeysPanel.KeyChosen) -> None:
         self.selected_key = event.key
-        self.run_command(BY_ID["history"], {"key": escape(event.key)})   # as if typed in the form
+        if not self._asking:
+            self.run_command(BY_ID["history"], {"key": escape(event.key)})   # as if typed in the form
 
     def action_select_member(self, number: int) -> None:
         members = self.state.members
@@ -337,45 +349,107 @@ class MainScreen(Screen):
             self._show(state)
 
     def action_command(self, command_id: str) -> None:
-        self.run_command(BY_ID[command_id])
+        """A command's key. Its dialog is pushed here, before the next key is
+        read, so keys typed right after it land in the dialog and never run
+        as commands; until its last question is answered (a count may be
+        read first), no other command runs from this screen."""
+        if self._asking:
+            return
+        cmd = BY_ID[command_id]
+        ctx = self._command_context()
+        problem = self._cannot_run(cmd, ctx)
+        if problem:
+            self._report(ActionResult.fail(problem), record=True)
+            return
+        self._asking = True
+        if not cmd.fields:
+            self._answered_form(cmd, ctx, {})
+            return
+        initial = [(f, f.default(ctx) if callable(f.default) else f.default) for f in cmd.fields]
+        self.app.push_screen(FormScreen(cmd.help, initial),
+                             lambda values: self._answered_form(cmd, ctx, values))
+
+    def _answered_form(self, cmd: Command, ctx: Context, values: dict | None) -> None:
+        if values is None:
+            self._asking = False
+            return
+        problem = check_values(cmd, values)
+        if problem:    # the form refuses these; values from elsewhere are checked too
+            self._asking = False
+            self._report(ActionResult.fail(f"{cmd.title.lower()}: {problem}"), record=True)
+            return
+        question = cmd.confirm(ctx, values) if cmd.confirm is not None else ""
+        if inspect.isawaitable(question):
+            self._ask_after(cmd, ctx, values, question)
+        else:
+            self._ask(cmd, ctx, values, question)
+
+    def _ask(self, cmd: Command, ctx: Context, values: dict, question: str) -> None:
+        """The confirmation ("" when the command needs none), then the command."""
+        if not question:
+            self._asking = False
+            self.run_command(cmd, values, ctx)
+            return
+
+        def answered(yes: bool | None) -> None:
+            self._asking = False
+            if yes:
+                self.run_command(cmd, values, ctx)
+
+        self.app.push_screen(ConfirmScreen(question), answered)
+
+    @work(group="ask", exit_on_error=False)
+    async def _ask_after(self, cmd: Command, ctx: Context, values: dict, question) -> None:
+        """A question that needs the cluster first (how many keys a delete takes)."""
+        try:
+            text = await asyncio.wait_for(question, ASK_DEADLINE)
+        except Exception as exc:  # noqa: BLE001 -- no question, no command
+            self._asking = False
+            self._report(ActionResult.fail(f"{cmd.title.lower()}: cannot ask: {exc!r}"), record=True)
+            return
+        if self.is_attached:
+            self._ask(cmd, ctx, values, text)
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """While a command is asking, nothing else runs from here; commands
+        this mode cannot do are not offered (not in the footer, the key does nothing)."""
+        if self._asking:
+            return False
+        if action == "command" and parameters:
+            cmd = BY_ID.get(parameters[0])
+            return cmd is None or not self.unavailable(cmd)
+        return True
+
+    def unavailable(self, cmd: Command) -> str:
+        """Why this mode cannot run `cmd` at all ("" if it can)."""
+        if cmd.needs == "host" and self.host is None:
+            return "host mode only (raftui without --endpoints)"
+        if cmd.group == "faults" and self.state.fault is False:
+            return "needs raftnode's Fault service (--enable-fault-injection)"
+        return ""
 
     def _command_context(self) -> Context:
         return Context(self.source, self.host, self.state, self.state.member(self.selected),
                        self.selected_key)
 
     @work(group="command", exit_on_error=False)
-    async def run_command(self, cmd: Command, values: dict | None = None) -> None:
-        """Every operator command goes through here: whatever goes wrong in
-        it (a bug, a value the server sent that we did not expect) is an
-        error on the timeline and a notification, never the console's end."""
+    async def run_command(self, cmd: Command, values: dict, ctx: Context | None = None) -> None:
+        """Every operator command runs here, once asked and answered:
+        whatever goes wrong in it (a bug, a value the server sent that we did
+        not expect) is an error on the timeline and a notification, never the
+        console's end."""
         try:
-            await self._run_command(cmd, values)
+            await self._run_command(cmd, values, ctx or self._command_context())
         except Exception as exc:  # noqa: BLE001 -- the one guard around every command
             if not self.is_attached:
                 return
             self._report(ActionResult.fail(f"{cmd.title.lower()} failed: {exc!r}"), record=True)
 
-    async def _run_command(self, cmd: Command, values: dict | None) -> None:
-        ctx = self._command_context()
-        problem = self._cannot_run(cmd, ctx)
+    async def _run_command(self, cmd: Command, values: dict, ctx: Context) -> None:
+        problem = self._cannot_run(cmd, ctx) or check_values(cmd, values)
         if problem:
             self._report(ActionResult.fail(problem), record=True)
             return
-        if values is None:
-            values = {}
-            if cmd.fields:
-                initial = [(f, f.default(ctx) if callable(f.default) else f.default) for f in cmd.fields]
-                answer = await self.app.push_screen_wait(FormScreen(cmd.help, initial))
-                if answer is None:
-                    return
-                values = answer
-        problem = check_values(cmd, values)
-        if problem:    # the form refuses these; values from elsewhere are checked too
-            self._report(ActionResult.fail(f"{cmd.title.lower()}: {problem}"), record=True)
-            return
-        if cmd.confirm is not None:
-            if not await self.app.push_screen_wait(ConfirmScreen(cmd.confirm(ctx, values))):
-                return
         if cmd.run is None:
             self._run_ui_command(cmd, values)
             return
@@ -395,8 +469,9 @@ class MainScreen(Screen):
             self.refresh_keys(rearm=True)
 
     def _cannot_run(self, cmd: Command, ctx: Context) -> str:
-        if cmd.needs == "host" and self.host is None:
-            return f"{cmd.title.lower()} needs host mode (raftui without --endpoints)"
+        unavailable = self.unavailable(cmd)
+        if unavailable:
+            return f"{cmd.title.lower()}: {unavailable}"
         if cmd.needs in ("member", "host") and ctx.member is None:
             return f"{cmd.title.lower()}: select a member first (1-9)"
         return ""

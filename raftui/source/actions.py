@@ -63,7 +63,9 @@ async def put(stubs: Stubs, key: str, value: str, lease_ttl: int | None = None) 
 
 async def delete(stubs: Stubs, key: str, prefix: bool = False) -> ActionResult:
     k = encode(key)
-    req = rpc_pb2.DeleteRangeRequest(key=k, range_end=prefix_end(k) if prefix else b"")
+    # An empty prefix is every key: etcd wants key \0 for that (etcdctl del "" --prefix).
+    req = rpc_pb2.DeleteRangeRequest(key=(k or b"\x00") if prefix else k,
+                                     range_end=(prefix_end(k) if k else b"\x00") if prefix else b"")
     try:
         resp = await stubs.kv.DeleteRange(req, timeout=ACTION_DEADLINE)
     except grpc.aio.AioRpcError as exc:
@@ -86,6 +88,18 @@ async def get(stubs: Stubs, key: str, revision: int = 0, prefix: bool = False,
     kvs = [_kv(kv) for kv in resp.kvs]
     at = f"revision {revision}" if revision else f"latest (revision {resp.header.revision})"
     return ActionResult(True, f"get {key}{'*' if prefix else ''} at {at}: {resp.count} key(s)", kvs)
+
+
+async def count(stubs: Stubs, key: str, prefix: bool = False) -> ActionResult:
+    """How many keys `key` (or every key with that prefix) names now: data = the count."""
+    k = encode(key)
+    req = rpc_pb2.RangeRequest(key=k or b"\x00", range_end=(prefix_end(k) if k else b"\x00") if prefix else b"",
+                               count_only=True)
+    try:
+        resp = await stubs.kv.Range(req, timeout=ACTION_DEADLINE)
+    except grpc.aio.AioRpcError as exc:
+        return ActionResult.fail(f"count {key}: {errors.describe(exc)}")
+    return ActionResult(True, f"{resp.count} key(s)", resp.count)
 
 
 async def history(stubs: Stubs, key: str) -> ActionResult:

@@ -372,6 +372,10 @@ class ClusterSource:
     async def get(self, key: str, revision: int = 0, prefix: bool = False) -> ActionResult:
         return self._record(await actions.get(self._preferred_stubs(), key, revision, prefix), "read")
 
+    async def count(self, key: str, prefix: bool = False) -> ActionResult:
+        """How many keys a delete would take (asked before it). Not put in the timeline."""
+        return await actions.count(self._preferred_stubs(), key, prefix)
+
     async def history(self, key: str) -> ActionResult:
         return await actions.history(self._preferred_stubs(), key)
 

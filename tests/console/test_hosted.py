@@ -17,6 +17,7 @@ import pytest
 
 from engine.proto import rpc_pb2, rpc_pb2_grpc
 from raftui.host import raftnode_host
+from raftui.screens.confirm import ConfirmScreen
 from raftui.screens.quit import QuitScreen
 from raftui.source import ClusterSource
 from raftui.widgets.keys_panel import DetailTable, KeysPanel
@@ -108,13 +109,62 @@ def test_write_key_see_revision_and_read_older_revision(hosted, key):
             shown = [[cell_text(table, r, c) for c in range(4)] for r in range(table.row_count)]
             assert [key, first[1], second[2], "2"] in shown      # key, create, mod revision, version
 
+            await until(pilot, lambda: screen(app).state.revision == int(second[2]), what="the revision known")
             await pilot.press("r")
-            await fill(pilot, key, first[2])
+            await fill(pilot, key)
+            revision = app.screen.query_one("#field-revision")
+            assert revision.value == str(screen(app).state.revision)     # the current one, to edit down from
+            await fill(pilot, first[2])
             detail = screen(app).query_one(DetailTable)
             await until(pilot, lambda: detail.row_count == 1, what="the read at the old revision")
             assert cell_text(detail, 0, 1) == "one" and cell_text(detail, 0, 3) == first[2]
             assert any(f"get {key} at revision {first[2]}" in t for t in timeline(app))
+
+            await pilot.press("w")
+            await fill(pilot, key, "", "")                                # an empty value: etcd allows it
+            await until(pilot, lambda: next((r for r in key_rows(app) if r[0] == key and r[3] == "3"), None),
+                        what="version 3 with an empty value")
     run(body())
+
+
+async def _count(endpoint: str, prefix: bytes = b"") -> int:
+    async with grpc.aio.insecure_channel(endpoint) as ch:
+        kv = rpc_pb2_grpc.KVStub(ch)
+        end = prefix[:-1] + bytes([prefix[-1] + 1]) if prefix else b"\x00"
+        resp = await kv.Range(rpc_pb2.RangeRequest(key=prefix or b"\x00", range_end=end, count_only=True),
+                              timeout=10)
+        return resp.count
+
+
+def test_delete_star_shows_the_key_count_and_defaults_to_no(hosted, key):
+    async def body():
+        app = _app(hosted)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await ready(app, pilot)
+            ep = screen(app).state.leader.endpoint
+            await _put_direct(ep, [(f"{key}/{i}".encode(), b"v") for i in range(3)])
+            total = await _count(ep)
+
+            async def question(typed: str) -> str:
+                await pilot.press("d")
+                await fill(pilot, typed)
+                confirm = await until(pilot, lambda: app.screen if isinstance(app.screen, ConfirmScreen) else None,
+                                      what="the delete question")
+                return str(confirm.query_one("#confirm-question").render())
+
+            asked = await question("*")
+            assert asked.startswith(f"Delete every key in the cluster: {total:,} keys?"), asked
+            await pilot.press("enter")                        # the default is No
+            await until(pilot, lambda: app.screen is screen(app), what="the question answered")
+            assert await _count(ep) == total and not any(t.startswith("deleted") for t in timeline(app))
+
+            asked = await question(f"{key}/*")
+            assert asked.startswith(f"Delete every key starting with '{key}/': 3 keys?"), asked
+            await pilot.press("y")
+            await until(pilot, lambda: any(t.startswith(f"deleted 3 key(s) at prefix {key}/") for t in timeline(app)),
+                        what="the prefix deleted on y")
+            assert await _count(ep) == total - 3
+    run(body(), timeout=40)
 
 
 # ------------------------------------------------------------ leader change
@@ -221,7 +271,7 @@ def test_compact_and_defrag_shrink_the_db(hosted, key):
             await until(pilot, lambda: any(t.startswith("compacted to revision") for t in timeline(app)),
                         what="the compaction")
             size_before = row_of(app, name)[COL["db size"]]
-            await pilot.press("g")
+            await pilot.press("g", "y")
             line = await until(pilot, lambda: next((t for t in timeline(app)
                                                     if t.startswith(f"defragmented {name}: db ")), None),
                                timeout=30, what="the defrag result in the timeline")
@@ -249,7 +299,7 @@ def test_wal_shows_uncommitted_entries_while_followers_are_paused(hosted, key):
             leader_ep = screen(app).state.leader.endpoint
             followers = _followers(app)
             for f in followers:
-                await pilot.press(_number_of(app, f), "z")
+                await pilot.press(_number_of(app, f), "z", "y")
             await pilot.press(_number_of(app, leader))
             await until(pilot, lambda: all(hosted.state(f) == "paused" for f in followers),
                         what="both followers stopped")
@@ -308,6 +358,7 @@ def test_learner_quit_leave_reattach_stop_and_resume_with_keys(raftnode_binary, 
                 await until(pilot, lambda: any(r[0] == key for r in key_rows(app)), what="the key")
                 await pilot.press("a")          # host mode: an empty URL starts a local learner
                 await fill(pilot, "")
+                await pilot.press("y")          # it starts a process: asked first
                 await until(pilot, lambda: row_of(app, "n2") and "learner" in row_of(app, "n2")[COL["role"]]
                             and "up" in row_of(app, "n2")[COL["health"]],
                             timeout=20, what="the new learner n2 up")
@@ -372,7 +423,7 @@ def test_transfer_leadership_to_the_selected_member(hosted):
             await ready(app, pilot)
             old = leader_row(app)[COL["member"]]
             target = _followers(app)[0]
-            await pilot.press(_number_of(app, target), "t")
+            await pilot.press(_number_of(app, target), "t", "y")
             await until(pilot, lambda: (leader_row(app) or [""] * len(COL))[COL["member"]] == target,
                         what=f"{target} shown as the leader")
             assert "leader" not in row_of(app, old)[COL["role"]]
@@ -391,6 +442,7 @@ def test_split_into_two_groups_minority_marked_majority_commits_then_heal(hosted
             leader_commit = _num(leader_row(app), "commit")
             await pilot.press("P")
             await fill(pilot, minority)
+            await pilot.press("y")
             await until(pilot, lambda: "partitioned" in row_of(app, minority)[COL["health"]],
                         what=f"{minority} (the minority side) marked partitioned")
             assert all("up" in row_of(app, n)[COL["health"]] for n in majority)
@@ -417,6 +469,7 @@ def test_drop_and_delay_peer_messages_shown_in_the_member_fault_status(hosted):
             victim = _followers(app)[0]
             await pilot.press(_number_of(app, victim), "f")
             await fill(pilot, "30", "40")
+            await pilot.press("y")
             shown = await until(pilot, lambda: (lambda s: "dropping 30%" in s and "delaying 40 ms" in s and s)(
                 row_of(app, victim)[COL["alarms / errors"]]), what=f"{victim}'s drop/delay status")
             assert "dropping 30%" in shown
@@ -513,6 +566,7 @@ def test_remove_a_member_in_host_mode_stops_its_process_and_forgets_it(raftnode_
                 await ready(app, pilot, members=1)
                 await pilot.press("a")          # host mode: an empty URL starts a local learner
                 await fill(pilot, "")
+                await pilot.press("y")          # it starts a process: asked first
                 await until(pilot, lambda: row_of(app, "n2") and "up" in row_of(app, "n2")[COL["health"]],
                             timeout=20, what="the new learner n2 up")
                 pids["n2"] = host.pid("n2")

@@ -71,7 +71,7 @@ def test_defrag_selected_member_reports_result(real_etcd3):
         app = make_app(real_etcd3.endpoints)
         async with app.run_test(size=(80, 24)) as pilot:
             await ready(app, pilot)
-            await pilot.press("2", "g")
+            await pilot.press("2", "g", "y")
             name = cluster_rows(app)[1][1]
             await until(pilot, lambda: any(t.startswith(f"defragmented {name}: db ") for t in timeline(app)),
                         what="the defrag result in the timeline")
@@ -97,21 +97,26 @@ def test_watch_opened_from_the_console_receives_events(real_etcd3, key):
     run(body())
 
 
-def test_help_lists_every_binding_and_host_actions_explain_attach_mode(real_etcd3):
+def test_help_shows_keys_as_typed_and_attach_mode_offers_no_host_or_fault_command(real_etcd3):
     async def body():
         app = make_app(real_etcd3.endpoints)
         async with app.run_test(size=(80, 24)) as pilot:
             await ready(app, pilot)
+            await until(pilot, lambda: screen(app).state.fault is False, what="etcd known to have no Fault service")
             await pilot.press("question_mark")
             table = app.screen.query_one("#help-table")
-            ids = {cell_text(table, r, 3) for r in range(table.row_count)}
-            assert {"write", "read", "kill", "partition", "compact", "defrag", "snapshot", "quit"} <= ids
-            await pilot.press("escape", "k")
-            await until(pilot, lambda: any("needs host mode" in t for t in timeline(app)),
-                        what="the host-mode explanation")
-            await pilot.press("p", "y")
-            await until(pilot, lambda: any("Fault service" in t for t in timeline(app)),
-                        what="the fault-service explanation")
+            rows = {cell_text(table, r, 3): cell_text(table, r, 0) for r in range(table.row_count)}
+            assert {"write", "read", "compact", "defrag", "snapshot", "quit"} <= set(rows)
+            assert rows["help"] == "?" and rows["filter"] == "/" and rows["disarm"] == "!"
+            assert "kill" not in rows and "partition" not in rows        # not offered in attach mode to etcd
+            await pilot.press("escape")
+            footer = " ".join(b.binding.description for b in app.screen.active_bindings.values()
+                              if b.binding.show and b.enabled)
+            assert "Kill" not in footer and "Write" in footer
+            before = list(timeline(app))
+            await pilot.press("k", "p", "z")
+            await pilot.pause()
+            assert app.screen is screen(app) and timeline(app) == before   # nothing asked, nothing run
             await pilot.press("T")
             assert app.theme == "raftui-light"
             await pilot.press("T", "T")
