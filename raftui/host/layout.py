@@ -11,8 +11,9 @@ import dataclasses
 import json
 import os
 import pathlib
-import socket
 import uuid
+
+from engine.cli.launch import free_ports
 
 HOST = "127.0.0.1"
 LAYOUT_FILE = "cluster.json"
@@ -88,20 +89,6 @@ class ClusterLayout:
             MemberLayout(f"n{i + 1}", ports[2 * i], ports[2 * i + 1]) for i in range(size)
         )
         return cls(f"raftui-{uuid.uuid4().hex[:12]}", members)
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct ports the OS had free a moment ago (probes held open together)."""
-    probes = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            probes.append(s)
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in probes]
-    finally:
-        for s in probes:
-            s.close()
 
 
 def default_data_dir() -> pathlib.Path:
