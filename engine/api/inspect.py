@@ -15,8 +15,8 @@ import grpc
 from engine.proto import inspect_pb2 as ipb
 from engine.proto import inspect_pb2_grpc
 from engine.server.kvserver import KVServer
-from engine.wal.describe import describe_entry
 
+from .entry_text import entry_text
 from .stats import Counters
 from .watch import WatchRegistry
 
@@ -116,7 +116,7 @@ class InspectServicer(inspect_pb2_grpc.InspectServicer):
                                   commit_index=commit, applied_index=applied)
         if lo < hi:
             for e in server.entries(lo, hi):
-                text = describe_entry(e)
+                text = entry_text(e)
                 if len(text) > MAX_TEXT:
                     text = text[:MAX_TEXT - 1] + "…"
                 out.entries.add(index=e.index, term=e.term, type=e.type, text=text,
