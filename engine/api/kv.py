@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import asyncio
 
+from engine.auth.tokens import AuthInfo
 from engine.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
 from engine.server.kvserver import KVServer
 
-from . import validate
-from . import decode
+from . import decode, validate
+from .auth import auth_info
 from .errors import abort
 from .gate import check, request_timeout
 from .stats import Counters
@@ -41,6 +42,10 @@ class KVServicer(rpc_pb2_grpc.KVServicer):
                 # ReadIndex: after this, the local store has everything
                 # committed before the request came in.
                 await server.read_barrier(request_timeout(server, context))
+            store = server.auth_store
+            if store is not None and store.enabled:  # etcd's doSerialize
+                info = await auth_info(server, context)
+                store.is_range_permitted(info or AuthInfo("", 0), request.key, request.range_end)
             # The index lookup here; a big fetch of values on a worker,
             # from a reader pinned at this moment.
             raw = _raw_responses()

@@ -6,10 +6,12 @@ import hashlib
 import os
 import tempfile
 
+from engine.auth import errors as auth_errors
 from engine.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
 from engine.server import errors as server_errors
 from engine.server.kvserver import KVServer
 
+from .auth import auth_info
 from .errors import abort
 from .gate import check, request_timeout
 from .submit import submit
@@ -81,6 +83,7 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
         server = self.server
         try:
             check(server, context)
+            await _admin(server, context)
             async with self._defrag_lock:
                 # Pending physical compaction first, a bounded slice at a time.
                 while not server.compact_step():
@@ -101,6 +104,7 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
         # Hash is the hash of the key space (HashKV at the current revision).
         try:
             check(self.server, context)
+            await _admin(self.server, context)
             got = await asyncio.to_thread(await _hash_job(self.server, 0))
         except Exception as e:
             await abort(context, e)
@@ -112,6 +116,7 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
     async def HashKV(self, request: rpc_pb2.HashKVRequest, context):
         try:
             check(self.server, context)
+            await _admin(self.server, context)
             # The index part here, the rows on a worker (a pinned reader).
             resp = await asyncio.to_thread(await _hash_job(self.server, request.revision))
         except Exception as e:
@@ -130,6 +135,7 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
         tmp = None
         try:
             check(server, context)
+            await _admin(server, context)
             fd, tmp = tempfile.mkstemp(prefix=".snapshot-send-",
                                        dir=os.path.dirname(os.path.abspath(server.db_path)))
             os.close(fd)
@@ -173,3 +179,15 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
         except Exception as e:
             await abort(context, e)
         return rpc_pb2.MoveLeaderResponse()
+
+
+async def _admin(server: KVServer, context) -> None:
+    """etcd 3.4's authMaintenanceServer (Defragment, Snapshot, Hash, HashKV):
+    root only while auth is on, refused with the auth package's own text."""
+    store = server.auth_store
+    if store is None or not store.enabled:
+        return
+    try:
+        store.is_admin_permitted(await auth_info(server, context))
+    except auth_errors.AuthError as e:
+        raise auth_errors.raw(e) from None

@@ -12,6 +12,7 @@ from engine.proto import internal_pb2
 from engine.server import errors as server_errors
 from engine.server.kvserver import KVServer
 
+from .auth import auth_info, stamp
 from .gate import request_timeout
 
 log = logging.getLogger("engine.api")
@@ -39,6 +40,10 @@ async def submit(server: KVServer, context: grpc.aio.ServicerContext | None, req
                 except Exception as ae:  # etcd ignores the alarm's own outcome too
                     log.warning("raising the NOSPACE alarm failed: %s", ae)
             raise
+    # Who asks, at which auth revision (etcd processInternalRaftRequestOnce):
+    # every member re-checks the request against its auth store at apply.
+    if not req.username:
+        stamp(req, await auth_info(server, context))
     if not req.id:
         req.id = server.next_request_id()
     if req.ByteSize() > server.config.max_request_bytes:

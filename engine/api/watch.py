@@ -38,11 +38,14 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from engine.auth import errors as auth_errors
+from engine.auth.tokens import AuthInfo
 from engine.mvcc.watch import NODELETE, NOPUT
 from engine.proto import rpc_pb2, rpc_pb2_grpc
 from engine.server import errors as server_errors
 from engine.server.kvserver import KVServer
 
+from .auth import auth_info
 from .decode import UndecodableRequest
 from .errors import WatchCanceled, abort
 from .gate import check, has_require_leader
@@ -184,6 +187,12 @@ class _Session:
         async for req in request_iterator:
             kind = req.WhichOneof("request_union")
             if kind == "create_request":
+                refusal = await self._auth_refusal(req.create_request)
+                if refusal is not None:
+                    self._send_ctrl(rpc_pb2.WatchResponse(
+                        header=self._header(self.server.current_revision), watch_id=INVALID_WATCH_ID,
+                        created=True, canceled=True, cancel_reason=refusal))
+                    continue
                 self._create(req.create_request)
             elif kind == "cancel_request":
                 self._cancel(req.cancel_request.watch_id)
@@ -193,6 +202,24 @@ class _Session:
                 self.progress_wanted = True
                 self.wake.set()
         # The client half-closed: like etcd, keep sending until it goes away.
+
+    async def _auth_refusal(self, cr: rpc_pb2.WatchCreateRequest) -> str | None:
+        """etcd's isWatchPermitted: the cancel reason for a watch the user may
+        not read, as etcd words it (the gRPC error's text), or None."""
+        store = self.server.auth_store
+        if store is None or not store.enabled:
+            return None
+        try:
+            info = await auth_info(self.server, self.context)
+            store.is_range_permitted(info or AuthInfo("", 0), cr.key, cr.range_end)
+        except auth_errors.AuthError as e:
+            if not isinstance(e, (auth_errors.InvalidAuthToken, auth_errors.AuthOldRevision,
+                                  auth_errors.UserEmpty)):
+                e = auth_errors.PermissionDenied()
+            code, msg = auth_errors.status_of(e)
+            go_name = "".join(w.capitalize() for w in code.name.split("_"))
+            return f"rpc error: code = {go_name} desc = {msg}"
+        return None
 
     def _create(self, cr: rpc_pb2.WatchCreateRequest) -> None:
         key = cr.key or b"\x00"           # etcd: an empty key means the smallest key
