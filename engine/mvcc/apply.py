@@ -35,6 +35,7 @@ from . import errors
 from .alarm import NOSPACE, AlarmStore
 from .backend import Backend, file_rows, unlink_db
 from .kvstore import KVStore, build_index, kvs_wire, revs_to_bytes
+from .kvstore import run_steps
 from .lease import DEFAULT_MIN_TTL, Lessor
 from .quota import Quota, cost
 from .watch import WatchHub
@@ -119,6 +120,23 @@ class Applier:
         indexes: Sequence[int] | None = None,
     ) -> list[Result]:
         """Apply committed requests in one transaction; see the module doc.
+        Runs apply_batch_steps to its end.
+        """
+        return run_steps(self.apply_batch_steps(applied_index, requests, term=term, indexes=indexes))
+
+    def apply_batch_steps(
+        self,
+        applied_index: int,
+        requests: Sequence[InternalRequest],
+        *,
+        term: int = 0,
+        indexes: Sequence[int] | None = None,
+    ):
+        """apply_batch as a generator that yields inside long requests (a
+        step per key written: see kvstore) and returns the results. The
+        caller may run other work between steps, but nothing that needs the
+        store between batches (kvstore's doc). Closing it half way rolls
+        the batch back, as an exception does.
 
         ``applied_index`` is the index of the last entry of the batch (it
         may be a non-request entry, e.g. a conf change). ``indexes``, when
@@ -143,7 +161,7 @@ class Applier:
         try:
             for pos, (req, do) in enumerate(zip(requests, todo)):
                 try:
-                    results.append(self._apply_one(req) if do else None)
+                    results.append((yield from self._apply_one(req)) if do else None)
                 except (sqlite3.Error, OSError, MemoryError):
                     raise  # the member's disk or db, not the entry
                 except Exception as e:
@@ -164,7 +182,8 @@ class Applier:
             self.hub.notify(changes)
         return results
 
-    def _apply_one(self, req: InternalRequest) -> Result:
+    def _apply_one(self, req: InternalRequest):
+        """One request, as a step generator returning its Result."""
         kind = req.WhichOneof("request")
         if self.precheck is not None:
             refusal = self.precheck(req)
@@ -179,9 +198,9 @@ class Applier:
             if kind == "put":
                 return self.kv.put(req.put)
             if kind == "txn":
-                return self.kv.txn(req.txn)
+                return (yield from self.kv.txn_steps(req.txn))
             if kind == "delete_range":
-                return self.kv.delete_range(req.delete_range)
+                return (yield from self.kv.delete_range_steps(req.delete_range))
             if kind == "range":
                 return self.kv.range(req.range)
             if kind == "compaction":
@@ -189,7 +208,7 @@ class Applier:
             if kind == "lease_grant":
                 return self._lease_grant(req)
             if kind == "lease_revoke":
-                return self._lease_revoke(req.lease_revoke)
+                return (yield from self._lease_revoke(req.lease_revoke))
             if kind == "lease_checkpoint":
                 return self._lease_checkpoint(req.lease_checkpoint)
             if kind == "alarm":
@@ -218,10 +237,11 @@ class Applier:
         l = self.lessor.grant(lid, g.TTL)
         return self._header(rpc_pb2.LeaseGrantResponse(ID=l.id, TTL=l.ttl))
 
-    def _lease_revoke(self, r: rpc_pb2.LeaseRevokeRequest) -> rpc_pb2.LeaseRevokeResponse:
+    def _lease_revoke(self, r: rpc_pb2.LeaseRevokeRequest):
+        """A step generator returning the LeaseRevokeResponse."""
         keys = self.lessor.revoke_keys(r.ID)
         # All of the lease's keys go in one revision, in key order.
-        self.kv.delete_keys(keys)
+        yield from self.kv.delete_keys_steps(keys)
         self.lessor.remove(r.ID)
         return self._header(rpc_pb2.LeaseRevokeResponse())
 

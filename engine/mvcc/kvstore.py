@@ -23,6 +23,17 @@ that is not an etcd condition (a bug, a disk error) is the caller's cue to
 
 Responses are etcd's protobufs with ``header.revision`` filled; the server
 fills cluster_id, member_id and raft_term.
+
+Long writes come in steps: ``txn_steps``, ``delete_range_steps`` and
+``delete_keys_steps`` are generators that yield after each key they write
+(and each op they check) and return the response, so the server can let
+its event loop run inside one request of any size (a legal nested txn
+writes ~30,000 keys). Between steps a write is half done, but invisible
+to reads: its changes carry revision current_rev + 1, and current_rev
+moves only when the write ends. What needs the store between batches
+(compaction, defrag, pinning a reader, watch registration) must wait for
+the batch to end (the server's apply lock). ``txn``/``delete_range``/
+``delete_keys`` run the same steps to the end.
 """
 from __future__ import annotations
 
@@ -54,6 +65,10 @@ _CMP = rpc_pb2.Compare
 # Physical compaction deletes at most this many rows per batch commit, so a
 # compaction of a big store never stalls one apply batch for long.
 COMPACT_ROWS_PER_BATCH = 500
+# The rows of an open batch go to SQLite (inside its transaction) in slices
+# of this many, so a huge request (tens of thousands of writes) never ends
+# in one long executemany that the event loop waits for.
+PENDING_ROWS = 2048
 # ... and at most about this many bytes of deleted rows per batch.
 COMPACT_BYTES_PER_BATCH = 4 << 20
 # ... and compacts the in-memory index this many keys per batch commit first.
@@ -87,6 +102,15 @@ def _varint(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+def run_steps(steps):
+    """Drive a step generator to its end; its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
 
 
 def _tombstone_blob(key: bytes) -> bytes:
@@ -234,6 +258,8 @@ class KVStore:
                 old_lease = self.lessor.lease_of(key)
         kv = KeyValue(key=key, value=value, create_revision=created, mod_revision=rev, version=ver, lease=lease)
         self._pending[rev_to_bytes(rev, sub)] = kv.SerializeToString()
+        if len(self._pending) >= PENDING_ROWS:
+            self._spill()
         self.index.put(key, rev, sub, h)
         w.changes.append((PUT, kv))
         if old_lease != lease:
@@ -243,19 +269,29 @@ class KVStore:
                 self.lessor.attach(lease, key)
         return rev
 
+    def _spill(self) -> None:
+        """Write the open batch's rows so far (same transaction: reads of
+        this connection see them, a rollback drops them)."""
+        self.backend.put_rows(list(self._pending.items()))
+        self._pending = {}
+
     def _delete(self, w: _Write, key: bytes) -> None:
         rev = w.begin_rev + 1
         self._pending[tombstone_to_bytes(rev, len(w.changes))] = _tombstone_blob(key)
+        if len(self._pending) >= PENDING_ROWS:
+            self._spill()
         self.index.tombstone(key, rev, len(w.changes))
         w.changes.append((DELETE, KeyValue(key=key, mod_revision=rev)))
         lid = self.lessor.lease_of(key)
         if lid != NO_LEASE:
             self.lessor.detach(lid, key)
 
-    def _delete_range(self, w: _Write, key: bytes, end: bytes | None) -> int:
+    def _delete_range(self, w: _Write, key: bytes, end: bytes | None):
+        """A step generator (see _steps) returning the number deleted."""
         pairs, _ = self.index.revisions(key, end, w.read_rev())
         for k, _ in pairs:
             self._delete(w, k)
+            yield
         return len(pairs)
 
     # -- reads ----------------------------------------------------------------
@@ -413,7 +449,7 @@ class KVStore:
         self._end_write(w)
         return out
 
-    def _delete_into(self, w: _Write, req: rpc_pb2.DeleteRangeRequest, out: rpc_pb2.DeleteRangeResponse) -> None:
+    def _delete_into(self, w: _Write, req: rpc_pb2.DeleteRangeRequest, out: rpc_pb2.DeleteRangeResponse):
         end = mk_gte_range(req.range_end)
         if req.prev_kv:
             pairs, _ = self.index.revisions(req.key, end, w.read_rev())
@@ -421,27 +457,33 @@ class KVStore:
                 out.MergeFromString(b"".join(
                     [b"\x1a" + _varint(len(x)) + x for x in self._fetch([rev_to_bytes(*r) for _, r in pairs])]
                 ))
-        n = self._delete_range(w, req.key, end)
+        n = yield from self._delete_range(w, req.key, end)
         out.deleted = n
         out.header.revision = w.begin_rev + 1 if (n or w.changes) else w.begin_rev
 
     def delete_range(self, req: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
-        return self._auto(self._delete_request, req)
+        return self._auto(run_steps, self.delete_range_steps(req))
 
-    def _delete_request(self, req: rpc_pb2.DeleteRangeRequest) -> rpc_pb2.DeleteRangeResponse:
+    def delete_range_steps(self, req: rpc_pb2.DeleteRangeRequest):
+        """delete_range as a step generator (see _steps); inside a batch."""
         out = rpc_pb2.DeleteRangeResponse()
         w = self._begin_write()
-        self._delete_into(w, req, out)
+        yield from self._delete_into(w, req, out)
         self._end_write(w)
         return out
 
     def delete_keys(self, keys: list[bytes]) -> int:
         """Delete the given (existing) keys in one revision; returns the revision."""
+        return self._auto(run_steps, self.delete_keys_steps(keys))
+
+    def delete_keys_steps(self, keys: list[bytes]):
+        """delete_keys as a step generator (see _steps); inside a batch."""
         w = self._begin_write()
         for k in keys:
             h = self.index.history(k)
             if h is not None and h.is_live():
                 self._delete(w, k)
+                yield
         return self._end_write(w)
 
     # -- Txn ------------------------------------------------------------------
@@ -497,7 +539,8 @@ class KVStore:
             if op.WhichOneof("request") == "request_txn":
                 self._compare_to_path(op.request_txn, at_rev, path)
 
-    def _check_txn_ops(self, txn: rpc_pb2.TxnRequest, path: Iterator[bool]) -> None:
+    def _check_txn_ops(self, txn: rpc_pb2.TxnRequest, path: Iterator[bool]):
+        """A step generator (see _steps): reads only."""
         cur = self.current_rev
         for op in (txn.success if next(path) else txn.failure):
             kind = op.WhichOneof("request")
@@ -508,9 +551,11 @@ class KVStore:
                 if rev > 0:
                     self._check_rev(rev, cur)
             elif kind == "request_txn":
-                self._check_txn_ops(op.request_txn, path)
+                yield from self._check_txn_ops(op.request_txn, path)
+            yield
 
-    def _txn_ops_into(self, w: _Write, txn: rpc_pb2.TxnRequest, path: Iterator[bool], out: rpc_pb2.TxnResponse) -> None:
+    def _txn_ops_into(self, w: _Write, txn: rpc_pb2.TxnRequest, path: Iterator[bool], out: rpc_pb2.TxnResponse):
+        """A step generator (see _steps): one step per op."""
         ok = next(path)
         out.succeeded = ok
         for op in (txn.success if ok else txn.failure):
@@ -521,22 +566,24 @@ class KVStore:
             elif kind == "request_put":
                 self._put_into(w, op.request_put, r.response_put)
             elif kind == "request_delete_range":
-                self._delete_into(w, op.request_delete_range, r.response_delete_range)
+                yield from self._delete_into(w, op.request_delete_range, r.response_delete_range)
             elif kind == "request_txn":
                 # etcd answers a nested txn with an empty header.
                 r.response_txn.header.SetInParent()
-                self._txn_ops_into(w, op.request_txn, path, r.response_txn)
+                yield from self._txn_ops_into(w, op.request_txn, path, r.response_txn)
+            yield
 
     def txn(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
-        return self._auto(self._txn_request, req)
+        return self._auto(run_steps, self.txn_steps(req))
 
-    def _txn_request(self, req: rpc_pb2.TxnRequest) -> rpc_pb2.TxnResponse:
+    def txn_steps(self, req: rpc_pb2.TxnRequest):
+        """txn as a step generator (see _steps); inside a batch."""
         path: list[bool] = []
         self._compare_to_path(req, self.current_rev, path)
-        self._check_txn_ops(req, iter(path))
+        yield from self._check_txn_ops(req, iter(path))
         out = rpc_pb2.TxnResponse()
         w = self._begin_write()
-        self._txn_ops_into(w, req, iter(path), out)
+        yield from self._txn_ops_into(w, req, iter(path), out)
         out.header.revision = self._end_write(w)
         return out
 

@@ -17,6 +17,7 @@ import threading
 import time
 
 from engine.api.lease import LeaseServicer
+from engine.server.kvserver import KVServer
 from engine.proto import internal_pb2, rpc_pb2
 from tests.server.inproc import InProcCluster, eventually, put, run
 
@@ -54,7 +55,7 @@ def test_stalled_leader_does_not_renew_a_lease_the_new_leader_revokes(tmp_path):
             await eventually(lambda: any(n.is_leader and n.applier.lessor.primary for n in others), 15,
                              "a new leader (with a primary lessor) while the old one is stalled")
             new = next(n for n in others if n.is_leader)
-            api = LeaseServicer(old, link=None)   # the client stays on its endpoint, the old leader
+            api = LeaseServicer(KVServer(old), link=None)   # the client stays on its endpoint, the old leader
             answers: list[tuple[float, int]] = []
 
             async def client():
