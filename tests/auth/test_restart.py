@@ -15,10 +15,10 @@ import grpc
 import pytest
 
 from engine.proto import auth_pb2, rpc_pb2, rpc_pb2_grpc
-from tests.auth.test_judge_auth import _wired
+from tests.auth.support import NOT_WIRED, wired
 from tests.support import raftnode as support_raftnode
 
-pytestmark = pytest.mark.skipif(not _wired(), reason="auth not wired into raftnode yet (issue 10: LEAD/STRUCTURE)")
+pytestmark = pytest.mark.skipif(not wired(), reason=NOT_WIRED)
 
 PASSWORDS = ("Root-Secret-1", "Alice-Secret-2", "Alice-Secret-3")
 
