@@ -84,6 +84,12 @@ class Membership:
             m.is_learner = False
             self._write(mid, dataclasses.asdict(m))
 
+    def demote(self, mid: int) -> None:
+        m = self.members.get(mid)
+        if m is not None:
+            m.is_learner = True
+            self._write(mid, dataclasses.asdict(m))
+
     def remove(self, mid: int) -> None:
         self.members.pop(mid, None)
         self.removed.add(mid)

@@ -39,6 +39,7 @@ from engine.mvcc.backend import unlink_db
 from engine.proto import internal_pb2, rpc_pb2
 from engine.proto import raft_pb2 as pb
 from engine.raft import Config, ProposalDroppedError, RawNode, StateType
+from engine.raft import confchange
 from engine.raft.confchange import ConfChangeError
 from engine.raft.errors import RaftError
 from engine.server import errors
@@ -134,6 +135,11 @@ class _TestFault:
 # Snapshot files this member writes for a peer (the transport deletes each
 # after sending); leftovers of a crash are removed at start.
 OUT_SNAP_PREFIX = "out-snap-"
+
+
+def _config_ids(cs: pb.ConfState) -> set[int]:
+    """Every member of a (possibly joint) configuration."""
+    return set(cs.voters) | set(cs.voters_outgoing) | set(cs.learners) | set(cs.learners_next)
 
 
 def tune_gc() -> None:
@@ -959,7 +965,7 @@ class Node:
             self._to_apply.append(rd.committed_entries)
             self._apply_idle.clear()
             self._apply_wake.set()
-            if any(e.type == pb.EntryConfChange for e in rd.committed_entries):
+            if any(confchange.is_conf_change(e) for e in rd.committed_entries):
                 # As etcd: a conf change is applied before the next Ready, so
                 # votes, quorums and peers follow the new configuration.
                 await self._apply_idle.wait()
@@ -1183,7 +1189,7 @@ class Node:
             last_index = 0
 
         for e in ents:
-            if e.type == pb.EntryConfChange:
+            if confchange.is_conf_change(e):
                 await flush()
                 async with self.apply_lock:
                     self._apply_conf_change(e)
@@ -1254,57 +1260,94 @@ class Node:
         return rpc_pb2.MemberUpdateResponse()
 
     def _apply_conf_change(self, e: pb.Entry) -> None:
-        """A committed conf change. Whatever it holds, it never stops the
-        member: one that cannot take effect is logged loudly and skipped the
-        same way on every member (and on replay), and the applied index
-        still moves past it."""
+        """A committed conf change, v1 (etcdctl's, with the member record in
+        its context) or v2 (joint consensus: the leader's own auto-leave is
+        an empty one). Whatever it holds, it never stops the member: one
+        that cannot take effect is logged loudly and skipped the same way on
+        every member (and on replay), and the applied index still moves
+        past it."""
         already = e.index <= self.applier.consistent_index
-        cc = pb.ConfChange()
+        v1 = e.type == pb.EntryConfChange
         ctx = internal_pb2.ConfChangeContext()
-        refusal = None
+        cc = None
         try:
-            cc.ParseFromString(e.data)
-            if cc.context:
+            cc = confchange.decode(e)
+            if v1 and cc.context:
                 ctx.ParseFromString(cc.context)
-        except Exception as ex:  # a DecodeError: the same on every member
+        except Exception as ex:  # undecodable: the same on every member
             refusal = f"undecodable ({ex!r})"
-        if refusal is None:
-            refusal = self._conf_change_refusal(cc, ctx)
+        else:
+            refusal = self._conf_change_refusal(cc, ctx) if v1 else None
+        rid = cc.id if v1 and cc is not None else 0
         if refusal is not None:
             # Checks that depend only on the entry: every member, and every
-            # replay, refuses it alike; raft's config does not change (etcd
-            # applies the change with NodeID None likewise).
+            # replay, refuses it alike; raft's config does not change.
             log.error("conf change at index %d refused and skipped: %s", e.index, refusal)
-            if not already:
-                self.applier.apply_batch(e.index, [], term=self.rn.raft.term)
-            self._waiters.trigger(cc.id, errors.BadURLs() if "URL" in refusal else errors.MemberNotFound())
+            self._skip_conf_change(e, already, rid, errors.BadURLs() if "URL" in refusal else errors.MemberNotFound())
             return
+        before = _config_ids(self.rn.raft.conf_state())
         try:
-            self.rn.apply_conf_change(cc)
+            conf = self.rn.apply_conf_change(cc)
         except ConfChangeError as ex:
             # The core's config cannot take it (a leader never proposes
             # one; a forged or corrupt entry): skipped alike everywhere.
             log.error("conf change at index %d refused by the raft core and skipped: %s", e.index, ex)
-            if not already:
-                self.applier.apply_batch(e.index, [], term=self.rn.raft.term)
-            self._waiters.trigger(cc.id, errors.MemberNotFound())
+            self._skip_conf_change(e, already, rid, errors.MemberNotFound())
             return
         if not already:
             try:
-                self._conf_change_effects(cc, ctx)
+                if v1:
+                    self._conf_change_effects(cc, ctx)
+                else:
+                    self._joint_change_effects(before, conf)
             except _FATAL_APPLY_ERRORS:
                 raise
             except Exception as ex:
-                log.error("conf change at index %d (%s for %x): its member-table effect failed and was "
-                          "skipped: %r", e.index, pb.ConfChangeType.Name(cc.type), cc.node_id, ex, exc_info=True)
+                log.error("conf change at index %d (%s): its member-table effect failed and was skipped: %r",
+                          e.index, confchange.describe_changes(cc), ex, exc_info=True)
             # The member table and the applied index move together.
             self.applier.apply_batch(e.index, [], term=self.rn.raft.term)
         self._sync_peers()
-        if cc.node_id == self.member_id and cc.type == pb.ConfChangeRemoveNode:
+        if self.member_id in before and self.member_id not in _config_ids(conf):
             self._note("member", "this member was removed from the cluster")
             asyncio.get_running_loop().call_later(
                 REMOVED_STOP_DELAY, self._stop_removed, f"applied its removal at index {e.index}")
-        self._waiters.trigger(cc.id, None)
+        if rid:
+            self._waiters.trigger(rid, None)
+
+    def _skip_conf_change(self, e: pb.Entry, already: bool, rid: int, err: Exception) -> None:
+        if not already:
+            self.applier.apply_batch(e.index, [], term=self.rn.raft.term)
+        if rid:
+            self._waiters.trigger(rid, err)
+
+    def _joint_change_effects(self, before: set[int], conf: pb.ConfState) -> None:
+        """The member table after a v2 change, from the config it left: ids
+        gone are removed (outgoing voters go when the joint config is left),
+        voters promoted, learners (a demotion completes at the leave)
+        demoted. A v2 change carries no member records: one that adds an id
+        the table does not know adds it unnamed, without URLs (loudly)."""
+        after = _config_ids(conf)
+        voters = set(conf.voters) | set(conf.voters_outgoing)
+        for mid in sorted(before - after):
+            if mid in self.membership.members:
+                self.membership.remove(mid)
+                self._note("member", f"member {mid:x} removed")
+        for mid in sorted(after):
+            learner = mid not in voters
+            rec = self.membership.members.get(mid)
+            if rec is None:
+                if mid in self.membership.removed:
+                    log.error("conf change adds member %x, which was removed before: member table unchanged", mid)
+                    continue
+                log.error("conf change adds member %x without a member record: added unnamed, without URLs", mid)
+                self.membership.add(MemberRecord(mid, "", [], [], is_learner=learner))
+            elif rec.is_learner and not learner:
+                self.membership.promote(mid)
+                self._note("member", f"member {mid:x} promoted to voter")
+            elif learner and not rec.is_learner:
+                self.membership.demote(mid)
+                self._note("member", f"member {mid:x} demoted to learner")
 
     @staticmethod
     def _conf_change_refusal(cc: pb.ConfChange, ctx) -> str | None:
@@ -1328,6 +1371,11 @@ class Node:
             elif t == pb.ConfChangeAddNode and cc.node_id in self.membership.members:
                 self.membership.promote(cc.node_id)
                 self._note("member", f"member {cc.node_id:x} promoted to voter")
+            elif t == pb.ConfChangeAddLearnerNode and cc.node_id in self.membership.members:
+                # A voter made a learner (the core demotes it; etcd's API
+                # never proposes it): its record stays, as a learner's.
+                self.membership.demote(cc.node_id)
+                self._note("member", f"member {cc.node_id:x} demoted to learner")
             else:
                 rec = MemberRecord.from_pb(ctx.member)
                 rec.id = cc.node_id
