@@ -18,8 +18,9 @@ propagates: the server should treat it as fatal for this batch (etcd
 panics); re-applying from the consistent index is safe.
 
 Ownership: the Applier owns the backend and everything built on it: ``kv``
-(KVStore), ``lessor``, ``alarms``, ``quota``, ``hub`` (WatchHub). One thread
-at a time.
+(KVStore), ``lessor``, ``alarms``, ``quota``, ``hub`` (WatchHub), ``auth``
+(engine/auth's AuthStore, with its handlers and precheck installed). One
+thread at a time.
 """
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ import sqlite3
 import tempfile
 from typing import Callable, Sequence
 
+from engine.auth import AuthStore, new_token_provider
+from engine.auth.apply import AuthApplier
+from engine.auth.tokens import DEFAULT_TTL as DEFAULT_AUTH_TOKEN_TTL
 from engine.proto import internal_pb2, rpc_pb2
 from engine.wal import fsutil
 
@@ -74,7 +78,11 @@ class Applier:
         quota_bytes: int = 0,
         min_lease_ttl: int = DEFAULT_MIN_TTL,
         watch_buffer_events: int = 1024,
+        auth_token: str = "simple",
+        auth_token_ttl: float = DEFAULT_AUTH_TOKEN_TTL,
     ) -> None:
+        """auth_token, auth_token_ttl: etcd's --auth-token and --auth-token-ttl
+        (engine.auth.new_token_provider raises on a bad one: a start-up error)."""
         self.member_id = member_id
         self.backend = Backend(path)
         self.lessor = Lessor(self.backend, min_ttl=min_lease_ttl, clock=clock)
@@ -89,6 +97,16 @@ class Applier:
         # request (e.g. permissions), returning an Exception to refuse it.
         self._handlers: dict[str, Callable[[InternalRequest], Result]] = {}
         self.precheck: Callable[[InternalRequest], Exception | None] | None = None
+        # Auth (engine/auth): users, roles and permissions live in this db and
+        # change inside the batch transaction; the store's requests are
+        # applied by its handlers, and every request is re-checked against it
+        # first (the precheck: etcd's authApplierV3). Simple tokens are named
+        # after the index of the Authenticate entry (applying_index).
+        self.applying_index = 0
+        self.auth = AuthStore(lambda: self.backend.connection,
+                              tokens=new_token_provider(auth_token or "simple", auth_token_ttl or DEFAULT_AUTH_TOKEN_TTL))
+        AuthApplier(self.auth, lease_keys=self._lease_keys,
+                    applying_index=lambda: self.applying_index).install(self)
 
     # -- state ----------------------------------------------------------------
 
@@ -160,6 +178,7 @@ class Applier:
         kv.begin_batch()
         try:
             for pos, (req, do) in enumerate(zip(requests, todo)):
+                self.applying_index = indexes[pos] if indexes is not None else applied_index
                 try:
                     results.append((yield from self._apply_one(req)) if do else None)
                 except (sqlite3.Error, OSError, MemoryError):
@@ -174,6 +193,7 @@ class Applier:
         except BaseException:
             kv.abort_batch()
             self.alarms.load()
+            self.auth.load()
             raise
         self._ci = new_ci
         if term:
@@ -219,6 +239,11 @@ class Applier:
         if handler is None:
             return errors.Unsupported(f"no handler for {kind!r}")
         return handler(req)
+
+    def _lease_keys(self, lease_id: int):
+        """Keys attached to a lease (none if there is no such lease)."""
+        lease = self.lessor.lookup(lease_id)
+        return lease.keys if lease is not None else ()
 
     def _header(self, msg):
         msg.header.revision = self.kv.current_rev
@@ -503,6 +528,7 @@ class Applier:
             # swap happened; rebuilt from whatever is there otherwise.
             self.kv.restore_from_backend(getattr(fresh, "index_state", None) if swapped else None)
             self.alarms.load()
+            self.auth.load()
             self._ci = self.backend.get_meta("consistent_index")
             self.term = self.backend.get_meta("term")
             self.hub.on_restore(old_rev)
@@ -521,6 +547,7 @@ class Applier:
                 os.unlink(tmp)
 
     def close(self) -> None:
+        self.auth.close()  # simple tokens die with the member, as etcd's
         self.backend.close()
 
 

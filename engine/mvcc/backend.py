@@ -11,6 +11,9 @@ Tables (the server passes ``<data-dir>/member/snap/db`` as the path)::
     alarm  (member_id, alarm) PRIMARY KEY
     members id BLOB PRIMARY KEY -> record     the server's member table (JSON), so it
                                               travels in snapshots with the data
+    auth_meta, auth_users, auth_roles          etcd's auth buckets (engine/auth/schema.py):
+                                              written by the auth store inside the apply
+                                              batch, restored and defragged like the rest
 
 Durability choice: WAL journal with ``synchronous=NORMAL``. A commit then
 survives a process crash but may be lost on power failure; the database
@@ -51,6 +54,7 @@ import threading
 import urllib.parse
 from typing import Iterable, Iterator
 
+from engine.auth import schema as auth_schema
 from engine.proto import kv_pb2
 from engine.wal import fsutil
 
@@ -66,7 +70,7 @@ CREATE TABLE IF NOT EXISTS lease (id INTEGER PRIMARY KEY, ttl INTEGER NOT NULL,
 CREATE TABLE IF NOT EXISTS alarm (member_id INTEGER NOT NULL, alarm INTEGER NOT NULL,
                                   PRIMARY KEY (member_id, alarm)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS members (id BLOB PRIMARY KEY, record TEXT NOT NULL) WITHOUT ROWID;
-"""
+""" + auth_schema.SCHEMA
 
 
 def _norm_sql(sql: str | None) -> str:
@@ -215,6 +219,12 @@ class Backend:
 
     def _track(self, op: str, rows: list) -> None:
         (self._txn_ops if self._in_txn else self._tracking).append((op, rows))  # type: ignore[union-attr]
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The main connection as it is NOW (install() reconnects): for the
+        auth store, which writes inside this connection's transactions."""
+        return self._db
 
     @property
     def in_txn(self) -> bool:
@@ -636,6 +646,10 @@ _TABLES = {
 }
 
 
+# The auth store's tables: same shape, their row checks raise auth_schema.BadRow.
+_TABLES.update(auth_schema.TABLES)
+
+
 def open_untrusted(path: str) -> sqlite3.Connection:
     """A read-only, immutable connection to a file we do not trust, with the
     schema it declares refused unless it is exactly (a subset of) ours."""
@@ -697,7 +711,10 @@ def load_checked(src: str, dst: str, *, fresh_meta: dict[str, int] | None = None
                 rows = cur.fetchmany(_COPY_BATCH)
                 if not rows:
                     break
-                ddb.executemany(ins, [check(*r) for r in rows])
+                try:
+                    ddb.executemany(ins, [check(*r) for r in rows])
+                except auth_schema.BadRow as e:
+                    raise _bad(str(e)) from None
         if fresh_meta:
             ddb.executemany("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", fresh_meta.items())
         ddb.execute("COMMIT")
