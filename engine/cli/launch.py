@@ -262,9 +262,10 @@ def spawn(argv: Sequence[str], log_path: os.PathLike | str, *, env: dict[str, st
     return MemberProcess(popen.pid, popen)
 
 
-def stop(procs: Iterable[MemberProcess], timeout: float = 10.0) -> None:
+def stop(procs: Iterable[MemberProcess], timeout: float = 10.0) -> list[MemberProcess]:
     """SIGTERM every process (SIGCONT too: a paused one must run to see it),
-    then reap them against one deadline, SIGKILL for any still there."""
+    then reap them against one deadline, SIGKILL for any still there.
+    Returns those still alive even after SIGKILL (normally none)."""
     told = [p for p in procs if p.alive() and p.signal(signal.SIGTERM)]
     for p in told:
         p.signal(signal.SIGCONT)
@@ -272,6 +273,7 @@ def stop(procs: Iterable[MemberProcess], timeout: float = 10.0) -> None:
     for p in told:
         if not p.reap(max(0.0, deadline - time.monotonic())):
             p.kill()
+    return [p for p in told if p.alive()]
 
 
 def adopt(pid_file: os.PathLike | str, data_dir: os.PathLike | str) -> MemberProcess | None:
@@ -281,13 +283,27 @@ def adopt(pid_file: os.PathLike | str, data_dir: os.PathLike | str) -> MemberPro
         pid = int(pathlib.Path(pid_file).read_text())
     except (OSError, ValueError):
         return None
+    return MemberProcess(pid) if _runs_on(pid, data_dir) else None
+
+
+def find_by_data_dir(data_dir: os.PathLike | str) -> MemberProcess | None:
+    """A live process of this user running with --data-dir data_dir (a member
+    started by hand, or one whose PID file is gone); None if there is none."""
+    me = os.getpid()
+    for entry in pathlib.Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != me and _runs_on(int(entry.name), data_dir):
+            return MemberProcess(int(entry.name))
+    return None
+
+
+def _runs_on(pid: int, data_dir: os.PathLike | str) -> bool:
+    """pid is alive and its command line has --data-dir data_dir (either spelling)."""
     if proc_state(pid) in (None, "Z", "X"):
-        return None
+        return False
     try:
-        cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        args = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
-        return None
+        return False
     path = str(data_dir).encode()
-    if path not in cmdline and b"--data-dir=" + path not in cmdline:
-        return None
-    return MemberProcess(pid)
+    return any((a == b"--data-dir" or a == b"-data-dir") and b == path for a, b in zip(args, args[1:])) \
+        or b"--data-dir=" + path in args or b"-data-dir=" + path in args

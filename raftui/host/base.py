@@ -56,8 +56,10 @@ class ClusterHost(abc.ABC):
         ...
 
     @abc.abstractmethod
-    def stop_all(self, timeout: float = 10.0) -> None:
-        """SIGTERM every member (SIGKILL after `timeout`)."""
+    def stop_all(self, timeout: float = 10.0, *, strays: bool = False) -> list[str]:
+        """SIGTERM every member (SIGKILL after `timeout`); with `strays`, also
+        a process running on a member's data dir that the host did not start.
+        Returns the names still running afterwards."""
 
     def remove(self, name: str) -> None:
         """Stop a member the cluster no longer has and forget it (after MemberRemove)."""

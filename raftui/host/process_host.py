@@ -131,22 +131,29 @@ class ProcessHost(ClusterHost):
     def resume(self, name: str) -> None:
         self._running(name).resume()
 
-    def stop_all(self, timeout: float = 10.0) -> None:
-        if self.stop_together:
-            self._stop(self.names, timeout)
-        else:
-            # One after another: an etcd leader told to stop hands leadership
-            # to a live peer quickly, but waits in vain (7 s) if its peers
-            # are dying with it.
+    def stop_all(self, timeout: float = 10.0, *, strays: bool = False) -> list[str]:
+        """Stop every member; with `strays`, also a process started by hand on
+        a member's data dir since. Returns the names still running after the
+        deadline (normally none)."""
+        if strays:
             for name in self.names:
-                self._stop([name], timeout)
+                self._adopt_by_data_dir(name)
+        if self.stop_together:
+            return self._stop(self.names, timeout)
+        # One after another: an etcd leader told to stop hands leadership
+        # to a live peer quickly, but waits in vain (7 s) if its peers
+        # are dying with it.
+        return [left for name in self.names for left in self._stop([name], timeout)]
 
-    def _stop(self, names: list[str], timeout: float) -> None:
-        """SIGTERM the members named, then reap them against one deadline (SIGKILL after it)."""
+    def _stop(self, names: list[str], timeout: float) -> list[str]:
+        """SIGTERM the members named, then reap them against one deadline
+        (SIGKILL after it); the names still alive after all that."""
         told = [(name, p) for name in names if (p := self._procs.get(name)) is not None and p.alive()]
-        launch.stop([p for _, p in told], timeout)
-        for name, _ in told:
-            (self.data_dir / f"{name}.pid").unlink(missing_ok=True)
+        left = launch.stop([p for _, p in told], timeout)
+        for name, p in told:
+            if p not in left:
+                (self.data_dir / f"{name}.pid").unlink(missing_ok=True)
+        return [name for name, p in told if p in left]
 
     def wait_listening(self, timeout: float = 30.0) -> None:
         """Until every running member accepts TCP connections on its client port."""
@@ -155,6 +162,8 @@ class ProcessHost(ClusterHost):
         while pending:
             for m in list(pending):
                 if not self._procs[m.name].alive():
+                    # Its PID must not be adopted later (it could be reused).
+                    (self.data_dir / f"{m.name}.pid").unlink(missing_ok=True)
                     raise HostError(f"{m.name} exited at start ({self._last_log_line(m.name)}); "
                                     f"see {self.log_path(m.name)}")
                 if launch.listening(m.client_port, HOST):
@@ -186,11 +195,28 @@ class ProcessHost(ClusterHost):
             self.layout.initial_cluster_of(m), self.layout.token, state=m.initial_state,
             fault_injection=self.fault_injection) + self.extra_args
 
+    def _adopt_by_data_dir(self, name: str) -> bool:
+        """Adopt a live process running on this member's data dir that is not
+        ours (started by hand, or by an earlier console); True if one was."""
+        p = self._procs.get(name)
+        if p is not None and p.alive():
+            return False
+        found = launch.find_by_data_dir(self.data_dir / f"{name}.data")
+        if found is None:
+            return False
+        self._procs[name] = found
+        self._killed.discard(name)
+        (self.data_dir / f"{name}.pid").write_text(f"{found.pid}\n")
+        return True
+
     def _start_member(self, m: MemberLayout) -> None:
-        # A member left running by an earlier console: same PID file, same data dir.
+        # A member left running by an earlier console (same PID file, same
+        # data dir), or started by hand on its data dir: never a second one.
         adopted = launch.adopt(self.data_dir / f"{m.name}.pid", self.data_dir / f"{m.name}.data")
         if adopted is not None:
             self._procs[m.name] = adopted
+            return
+        if self._adopt_by_data_dir(m.name):
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:

@@ -75,3 +75,14 @@ def test_adopt_by_pid_file_only_the_same_data_dir(tmp_path) -> None:
         assert launch.adopt(tmp_path / "n1.pid", tmp_path / "d") is None       # gone
     finally:
         p.kill()
+
+
+def test_find_by_data_dir_sees_a_member_started_elsewhere(tmp_path) -> None:
+    p = _sleeper(tmp_path)          # runs with --data-dir=<tmp>/d, no PID file anywhere
+    try:
+        found = launch.find_by_data_dir(tmp_path / "d")
+        assert found is not None and found.pid == p.pid
+        assert launch.find_by_data_dir(tmp_path / "d2") is None
+        assert launch.stop([found], timeout=5.0) == []
+    finally:
+        p.kill()
