@@ -116,8 +116,8 @@ def test_sigterm_ends_a_healthy_member_cleanly(raftnode_binary, tmp_path):
 
 
 def test_test_fault_hook_is_off_by_default():
-    from engine.server import node as node_mod
+    from engine.server import applying as applying_mod
     os.environ.pop(FAULT_ENV, None)
-    assert node_mod._TestFault.from_env() is None
+    assert applying_mod.TestFaultHook.from_env() is None
     with pytest.raises(ValueError):
-        node_mod._TestFault("bogus")
+        applying_mod.TestFaultHook("bogus")

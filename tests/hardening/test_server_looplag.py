@@ -10,7 +10,9 @@ import grpc
 
 from engine.proto import inspect_pb2 as ipb
 from engine.proto import inspect_pb2_grpc, rpc_pb2, rpc_pb2_grpc
+from engine.server import applying as applying_mod
 from engine.server import node as node_mod
+from engine.server import ready_loop as ready_loop_mod
 
 from .conftest import start_cluster, wait_for
 
@@ -34,7 +36,7 @@ def test_a_stalled_loop_shows_in_inspect_and_the_log(raftnode_binary, tmp_path):
             os.environ[FAULT_ENV] = old
     try:
         m = c.members[0]
-        stall_ms = node_mod._TestFault.STALL * 1000
+        stall_ms = applying_mod.TestFaultHook.STALL * 1000
         quiet = _raft_status(m.endpoint)
         assert quiet.loop_lag_ms < 0.8 * stall_ms, quiet.loop_lag_ms   # (a loaded test machine lags too)
         with grpc.insecure_channel(m.endpoint) as ch:
@@ -45,7 +47,7 @@ def test_a_stalled_loop_shows_in_inspect_and_the_log(raftnode_binary, tmp_path):
         wait_for(lambda: "event loop lag" in m.log_path.read_text(errors="replace"), 5,
                  "a warning about the loop lag")
         # The window forgets it after a few seconds; the maximum stays.
-        wait_for(lambda: _raft_status(m.endpoint).loop_lag_ms < 0.8 * stall_ms, node_mod.LAG_WINDOW + 10,
+        wait_for(lambda: _raft_status(m.endpoint).loop_lag_ms < 0.8 * stall_ms, ready_loop_mod.LAG_WINDOW + 10,
                  "the lag window to move past the stall")
         assert _raft_status(m.endpoint).loop_lag_max_ms >= 0.8 * stall_ms
     finally:
@@ -63,6 +65,6 @@ def test_record_lag_window_and_max():
     n._record_lag(100.0, 0.3)
     n._record_lag(101.0, 0.01)
     assert n.loop_lag == 0.3 and n.loop_lag_max == 0.3
-    n._record_lag(100.0 + node_mod.LAG_WINDOW + 0.5, -0.001)   # a negative gap counts as 0
+    n._record_lag(100.0 + ready_loop_mod.LAG_WINDOW + 0.5, -0.001)   # a negative gap counts as 0
     assert n.loop_lag == 0.01
     assert n.loop_lag_max == 0.3

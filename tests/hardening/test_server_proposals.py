@@ -180,9 +180,9 @@ def test_stopping_answers_timeout_for_what_raft_has_and_stopped_for_the_rest(tmp
 def test_publish_retries_until_done_or_stopped(tmp_path, monkeypatch):
     """etcd's publish retries until the server stops; ours gave up after 10."""
     from engine.server import errors
-    from engine.server import node as node_mod
+    from engine.server import housekeeping as housekeeping_mod
     from tests.server.inproc import InProcCluster, eventually, run
-    monkeypatch.setattr(node_mod, "PUBLISH_BACKOFF", (0.001, 0.004))
+    monkeypatch.setattr(housekeeping_mod, "PUBLISH_BACKOFF", (0.001, 0.004))
 
     async def main():
         c = InProcCluster(str(tmp_path), 1)
