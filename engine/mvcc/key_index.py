@@ -200,7 +200,7 @@ class KeyHistory:
             yield from g.revs
 
 
-class KeyIndex:
+class TreeIndex:
     """All keys in byte order, each with its KeyHistory (etcd's treeIndex).
 
     Range convention (etcd's, after ``mkGteRange``): ``end is None`` means

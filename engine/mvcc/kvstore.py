@@ -45,7 +45,7 @@ from engine.proto import kv_pb2, rpc_pb2
 
 from . import errors
 from .backend import Backend
-from .key_index import KeyIndex
+from .key_index import TreeIndex
 from .lease import NO_LEASE, Lessor
 from .revision import (
     REV_BYTES_LEN,
@@ -85,7 +85,7 @@ RevisionChanges = tuple[int, list[Change]]
 
 
 def mk_gte_range(range_end: bytes) -> bytes | None:
-    """etcd's request range_end -> index convention (see key_index.KeyIndex)."""
+    """etcd's request range_end -> index convention (see key_index.TreeIndex)."""
     if not range_end:
         return None
     if range_end == b"\x00":
@@ -137,7 +137,7 @@ class KVStore:
     def __init__(self, backend: Backend, lessor: Lessor) -> None:
         self.backend = backend
         self.lessor = lessor
-        self.index = KeyIndex()
+        self.index = TreeIndex()
         # Invariant: compact_rev <= current_rev; -1 until the first compaction.
         self.current_rev = 1
         self.compact_rev = -1
@@ -850,13 +850,13 @@ def _finish_sorted(req: rpc_pb2.RangeRequest, out: rpc_pb2.RangeResponse, blobs:
 
 
 # What build_index makes: (index, key -> lease of its live put, last main revision).
-IndexState = tuple[KeyIndex, dict[bytes, int], int]
+IndexState = tuple[TreeIndex, dict[bytes, int], int]
 
 
 def build_index(rows) -> IndexState:
     """The key index of stored rows (rev, blob) in revision order. Pure: may
     run on a worker over a file nobody else uses yet."""
-    index = KeyIndex()
+    index = TreeIndex()
     live_lease: dict[bytes, int] = {}
     cur = 1
     parse = KeyValue.FromString

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.mvcc.key_index import KeyHistory, KeyIndex
+from engine.mvcc.key_index import KeyHistory, TreeIndex
 from engine.mvcc.revision import (
     Revision, bytes_to_rev, is_tombstone, rev_to_bytes, tombstone_to_bytes,
 )
@@ -97,7 +97,7 @@ def test_compaction_keeps_versions_and_create_revision():
 
 
 def test_index_ranges():
-    ix = KeyIndex()
+    ix = TreeIndex()
     for i, k in enumerate([b"a", b"b", b"ba", b"c", b"d"]):
         ix.put(k, 2 + i, 0)
     ix.tombstone(b"c", 7, 0)

@@ -92,12 +92,12 @@ def test_hash_kv_steps_with_writes_between_steps(a):
             IR(delete_range=rpc_pb2.DeleteRangeRequest(key=b"k%05d" % (n[0] * 11))),
             IR(put=rpc_pb2.PutRequest(key=b"new%d" % n[0], value=b"x"))])
 
-    orig = key_index.KeyIndex.keep_steps
-    key_index.KeyIndex.keep_steps = lambda self, r, av, chunk=100: orig(self, r, av, chunk)
+    orig = key_index.TreeIndex.keep_steps
+    key_index.TreeIndex.keep_steps = lambda self, r, av, chunk=100: orig(self, r, av, chunk)
     try:
         job = _drive(a.hash_kv_steps(0), write)
     finally:
-        key_index.KeyIndex.keep_steps = orig
+        key_index.TreeIndex.keep_steps = orig
     assert n[0] >= 10  # it really was interleaved
     assert on_worker(job) == want
 
@@ -118,8 +118,8 @@ def test_range_job_steps_with_writes_between_steps(a, i, monkeypatch):
     from engine.mvcc import key_index
     req = REQS[i]
     want = a.kv.range(req)
-    orig = key_index.KeyIndex.revisions_steps
-    monkeypatch.setattr(key_index.KeyIndex, "revisions_steps",
+    orig = key_index.TreeIndex.revisions_steps
+    monkeypatch.setattr(key_index.TreeIndex, "revisions_steps",
                         lambda self, k, e, r, lim=0, chunk=8192: orig(self, k, e, r, lim, 7))
     n = [0]
 
@@ -142,8 +142,8 @@ def test_range_job_steps_with_writes_between_steps(a, i, monkeypatch):
 
 def test_range_job_steps_refused_when_compacted_past_its_revision(a, monkeypatch):
     from engine.mvcc import errors, key_index
-    orig = key_index.KeyIndex.revisions_steps
-    monkeypatch.setattr(key_index.KeyIndex, "revisions_steps",
+    orig = key_index.TreeIndex.revisions_steps
+    monkeypatch.setattr(key_index.TreeIndex, "revisions_steps",
                         lambda self, k, e, r, lim=0, chunk=8192: orig(self, k, e, r, lim, 100))
     rev = a.current_revision
     steps = a.range_job_steps(RR(key=b"k", range_end=b"l", revision=rev))
