@@ -83,7 +83,10 @@ class Housekeeping:
                     continue  # revoked meanwhile, or renewed
                 if not self._still_leading(term):
                     return
-                req = internal_pb2.InternalRequest(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lid))
+                # As root (etcd revokes WithRoot): with auth on, apply checks
+                # every request's user at the auth revision it was made at.
+                req = internal_pb2.InternalRequest(lease_revoke=rpc_pb2.LeaseRevokeRequest(ID=lid),
+                                                   username="root", auth_revision=self.applier.auth.revision)
                 # Tagged with the term: dropped by the loop if it no longer
                 # leads in it when the revoke would reach raft.
                 self._background(self.propose(req, self._request_timeout(), leader_term=term))

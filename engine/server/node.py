@@ -204,6 +204,7 @@ class Node(ReadyLoop, Applying, Housekeeping):
             # id the cluster gave it, not one derived from our flags.
             self.member_id, self.cluster_id = _parse_metadata(self.raftlog.metadata)
         self.applier: Applier = open_applier(cfg.data_dir, member_id=self.member_id,
+                                             auth_token=cfg.auth_token, auth_token_ttl=cfg.auth_token_ttl,
                                              quota_bytes=cfg.quota_backend_bytes, clock=time.monotonic)
         self.membership = Membership(self.applier.backend)
         self.applier.register("member_attributes", self._apply_member_attributes)
