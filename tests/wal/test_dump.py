@@ -45,7 +45,7 @@ def data_dir(tmp_path):
 def dump(*args) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run(
-        [sys.executable, "-m", "engine.wal.dump", *map(str, args)],
+        [sys.executable, "-m", "engine", "dump-logs", *map(str, args)],
         capture_output=True, text=True, cwd=ROOT, env=env, timeout=60,
     )
 
