@@ -19,9 +19,6 @@ a holder of the role).
 the user named by the ``token`` metadata clientv3 sends (or the TLS common
 name under --client-cert-auth), after waiting, for a simple token, until
 this member has applied the entry that made it.
-
-Until the member has an auth store (``KVServer.auth_store``), the service
-answers what etcd answers with auth off and no users or roles.
 """
 from __future__ import annotations
 
@@ -150,19 +147,13 @@ class AuthServicer(rpc_pb2_grpc.AuthServicer):
     # -- enable / disable / authenticate -----------------------------------------
 
     async def AuthEnable(self, request, context):
-        if auth_store(self.server) is None:
-            return await self._unwired(context, exc=errors.RootUserNotExist())
         return await self._run(context, lambda: self._propose(context, IR(auth_enable=request)))
 
     async def AuthDisable(self, request, context):
-        if auth_store(self.server) is None:
-            return await self._unwired(context, rpc_pb2.AuthDisableResponse())
         return await self._run(context, lambda: self._propose(context, IR(auth_disable=request)))
 
     async def Authenticate(self, request, context):
-        store = auth_store(self.server)
-        if store is None:
-            return await self._unwired(context, exc=errors.AuthNotEnabled())
+        store = self.server.auth_store
 
         async def work():
             server = self.server
@@ -186,11 +177,6 @@ class AuthServicer(rpc_pb2_grpc.AuthServicer):
     # -- users ------------------------------------------------------------------
 
     async def UserAdd(self, request, context):
-        if auth_store(self.server) is None:
-            if not request.name:
-                return await self._unwired(context, exc=errors.UserEmpty())
-            return await self._unwired(context, exc=errors.AuthUnsupported())
-
         async def work():
             req = rpc_pb2.AuthUserAddRequest(name=request.name)
             if request.HasField("options"):
@@ -202,9 +188,6 @@ class AuthServicer(rpc_pb2_grpc.AuthServicer):
         return await self._run(context, work)
 
     async def UserChangePassword(self, request, context):
-        if auth_store(self.server) is None:
-            return await self._unwired(context, exc=errors.UserNotFound())
-
         async def work():
             hashed = await asyncio.to_thread(hash_password, request.password, self._cost())
             req = rpc_pb2.AuthUserChangePasswordRequest(name=request.name, password=hashed)
@@ -213,18 +196,16 @@ class AuthServicer(rpc_pb2_grpc.AuthServicer):
         return await self._run(context, work)
 
     async def UserDelete(self, request, context):
-        return await self._write(context, IR(auth_user_delete=request), errors.UserNotFound())
+        return await self._write(context, IR(auth_user_delete=request))
 
     async def UserGrantRole(self, request, context):
-        return await self._write(context, IR(auth_user_grant_role=request), errors.UserNotFound())
+        return await self._write(context, IR(auth_user_grant_role=request))
 
     async def UserRevokeRole(self, request, context):
-        return await self._write(context, IR(auth_user_revoke_role=request), errors.UserNotFound())
+        return await self._write(context, IR(auth_user_revoke_role=request))
 
     async def UserGet(self, request, context):
-        store = auth_store(self.server)
-        if store is None:
-            return await self._unwired(context, exc=errors.UserNotFound())
+        store = self.server.auth_store
 
         async def work():
             info = await self._read(context)
@@ -239,9 +220,7 @@ class AuthServicer(rpc_pb2_grpc.AuthServicer):
         return await self._run(context, work)
 
     async def UserList(self, request, context):
-        store = auth_store(self.server)
-        if store is None:
-            return await self._unwired(context, rpc_pb2.AuthUserListResponse())
+        store = self.server.auth_store
 
         async def work():
             store.is_admin_permitted(await self._read(context))
@@ -252,25 +231,19 @@ class AuthServicer(rpc_pb2_grpc.AuthServicer):
     # -- roles ------------------------------------------------------------------
 
     async def RoleAdd(self, request, context):
-        if auth_store(self.server) is None:
-            if not request.name:
-                return await self._unwired(context, exc=errors.RoleEmpty())
-            return await self._unwired(context, exc=errors.AuthUnsupported())
         return await self._run(context, lambda: self._propose(context, IR(auth_role_add=request)))
 
     async def RoleDelete(self, request, context):
-        return await self._write(context, IR(auth_role_delete=request), errors.RoleNotFound())
+        return await self._write(context, IR(auth_role_delete=request))
 
     async def RoleGrantPermission(self, request, context):
-        return await self._write(context, IR(auth_role_grant_permission=request), errors.RoleNotFound())
+        return await self._write(context, IR(auth_role_grant_permission=request))
 
     async def RoleRevokePermission(self, request, context):
-        return await self._write(context, IR(auth_role_revoke_permission=request), errors.RoleNotFound())
+        return await self._write(context, IR(auth_role_revoke_permission=request))
 
     async def RoleGet(self, request, context):
-        store = auth_store(self.server)
-        if store is None:
-            return await self._unwired(context, exc=errors.RoleNotFound())
+        store = self.server.auth_store
 
         async def work():
             info = await self._read(context)
@@ -285,9 +258,7 @@ class AuthServicer(rpc_pb2_grpc.AuthServicer):
         return await self._run(context, work)
 
     async def RoleList(self, request, context):
-        store = auth_store(self.server)
-        if store is None:
-            return await self._unwired(context, rpc_pb2.AuthRoleListResponse())
+        store = self.server.auth_store
 
         async def work():
             store.is_admin_permitted(await self._read(context))
@@ -297,20 +268,5 @@ class AuthServicer(rpc_pb2_grpc.AuthServicer):
 
     # -- shared -----------------------------------------------------------------
 
-    async def _write(self, context, req: IR, unwired_exc: Exception):
-        if auth_store(self.server) is None:
-            return await self._unwired(context, exc=unwired_exc)
+    async def _write(self, context, req: IR):
         return await self._run(context, lambda: self._propose(context, req))
-
-    async def _unwired(self, context, resp=None, exc: Exception | None = None):
-        """No auth store on this member: etcd's answers with auth off and
-        no users or roles (the two creating RPCs say it is not implemented)."""
-        try:
-            check(self.server, context)
-            if exc is not None:
-                raise exc
-        except Exception as e:
-            await errors.abort(context, e)
-        self.server.fill_header(resp.header)
-        return resp
-

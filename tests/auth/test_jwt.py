@@ -5,8 +5,8 @@ here with the public key) carrying etcd's claims; the member accepts it,
 refuses a forged one ("invalid auth token"), refuses it once the auth store
 has moved on ("revision of auth store is old": JWTs carry the revision they
 were made at), and -- unlike a simple token -- still accepts it after a
-restart. Run against raftnode; under -m soak also against etcd 3.4, which
-is how the expectations were checked.
+restart. Run against raftnode and etcd 3.4 (how the expectations were
+checked), under -m soak.
 """
 from __future__ import annotations
 
@@ -44,7 +44,10 @@ def keys(tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path]:
     return d / "k.pem", d / "k.pub"
 
 
-@pytest.mark.parametrize("kind", ["raftnode", pytest.param("etcd", marks=pytest.mark.soak)])
+# Under -m soak (~5 s a member start and restart): the default run checks
+# JWT signing and checking in-process (tests/auth/test_tokens.py).
+@pytest.mark.soak
+@pytest.mark.parametrize("kind", ["raftnode", "etcd"])
 def test_jwt_tokens(kind, keys, tmp_path, etcd_binaries, raftnode_binary):
     priv, pub = keys
     flags = [f"--auth-token=jwt,pub-key={pub},priv-key={priv},sign-method=ES256,ttl=10m"]
