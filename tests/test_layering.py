@@ -42,11 +42,7 @@ RAFTUI_DATA = {"raftui.source", "raftui.host"}
 
 # Upward edges being removed this session, each with the reason it still
 # stands. (module path, imported layer)
-KNOWN_EXCEPTIONS = {
-    # engine/server/config.py holds MemberConfig now; node.py's import moves
-    # there in LEAD's node.py work (issue 15).
-    ("engine/server/node.py", "engine.cli"),
-}
+KNOWN_EXCEPTIONS: set[tuple[str, str]] = set()
 
 
 def layer_of(module: str) -> str | None:

@@ -77,7 +77,7 @@ class InspectServicer(inspect_pb2_grpc.InspectServicer):
         role = ipb.LEARNER if st.is_learner else _ROLES.get(st.state, ipb.ROLE_UNKNOWN)
         out = ipb.RaftStatusResponse(
             header=self._header(), role=role, term=st.term, vote=st.vote, leader_id=st.lead,
-            commit_index=st.commit, applied_index=st.applied, last_index=st.last_index,
+            commit_index=st.commit, applied_index=server.applied_index, last_index=st.last_index,
             first_index=st.first_index, snapshot_index=snap.index, snapshot_term=snap.term,
             voters=sorted(st.voters), learners=sorted(st.learners),
             lead_transferee=st.lead_transferee, persisted_index=server.persisted_index,

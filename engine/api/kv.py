@@ -135,5 +135,6 @@ async def finish_compaction(server: KVServer, timeout: float) -> None:
     while server.compaction_pending:
         if loop.time() > deadline:
             raise asyncio.TimeoutError()
-        server.compact_step()
+        async with server.between_batches():
+            server.compact_step()
         await asyncio.sleep(0)

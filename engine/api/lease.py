@@ -27,9 +27,7 @@ _I63 = (1 << 63) - 1
 
 class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
     def __init__(self, server: KVServer, link: LeaderLink) -> None:
-        # Transitional: tests/hardening/test_review_lease_stalled_renew.py
-        # still hands a Node here (LEAD's file; asked to wrap it in KVServer).
-        self.server = server if isinstance(server, KVServer) else KVServer(server)
+        self.server = server
         self.link = link
 
     async def LeaseGrant(self, request: rpc_pb2.LeaseGrantRequest, context):

@@ -35,12 +35,17 @@ async def _hash_job(server: KVServer, rev: int):
     (after a compaction it reads every key's history); the job it returns
     reads the rows on a worker."""
     steps = server.hash_kv_steps(rev)
-    while True:
+    async with server.between_batches():   # its first step pins a reader and the revision
         try:
             next(steps)
         except StopIteration as done:
             return done.value
+    while True:
         await asyncio.sleep(0)
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
 
 
 class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
@@ -86,15 +91,15 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
             await _admin(server, context)
             async with self._defrag_lock:
                 # Pending physical compaction first, a bounded slice at a time.
-                while not server.compact_step():
+                while not await _between_batches(server, server.compact_step):
                     await asyncio.sleep(0)
-                copy, finish = server.defrag_job()
+                copy, finish = await _between_batches(server, server.defrag_job)
+                ok = False
                 try:
                     await asyncio.to_thread(copy)
-                except BaseException:
-                    finish(False)
-                    raise
-                finish(True)
+                    ok = True
+                finally:
+                    await _between_batches(server, lambda: finish(ok))
         except Exception as e:
             await abort(context, e)
         return rpc_pb2.DefragmentResponse()
@@ -139,7 +144,7 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
             fd, tmp = tempfile.mkstemp(prefix=".snapshot-send-",
                                        dir=os.path.dirname(os.path.abspath(server.db_path)))
             os.close(fd)
-            reader = server.pin()
+            reader = await _between_batches(server, server.pin)
             try:
                 total = await asyncio.to_thread(reader.backup_to, tmp)
             finally:
@@ -179,6 +184,12 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
         except Exception as e:
             await abort(context, e)
         return rpc_pb2.MoveLeaderResponse()
+
+
+async def _between_batches(server: KVServer, step):
+    """step() while no apply chunk is half done (see KVServer.between_batches)."""
+    async with server.between_batches():
+        return step()
 
 
 async def _admin(server: KVServer, context) -> None:

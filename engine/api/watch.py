@@ -62,6 +62,9 @@ GRPC_OVERHEAD_BYTES = 512 * 1024
 ERR_EMPTY_RANGE = "mvcc: watcher range is empty"
 ERR_DUPLICATE_ID = "mvcc: duplicate watch ID provided on the WatchStream"
 UNMARSHAL_ERROR = "grpc: error unmarshalling request: "   # grpc-go's words
+# Tasks cancelling a closed stream's watchers once an apply chunk ends (held
+# here so they are not garbage-collected while they wait).
+_closing: set[asyncio.Task] = set()
 
 
 def progress_interval_from_env() -> float:
@@ -169,10 +172,26 @@ class _Session:
                 pass
 
     def close(self) -> None:
-        for e in self.stream.entries.values():
-            self.hub.cancel(e.watcher.id)
+        ids = [e.watcher.id for e in self.stream.entries.values()]
         self.stream.entries.clear()
         self.registry.streams.pop(self.stream.stream_id, None)
+        lock = self.server.between_batches()
+        if not lock.locked():
+            self._cancel_in_hub(ids)   # no apply chunk half done: now, without yielding
+        else:
+            # The stream is ending (perhaps cancelled): the watchers go once
+            # the chunk ends, in a task of their own.
+            task = asyncio.get_running_loop().create_task(self._cancel_after_chunk(ids))
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
+
+    def _cancel_in_hub(self, ids: list[int]) -> None:
+        for wid in ids:
+            self.hub.cancel(wid)
+
+    async def _cancel_after_chunk(self, ids: list[int]) -> None:
+        async with self.server.between_batches():
+            self._cancel_in_hub(ids)
 
     def _header(self, revision: int) -> rpc_pb2.ResponseHeader:
         return self.server.new_header(revision)
@@ -193,9 +212,13 @@ class _Session:
                         header=self._header(self.server.current_revision), watch_id=INVALID_WATCH_ID,
                         created=True, canceled=True, cancel_reason=refusal))
                     continue
-                self._create(req.create_request)
+                # Registered between apply chunks: a watcher starts at a revision
+                # whose events are all delivered or all still to come.
+                async with self.server.between_batches():
+                    self._create(req.create_request)
             elif kind == "cancel_request":
-                self._cancel(req.cancel_request.watch_id)
+                async with self.server.between_batches():
+                    self._cancel(req.cancel_request.watch_id)
             elif kind == "progress_request":
                 # Not tied to a watcher: clientv3 hands it to every watch channel.
                 # Answered by the writer once no event can be overtaken.
@@ -353,7 +376,8 @@ class _Session:
         """Answer a pending progress_request if every watcher is synced and flushed."""
         if self.ctrl:
             return  # control answers first; the writer comes back (wake is set)
-        rev = self.hub.progress_all(e.watcher for e in self.stream.entries.values())
+        async with self.server.between_batches():   # never a revision whose events are half out
+            rev = self.hub.progress_all(e.watcher for e in self.stream.entries.values())
         if rev is None:
             return  # deferred: re-checked when the hub wakes this stream
         self.progress_wanted = False
@@ -364,7 +388,8 @@ class _Session:
             if not e.progress_notify:
                 continue
             if e.quiet:
-                rev = self.hub.request_progress(e.watcher.id)
+                async with self.server.between_batches():
+                    rev = self.hub.request_progress(e.watcher.id)
                 if rev is not None:
                     await self.context.write(rpc_pb2.WatchResponse(
                         header=self._header(rev), watch_id=e.watch_id))

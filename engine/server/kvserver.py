@@ -135,6 +135,15 @@ class KVServer:
 
     # -- the local store -----------------------------------------------------------------
 
+    def between_batches(self) -> asyncio.Lock:
+        """`async with server.between_batches():` waits until no apply chunk is
+        half done, and holds applying off meanwhile. Needed around what must
+        see the store between batches: pinning a reader, a compaction or
+        defrag step, registering or cancelling a watcher, progress
+        notifications. Plain reads at current_rev need not (a half-applied
+        request's changes are above it)."""
+        return self._node.apply_lock
+
     def range_steps(self, req: rpc_pb2.RangeRequest, *, raw: bool = False) -> Generator:
         """Applier.range_job_steps: drive with next() on the loop; its value
         is (response, job or None), the job to run on a worker."""
@@ -240,7 +249,8 @@ class KVServer:
 
     @property
     def applied_index(self) -> int:
-        return self._node.rn.raft.log.applied
+        """The last entry applied to the store (the core's log.applied means handed to apply)."""
+        return self._node.applied_index
 
     def log_bounds(self) -> tuple[int, int]:
         """(first, last) index of the raft log in memory."""
