@@ -148,3 +148,20 @@ def test_the_checker_sees_lazy_and_relative_imports() -> None:
     assert {"engine.server.sibling", "engine.mvcc.kvstore", "engine.cli.main"} <= found
     assert layer_of("engine.cli.main") == "engine.cli"
     assert layer_of("engine") == "engine"
+
+
+# The Node's insides that a handler must reach only through KVServer
+# (engine/server/kvserver.py), the API's one seam to the member.
+NODE_INSIDES = {"applier", "rn", "raftlog", "membership", "transport", "cfg", "_node"}
+
+
+def test_the_api_reaches_the_member_only_through_kvserver() -> None:
+    bad = []
+    for path in sorted((ROOT / "engine" / "api").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and node.attr in NODE_INSIDES:
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.attr}")
+        for module in imported_modules(path):
+            if module == "engine.server.node" or module.startswith("engine.server.node."):
+                bad.append(f"{path.relative_to(ROOT)} imports {module}")
+    assert not bad, "\n".join(bad)
