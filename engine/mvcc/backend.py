@@ -111,6 +111,14 @@ def _to_u64(i: int) -> int:
     return i + _U64 if i < 0 else i
 
 
+
+def _read_only_uri(path: str, *, immutable: bool = False) -> str:
+    """SQLite's URI for opening ``path`` read-only (it can never write,
+    checkpoint or delete the -wal); ``immutable`` for a file we do not
+    trust and nobody writes (no locks, no -wal read)."""
+    uri = "file:%s?mode=ro" % urllib.parse.quote(os.path.abspath(path))
+    return uri + "&immutable=1" if immutable else uri
+
 class Backend:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -169,7 +177,7 @@ class Backend:
         with self._pool_lock:
             db = self._pool.pop() if self._pool else None
         if db is None:
-            uri = "file:%s?mode=ro" % urllib.parse.quote(os.path.abspath(self.path))
+            uri = _read_only_uri(self.path)
             # Read-only: it can never checkpoint or delete the -wal, even
             # when it outlives a swap of the db file (restore, defrag).
             db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
@@ -378,7 +386,7 @@ class Backend:
         os.close(fd)
         self._tracking = []
         token = (tmp, self._generation)
-        src = "file:%s?mode=ro" % urllib.parse.quote(os.path.abspath(self.path))
+        src = _read_only_uri(self.path)
 
         def copy() -> None:
             db = sqlite3.connect(src, uri=True, isolation_level=None)
@@ -482,7 +490,7 @@ class Backend:
         # about to be replaced. With another open, closing is instant; a
         # read-only one never checkpoints or deletes anything itself.
         try:
-            guard = sqlite3.connect("file:%s?mode=ro" % urllib.parse.quote(os.path.abspath(self.path)),
+            guard = sqlite3.connect(_read_only_uri(self.path),
                                     uri=True, isolation_level=None)
             guard.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
         except sqlite3.Error:
@@ -580,7 +588,7 @@ class Reader:
 def file_rows(path: str, batch: int = 10000) -> Iterator[tuple[bytes, bytes]]:
     """Every kv row of OUR db file at path (e.g. one prepare() made), in
     revision order, through a read-only connection of its own."""
-    uri = "file:%s?mode=ro" % urllib.parse.quote(os.path.abspath(path))
+    uri = _read_only_uri(path)
     db = sqlite3.connect(uri, uri=True, isolation_level=None)
     try:
         lo = b""
@@ -655,7 +663,7 @@ def open_untrusted(path: str) -> sqlite3.Connection:
     schema it declares refused unless it is exactly (a subset of) ours."""
     if not os.path.isfile(path):
         raise _bad(f"{path}: no such file")
-    uri = "file:%s?mode=ro&immutable=1" % urllib.parse.quote(os.path.abspath(path))
+    uri = _read_only_uri(path, immutable=True)
     try:
         db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as e:
