@@ -139,18 +139,13 @@ class AuthServicer(rpc_pb2_grpc.AuthServicer):
     def _cost(self) -> int:
         return getattr(self.server.config, "bcrypt_cost", 0) or DEFAULT_COST
 
-    async def _read(self, context):
-        """A linearizable point for the reads, and who asks."""
-        await self.server.read_barrier(request_timeout(self.server, context))
-        return await auth_info(self.server, context)
-
     # -- enable / disable / authenticate -----------------------------------------
 
     async def AuthEnable(self, request, context):
-        return await self._run(context, lambda: self._propose(context, IR(auth_enable=request)))
+        return await self._write(context, IR(auth_enable=request))
 
     async def AuthDisable(self, request, context):
-        return await self._run(context, lambda: self._propose(context, IR(auth_disable=request)))
+        return await self._write(context, IR(auth_disable=request))
 
     async def Authenticate(self, request, context):
         store = self.server.auth_store
@@ -205,33 +200,17 @@ class AuthServicer(rpc_pb2_grpc.AuthServicer):
         return await self._write(context, IR(auth_user_revoke_role=request))
 
     async def UserGet(self, request, context):
-        store = self.server.auth_store
-
-        async def work():
-            info = await self._read(context)
-            try:
-                store.is_admin_permitted(info)
-            except auth_errors.AuthError:
-                # etcd's authApplierV3.UserGet: a user may read itself.
-                if info is None or request.name != info.username:
-                    raise
-            return store.user_get(request.name)
-
-        return await self._run(context, work)
+        # etcd's authApplierV3.UserGet: a user may also read itself.
+        return await self._admin_read(context, lambda store: store.user_get(request.name),
+                                      also=lambda store, info: info.username == request.name)
 
     async def UserList(self, request, context):
-        store = self.server.auth_store
-
-        async def work():
-            store.is_admin_permitted(await self._read(context))
-            return store.user_list()
-
-        return await self._run(context, work)
+        return await self._admin_read(context, lambda store: store.user_list())
 
     # -- roles ------------------------------------------------------------------
 
     async def RoleAdd(self, request, context):
-        return await self._run(context, lambda: self._propose(context, IR(auth_role_add=request)))
+        return await self._write(context, IR(auth_role_add=request))
 
     async def RoleDelete(self, request, context):
         return await self._write(context, IR(auth_role_delete=request))
@@ -243,30 +222,32 @@ class AuthServicer(rpc_pb2_grpc.AuthServicer):
         return await self._write(context, IR(auth_role_revoke_permission=request))
 
     async def RoleGet(self, request, context):
-        store = self.server.auth_store
-
-        async def work():
-            info = await self._read(context)
-            try:
-                store.is_admin_permitted(info)
-            except auth_errors.AuthError:
-                # etcd's authApplierV3.RoleGet: a holder of the role may read it.
-                if info is None or not store.has_role(info.username, request.role):
-                    raise
-            return store.role_get(request.role)
-
-        return await self._run(context, work)
+        # etcd's authApplierV3.RoleGet: a holder of the role may also read it.
+        return await self._admin_read(context, lambda store: store.role_get(request.role),
+                                      also=lambda store, info: store.has_role(info.username, request.role))
 
     async def RoleList(self, request, context):
-        store = self.server.auth_store
-
-        async def work():
-            store.is_admin_permitted(await self._read(context))
-            return store.role_list()
-
-        return await self._run(context, work)
+        return await self._admin_read(context, lambda store: store.role_list())
 
     # -- shared -----------------------------------------------------------------
 
     async def _write(self, context, req: IR):
         return await self._run(context, lambda: self._propose(context, req))
+
+    async def _admin_read(self, context, answer, also=None):
+        """A read for admins only (etcd's needAdminPermission), or also for
+        the callers ``also(store, info)`` admits; answered from the local
+        store after a read barrier."""
+        store = self.server.auth_store
+
+        async def work():
+            await self.server.read_barrier(request_timeout(self.server, context))
+            info = await auth_info(self.server, context)
+            try:
+                store.is_admin_permitted(info)
+            except auth_errors.AuthError:
+                if also is None or info is None or not also(store, info):
+                    raise
+            return answer(store)
+
+        return await self._run(context, work)

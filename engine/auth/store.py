@@ -108,27 +108,36 @@ class AuthStore:
     def _set_meta(self, name: str, value: int) -> None:
         self._conn().execute("INSERT OR REPLACE INTO auth_meta (name, value) VALUES (?, ?)", (name, value))
 
+    # etcd's two record buckets: table -> (record column, message type).
+    _USERS = ("auth_users", "user", User)
+    _ROLES = ("auth_roles", "role", Role)
+
+    def _get(self, kind, name: str):
+        table, col, cls = kind
+        r = self._conn().execute(f"SELECT {col} FROM {table} WHERE name = ?", (name.encode(),)).fetchone()
+        return cls.FromString(r[0]) if r is not None else None
+
+    def _put(self, kind, record) -> None:
+        table, col, _ = kind
+        self._conn().execute(f"INSERT OR REPLACE INTO {table} (name, {col}) VALUES (?, ?)",
+                             (record.name, record.SerializeToString(deterministic=True)))
+
+    def _delete(self, kind, name: str) -> None:
+        self._conn().execute(f"DELETE FROM {kind[0]} WHERE name = ?", (name.encode(),))
+
+    def _all(self, kind) -> list:
+        table, col, cls = kind
+        return [cls.FromString(b) for (b,) in self._conn().execute(f"SELECT {col} FROM {table} ORDER BY name")]
+
+    def _names(self, kind) -> list[str]:
+        return [b.decode(errors="surrogateescape") for (b,) in
+                self._conn().execute(f"SELECT name FROM {kind[0]} ORDER BY name")]
+
     def _get_user(self, name: str) -> User | None:
-        r = self._conn().execute("SELECT user FROM auth_users WHERE name = ?", (name.encode(),)).fetchone()
-        return User.FromString(r[0]) if r is not None else None
-
-    def _put_user(self, user: User) -> None:
-        self._conn().execute("INSERT OR REPLACE INTO auth_users (name, user) VALUES (?, ?)",
-                         (user.name, user.SerializeToString(deterministic=True)))
-
-    def _all_users(self) -> list[User]:
-        return [User.FromString(b) for (b,) in self._conn().execute("SELECT user FROM auth_users ORDER BY name")]
+        return self._get(self._USERS, name)
 
     def _get_role(self, name: str) -> Role | None:
-        r = self._conn().execute("SELECT role FROM auth_roles WHERE name = ?", (name.encode(),)).fetchone()
-        return Role.FromString(r[0]) if r is not None else None
-
-    def _put_role(self, role: Role) -> None:
-        self._conn().execute("INSERT OR REPLACE INTO auth_roles (name, role) VALUES (?, ?)",
-                         (role.name, role.SerializeToString(deterministic=True)))
-
-    def _all_roles(self) -> list[Role]:
-        return [Role.FromString(b) for (b,) in self._conn().execute("SELECT role FROM auth_roles ORDER BY name")]
+        return self._get(self._ROLES, name)
 
     def _commit_revision(self) -> None:
         self._revision += 1
@@ -141,9 +150,9 @@ class AuthStore:
         self._refresh_perms()
 
     def _refresh_perms(self) -> None:
-        roles = {r.name.decode(errors="surrogateescape"): r for r in self._all_roles()}
+        roles = {r.name.decode(errors="surrogateescape"): r for r in self._all(self._ROLES)}
         perms: dict[str, tuple[UnifiedPerms, bool]] = {}
-        for u in self._all_users():
+        for u in self._all(self._USERS):
             granted = [p for name in u.roles if name in roles for p in roles[name].keyPermission]
             perms[u.name.decode(errors="surrogateescape")] = (UnifiedPerms(granted), ROOT_ROLE in u.roles)
         self._perms = perms
@@ -223,7 +232,7 @@ class AuthStore:
             raise errors.UserAlreadyExist()
         u = User(name=r.name.encode(), password=b"" if no_password else r.password.encode())
         u.options.no_password = no_password
-        self._put_user(u)
+        self._put(self._USERS, u)
         self._changed()
         log.info("added a user %r", r.name)
         return rpc_pb2.AuthUserAddResponse()
@@ -233,7 +242,7 @@ class AuthStore:
             raise errors.InvalidAuthMgmt()
         if self._get_user(r.name) is None:
             raise errors.UserNotFound()
-        self._conn().execute("DELETE FROM auth_users WHERE name = ?", (r.name.encode(),))
+        self._delete(self._USERS, r.name)
         self._changed()
         self.tokens.invalidate_user(r.name)
         return rpc_pb2.AuthUserDeleteResponse()
@@ -246,7 +255,7 @@ class AuthStore:
         if u is None:
             raise errors.UserNotFound()
         u.password = r.password.encode()  # roles and options kept
-        self._put_user(u)
+        self._put(self._USERS, u)
         self._changed()
         self.tokens.invalidate_user(r.name)
         return rpc_pb2.AuthUserChangePasswordResponse()
@@ -262,7 +271,7 @@ class AuthStore:
         roles = sorted([*u.roles, r.role])
         del u.roles[:]
         u.roles.extend(roles)
-        self._put_user(u)
+        self._put(self._USERS, u)
         self._changed()
         return rpc_pb2.AuthUserGrantRoleResponse()
 
@@ -277,7 +286,7 @@ class AuthStore:
             raise errors.RoleNotGranted()
         del u.roles[:]
         u.roles.extend(kept)
-        self._put_user(u)
+        self._put(self._USERS, u)
         self._changed()
         return rpc_pb2.AuthUserRevokeRoleResponse()
 
@@ -288,7 +297,7 @@ class AuthStore:
             raise errors.RoleEmpty()
         if self._get_role(r.name) is not None:
             raise errors.RoleAlreadyExist()
-        self._put_role(Role(name=r.name.encode()))
+        self._put(self._ROLES, Role(name=r.name.encode()))
         # etcd bumps the revision; a role without permissions changes no
         # user's permissions, so the merged sets stay as they are.
         self._commit_revision()
@@ -299,14 +308,14 @@ class AuthStore:
             raise errors.InvalidAuthMgmt()
         if self._get_role(r.role) is None:
             raise errors.RoleNotFound()
-        self._conn().execute("DELETE FROM auth_roles WHERE name = ?", (r.role.encode(),))
+        self._delete(self._ROLES, r.role)
         # The role is taken from every user that had it (etcd does the same).
-        for u in self._all_users():
+        for u in self._all(self._USERS):
             if r.role in u.roles:
                 kept = [x for x in u.roles if x != r.role]
                 del u.roles[:]
                 u.roles.extend(kept)
-                self._put_user(u)
+                self._put(self._USERS, u)
         self._changed()
         return rpc_pb2.AuthRoleDeleteResponse()
 
@@ -327,7 +336,7 @@ class AuthStore:
             perms.sort(key=lambda p: p.key)  # stable, like Go's insertion sort on small lists
         new = Role(name=role.name)
         new.keyPermission.extend(perms)
-        self._put_role(new)
+        self._put(self._ROLES, new)
         self._changed()
         return rpc_pb2.AuthRoleGrantPermissionResponse()
 
@@ -340,7 +349,7 @@ class AuthStore:
             raise errors.PermissionNotGranted()
         new = Role(name=role.name)
         new.keyPermission.extend(kept)
-        self._put_role(new)
+        self._put(self._ROLES, new)
         self._changed()
         return rpc_pb2.AuthRoleRevokePermissionResponse()
 
@@ -353,9 +362,7 @@ class AuthStore:
         return rpc_pb2.AuthUserGetResponse(roles=list(u.roles))
 
     def user_list(self) -> rpc_pb2.AuthUserListResponse:
-        names = [b.decode(errors="surrogateescape") for (b,) in
-                 self._conn().execute("SELECT name FROM auth_users ORDER BY name")]
-        return rpc_pb2.AuthUserListResponse(users=names)
+        return rpc_pb2.AuthUserListResponse(users=self._names(self._USERS))
 
     def role_get(self, name: str) -> rpc_pb2.AuthRoleGetResponse:
         role = self._get_role(name)
@@ -364,9 +371,7 @@ class AuthStore:
         return rpc_pb2.AuthRoleGetResponse(perm=list(role.keyPermission))
 
     def role_list(self) -> rpc_pb2.AuthRoleListResponse:
-        names = [b.decode(errors="surrogateescape") for (b,) in
-                 self._conn().execute("SELECT name FROM auth_roles ORDER BY name")]
-        return rpc_pb2.AuthRoleListResponse(roles=names)
+        return rpc_pb2.AuthRoleListResponse(roles=self._names(self._ROLES))
 
     def has_role(self, user: str, role: str) -> bool:
         u = self._get_user(user)
