@@ -74,7 +74,7 @@ def _model_intervals(ps, write: bool):
     return out
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(perms, keys.filter(bool), ends, st.booleans())
 def test_merged_sets_answer_as_etcds_tree(ps, key, range_end, write):
     u = UnifiedPerms(P(permType=t, key=k, range_end=e) for t, k, e in ps)
