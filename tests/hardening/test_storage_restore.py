@@ -94,7 +94,7 @@ def test_crafted_snapshot_is_refused_and_live_db_unchanged(live, good_snapshot, 
         names = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
     finally:
         db.close()
-    assert names == {"kv", "meta", "lease", "alarm", "members"}
+    assert names == {"kv", "meta", "lease", "alarm", "members", "auth_meta", "auth_users", "auth_roles"}
     # No temporary file left beside the db.
     assert sorted(os.listdir(os.path.dirname(live.backend.path))) == ["db", "db-shm", "db-wal"]
 
