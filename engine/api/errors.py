@@ -64,34 +64,6 @@ class WatchCanceled(APIError):
     etcd_message = "etcdserver: watch canceled"
 
 
-class AuthNotEnabled(APIError):
-    etcd_message = "etcdserver: authentication is not enabled"
-
-
-class RootUserNotExist(APIError):
-    etcd_message = "etcdserver: root user does not exist"
-
-
-class UserNotFound(APIError):
-    etcd_message = "etcdserver: user name not found"
-
-
-class RoleNotFound(APIError):
-    etcd_message = "etcdserver: role name not found"
-
-
-class UserEmpty(APIError):
-    etcd_message = "etcdserver: user name is empty"
-
-
-class RoleEmpty(APIError):
-    etcd_message = "etcdserver: role name is empty"
-
-
-class AuthUnsupported(APIError):
-    etcd_message = "raftnode: user and role management (auth) is not implemented yet"
-
-
 GRPC_CODES: dict[type[Exception], grpc.StatusCode] = {
     # -- request checks (v3rpc/key.go and friends)
     EmptyKey: Code.INVALID_ARGUMENT,
@@ -102,13 +74,6 @@ GRPC_CODES: dict[type[Exception], grpc.StatusCode] = {
     InvalidSortOption: Code.INVALID_ARGUMENT,
     DuplicateKey: Code.INVALID_ARGUMENT,
     WatchCanceled: Code.CANCELLED,
-    AuthNotEnabled: Code.FAILED_PRECONDITION,
-    RootUserNotExist: Code.FAILED_PRECONDITION,
-    UserNotFound: Code.FAILED_PRECONDITION,
-    RoleNotFound: Code.FAILED_PRECONDITION,
-    UserEmpty: Code.INVALID_ARGUMENT,
-    RoleEmpty: Code.INVALID_ARGUMENT,
-    AuthUnsupported: Code.UNIMPLEMENTED,
     # -- the store (mvcc, lease, quota, alarms)
     mvcc.Compacted: Code.OUT_OF_RANGE,
     mvcc.FutureRevision: Code.OUT_OF_RANGE,

@@ -3,7 +3,7 @@ does not show (engine/proto/inspect.proto is the contract; read it).
 
 Everything is answered from in-memory state on the loop's thread, never by
 reading WAL files or scanning the store, and never through raft: a member
-without a leader answers normally.
+without a leader answers normally. With auth on, only root may ask.
 """
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from engine.proto import inspect_pb2 as ipb
 from engine.proto import inspect_pb2_grpc
 from engine.server.kvserver import KVServer
 
+from .auth import auth_info
 from .entry_text import entry_text
+from .errors import abort
 from .stats import Counters
 from .watch import WatchRegistry
 
@@ -62,8 +64,15 @@ class InspectServicer(inspect_pb2_grpc.InspectServicer):
     # -- helpers --------------------------------------------------------------------
 
     async def _check_serving(self, context) -> None:
+        """Serving, and with auth on, asked by root (the WAL tail shows values)."""
         if not self.server.serving:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "raftnode: member is not serving")
+        store = self.server.auth_store
+        if store is not None and store.enabled:
+            try:
+                store.is_admin_permitted(await auth_info(self.server, context))
+            except Exception as e:
+                await abort(context, e)
 
     def _header(self) -> ipb.InspectHeader:
         s = self.server

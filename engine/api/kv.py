@@ -27,6 +27,13 @@ def _raw_responses() -> bool:
     return decode.RAW_RESPONSES
 
 
+def _finish_range(resp: rpc_pb2.RangeResponse, job) -> bytes | None:
+    """On a worker: fetch the range's values; for a raw job, the whole
+    answer's bytes (the response with its header, then the values)."""
+    wire = job()
+    return None if wire is None else resp.SerializeToString() + wire
+
+
 class KVServicer(rpc_pb2_grpc.KVServicer):
     def __init__(self, server: KVServer, counters: Counters) -> None:
         self.server = server
@@ -57,14 +64,15 @@ class KVServicer(rpc_pb2_grpc.KVServicer):
                     resp, job = done.value
                     break
                 await asyncio.sleep(0)  # a big index walk, a slice per loop turn
-            wire = await asyncio.to_thread(job) if job is not None else None
+            server.fill_header(resp.header)
+            if job is not None:
+                wire = await asyncio.to_thread(_finish_range, resp, job)
+                if wire is not None:
+                    # Already on the wire: the values were never parsed, and
+                    # neither grpc nor the concatenation copies 50 MiB on the loop.
+                    return wire
         except Exception as e:
             await abort(context, e)
-        server.fill_header(resp.header)
-        if wire is not None:
-            # Already on the wire: the values were never parsed, and grpc
-            # will not serialize 50 MiB on the loop.
-            return resp.SerializeToString() + wire
         return resp
 
     async def Put(self, request: rpc_pb2.PutRequest, context):

@@ -74,7 +74,10 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
     async def Alarm(self, request: rpc_pb2.AlarmRequest, context):
         try:
             check(self.server, context)
-            resp = await submit(self.server, context, IR(alarm=request))
+            try:
+                resp = await submit(self.server, context, IR(alarm=request))
+            except auth_errors.AuthError as e:
+                raise auth_errors.raw(e) from None   # etcd 3.4's Alarm answers it untranslated
         except Exception as e:
             await abort(context, e)
         resp.ClearField("header")  # etcd 3.4 answers Alarm without a header
