@@ -197,7 +197,7 @@ class AuthStore:
 
     # -- passwords (proposer side) ---------------------------------------------
 
-    def password_to_check(self, name: str, password: str = "") -> tuple[int, bytes]:
+    def password_to_check(self, name: str) -> tuple[int, bytes]:
         """etcd's CheckPassword, first half: (the revision now, the stored
         hash) for the caller to compare off the loop (``check_password``),
         or the refusal."""
@@ -213,7 +213,7 @@ class AuthStore:
     def check_password(self, name: str, password: str) -> int:
         """etcd's CheckPassword in one call (bcrypt on this thread): the
         revision the password was checked at."""
-        revision, hashed = self.password_to_check(name, password)
+        revision, hashed = self.password_to_check(name)
         if not check_password(hashed, password):
             raise errors.AuthFailed()
         return revision
