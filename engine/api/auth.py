@@ -101,6 +101,14 @@ def _info_from_tls(store: AuthStore, context, md: dict[str, str]) -> AuthInfo | 
     return AuthInfo(cn, store.revision)
 
 
+async def require_root(server: KVServer, context: grpc.aio.ServicerContext) -> None:
+    """Raise (an AuthError with etcd's code) unless the caller has the root
+    role, while auth is on: for our own services (Inspect, Fault)."""
+    store = auth_store(server)
+    if store is not None and store.enabled:
+        store.is_admin_permitted(await auth_info(server, context))
+
+
 def stamp(req: IR, info: AuthInfo | None) -> IR:
     """Put the caller's user and auth revision into a request to propose."""
     if info is not None:
