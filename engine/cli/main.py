@@ -218,8 +218,9 @@ def run_member(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "dump-logs":
+        from engine.api.entry_text import entry_text
         from engine.wal.dump import main as dump_main
-        return dump_main(argv[1:])
+        return dump_main(argv[1:], describe=entry_text)
     if argv[:2] == ["snapshot", "restore"]:
         from engine.cli.restore import main as restore_main
         return restore_main(argv[2:])

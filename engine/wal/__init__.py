@@ -5,7 +5,6 @@ format is written down in engine/wal/wal.py (WAL) and engine/wal/snap.py
 (snapshot files).
 """
 from engine.wal import layout
-from engine.wal.describe import describe_entry
 from engine.wal.errors import (
     SnapshotCorruptError,
     WALCorruptError,
@@ -36,6 +35,5 @@ __all__ = [
     "WALNotFoundError",
     "WALSnapshotMismatchError",
     "WALSnapshotNotFoundError",
-    "describe_entry",
     "layout",
 ]

@@ -13,18 +13,23 @@ It only reads: no lock is taken and a torn tail is reported, not truncated,
 so it can be pointed at the data directory of a running member. The index
 filters apply to entries and snapshot markers; the other records carry no
 index and are shown when their type is selected.
+
+What an entry's data means is not the WAL's business: `raftnode dump-logs`
+passes engine/api/entry_text.entry_text (the requests decoded); run alone,
+this module shows an entry's data as its size and hex.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+from typing import Callable
 
 from google.protobuf.message import DecodeError
 
 from engine.proto import raft_pb2 as raftpb
 from engine.wal import layout
-from engine.wal.describe import describe_entry, hex_bytes
+from engine.wal.describe import hex_bytes
 from engine.wal.errors import WALError
 from engine.wal.record import RecordType, Record, parse_snapshot_payload
 from engine.wal.segments import has_segments, list_segments, read_segments
@@ -33,7 +38,16 @@ from engine.wal.snap import Snapshotter
 TYPES = ("normal", "confchange", "hardstate", "snapshot", "metadata", "crc")
 
 
-def main(argv: list[str] | None = None) -> int:
+DescribeEntry = Callable[[raftpb.Entry], str]
+
+
+def entry_bytes(e: raftpb.Entry) -> str:
+    """An entry's data as the WAL knows it: its size and bytes."""
+    return f"{len(e.data)} bytes {hex_bytes(e.data)}" if e.data else "empty"
+
+
+def main(argv: list[str] | None = None, describe: DescribeEntry = entry_bytes) -> int:
+    """dump-logs; `describe` gives the data column of an entry."""
     args = _parser().parse_args(argv)
     wal_dir = layout.wal_dir(args.data_dir)
     if not has_segments(wal_dir):
@@ -42,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         wal_dir = args.data_dir  # pointed straight at a wal directory
     try:
-        return _dump(os.fspath(wal_dir), args, sys.stdout)
+        return _dump(os.fspath(wal_dir), args, sys.stdout, describe)
     except WALError as exc:  # e.g. a missing segment, found before any record is read
         print(f"dump-logs: {exc}", file=sys.stderr)
         return 1
@@ -73,7 +87,7 @@ def _types(text: str) -> frozenset[str]:
     return chosen
 
 
-def _dump(wal_dir: str, args, out) -> int:
+def _dump(wal_dir: str, args, out, describe: DescribeEntry) -> int:
     print(f"# wal: {wal_dir}", file=out)
     snap_dir = os.path.join(os.path.dirname(wal_dir), "snap")
     if os.path.isdir(snap_dir):
@@ -86,7 +100,7 @@ def _dump(wal_dir: str, args, out) -> int:
     for seg, scanned in read_segments(list_segments(wal_dir)):
         print(f"# segment {seg.name}", file=out)
         for r in scanned.records:
-            kind, term, index, data = _row(r)
+            kind, term, index, data = _row(r, describe)
             if kind not in args.entry_type:
                 continue
             if index is not None and (index < lo or (hi is not None and index > hi)):
@@ -103,14 +117,14 @@ def _dump(wal_dir: str, args, out) -> int:
     return 0
 
 
-def _row(r: Record) -> tuple[str, int | None, int | None, str]:
+def _row(r: Record, describe: DescribeEntry) -> tuple[str, int | None, int | None, str]:
     """-> (type, term, index, data text) of one record."""
     try:
         if r.type == RecordType.ENTRY:
             e = raftpb.Entry()
             e.ParseFromString(r.payload)
             kind = "confchange" if e.type == raftpb.EntryConfChange else "normal"
-            return kind, e.term, e.index, describe_entry(e)
+            return kind, e.term, e.index, describe(e)
         if r.type == RecordType.HARD_STATE:
             hs = raftpb.HardState()
             hs.ParseFromString(r.payload)
