@@ -10,7 +10,9 @@
   password.py   bcrypt hashing, done by the proposer before the log
   errors.py     etcd's auth error texts and gRPC codes
 
-Sits beside engine/mvcc: imports engine/proto only (and bcrypt, PyJWT).
+Sits just below engine/mvcc (whose backend keeps its tables and whose applier
+runs its hooks): imports engine/proto only (and grpc for status codes, bcrypt,
+PyJWT).
 """
 from .errors import AuthError
 from .store import ROOT_ROLE, ROOT_USER, AuthStore
