@@ -23,6 +23,7 @@ from engine.server.kvserver import KVServer
 from engine.server.membership import MemberRecord
 from engine.transport.urls import URLError, new_urls
 
+from .auth import TOKEN_KEYS, require_root
 from .errors import abort
 from .forward import LeaderLink
 from .gate import check, request_timeout
@@ -77,6 +78,7 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
         server = self.server
         try:
             check(server, context)
+            await require_root(server, context)   # etcd's checkMembershipOperationPermission
             urls = parse_peer_urls(list(request.peerURLs))
             mid = new_member_id(urls, time.time())
             member = rpc_pb2.Member(ID=mid, peerURLs=urls, isLearner=request.isLearner)
@@ -97,6 +99,7 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
         server = self.server
         try:
             check(server, context)
+            await require_root(server, context)   # etcd's checkMembershipOperationPermission
             mid = request.ID
             rec = server.member(mid)
             if rec is None:
@@ -135,6 +138,7 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
         server = self.server
         try:
             check(server, context)
+            await require_root(server, context)   # etcd's checkMembershipOperationPermission
             if server.is_leader:
                 await self._promote(request.ID, context)
             else:
@@ -170,7 +174,9 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
         deadline = time.monotonic() + timeout
         leader = await self.link.wait_leader(timeout)
         stub = rpc_pb2_grpc.ClusterStub(self.link.channel(leader))
-        await stub.MemberPromote(request, timeout=max(0.0, deadline - time.monotonic()))
+        # The caller's token goes along: the leader checks it too.
+        token = [(k, v) for k, v in context.invocation_metadata() or () if k in TOKEN_KEYS]
+        await stub.MemberPromote(request, metadata=token, timeout=max(0.0, deadline - time.monotonic()))
         # Answer with our table once the promotion reached us too.
         while self._is_learner(request.ID) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
@@ -252,3 +258,4 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
 
 def _context(member: rpc_pb2.Member) -> bytes:
     return internal_pb2.ConfChangeContext(member=member).SerializeToString()
+

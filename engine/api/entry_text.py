@@ -22,7 +22,10 @@ from engine.proto import internal_pb2
 from engine.proto import raft_pb2 as raftpb
 from engine.wal.describe import hex_bytes, quote
 
-_SECRET_FIELDS = frozenset({"password", "hashedPassword"})
+# Never shown, even to root reading the WAL tail: a password field in the log
+# holds a bcrypt hash, and an authenticate entry the simple token it minted
+# (usable until it expires).
+_SECRET_FIELDS = {"password": "<hash>", "hashedPassword": "<hash>", "simple_token": "<redacted>"}
 
 
 def entry_text(entry: raftpb.Entry) -> str:
@@ -157,11 +160,11 @@ _REQUESTS = {
 
 def _fields(msg: Message) -> str:
     """Generic `name=value` text for the kinds without a formatter (auth
-    changes). Password hashes are not printed: logs get copied around."""
+    changes). Secrets (_SECRET_FIELDS) are not printed: logs get copied around."""
     parts = []
     for fd, value in msg.ListFields():
         if fd.name in _SECRET_FIELDS:
-            parts.append(f"{fd.name}=<redacted>")
+            parts.append(f"{fd.name}={_SECRET_FIELDS[fd.name]}")
         elif isinstance(value, bytes):
             parts.append(f"{fd.name}={quote(value)}")
         elif isinstance(value, str):

@@ -16,7 +16,7 @@ from engine.proto import inspect_pb2 as ipb
 from engine.proto import inspect_pb2_grpc
 from engine.server.kvserver import KVServer
 
-from .auth import auth_info
+from .auth import require_root
 from .entry_text import entry_text
 from .errors import abort
 from .stats import Counters
@@ -67,12 +67,10 @@ class InspectServicer(inspect_pb2_grpc.InspectServicer):
         """Serving, and with auth on, asked by root (the WAL tail shows values)."""
         if not self.server.serving:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "raftnode: member is not serving")
-        store = self.server.auth_store
-        if store is not None and store.enabled:
-            try:
-                store.is_admin_permitted(await auth_info(self.server, context))
-            except Exception as e:
-                await abort(context, e)
+        try:
+            await require_root(self.server, context)
+        except Exception as e:
+            await abort(context, e)
 
     def _header(self) -> ipb.InspectHeader:
         s = self.server

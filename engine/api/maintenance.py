@@ -11,7 +11,7 @@ from engine.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
 from engine.server import errors as server_errors
 from engine.server.kvserver import KVServer
 
-from .auth import auth_info
+from .auth import require_root
 from .errors import abort
 from .gate import check, request_timeout
 from .submit import submit
@@ -198,10 +198,7 @@ async def _between_batches(server: KVServer, step):
 async def _admin(server: KVServer, context) -> None:
     """etcd 3.4's authMaintenanceServer (Defragment, Snapshot, Hash, HashKV):
     root only while auth is on, refused with the auth package's own text."""
-    store = server.auth_store
-    if store is None or not store.enabled:
-        return
     try:
-        store.is_admin_permitted(await auth_info(server, context))
+        await require_root(server, context)
     except auth_errors.AuthError as e:
         raise auth_errors.raw(e) from None

@@ -38,7 +38,11 @@ def test_requests():
 def test_secrets_stay_out_of_generic_text():
     text = entry_text(normal(auth_user_add=rpc_pb2.AuthUserAddRequest(name="root", password="$hash$")))
     assert text.startswith("auth-user-add ") and 'name="root"' in text
-    assert "$hash$" not in text and "password=<redacted>" in text
+    assert "$hash$" not in text and "password=<hash>" in text
+    text = entry_text(normal(authenticate=internal_pb2.InternalAuthenticateRequest(
+        name="alice", simple_token="SeCrEt.12")))
+    assert text.startswith("authenticate ") and 'name="alice"' in text
+    assert "SeCrEt" not in text and "simple_token=<redacted>" in text
 
 
 def test_binary_and_long_values_stay_on_one_line():
