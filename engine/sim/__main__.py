@@ -4,6 +4,8 @@
     python -m engine.sim --soak 20000 --nodes 3,5,7  many seeds (a long local soak)
     python -m engine.sim --soak 500 --nodes 1 --learners 1 --mutate no-durable-self-ack
                                                      look for the bug a mutation puts back
+    python -m engine.sim --soak 500 --nodes 3 --profile joint --mutate no-joint-quorum
+                                                     joint configs decided by C_new alone
 """
 from __future__ import annotations
 

@@ -160,6 +160,9 @@ class SimCluster:
         self.paused: dict[int, int] = {}
         # Called with (node, Ready) as each Ready is taken (interaction scripts).
         self.on_ready: Callable[[int, object], None] | None = None
+        # Called with (node, entry) once a node applied a conf change entry
+        # (the schedule's targeted faults).
+        self.on_conf_change: Callable[[SimNode, pb.Entry], None] | None = None
         for i in [*ids, *learners]:
             self.nodes[i] = self._new_node(i, MemoryStorage())
             if bootstrap:
@@ -307,6 +310,8 @@ class SimCluster:
                             f"conf change: node {n.id} cannot apply {e.term}/{e.index}: {err}") from err
                     n.apply_membership(cc)
                     payload = b"cc%d:" % e.type + e.data
+                    if self.on_conf_change is not None:
+                        self.on_conf_change(n, e)
                 else:
                     payload = e.data
                 n.sm.apply(e.index, payload)
@@ -352,6 +357,19 @@ class SimCluster:
         self.process(n)
         if m.type == pb.MsgSnap:
             self._report_snapshot(m, ok=True)
+
+    def drop_cut(self) -> int:
+        """Drop now the in-flight messages a cut link would drop at delivery
+        (so that what can still arrive is not queued behind them)."""
+        keep, lost = [], []
+        for m in self.net.inflight:
+            (lost if self.net.is_cut(m.from_, m.to) else keep).append(m)
+        self.net.inflight = keep
+        self.net.dropped += len(lost)
+        for m in lost:
+            if m.type == pb.MsgSnap:
+                self._report_snapshot(m, ok=False)
+        return len(lost)
 
     def _report_snapshot(self, m: pb.Message, ok: bool) -> None:
         s = self.nodes.get(m.from_)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 
+from engine.raft import quorum as _quorum
 from engine.raft import raft as _raft
 
 CONFIG_MUTATIONS = ("no-durable-self-ack",)
@@ -30,8 +31,23 @@ def _strict_commit_load(self, hs) -> None:
     self.vote = hs.vote
 
 
+# Joint consensus without its point: a joint config decides by the
+# majority of C_new alone (commit, votes, ReadIndex, check-quorum), as if
+# the change had been made in one step. C_old's members that have not yet
+# applied the change can then elect a leader of their own and commit over
+# entries C_new committed.
+def _new_config_committed_index(incoming, outgoing, match_of) -> int:
+    return _quorum.committed_index(incoming, match_of)
+
+
+def _new_config_vote_result(incoming, outgoing, votes):
+    return _quorum.vote_result(incoming, votes)
+
+
 _PATCHES = {
-    "strict-commit-load": (_raft.Raft, "_load_state", _strict_commit_load),
+    "strict-commit-load": [(_raft.Raft, "_load_state", _strict_commit_load)],
+    "no-joint-quorum": [(_quorum, "joint_committed_index", _new_config_committed_index),
+                        (_quorum, "joint_vote_result", _new_config_vote_result)],
 }
 
 NAMES = CONFIG_MUTATIONS + tuple(sorted(_PATCHES))
@@ -47,9 +63,9 @@ def applied(names):
                 continue
             if name not in _PATCHES:
                 raise ValueError(f"unknown mutation {name!r} (known: {', '.join(NAMES)})")
-            owner, attr, fn = _PATCHES[name]
-            saved.append((owner, attr, owner.__dict__[attr]))
-            setattr(owner, attr, fn)
+            for owner, attr, fn in _PATCHES[name]:
+                saved.append((owner, attr, owner.__dict__[attr]))
+                setattr(owner, attr, fn)
         yield
     finally:
         for owner, attr, orig in reversed(saved):

@@ -1,8 +1,11 @@
 """Random schedules: one seed drives a whole run of a simulated cluster
 through a hostile network — drops, duplicates, reordering, partitions,
 one-way link failures, links slow by whole ticks, stalled (paused) members,
-crashes and restarts, membership changes, snapshots, leader transfers and
-linearizable reads — with every safety property checked after every step.
+crashes and restarts, membership changes (single ones as etcdctl makes them,
+and ConfChangeV2 through joint configs: replace, grow or shrink by two,
+demote, promote; the network split when a leader enters one), snapshots,
+leader transfers and linearizable reads — with every safety property
+checked after every step.
 
 Crashes strike between Readies or, armed, inside the handling of one (see
 engine/sim/cluster.py CRASH_*), losing whatever was not yet fsynced.
@@ -17,6 +20,7 @@ import random
 
 from engine.proto import raft_pb2 as pb
 from engine.raft import StateType
+from engine.raft.confchange import describe_changes
 from engine.sim import mutations
 from engine.sim.checker import InvariantViolation, SafetyChecker
 from engine.sim.cluster import CRASH_POINTS, SimCluster
@@ -49,6 +53,16 @@ class ScheduleConfig:
     p_crash: float = 0.01
     p_restart: float = 0.05
     p_conf_change: float = 0.01
+    # Share of conf changes made as one ConfChangeV2 through a joint config
+    # (replace a voter, grow or shrink by two, demote, promote learners);
+    # the rest are v1 single changes, as etcdctl 3.4 proposes them.
+    joint_share: float = 0.5
+    # Chance that a leader applying the entry that enters a joint config
+    # cuts the network right then: itself and a majority of C_new (new
+    # members first) on one side, the rest of C_old on the other, which has
+    # not applied the change yet (its commit index is in flight). The
+    # moment where C_new's majority alone must not decide.
+    p_split_on_joint: float = 0.3
     p_compact: float = 0.02
     p_transfer: float = 0.005
     p_read: float = 0.03
@@ -72,6 +86,13 @@ _PROFILES = {
     "asymmetric": dict(p_one_way=0.03, p_slow=0.03, p_heal=0.02),
     "stalls": dict(p_pause=0.03, p_crash=0.02),
     "churn": dict(p_conf_change=0.04, p_compact=0.05),
+    # Membership through joint configs, with the network split right where
+    # C_new's majority alone must not decide; otherwise calm, so that new
+    # members catch up and the split's two sides can act.
+    "joint": dict(p_conf_change=0.05, joint_share=0.9, p_split_on_joint=0.6, p_crash=0.003,
+                  p_partition=0.005, p_drop=0.01, p_dup=0.01, p_one_way=0.001, p_slow=0.001,
+                  p_pause=0.001, p_transfer=0.001, p_compact=0.005, p_heal=0.03,
+                  p_propose=0.05, p_read=0.01),
     "storm": dict(p_crash=0.03, p_restart=0.06, p_partition=0.03, p_heal=0.03,
                   p_drop=0.08, p_tick=0.35, p_propose=0.2),
 }
@@ -97,6 +118,7 @@ class ScheduleResult:
     conf_changes: int
     reads: int
     crashes_in_ready: int = 0
+    joint_entered: int = 0   # joint configs a leader applied (entered)
 
 
 
@@ -156,7 +178,14 @@ class Schedule:
                             checker=SafetyChecker(cfg.check_commit_durability),
                             durable_self_ack=cfg.durable_self_ack,
                             log=(lambda s: self._note(s)) if verbose else None)
+        self.c.on_conf_change = self._on_conf_change
+        self.settling = False  # the storm is over: no more faults
+        # A split on joint holds until this tick of the shared clock (no
+        # heal or other partition before): long enough for elections.
+        self.split_until = -1
+        self.split: tuple | None = None
         self.proposed = 0
+        self.joint_entered = 0
         self.conf_changes = 0
         self.reads = 0
         # ReadIndex linearizability: (node, ctx) -> committed index known
@@ -175,6 +204,8 @@ class Schedule:
         try:
             for step in range(self.cfg.steps):
                 self._step()
+                if self.split is not None:
+                    self._make_split()
                 self._check_reads()
                 if step % 50 == 49:
                     self._check_log_matching()
@@ -189,7 +220,7 @@ class Schedule:
         return ScheduleResult(self.seed, self.cfg.nodes, self.cfg.steps, c.checker.max_committed,
                               len(c.checker.leader_of_term), c.net.delivered, c.net.dropped,
                               c.net.sent_by_type.get(pb.MsgSnap, 0), self.conf_changes, self.reads,
-                              c.crashes_in_ready)
+                              c.crashes_in_ready, self.joint_entered)
 
     # -- one random step -----------------------------------------------------------
 
@@ -253,6 +284,8 @@ class Schedule:
         self.c.propose(n.id, f"p{self.proposed}@{n.id}".encode())
 
     def _partition(self) -> None:
+        if self.c.net.now < self.split_until:
+            return
         ids = sorted(self.c.nodes)
         if len(ids) < 2:
             return  # one process: nothing to cut
@@ -293,7 +326,7 @@ class Schedule:
             self.c.pause(n.id, ticks)
 
     def _heal(self) -> None:
-        if self.c.net.partitioned():
+        if self.c.net.partitioned() and self.c.net.now >= self.split_until:
             self._note("heal")
             self.c.net.heal()
 
@@ -325,6 +358,16 @@ class Schedule:
         if lead is None:
             return
         r = lead.raft
+        if r.config.joint:
+            # Leave (explicit), or try something the leader must refuse.
+            if not r.config.auto_leave or self.rng.random() < 0.3:
+                self._note(f"propose leave-joint at {lead.id} ({r.config})")
+                self.conf_changes += 1
+                self.c.propose_conf_change(lead.id, pb.ConfChangeV2())
+            return
+        if self.rng.random() < self.cfg.joint_share:
+            self._joint_change(lead)
+            return
         voters, learners = list(r.voters), list(r.learners)
         choice = self.rng.random()
         if choice < 0.3 and len(voters) + len(learners) < self.cfg.nodes + 3:
@@ -359,6 +402,90 @@ class Schedule:
         self._note(f"propose conf change {pb.ConfChangeType.Name(cc.type)} {cc.node_id} at {lead.id}")
         self.conf_changes += 1
         self.c.propose_conf_change(lead.id, cc)
+
+    def _joint_change(self, lead) -> None:
+        """One ConfChangeV2 of several changes (or one, with an explicit or
+        implicit transition): through a joint config."""
+        r, rng = lead.raft, self.rng
+        voters, learners = sorted(r.config.incoming), sorted(r.config.learners)
+        floor = min(2, self.cfg.nodes)
+        room = self.cfg.nodes + 3 - len(voters) - len(learners)
+        # As for single changes: the leader of two voters does not remove
+        # or demote itself (it could crash before the other one learns the
+        # leave is committed, which then needs a vote it cannot get).
+        removable = [v for v in voters if v != lead.id or len(voters) > 2]
+        kind = rng.choice(("replace", "grow", "shrink", "demote", "promote", "learner"))
+        adds: list[int] = []  # new, empty members
+        changes: list[pb.ConfChangeSingle] = []
+
+        def voter(nid: int) -> pb.ConfChangeSingle:
+            return pb.ConfChangeSingle(type=pb.ConfChangeAddNode, node_id=nid)
+
+        # Replacing and growing promote caught-up learners first, as an
+        # operator does (add a learner, let it catch up, then swap it in).
+        if kind == "replace" and removable and (learners or room >= 1):
+            changes.append(pb.ConfChangeSingle(type=pb.ConfChangeRemoveNode, node_id=rng.choice(removable)))
+            if learners:
+                changes.append(voter(rng.choice(learners)))
+            else:
+                adds.append(self.next_id)
+        elif kind == "grow" and len(learners) + room >= 2:
+            changes += [voter(v) for v in learners[:2]]
+            adds += [self.next_id + i for i in range(2 - len(changes))]
+        elif kind == "learner" and room >= 1:
+            nid = self.next_id
+            self.c.add_empty_node(nid)
+            self.next_id += 1
+            changes.append(pb.ConfChangeSingle(type=pb.ConfChangeAddLearnerNode, node_id=nid))
+        elif kind == "shrink" and len(voters) - 2 >= floor and len(removable) >= 2:
+            for v in rng.sample(removable, 2):
+                changes.append(pb.ConfChangeSingle(type=pb.ConfChangeRemoveNode, node_id=v))
+        elif kind == "demote" and len(voters) - 1 >= floor and removable:
+            changes.append(pb.ConfChangeSingle(type=pb.ConfChangeAddLearnerNode,
+                                               node_id=rng.choice(removable)))
+        elif kind == "promote" and learners:
+            for v in learners:
+                changes.append(pb.ConfChangeSingle(type=pb.ConfChangeAddNode, node_id=v))
+        else:
+            return
+        for nid in adds:
+            self.c.add_empty_node(nid)
+            self.next_id = max(self.next_id, nid + 1)
+            changes.append(pb.ConfChangeSingle(type=pb.ConfChangeAddNode, node_id=nid))
+        rng.shuffle(changes)
+        transition = rng.choice((pb.ConfChangeTransitionAuto, pb.ConfChangeTransitionJointImplicit,
+                                 pb.ConfChangeTransitionJointExplicit))
+        cc = pb.ConfChangeV2(transition=transition, changes=changes)
+        self._note(f"propose conf change v2 {describe_changes(cc)} at {lead.id} ({r.config})")
+        self.conf_changes += 1
+        self.c.propose_conf_change(lead.id, cc)
+
+    def _on_conf_change(self, n, e: pb.Entry) -> None:
+        cfg = n.raft.config
+        if n.raft.state is StateType.LEADER and cfg.joint and e.data:
+            self.joint_entered += 1
+        if (self.settling or n.raft.state is not StateType.LEADER or not cfg.joint or not e.data
+                or e.type != pb.EntryConfChangeV2 or self.rng.random() >= self.cfg.p_split_on_joint):
+            return
+        # The leader and a majority of C_new, members C_old lacks first.
+        q = len(cfg.incoming) // 2 + 1
+        order = sorted(cfg.incoming - {n.id}, key=lambda v: (v in cfg.outgoing, self.rng.random()))
+        side = {n.id} | set(order[: q - (n.id in cfg.incoming)])
+        side |= set(cfg.tracked()) - set(cfg.outgoing)  # every new member
+        rest = set(self.c.nodes) - side
+        if rest:
+            # Made at the end of this step, not inside the leader's Ready:
+            # its messages (the commit index) are out already and will be
+            # lost at delivery.
+            self.split = (side, rest, self.rng.randint(20, 60), str(cfg))
+
+    def _make_split(self) -> None:
+        side, rest, ticks, cfg = self.split
+        self.split = None
+        self._note(f"split on joint {cfg} for {ticks} ticks: {sorted(side)} | {sorted(rest)}")
+        self.c.net.partition([side, rest])
+        self.split_until = self.c.net.now + ticks
+        self.c.drop_cut()
 
     def _compact(self) -> None:
         live = self.c.live()
@@ -412,6 +539,7 @@ class Schedule:
 
     def _settle(self) -> None:
         c = self.c
+        self.settling = True
         c.armed.clear()
         for nid in list(c.paused):
             c.resume(nid)
@@ -425,6 +553,13 @@ class Schedule:
             c.deliver_all(max_msgs=5000)
             lead = c.leader()
             if lead is None:
+                continue
+            cfg = lead.raft.config
+            if cfg.joint:
+                # An operator leaves an explicit joint config; an auto one
+                # must be left by the leader itself.
+                if not cfg.auto_leave and lead.raft.conf_change_refusal(pb.ConfChangeV2()) is None:
+                    c.propose_conf_change(lead.id, pb.ConfChangeV2())
                 continue
             members = set(lead.raft.voters) | set(lead.raft.learners)
             # A final entry of the leader's term, so everyone must reach it.

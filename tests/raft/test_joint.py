@@ -24,7 +24,7 @@ def _majority_holds(voters, holders) -> bool:
     return not voters or len(voters & holders) >= len(voters) // 2 + 1
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(incoming=ids.filter(bool), outgoing=ids, match=st.dictionaries(st.integers(1, 9), st.integers(0, 20)))
 def test_joint_committed_index_is_what_both_majorities_hold(incoming, outgoing, match):
     got = quorum.joint_committed_index(incoming, outgoing, lambda v: match.get(v, 0))
@@ -37,7 +37,7 @@ def test_joint_committed_index_is_what_both_majorities_hold(incoming, outgoing, 
         assert got == quorum.committed_index(incoming, lambda v: match.get(v, 0))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(incoming=ids.filter(bool), outgoing=ids,
        votes=st.dictionaries(st.integers(1, 9), st.booleans()))
 def test_joint_vote_is_won_iff_both_majorities_granted(incoming, outgoing, votes):

@@ -72,3 +72,30 @@ def test_strict_commit_load_leaves_a_member_that_cannot_restart():
     f = _search(ScheduleConfig(nodes=1, learners=1, steps=500, mutations=("strict-commit-load",)))
     assert "cannot start from its disk" in str(f.cause)
     assert "--mutate strict-commit-load" in f.replay
+
+
+# Joint consensus reduced to its new config: C_new's majority alone commits
+# and elects while C_old's members that have not applied the change still
+# decide by C_old. The 'joint' profile makes membership change through
+# joint configs and splits the network right when the leader applies one
+# (itself and a majority of C_new | the rest of C_old).
+JOINT = ScheduleConfig(nodes=3, steps=500, profile="joint", mutations=("no-joint-quorum",))
+
+
+def test_new_config_quorum_alone_is_caught_by_the_quorum_checks():
+    f = _search(JOINT)
+    assert any(k in str(f.cause) for k in ("commit quorum", "election quorum")), f.cause
+
+
+def test_new_config_quorum_alone_shows_as_two_leaders_or_a_lost_commit():
+    import dataclasses
+    f = _search(dataclasses.replace(JOINT, check_commit_durability=False))
+    assert any(k in str(f.cause) for k in (
+        "election safety", "leader completeness", "log matching", "state machine safety",
+    )), f.cause
+    assert "--mutate no-joint-quorum" in f.replay and "--profile joint" in f.replay
+
+
+def test_with_joint_quorum_the_same_schedules_pass():
+    for seed in range(100):
+        run_schedule(seed, ScheduleConfig(nodes=3, steps=500, profile="joint"))

@@ -31,7 +31,7 @@ def _config(seed: int, steps: int, small: bool) -> ScheduleConfig:
 def _run_range(args: tuple[int, int, int, bool]) -> tuple[int, str | None, dict]:
     first, count, steps, small = args
     totals = {"committed": 0, "snapshots_sent": 0, "conf_changes": 0, "leaders": 0, "reads": 0,
-              "crashes_in_ready": 0}
+              "crashes_in_ready": 0, "joint_entered": 0}
     for seed in range(first, first + count):
         try:
             res = run_schedule(seed, _config(seed, steps, small))
@@ -71,6 +71,8 @@ def test_random_schedules_3_5_7_nodes():
     assert totals["leaders"] > 3000, totals
     assert totals["reads"] > 1000, totals
     assert totals["crashes_in_ready"] > 1000, totals
+    # Membership also grows and shrinks through joint configs.
+    assert totals["joint_entered"] > 300, totals
 
 
 def test_random_schedules_1_2_4_voters_with_learners():
@@ -82,6 +84,7 @@ def test_random_schedules_1_2_4_voters_with_learners():
     assert totals["conf_changes"] > 100, totals
     assert totals["leaders"] > 1200, totals
     assert totals["crashes_in_ready"] > 500, totals
+    assert totals["joint_entered"] > 100, totals
 
 
 @pytest.mark.soak
