@@ -17,24 +17,21 @@ dies (Linux PR_SET_PDEATHSIG), so a crashed test run leaves no etcd behind.
 """
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import json
 import os
 import pathlib
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
-import weakref
 from typing import Iterable, Sequence
 
 from engine.cli import launch
 
 from . import ports, require
-from .member import ProcessMember
+from .member import ProcessCluster, ProcessMember
 
 HOST = ports.HOST
 ETCDCTL_TIMEOUT = 30.0
@@ -57,24 +54,9 @@ class EtcdMember(ProcessMember):
         return str(body.get("health")).lower() == "true"
 
 
-@dataclasses.dataclass
-class EtcdCluster:
+@dataclasses.dataclass(eq=False)
+class EtcdCluster(ProcessCluster):
     members: list[EtcdMember]
-    data_dir: pathlib.Path
-    token: str
-
-    @property
-    def endpoints(self) -> list[str]:
-        """["127.0.0.1:port", ...] -- one client endpoint per member."""
-        return [m.endpoint for m in self.members]
-
-    @property
-    def client_urls(self) -> list[str]:
-        return [m.client_url for m in self.members]
-
-    @property
-    def pids(self) -> list[int]:
-        return [m.pid for m in self.members if m.pid is not None]
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         """Poll until every running member is healthy; raise EtcdError at the deadline."""
@@ -97,51 +79,11 @@ class EtcdCluster:
                 )
             time.sleep(0.05)  # poll interval, not synchronisation
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop every member by PID: SIGTERM, then SIGKILL after `timeout`. Idempotent.
-
-        Members are stopped one after another, not all at once: a leader that
-        gets SIGTERM first hands leadership to a live peer, which is quick; if
-        its peers were dying at the same moment it would wait seconds for a
-        transfer that cannot happen.
-        """
-        for m in self.members:
-            self._stop_member(m, timeout)
-        for m in self.members:
-            if m._log is not None:
-                m._log.close()
-                m._log = None
-        _live.discard(self)
-
     @staticmethod
     def _stop_member(m: EtcdMember, timeout: float) -> None:
-        if m.process is not None:
+        """Stop one member (tests/judge stops the members it started itself)."""
+        if m.proc is not None and m.proc.poll() is None:
             launch.stop([m.process], timeout)
-
-    def __enter__(self) -> "EtcdCluster":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    def __eq__(self, other: object) -> bool:
-        return self is other
-
-
-_live: "weakref.WeakSet[EtcdCluster]" = weakref.WeakSet()
-_live_lock = threading.Lock()
-
-
-@atexit.register
-def _stop_leftovers() -> None:
-    for cluster in list(_live):
-        try:
-            cluster.stop(timeout=5.0)
-        except Exception:  # noqa: BLE001 -- best effort at interpreter exit
-            pass
 
 
 # ETCD_* / ETCDCTL_* in the caller's environment would silently override flags.
@@ -182,8 +124,7 @@ def start_etcd_cluster(
     ]
     initial_cluster = ",".join(f"{m.name}={m.peer_url}" for m in members)
     cluster = EtcdCluster(members=members, data_dir=root, token=token)
-    with _live_lock:
-        _live.add(cluster)
+    cluster.track()
     try:
         for m in members:
             args = [binary, *launch.member_flags(m.name, m.data_dir, m.client_url, m.peer_url,

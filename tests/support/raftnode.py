@@ -28,22 +28,19 @@ forked).
 """
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import os
 import pathlib
 import re
 import signal
-import threading
 import time
 import uuid
-import weakref
 from typing import Sequence
 
 from engine.cli import launch
 
 from . import ports
-from .member import ProcessMember
+from .member import ProcessCluster, ProcessMember
 
 HOST = ports.HOST
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -93,28 +90,13 @@ class RaftnodeMember(ProcessMember):
         return int(last.group(1), 16), int(last.group(2))
 
 
-@dataclasses.dataclass
-class RaftnodeCluster:
+@dataclasses.dataclass(eq=False)
+class RaftnodeCluster(ProcessCluster):
     members: list[RaftnodeMember]
-    data_dir: pathlib.Path
-    token: str
     extra_args: tuple[str, ...] = ()
     fault_injection: bool = True
 
     # ------------------------------------------------------------------ queries
-
-    @property
-    def endpoints(self) -> list[str]:
-        """["127.0.0.1:port", ...] -- one client endpoint per member."""
-        return [m.endpoint for m in self.members]
-
-    @property
-    def client_urls(self) -> list[str]:
-        return [m.client_url for m in self.members]
-
-    @property
-    def pids(self) -> list[int]:
-        return [m.pid for m in self.members if m.pid is not None]
 
     @property
     def initial_cluster(self) -> str:
@@ -242,8 +224,7 @@ class RaftnodeCluster:
         if m.running():
             raise RaftnodeError(f"{m.name} is still running (pid {m.pid})")
         self._spawn(m)
-        with _live_lock:
-            _live.add(self)
+        self.track()
         if wait:
             self.wait_listening(timeout, which=[i])
 
@@ -292,54 +273,15 @@ class RaftnodeCluster:
                               [*self.extra_args, *extra_args])
         self.members.append(m)
         self._spawn(m)
-        with _live_lock:
-            _live.add(self)
+        self.track()
         if wait:
             self.wait_listening(timeout, which=[len(self.members) - 1])
         return m
 
     def stop_member(self, i: int, timeout: float = 10.0) -> None:
         """SIGTERM member i (SIGCONT first if paused), SIGKILL after `timeout`."""
-        m = self.members[i]
-        if m.proc is None or m.proc.poll() is not None:
-            return
-        launch.stop([m.process], timeout)
-        m.paused = False
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop every member by PID: SIGTERM, then SIGKILL after `timeout`. Idempotent."""
-        for i in range(len(self.members)):
-            self.stop_member(i, timeout)
-        for m in self.members:
-            if m._log is not None:
-                m._log.close()
-                m._log = None
-        _live.discard(self)
-
-    def __enter__(self) -> "RaftnodeCluster":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def __hash__(self) -> int:
-        return id(self)
-
-    def __eq__(self, other: object) -> bool:
-        return self is other
-
-
-_live: "weakref.WeakSet[RaftnodeCluster]" = weakref.WeakSet()
-_live_lock = threading.Lock()
-
-
-@atexit.register
-def _stop_leftovers() -> None:
-    for cluster in list(_live):
-        try:
-            cluster.stop(timeout=5.0)
-        except Exception:  # noqa: BLE001 -- best effort at interpreter exit
-            pass
+        super().stop_member(i, timeout)
+        self.members[i].paused = False
 
 
 def _member_args(m: RaftnodeMember, initial_cluster: str, state: str, token: str,
@@ -379,8 +321,7 @@ def start_raftnode_cluster(
     for m in members:
         m.member_id = _member_id(m.peer_url, token)
         m.args = _member_args(m, cluster.initial_cluster, "new", token, fault_injection, extra_args)
-    with _live_lock:
-        _live.add(cluster)
+    cluster.track()
     try:
         for m in members:
             cluster._spawn(m)
