@@ -112,6 +112,14 @@ def _to_u64(i: int) -> int:
 
 
 
+# SQLite checkpoints (copying the -wal into the db file, then an fsync) run
+# on a worker thread with a connection of their own once about this much
+# was written since the last one, never inside a commit on the event loop: with SQLite's automatic
+# checkpoint, a commit that crossed 1000 pages copied megabytes and fsynced
+# on the loop (100-300 ms stalls under disk contention, after big writes).
+CHECKPOINT_WAL_BYTES = 4 << 20
+
+
 def _read_only_uri(path: str, *, immutable: bool = False) -> str:
     """SQLite's URI for opening ``path`` read-only (it can never write,
     checkpoint or delete the -wal); ``immutable`` for a file we do not
@@ -136,6 +144,14 @@ class Backend:
         # since it started, replayed on the copy before it is swapped in.
         self._tracking: list[tuple[str, list]] | None = None
         self._txn_ops: list[tuple[str, list]] = []
+        # The checkpointer's connection, used by one thread at a time under
+        # the lock, which a swap of the file (install) also holds: a
+        # read-write connection to a replaced file would checkpoint the new
+        # file's -wal (found by name) into the old one.
+        self._ckpt_lock = threading.RLock()
+        self._ckpt_db: sqlite3.Connection | None = None
+        self._ckpt_running = False
+        self._unfolded = 0   # about how many bytes were written since the last checkpoint started
 
     @staticmethod
     def _connect(path: str) -> sqlite3.Connection:
@@ -153,6 +169,7 @@ class Backend:
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoint() does it, off the loop
         # Deleted rows go to the freelist (size_in_use < size) until defrag.
         db.execute("PRAGMA auto_vacuum=NONE")
         db.executescript(_SCHEMA)
@@ -160,6 +177,10 @@ class Backend:
 
     def close(self) -> None:
         self._drain_pool()
+        with self._ckpt_lock:
+            if self._ckpt_db is not None:
+                self._ckpt_db.close()
+                self._ckpt_db = None
         if self._db is not None:
             if self._in_txn:
                 self.rollback()
@@ -218,6 +239,29 @@ class Backend:
             if self._tracking is not None:
                 self._tracking.extend(self._txn_ops)
             self._txn_ops = []
+        if self._unfolded >= CHECKPOINT_WAL_BYTES and not self._ckpt_running:
+            self._unfolded = 0
+            self._ckpt_running = True
+            threading.Thread(target=self._checkpoint_in_background, name="sqlite-checkpoint",
+                             daemon=True).start()
+
+    def _checkpoint_in_background(self) -> None:
+        try:
+            self.checkpoint()
+        except Exception as e:  # the -wal only grows meanwhile; the next commit tries again
+            log.warning("SQLite checkpoint failed: %r", e)
+        finally:
+            self._ckpt_running = False
+
+    def checkpoint(self) -> None:
+        """A PASSIVE checkpoint (copies what no reader still needs, waits
+        for nobody) on the checkpointer's own connection. Any thread."""
+        with self._ckpt_lock:
+            if self._db is None:
+                return  # closed, or being swapped
+            if self._ckpt_db is None:
+                self._ckpt_db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._ckpt_db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def rollback(self) -> None:
         self._txn_ops = []
@@ -245,18 +289,21 @@ class Backend:
         FULL checkpoint would do it too but waits for every reader, and a
         snapshot or hash being read on a worker is one: the loop would hang
         in SQLite's busy handler.) Then a PASSIVE checkpoint folds what it
-        can without waiting, so the -wal does not grow for ever.
+        can without waiting, so the -wal does not grow for ever. Any thread
+        (the server runs it on a worker while it goes on applying: what was
+        committed before the call is durable after it).
         """
         for p in (self.path, self.path + "-wal"):
             try:
                 fsutil.fsync_file(p)
             except FileNotFoundError:
                 continue
-        self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self.checkpoint()
 
     # -- kv rows ----------------------------------------------------------
 
     def put_rows(self, rows: list[tuple[bytes, bytes]]) -> None:
+        self._unfolded += sum([len(v) for _, v in rows]) + 32 * len(rows)
         if self._tracking is not None:
             rows = list(rows)
             self._track("put", rows)
@@ -294,8 +341,9 @@ class Backend:
         return _iter_rows(self._db, batch)
 
     def delete_rows(self, revs: Iterable[bytes]) -> None:
+        revs = list(revs)
+        self._unfolded += 64 * len(revs)   # (pages freed: a rough share)
         if self._tracking is not None:
-            revs = list(revs)
             self._track("del", revs)
         self._db.executemany("DELETE FROM kv WHERE rev = ?", ((r,) for r in revs))
 
@@ -484,6 +532,10 @@ class Backend:
         (on the main connection's thread, outside a transaction)."""
         if self._in_txn:
             raise RuntimeError("install inside a transaction")
+        with self._ckpt_lock:   # no checkpoint on either file meanwhile
+            self._install(fresh)
+
+    def _install(self, fresh: str) -> None:
         # A read-only connection kept open while the main one closes: the
         # last connection to close checkpoints the whole -wal into the file
         # (on this thread, the loop) and deletes it, all wasted on a file

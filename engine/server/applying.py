@@ -118,7 +118,7 @@ class Applying:
                 self._test_fault.check(ents)
             await self._apply(ents)
             self._to_apply.popleft()
-            self._snapshot_if_due()
+            await self._snapshot_if_due()
 
     def _set_applied(self, index: int) -> None:
         self.applied_index = max(self.applied_index, index)
@@ -402,15 +402,18 @@ class Applying:
                 except Exception as ex:
                     log.error("removing peer %x: %r", mid, ex)
 
-    def _snapshot_if_due(self) -> None:
+    async def _snapshot_if_due(self) -> None:
         """Apply task, between batches: once snapshot_count entries were
         applied since the last snapshot, make the store durable (before the
-        log below it is dropped) and ask the Ready loop to compact."""
+        log below it is dropped; fsyncs, on a worker) and ask the Ready loop
+        to compact. Nothing is applied meanwhile (this task waits), so the
+        index and the conf state taken first are what the synced store
+        holds."""
         applied = self.applied_index
         if self._snapshot_due is None and applied - self._snapshot_index >= self.cfg.snapshot_count:
-            self.applier.sync()
             conf = pb.ConfState()
             conf.CopyFrom(self.rn.raft.conf_state())
+            await asyncio.get_running_loop().run_in_executor(None, self.applier.sync)
             self._snapshot_due = (applied, conf)
             self._wake.set()
 
