@@ -9,21 +9,37 @@ hosts. Faults are in memory only: Heal or a restart undoes them.
 """
 from __future__ import annotations
 
+from typing import Awaitable, Callable
+
 import grpc
 import grpc.aio
 
+from engine.auth import errors as auth_errors
 from engine.proto import fault_pb2, fault_pb2_grpc
 from engine.transport.faults import FaultFilter
+
+# Who may use the service: awaited first in every RPC with the call's
+# context; raises an AuthError to refuse (with auth on: root only).
+Admit = Callable[[grpc.aio.ServicerContext], Awaitable[None]]
 
 
 class FaultServicer(fault_pb2_grpc.FaultServicer):
     """Thin: validate, call the filter, answer with the resulting status."""
 
-    def __init__(self, faults: FaultFilter, member_id: int) -> None:
+    def __init__(self, faults: FaultFilter, member_id: int, admit: Admit | None = None) -> None:
         self._faults = faults
         self._member_id = member_id
+        self._admit = admit
+
+    async def _admitted(self, context) -> None:
+        if self._admit is not None:
+            try:
+                await self._admit(context)
+            except auth_errors.AuthError as e:
+                await context.abort(*auth_errors.status_of(e))
 
     async def _selected(self, request, context) -> set[int] | None:
+        await self._admitted(context)
         if request.all:
             if request.peers:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -41,6 +57,7 @@ class FaultServicer(fault_pb2_grpc.FaultServicer):
         return self._status()
 
     async def Heal(self, request, context):
+        await self._admitted(context)
         self._faults.heal()
         return self._status()
 
@@ -58,6 +75,7 @@ class FaultServicer(fault_pb2_grpc.FaultServicer):
         return self._status()
 
     async def Status(self, request, context):
+        await self._admitted(context)
         return self._status()
 
     def _status(self) -> fault_pb2.FaultStatus:
@@ -76,6 +94,8 @@ def status_to_proto(faults: FaultFilter, member_id: int) -> fault_pb2.FaultStatu
     return out
 
 
-def add_fault_service(server: grpc.aio.Server, faults: FaultFilter, member_id: int) -> None:
-    """Register the Fault service. Only for --enable-fault-injection (see above)."""
-    fault_pb2_grpc.add_FaultServicer_to_server(FaultServicer(faults, member_id), server)
+def add_fault_service(server: grpc.aio.Server, faults: FaultFilter, member_id: int,
+                      admit: Admit | None = None) -> None:
+    """Register the Fault service. Only for --enable-fault-injection (see
+    above); ``admit`` decides who may call it (see Admit)."""
+    fault_pb2_grpc.add_FaultServicer_to_server(FaultServicer(faults, member_id, admit), server)
