@@ -16,12 +16,9 @@ import time
 
 import pytest
 
-from tests.auth.support import NOT_WIRED, wired
 from tests.support.etcd import etcdctl
 from tests.support.ports import free_ports
 from tests.support.require import require_etcd
-
-pytestmark = pytest.mark.skipif(not wired(), reason=NOT_WIRED)
 
 
 def _openssl(*args: str, cwd) -> None:

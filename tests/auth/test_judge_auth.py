@@ -12,20 +12,13 @@ bcrypt on the server; what each RPC refuses to whom is the permission
 matrix's job, tests/auth/test_matrix.py); the 3-member pairs run under
 ``-m soak``. Set RAFTUI_JUDGE_CANDIDATE=etcd to check the script itself
 against two real etcds.
-
-Skipped until raftnode enforces auth end to end: the auth store wired into
-the applier/backend (LEAD) and the API stamping and checking requests
-(STRUCTURE: KVServer.auth_store, submit/kv/watch/maintenance checks).
 """
 from __future__ import annotations
 
 import pytest
 
-from tests.auth.support import NOT_WIRED, start_pair, wired
+from tests.auth.support import start_pair
 from tests.judge import framework
-
-pytestmark = pytest.mark.skipif(not wired(), reason=NOT_WIRED)
-
 
 @pytest.fixture
 def pair3(etcd_binaries, raftnode_binary, tmp_path):

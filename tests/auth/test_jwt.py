@@ -19,17 +19,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from engine.proto import rpc_pb2, rpc_pb2_grpc
-from tests.auth.support import NOT_WIRED, ROOT, wired
 from tests.support import etcd as support_etcd
 from tests.support import raftnode as support_raftnode
 
-
-def _node_passes_auth_token() -> bool:
-    return "auth_token=" in (ROOT / "engine" / "server" / "node.py").read_text()
-
-
-pytestmark = pytest.mark.skipif(not (wired() and _node_passes_auth_token()),
-                                reason=NOT_WIRED + " (node.py passing --auth-token to the applier)")
 T = 10
 
 

@@ -17,9 +17,6 @@ import grpc
 import pytest
 
 from engine.proto import auth_pb2, rpc_pb2, rpc_pb2_grpc
-from tests.auth.support import NOT_WIRED, wired
-
-pytestmark = pytest.mark.skipif(not wired(), reason=NOT_WIRED)
 
 T = 10  # seconds: deadline of every call
 ROOT_PW = "rootpw"
@@ -131,6 +128,12 @@ def cells(c: Client, md) -> dict[str, tuple[str, str]]:
         "Defragment": outcome(lambda: m.Defragment(rpc_pb2.DefragmentRequest(), metadata=md, timeout=T)),
         "Snapshot": outcome(lambda: next(m.Snapshot(rpc_pb2.SnapshotRequest(), metadata=md, timeout=T))),
         "MemberList": outcome(lambda: c.cluster.MemberList(rpc_pb2.MemberListRequest(), metadata=md, timeout=T)),
+        # an id no member has: the admin check comes first (etcd's
+        # checkMembershipOperationPermission), then "member not found"
+        "MemberRemove": outcome(lambda: c.cluster.MemberRemove(
+            rpc_pb2.MemberRemoveRequest(ID=0x1234), metadata=md, timeout=T)),
+        "MemberPromote": outcome(lambda: c.cluster.MemberPromote(
+            rpc_pb2.MemberPromoteRequest(ID=0x1234), metadata=md, timeout=T)),
         "UserList": outcome(lambda: c.auth.UserList(rpc_pb2.AuthUserListRequest(), metadata=md, timeout=T)),
         "UserGet mx-reader": outcome(lambda: c.auth.UserGet(
             rpc_pb2.AuthUserGetRequest(name="mx-reader"), metadata=md, timeout=T)),

@@ -15,12 +15,11 @@ import grpc
 import pytest
 
 from engine.proto import auth_pb2, rpc_pb2, rpc_pb2_grpc
-from tests.auth.support import NOT_WIRED, wired
 from tests.support import raftnode as support_raftnode
 
 # Under -m soak: the default run covers the same in-process (tests/auth/test_persistence.py:
 # restart, snapshot; tests/auth/test_api.py: no clear password is ever proposed).
-pytestmark = [pytest.mark.skipif(not wired(), reason=NOT_WIRED), pytest.mark.soak]
+pytestmark = pytest.mark.soak
 
 PASSWORDS = ("Root-Secret-1", "Alice-Secret-2", "Alice-Secret-3")
 
