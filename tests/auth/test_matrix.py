@@ -14,7 +14,6 @@ removes everything it made.
 from __future__ import annotations
 
 import grpc
-import pytest
 
 from engine.proto import auth_pb2, rpc_pb2, rpc_pb2_grpc
 
