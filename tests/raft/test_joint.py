@@ -290,3 +290,61 @@ def test_proposal_of_undecodable_conf_change_becomes_a_no_op():
         pb.Entry(type=pb.EntryConfChangeV2, data=b"\xff\xff")]))
     assert lead.raft.log.all_entries()[-1].type == pb.EntryNormal
     assert c.nodes[2].rn.conf_change_refusal(pb.ConfChangeV2()) is None  # a follower: its leader decides
+
+
+def _joint_145(c: SimCluster):
+    """{1,2,3} -> {1,4,5} explicit, applied everywhere; 1 leads."""
+    lead = _leader_of(c)
+    for i in (4, 5):
+        c.add_empty_node(i)
+    _propose_v2(c, 1, "r2 r3 v4 v5 explicit")
+    _settle(c)
+    assert str(lead.raft.config) == "voters=(1 4 5)&&(1 2 3)"
+    return lead
+
+
+def test_read_index_needs_the_old_majority_too():
+    c = SimCluster([1, 2, 3])
+    lead = _joint_145(c)
+    c.net.isolate(2, list(c.nodes))
+    c.net.isolate(3, list(c.nodes))
+    lead.rn.read_index(b"r1")
+    c.process(lead)
+    _settle(c, 2)
+    assert lead.read_results == []  # 4 and 5 answered, but only 1 of C_old
+    c.net.heal()
+    _settle(c, 2)
+    assert [ctx for ctx, _ in lead.read_results] == [b"r1"]
+
+
+def test_check_quorum_counts_both_configs():
+    c = SimCluster([1, 2, 3])
+    lead = _joint_145(c)
+    c.net.isolate(2, list(c.nodes))
+    c.net.isolate(3, list(c.nodes))
+    for _ in range(3 * 10):
+        c.tick(1)
+        c.tick(4)
+        c.tick(5)
+        c.deliver_all()
+    # C_new is all there; C_old is not: the leader steps down.
+    assert lead.raft.state is not StateType.LEADER
+
+
+def test_demoted_leader_leads_the_joint_config_then_hands_over():
+    c = SimCluster([1, 2, 3])
+    lead = _leader_of(c)
+    _propose_v2(c, 1, "l1")  # one change, Auto: a simple demotion
+    _settle(c, 30)
+    assert str(lead.raft.config) == "voters=(2 3) learners=(1)"
+    assert lead.raft.is_learner and lead.raft.state is not StateType.LEADER
+    assert c.leader() is not None and c.leader().id in (2, 3)
+    c2 = SimCluster([1, 2, 3])
+    lead = _leader_of(c2)
+    _propose_v2(c2, 1, "l1 explicit")
+    _settle(c2)
+    assert lead.raft.state is StateType.LEADER  # a voter of C_old, in learners_next
+    assert str(lead.raft.config) == "voters=(2 3)&&(1 2 3) learners_next=(1)"
+    _propose_v2(c2, 1, "leave-joint")
+    _settle(c2, 30)
+    assert lead.raft.is_learner and c2.leader().id in (2, 3)
