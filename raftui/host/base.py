@@ -64,15 +64,3 @@ class ClusterHost(abc.ABC):
     def remove(self, name: str) -> None:
         """Stop a member the cluster no longer has and forget it (after MemberRemove)."""
         raise HostError(f"this host cannot remove {name}")
-
-    def health_overrides(self) -> dict[str, str]:
-        """Health the console should show instead of what polling says: a paused
-        member looks merely "down" to gRPC; the host knows better."""
-        out = {}
-        for name in self.names:
-            st = self.state(name)
-            if st == "paused":
-                out[name] = "paused"
-            elif st in ("killed", "exited"):
-                out[name] = "killed"
-        return out
