@@ -121,11 +121,16 @@ def _tombstone_blob(key: bytes) -> bytes:
 class _Write:
     """One write request in progress: its base revision and its changes."""
 
-    __slots__ = ("begin_rev", "changes")
+    __slots__ = ("begin_rev", "changes", "leases")
 
     def __init__(self, begin_rev: int) -> None:
         self.begin_rev = begin_rev
         self.changes: list[Change] = []
+        # (key, lease it leaves, lease it joins), done on the lessor when
+        # the write ends, with current_rev: between steps, the lessor says
+        # what a read at current_rev sees (a key appears under its lease
+        # in LeaseTimeToLive only once a Range can see the key).
+        self.leases: list[tuple[bytes, int, int]] = []
 
     def read_rev(self) -> int:
         # Reads inside a write see its own earlier changes (etcd's
@@ -241,6 +246,12 @@ class KVStore:
         return _Write(self.current_rev)
 
     def _end_write(self, w: _Write) -> int:
+        lessor = self.lessor
+        for key, old, new in w.leases:
+            if old != NO_LEASE:
+                lessor.detach(old, key)
+            if new != NO_LEASE:
+                lessor.attach(new, key)
         if w.changes:
             self.current_rev = w.begin_rev + 1
             self._batch_changes.append((self.current_rev, w.changes))
@@ -263,10 +274,7 @@ class KVStore:
         self.index.put(key, rev, sub, h)
         w.changes.append((PUT, kv))
         if old_lease != lease:
-            if old_lease != NO_LEASE:
-                self.lessor.detach(old_lease, key)
-            if lease != NO_LEASE:
-                self.lessor.attach(lease, key)
+            w.leases.append((key, old_lease, lease))
         return rev
 
     def _spill(self) -> None:
@@ -284,7 +292,7 @@ class KVStore:
         w.changes.append((DELETE, KeyValue(key=key, mod_revision=rev)))
         lid = self.lessor.lease_of(key)
         if lid != NO_LEASE:
-            self.lessor.detach(lid, key)
+            w.leases.append((key, lid, NO_LEASE))
 
     def _delete_range(self, w: _Write, key: bytes, end: bytes | None):
         """A step generator (see _steps) returning the number deleted."""

@@ -96,7 +96,7 @@ class Watcher:
         just taken: a synced watcher has seen everything (the current
         revision), an unsynced one only what was read for it so far.
         """
-        return self._hub.store.current_rev if self.synced else self._revision
+        return self._hub.notified_rev if self.synced else self._revision
 
     def take_events(self) -> list[Event]:
         """All buffered events, whole revisions in revision order; empties the buffer."""
@@ -136,6 +136,11 @@ class WatchHub:
         self._synced_keys: dict[bytes, set[Watcher]] = {}
         self._synced_ranges: dict[tuple[bytes, bytes], set[Watcher]] = {}
         self._unsynced: set[Watcher] = set()
+        # Every change up to this revision was fanned out to the synced
+        # watchers. The store's current_rev runs ahead of it while an apply
+        # chunk is half done (its requests applied, not yet notified): what
+        # a synced watcher or a progress notification reports is this one.
+        self.notified_rev = store.current_rev
 
     # -- membership ---------------------------------------------------------
 
@@ -265,6 +270,8 @@ class WatchHub:
         prev_kv or filters whose buffer has room takes the whole batch's
         events (shared Event objects) in one extend.
         """
+        if changes:
+            self.notified_rev = max(self.notified_rev, changes[-1][0])
         if not self._watchers:
             return
         notified: dict[int, Watcher] = {}
@@ -420,12 +427,13 @@ class WatchHub:
         for w in watchers:
             if w.canceled or not w.synced or w.buffer or self._watchers.get(w.id) is not w:
                 return None
-        return self.store.current_rev
+        return self.notified_rev
 
     # -- snapshot restore -------------------------------------------------------
 
     def on_restore(self, old_rev: int) -> None:
         """The store was replaced: everyone catches up from the new history."""
+        self.notified_rev = self.store.current_rev
         for w in list(self._watchers.values()):
             if w.synced:
                 self._remove_synced(w)

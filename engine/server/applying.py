@@ -155,19 +155,16 @@ class Applying:
                 start += APPLY_CHUNK
                 upto = last_index if start >= len(batch) else idxs[-1]
                 async with self.apply_lock:
-                    try:
-                        results = await self._drive(
-                            self.applier.apply_batch_steps(upto, reqs, term=term, indexes=idxs))
-                    except ApplyRejected as e:  # the applier rolled the chunk back: find the culprit
-                        log.error("applying %d entries up to %d failed (%r): applying them one by one",
-                                  len(reqs), upto, e)
-                        results = self._apply_one_by_one(upto, reqs, idxs, term)
+                    results = await self._apply_chunk(upto, reqs, idxs, term)
                 for req, res in zip(reqs, results):
                     if res is not None:
                         self._after_apply(req, res)
                         self._waiters.trigger(req.id, res)
                 self.applied_requests += len(reqs)
                 self._set_applied(upto)
+                # What waits for the store between batches (housekeeping,
+                # a watch being created) gets its turn now, under load too.
+                await asyncio.sleep(0)
                 if start >= len(batch):
                     break
             batch.clear()
@@ -188,8 +185,10 @@ class Applying:
                 if e.term == term and self.is_leader and not self.applier.lessor.primary:
                     await flush()
                     last_index = e.index
-                    self.applier.lessor.promote(time.monotonic(), extend=self.cfg.election_timeout_ms / 1000)
-                    log.info("lessor promoted at index %d (first entry of term %d)", e.index, e.term)
+                    # (Still leading in that term after the flush's awaits?)
+                    if self.is_leader and self.rn.raft.term == term:
+                        self.applier.lessor.promote(time.monotonic(), extend=self.cfg.election_timeout_ms / 1000)
+                        log.info("lessor promoted at index %d (first entry of term %d)", e.index, e.term)
                 continue
             req = internal_pb2.InternalRequest()
             try:
@@ -202,26 +201,33 @@ class Applying:
         await flush()
         self._set_applied(ents[-1].index)
 
-    def _apply_one_by_one(self, last_index: int, batch, indexes: list[int], term: int) -> list:
-        """Apply a batch that raised, request by request: one whose apply
-        raises (a bug its content triggers: the same on every member) is
-        logged loudly and skipped, its client told so, and the applied index
-        still moves past it. Only ApplyRejected (raised while applying the
-        request's own semantics) is skipped; anything else -- a db or disk
-        error, a failure in a compaction step run with the commit, in
-        notifying watchers -- is this member's, not the entry's: fatal (the
-        loop fails, the process exits, replay after a restart re-applies)."""
-        results = []
-        for req, idx in zip(batch, indexes):
+    async def _apply_chunk(self, upto: int, reqs: list, idxs: list[int], term: int) -> list:
+        """Apply one chunk (under the apply lock); its results. When one
+        request's apply raises (ApplyRejected: a bug its content triggers,
+        the same on every member), the applier rolled the chunk back: the
+        requests before it go again as one batch, it is logged loudly and
+        skipped (its client told, the applied index moved past it), and the
+        rest go on as a new batch. Anything else out of the applier -- a db
+        or disk error, a failure in a compaction step run with the commit,
+        in notifying watchers -- is this member's, not the entry's: fatal
+        (the task fails, the process exits, replay after a restart
+        re-applies)."""
+        results: list = []
+        while True:
             try:
-                results.extend(self.applier.apply_batch(idx, [req], term=term, indexes=[idx]))
+                results += await self._drive(self.applier.apply_batch_steps(upto, reqs, term=term, indexes=idxs))
+                return results
             except ApplyRejected as e:
-                log.error("entry %d (%s) cannot be applied: skipped (as on every member): %r",
-                          idx, req.WhichOneof("request"), e.cause, exc_info=e.cause)
-                self.applier.apply_batch(idx, [], term=term)
-                results.append(errors.ApplyFailed())
-        self.applier.apply_batch(last_index, [], term=term)
-        return results
+                p = e.position
+                cause = e.cause
+            if p:
+                results += await self._drive(
+                    self.applier.apply_batch_steps(idxs[p - 1], reqs[:p], term=term, indexes=idxs[:p]))
+            log.error("entry %d (%s) cannot be applied: skipped (as on every member): %r",
+                      idxs[p], reqs[p].WhichOneof("request"), cause, exc_info=cause)
+            await self._drive(self.applier.apply_batch_steps(idxs[p], [], term=term))
+            results.append(errors.ApplyFailed())
+            reqs, idxs = reqs[p + 1:], idxs[p + 1:]
 
     def _after_apply(self, req: internal_pb2.InternalRequest, res) -> None:
         """Timeline notes for an applied request: display only, so nothing

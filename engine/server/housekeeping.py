@@ -36,16 +36,17 @@ class Housekeeping:
             try:
                 self._maybe_auto_compact()
                 hub = self.applier.hub
-                # The store between batches only (no await below until done).
-                between_batches = not self.apply_lock.locked()
-                # Catch up watchers that started in the past (or fell
-                # behind) in bounded slices, yielding to the loop between them.
-                budget = time.monotonic() + 0.02
-                while (between_batches and hub.unsynced_count and hub.sync_unsynced(max_events=1000)
-                       and time.monotonic() < budget):
-                    pass
-                if between_batches and self.applier.kv.compaction_pending:
-                    self.applier.compact_step()
+                if hub.unsynced_count or self.applier.kv.compaction_pending:
+                    # The store between batches only: the lock is fair, so
+                    # this slice comes right after the chunk being applied.
+                    async with self.apply_lock:
+                        # Catch up watchers that started in the past (or fell
+                        # behind) in a bounded slice per round.
+                        budget = time.monotonic() + 0.02
+                        while hub.unsynced_count and hub.sync_unsynced(max_events=1000) and time.monotonic() < budget:
+                            pass
+                        if self.applier.kv.compaction_pending:
+                            self.applier.compact_step()
                 if self.is_leader and not self._revoking:
                     expired = self.applier.lessor.expired(time.monotonic())
                     if expired:

@@ -75,9 +75,17 @@ def tune_gc() -> None:
     this. What the member allocates per request (protobufs, index entries)
     seldom forms cycles, so collecting rarely loses little memory; what
     exists once started (the index loaded from disk) is frozen out of
-    collections altogether. Idempotent; process-wide."""
+    collections altogether. Once per process."""
+    global _gc_tuned
+    if _gc_tuned:
+        return
+    _gc_tuned = True
+    gc.collect()   # (garbage frozen now would never be freed)
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+
+
+_gc_tuned = False
 
 
 def _remove_outgoing(directory: str) -> None:
@@ -547,6 +555,10 @@ class Node(ReadyLoop, Applying, Housekeeping):
             except asyncio.TimeoutError:
                 pass
         return True
+
+    def wait_applied(self, index: int) -> asyncio.Future:
+        """A future resolved once the store has applied ``index``."""
+        return self._waiters.wait_applied(index)
 
     def _check_running(self) -> None:
         if self._stopped:
