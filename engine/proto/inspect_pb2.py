@@ -25,19 +25,19 @@ _sym_db = _symbol_database.Default()
 from engine.proto import raft_pb2 as engine_dot_proto_dot_raft__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65ngine/proto/inspect.proto\x12\x08raftuipb\x1a\x17\x65ngine/proto/raft.proto\"k\n\rInspectHeader\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x11\n\tmember_id\x18\x02 \x01(\x04\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\traft_term\x18\x04 \x01(\x04\x12\x12\n\nunix_nanos\x18\x05 \x01(\x03\"\x13\n\x11RaftStatusRequest\"\xcd\x01\n\x0cPeerProgress\x12\x11\n\tmember_id\x18\x01 \x01(\x04\x12\r\n\x05match\x18\x02 \x01(\x04\x12\x0c\n\x04next\x18\x03 \x01(\x04\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x17.raftuipb.ProgressState\x12\x10\n\x08inflight\x18\x05 \x01(\r\x12\x15\n\rrecent_active\x18\x06 \x01(\x08\x12\x12\n\nis_learner\x18\x07 \x01(\x08\x12\x0e\n\x06paused\x18\x08 \x01(\x08\x12\x18\n\x10pending_snapshot\x18\t \x01(\x04\"\xbf\x03\n\x12RaftStatusResponse\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.raftuipb.InspectHeader\x12 \n\x04role\x18\x02 \x01(\x0e\x32\x12.raftuipb.RaftRole\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x0c\n\x04vote\x18\x04 \x01(\x04\x12\x11\n\tleader_id\x18\x05 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x06 \x01(\x04\x12\x15\n\rapplied_index\x18\x07 \x01(\x04\x12\x12\n\nlast_index\x18\x08 \x01(\x04\x12\x13\n\x0b\x66irst_index\x18\t \x01(\x04\x12\x16\n\x0esnapshot_index\x18\n \x01(\x04\x12\x15\n\rsnapshot_term\x18\x0b \x01(\x04\x12\x0e\n\x06voters\x18\x0c \x03(\x04\x12\x10\n\x08learners\x18\r \x03(\x04\x12\x17\n\x0flead_transferee\x18\x0e \x01(\x04\x12(\n\x08progress\x18\x0f \x03(\x0b\x32\x16.raftuipb.PeerProgress\x12\x17\n\x0fpersisted_index\x18\x10 \x01(\x04\x12\x13\n\x0bloop_lag_ms\x18\x11 \x01(\r\x12\x17\n\x0floop_lag_max_ms\x18\x12 \x01(\r\"5\n\x0eWalTailRequest\x12\r\n\x05limit\x18\x01 \x01(\r\x12\x14\n\x0c\x62\x65\x66ore_index\x18\x02 \x01(\x04\"\x9b\x01\n\x08WalEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x1f\n\x04type\x18\x03 \x01(\x0e\x32\x11.raftpb.EntryType\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x0c\n\x04size\x18\x05 \x01(\r\x12\x11\n\tcommitted\x18\x06 \x01(\x08\x12\x0f\n\x07\x61pplied\x18\x07 \x01(\x08\x12\x11\n\tpersisted\x18\x08 \x01(\x08\"\xb5\x01\n\x0fWalTailResponse\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.raftuipb.InspectHeader\x12#\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x12.raftuipb.WalEntry\x12\x13\n\x0b\x66irst_index\x18\x03 \x01(\x04\x12\x12\n\nlast_index\x18\x04 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x04\x12\x15\n\rapplied_index\x18\x06 \x01(\x04\" \n\x0fWatchersRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"\xef\x01\n\x0bWatcherInfo\x12\x10\n\x08watch_id\x18\x01 \x01(\x03\x12\x11\n\tstream_id\x18\x02 \x01(\x04\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\x11\n\trange_end\x18\x04 \x01(\x0c\x12\x16\n\x0estart_revision\x18\x05 \x01(\x03\x12\x15\n\rnext_revision\x18\x06 \x01(\x03\x12\x0e\n\x06synced\x18\x07 \x01(\x08\x12\x13\n\x0b\x65vents_sent\x18\x08 \x01(\x04\x12\x0f\n\x07prev_kv\x18\t \x01(\x08\x12\x17\n\x0fprogress_notify\x18\n \x01(\x08\x12\x0f\n\x07\x66ilters\x18\x0b \x03(\t\x12\x0c\n\x04peer\x18\x0c \x01(\t\"\x8d\x01\n\x10WatchersResponse\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.raftuipb.InspectHeader\x12\'\n\x08watchers\x18\x02 \x03(\x0b\x32\x15.raftuipb.WatcherInfo\x12\r\n\x05total\x18\x03 \x01(\r\x12\x18\n\x10\x63urrent_revision\x18\x04 \x01(\x03\"%\n\x14LeaderHistoryRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"{\n\x0bLeaderEvent\x12\x12\n\nunix_nanos\x18\x01 \x01(\x03\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.raftuipb.LeaderEventKind\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x11\n\tleader_id\x18\x04 \x01(\x04\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"g\n\x15LeaderHistoryResponse\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.raftuipb.InspectHeader\x12%\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x15.raftuipb.LeaderEvent\"\x0e\n\x0cRatesRequest\"7\n\x04Rate\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x04\x12\x12\n\nper_second\x18\x03 \x01(\x01\"\x82\x01\n\rRatesResponse\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.raftuipb.InspectHeader\x12\x16\n\x0ewindow_seconds\x18\x02 \x01(\x01\x12\x1d\n\x05rates\x18\x03 \x03(\x0b\x32\x0e.raftuipb.Rate\x12\x11\n\tapply_lag\x18\x04 \x01(\x04\"-\n\x12WatchStatusRequest\x12\x17\n\x0fmin_interval_ms\x18\x01 \x01(\r\"i\n\x0bStatusEvent\x12,\n\x06status\x18\x01 \x01(\x0b\x32\x1c.raftuipb.RaftStatusResponse\x12,\n\rleader_events\x18\x02 \x03(\x0b\x32\x15.raftuipb.LeaderEvent*e\n\x08RaftRole\x12\x10\n\x0cROLE_UNKNOWN\x10\x00\x12\x0c\n\x08\x46OLLOWER\x10\x01\x12\x11\n\rPRE_CANDIDATE\x10\x02\x12\r\n\tCANDIDATE\x10\x03\x12\n\n\x06LEADER\x10\x04\x12\x0b\n\x07LEARNER\x10\x05*M\n\rProgressState\x12\x14\n\x10PROGRESS_UNKNOWN\x10\x00\x12\t\n\x05PROBE\x10\x01\x12\r\n\tREPLICATE\x10\x02\x12\x0c\n\x08SNAPSHOT\x10\x03*m\n\x0fLeaderEventKind\x12\x18\n\x14LEADER_EVENT_UNKNOWN\x10\x00\x12\x0c\n\x08\x43\x41MPAIGN\x10\x01\x12\x0b\n\x07\x45LECTED\x10\x02\x12\x0f\n\x0bLEADER_LOST\x10\x03\x12\x14\n\x10TRANSFER_STARTED\x10\x04\x32\xa7\x03\n\x07Inspect\x12G\n\nRaftStatus\x12\x1b.raftuipb.RaftStatusRequest\x1a\x1c.raftuipb.RaftStatusResponse\x12>\n\x07WalTail\x12\x18.raftuipb.WalTailRequest\x1a\x19.raftuipb.WalTailResponse\x12\x41\n\x08Watchers\x12\x19.raftuipb.WatchersRequest\x1a\x1a.raftuipb.WatchersResponse\x12P\n\rLeaderHistory\x12\x1e.raftuipb.LeaderHistoryRequest\x1a\x1f.raftuipb.LeaderHistoryResponse\x12\x38\n\x05Rates\x12\x16.raftuipb.RatesRequest\x1a\x17.raftuipb.RatesResponse\x12\x44\n\x0bWatchStatus\x12\x1c.raftuipb.WatchStatusRequest\x1a\x15.raftuipb.StatusEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x65ngine/proto/inspect.proto\x12\x08raftuipb\x1a\x17\x65ngine/proto/raft.proto\"k\n\rInspectHeader\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12\x11\n\tmember_id\x18\x02 \x01(\x04\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\traft_term\x18\x04 \x01(\x04\x12\x12\n\nunix_nanos\x18\x05 \x01(\x03\"\x13\n\x11RaftStatusRequest\"\xcd\x01\n\x0cPeerProgress\x12\x11\n\tmember_id\x18\x01 \x01(\x04\x12\r\n\x05match\x18\x02 \x01(\x04\x12\x0c\n\x04next\x18\x03 \x01(\x04\x12&\n\x05state\x18\x04 \x01(\x0e\x32\x17.raftuipb.ProgressState\x12\x10\n\x08inflight\x18\x05 \x01(\r\x12\x15\n\rrecent_active\x18\x06 \x01(\x08\x12\x12\n\nis_learner\x18\x07 \x01(\x08\x12\x0e\n\x06paused\x18\x08 \x01(\x08\x12\x18\n\x10pending_snapshot\x18\t \x01(\x04\"\x83\x04\n\x12RaftStatusResponse\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.raftuipb.InspectHeader\x12 \n\x04role\x18\x02 \x01(\x0e\x32\x12.raftuipb.RaftRole\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x0c\n\x04vote\x18\x04 \x01(\x04\x12\x11\n\tleader_id\x18\x05 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x06 \x01(\x04\x12\x15\n\rapplied_index\x18\x07 \x01(\x04\x12\x12\n\nlast_index\x18\x08 \x01(\x04\x12\x13\n\x0b\x66irst_index\x18\t \x01(\x04\x12\x16\n\x0esnapshot_index\x18\n \x01(\x04\x12\x15\n\rsnapshot_term\x18\x0b \x01(\x04\x12\x0e\n\x06voters\x18\x0c \x03(\x04\x12\x10\n\x08learners\x18\r \x03(\x04\x12\x17\n\x0flead_transferee\x18\x0e \x01(\x04\x12(\n\x08progress\x18\x0f \x03(\x0b\x32\x16.raftuipb.PeerProgress\x12\x17\n\x0fpersisted_index\x18\x10 \x01(\x04\x12\x13\n\x0bloop_lag_ms\x18\x11 \x01(\r\x12\x17\n\x0floop_lag_max_ms\x18\x12 \x01(\r\x12\x17\n\x0fvoters_outgoing\x18\x13 \x03(\x04\x12\x15\n\rlearners_next\x18\x14 \x03(\x04\x12\x12\n\nauto_leave\x18\x15 \x01(\x08\"5\n\x0eWalTailRequest\x12\r\n\x05limit\x18\x01 \x01(\r\x12\x14\n\x0c\x62\x65\x66ore_index\x18\x02 \x01(\x04\"\x9b\x01\n\x08WalEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04\x12\x1f\n\x04type\x18\x03 \x01(\x0e\x32\x11.raftpb.EntryType\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x0c\n\x04size\x18\x05 \x01(\r\x12\x11\n\tcommitted\x18\x06 \x01(\x08\x12\x0f\n\x07\x61pplied\x18\x07 \x01(\x08\x12\x11\n\tpersisted\x18\x08 \x01(\x08\"\xb5\x01\n\x0fWalTailResponse\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.raftuipb.InspectHeader\x12#\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x12.raftuipb.WalEntry\x12\x13\n\x0b\x66irst_index\x18\x03 \x01(\x04\x12\x12\n\nlast_index\x18\x04 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x04\x12\x15\n\rapplied_index\x18\x06 \x01(\x04\" \n\x0fWatchersRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"\xef\x01\n\x0bWatcherInfo\x12\x10\n\x08watch_id\x18\x01 \x01(\x03\x12\x11\n\tstream_id\x18\x02 \x01(\x04\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\x11\n\trange_end\x18\x04 \x01(\x0c\x12\x16\n\x0estart_revision\x18\x05 \x01(\x03\x12\x15\n\rnext_revision\x18\x06 \x01(\x03\x12\x0e\n\x06synced\x18\x07 \x01(\x08\x12\x13\n\x0b\x65vents_sent\x18\x08 \x01(\x04\x12\x0f\n\x07prev_kv\x18\t \x01(\x08\x12\x17\n\x0fprogress_notify\x18\n \x01(\x08\x12\x0f\n\x07\x66ilters\x18\x0b \x03(\t\x12\x0c\n\x04peer\x18\x0c \x01(\t\"\x8d\x01\n\x10WatchersResponse\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.raftuipb.InspectHeader\x12\'\n\x08watchers\x18\x02 \x03(\x0b\x32\x15.raftuipb.WatcherInfo\x12\r\n\x05total\x18\x03 \x01(\r\x12\x18\n\x10\x63urrent_revision\x18\x04 \x01(\x03\"%\n\x14LeaderHistoryRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"{\n\x0bLeaderEvent\x12\x12\n\nunix_nanos\x18\x01 \x01(\x03\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.raftuipb.LeaderEventKind\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x11\n\tleader_id\x18\x04 \x01(\x04\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"g\n\x15LeaderHistoryResponse\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.raftuipb.InspectHeader\x12%\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x15.raftuipb.LeaderEvent\"\x0e\n\x0cRatesRequest\"7\n\x04Rate\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x04\x12\x12\n\nper_second\x18\x03 \x01(\x01\"\x82\x01\n\rRatesResponse\x12\'\n\x06header\x18\x01 \x01(\x0b\x32\x17.raftuipb.InspectHeader\x12\x16\n\x0ewindow_seconds\x18\x02 \x01(\x01\x12\x1d\n\x05rates\x18\x03 \x03(\x0b\x32\x0e.raftuipb.Rate\x12\x11\n\tapply_lag\x18\x04 \x01(\x04\"-\n\x12WatchStatusRequest\x12\x17\n\x0fmin_interval_ms\x18\x01 \x01(\r\"i\n\x0bStatusEvent\x12,\n\x06status\x18\x01 \x01(\x0b\x32\x1c.raftuipb.RaftStatusResponse\x12,\n\rleader_events\x18\x02 \x03(\x0b\x32\x15.raftuipb.LeaderEvent*e\n\x08RaftRole\x12\x10\n\x0cROLE_UNKNOWN\x10\x00\x12\x0c\n\x08\x46OLLOWER\x10\x01\x12\x11\n\rPRE_CANDIDATE\x10\x02\x12\r\n\tCANDIDATE\x10\x03\x12\n\n\x06LEADER\x10\x04\x12\x0b\n\x07LEARNER\x10\x05*M\n\rProgressState\x12\x14\n\x10PROGRESS_UNKNOWN\x10\x00\x12\t\n\x05PROBE\x10\x01\x12\r\n\tREPLICATE\x10\x02\x12\x0c\n\x08SNAPSHOT\x10\x03*m\n\x0fLeaderEventKind\x12\x18\n\x14LEADER_EVENT_UNKNOWN\x10\x00\x12\x0c\n\x08\x43\x41MPAIGN\x10\x01\x12\x0b\n\x07\x45LECTED\x10\x02\x12\x0f\n\x0bLEADER_LOST\x10\x03\x12\x14\n\x10TRANSFER_STARTED\x10\x04\x32\xa7\x03\n\x07Inspect\x12G\n\nRaftStatus\x12\x1b.raftuipb.RaftStatusRequest\x1a\x1c.raftuipb.RaftStatusResponse\x12>\n\x07WalTail\x12\x18.raftuipb.WalTailRequest\x1a\x19.raftuipb.WalTailResponse\x12\x41\n\x08Watchers\x12\x19.raftuipb.WatchersRequest\x1a\x1a.raftuipb.WatchersResponse\x12P\n\rLeaderHistory\x12\x1e.raftuipb.LeaderHistoryRequest\x1a\x1f.raftuipb.LeaderHistoryResponse\x12\x38\n\x05Rates\x12\x16.raftuipb.RatesRequest\x1a\x17.raftuipb.RatesResponse\x12\x44\n\x0bWatchStatus\x12\x1c.raftuipb.WatchStatusRequest\x1a\x15.raftuipb.StatusEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'engine.proto.inspect_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RAFTROLE']._serialized_start=2299
-  _globals['_RAFTROLE']._serialized_end=2400
-  _globals['_PROGRESSSTATE']._serialized_start=2402
-  _globals['_PROGRESSSTATE']._serialized_end=2479
-  _globals['_LEADEREVENTKIND']._serialized_start=2481
-  _globals['_LEADEREVENTKIND']._serialized_end=2590
+  _globals['_RAFTROLE']._serialized_start=2367
+  _globals['_RAFTROLE']._serialized_end=2468
+  _globals['_PROGRESSSTATE']._serialized_start=2470
+  _globals['_PROGRESSSTATE']._serialized_end=2547
+  _globals['_LEADEREVENTKIND']._serialized_start=2549
+  _globals['_LEADEREVENTKIND']._serialized_end=2658
   _globals['_INSPECTHEADER']._serialized_start=65
   _globals['_INSPECTHEADER']._serialized_end=172
   _globals['_RAFTSTATUSREQUEST']._serialized_start=174
@@ -45,35 +45,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PEERPROGRESS']._serialized_start=196
   _globals['_PEERPROGRESS']._serialized_end=401
   _globals['_RAFTSTATUSRESPONSE']._serialized_start=404
-  _globals['_RAFTSTATUSRESPONSE']._serialized_end=851
-  _globals['_WALTAILREQUEST']._serialized_start=853
-  _globals['_WALTAILREQUEST']._serialized_end=906
-  _globals['_WALENTRY']._serialized_start=909
-  _globals['_WALENTRY']._serialized_end=1064
-  _globals['_WALTAILRESPONSE']._serialized_start=1067
-  _globals['_WALTAILRESPONSE']._serialized_end=1248
-  _globals['_WATCHERSREQUEST']._serialized_start=1250
-  _globals['_WATCHERSREQUEST']._serialized_end=1282
-  _globals['_WATCHERINFO']._serialized_start=1285
-  _globals['_WATCHERINFO']._serialized_end=1524
-  _globals['_WATCHERSRESPONSE']._serialized_start=1527
-  _globals['_WATCHERSRESPONSE']._serialized_end=1668
-  _globals['_LEADERHISTORYREQUEST']._serialized_start=1670
-  _globals['_LEADERHISTORYREQUEST']._serialized_end=1707
-  _globals['_LEADEREVENT']._serialized_start=1709
-  _globals['_LEADEREVENT']._serialized_end=1832
-  _globals['_LEADERHISTORYRESPONSE']._serialized_start=1834
-  _globals['_LEADERHISTORYRESPONSE']._serialized_end=1937
-  _globals['_RATESREQUEST']._serialized_start=1939
-  _globals['_RATESREQUEST']._serialized_end=1953
-  _globals['_RATE']._serialized_start=1955
-  _globals['_RATE']._serialized_end=2010
-  _globals['_RATESRESPONSE']._serialized_start=2013
-  _globals['_RATESRESPONSE']._serialized_end=2143
-  _globals['_WATCHSTATUSREQUEST']._serialized_start=2145
-  _globals['_WATCHSTATUSREQUEST']._serialized_end=2190
-  _globals['_STATUSEVENT']._serialized_start=2192
-  _globals['_STATUSEVENT']._serialized_end=2297
-  _globals['_INSPECT']._serialized_start=2593
-  _globals['_INSPECT']._serialized_end=3016
+  _globals['_RAFTSTATUSRESPONSE']._serialized_end=919
+  _globals['_WALTAILREQUEST']._serialized_start=921
+  _globals['_WALTAILREQUEST']._serialized_end=974
+  _globals['_WALENTRY']._serialized_start=977
+  _globals['_WALENTRY']._serialized_end=1132
+  _globals['_WALTAILRESPONSE']._serialized_start=1135
+  _globals['_WALTAILRESPONSE']._serialized_end=1316
+  _globals['_WATCHERSREQUEST']._serialized_start=1318
+  _globals['_WATCHERSREQUEST']._serialized_end=1350
+  _globals['_WATCHERINFO']._serialized_start=1353
+  _globals['_WATCHERINFO']._serialized_end=1592
+  _globals['_WATCHERSRESPONSE']._serialized_start=1595
+  _globals['_WATCHERSRESPONSE']._serialized_end=1736
+  _globals['_LEADERHISTORYREQUEST']._serialized_start=1738
+  _globals['_LEADERHISTORYREQUEST']._serialized_end=1775
+  _globals['_LEADEREVENT']._serialized_start=1777
+  _globals['_LEADEREVENT']._serialized_end=1900
+  _globals['_LEADERHISTORYRESPONSE']._serialized_start=1902
+  _globals['_LEADERHISTORYRESPONSE']._serialized_end=2005
+  _globals['_RATESREQUEST']._serialized_start=2007
+  _globals['_RATESREQUEST']._serialized_end=2021
+  _globals['_RATE']._serialized_start=2023
+  _globals['_RATE']._serialized_end=2078
+  _globals['_RATESRESPONSE']._serialized_start=2081
+  _globals['_RATESRESPONSE']._serialized_end=2211
+  _globals['_WATCHSTATUSREQUEST']._serialized_start=2213
+  _globals['_WATCHSTATUSREQUEST']._serialized_end=2258
+  _globals['_STATUSEVENT']._serialized_start=2260
+  _globals['_STATUSEVENT']._serialized_end=2365
+  _globals['_INSPECT']._serialized_start=2661
+  _globals['_INSPECT']._serialized_end=3084
 # @@protoc_insertion_point(module_scope)
