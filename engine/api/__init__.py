@@ -25,9 +25,10 @@ from .stats import Counters
 from .watch import WatchRegistry, WatchServicer
 
 
-def add_services(server: grpc.aio.Server, node, *, watch_progress_interval: float | None = None) -> None:
+def add_services(server: grpc.aio.Server, node, *, watch_progress_interval: float | None = None) -> KVServer:
     """Register every client service for node on server (before it starts).
-    The services reach the node only through a KVServer.
+    The services reach the node only through a KVServer, which is returned
+    (for other services on the same server, e.g. the Fault service's auth check).
 
     watch_progress_interval: seconds between watch progress notifications
     (etcd: 10 min); default from $RAFTUI_WATCH_PROGRESS_NOTIFY_INTERVAL.
@@ -46,3 +47,4 @@ def add_services(server: grpc.aio.Server, node, *, watch_progress_interval: floa
     rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceServicer(kvs), server)
     rpc_pb2_grpc.add_AuthServicer_to_server(AuthServicer(kvs), server)
     inspect_pb2_grpc.add_InspectServicer_to_server(InspectServicer(kvs, counters, registry), server)
+    return kvs

@@ -87,6 +87,8 @@ class InspectServicer(inspect_pb2_grpc.InspectServicer):
             commit_index=st.commit, applied_index=server.applied_index, last_index=st.last_index,
             first_index=st.first_index, snapshot_index=snap.index, snapshot_term=snap.term,
             voters=sorted(st.voters), learners=sorted(st.learners),
+            voters_outgoing=sorted(st.voters_outgoing), learners_next=sorted(st.learners_next),
+            auto_leave=st.auto_leave,
             lead_transferee=st.lead_transferee, persisted_index=server.persisted_index,
             loop_lag_ms=_ms(server.loop_lag), loop_lag_max_ms=_ms(server.loop_lag_max))
         for mid, p in sorted(st.progress.items()):

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -93,10 +94,13 @@ def _read(path: str) -> bytes:
 
 
 def _server_credentials(cert: str, key: str, ca: str, client_auth: bool):
+    # etcd 3.4 (pkg/transport/listener.go ServerConfig): a trusted CA file
+    # alone already requires and verifies client certificates, as does
+    # --client-cert-auth / --peer-client-cert-auth.
     return grpc.ssl_server_credentials(
         [(_read(key), _read(cert))],
         root_certificates=_read(ca) if ca else None,
-        require_client_auth=client_auth)
+        require_client_auth=client_auth or bool(ca))
 
 
 def _bind(server: grpc.aio.Server, urls, creds) -> None:
@@ -129,11 +133,14 @@ async def serve(cfg: MemberConfig, ready: asyncio.Event | None = None) -> int:
         from engine.api import add_services
     except ImportError:  # the API layer is not there yet
         add_services = None
-    if add_services is not None:
-        add_services(client, node)
+    kvs = add_services(client, node) if add_services is not None else None
     if cfg.enable_fault_injection:
         from engine.transport.fault_service import add_fault_service
-        add_fault_service(client, node.faults, node.member_id)
+        admit = None
+        if kvs is not None:
+            from engine.api.auth import require_root
+            admit = functools.partial(require_root, kvs)   # with auth on, root only (issue 10)
+        add_fault_service(client, node.faults, node.member_id, admit=admit)
     client_creds = (_server_credentials(cfg.cert_file, cfg.key_file, cfg.trusted_ca_file,
                                         cfg.client_cert_auth) if cfg.client_tls else None)
     _bind(client, cfg.listen_client_urls, client_creds)
