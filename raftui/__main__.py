@@ -26,6 +26,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                       "(default: a per-user directory); reusing it resumes the cluster")
     p.add_argument("--members", type=int, choices=(1, 3, 5, 7), default=3,
                    help="host mode: how many members to start (default 3)")
+    p.add_argument("--readonly", action="store_true",
+                   help="offer only what changes nothing: no writes, deletes, maintenance, membership, "
+                        "faults or process control (to watch a cluster you must not touch)")
+    p.add_argument("--keymap", help="key bindings to move, a TOML file of id = \"key\" lines (default: "
+                                     "~/.config/raftui/keymap.toml if it exists; ? lists the ids)")
     p.add_argument("--theme", choices=sorted(themes.THEMES), default=themes.DEFAULT_THEME,
                    help="colour theme (T cycles it at run time)")
     return p.parse_args(argv)
@@ -34,18 +39,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # Imported after parsing so `raftui --help` stays fast and always works.
-    from raftui.app import RaftuiApp
+    from raftui.app import RaftuiApp, binding_ids
+    from raftui.keymap import load as load_keymap
     from raftui.host import HostError, default_data_dir, raftnode_host
     from raftui.source import ClusterSource, TlsFiles, parse_endpoints
 
     tls = TlsFiles(args.cacert, args.cert, args.key) if (args.cacert or args.cert or args.key) else None
+    keymap, problems = load_keymap(args.keymap, binding_ids())
+    for problem in problems:
+        print(f"raftui: {problem}", file=sys.stderr)
     host = None
     if args.endpoints:
         endpoints = parse_endpoints(args.endpoints)
         if not endpoints:
             print("raftui: --endpoints names no endpoint", file=sys.stderr)
             return 2
-        label = f"attached to {len(endpoints)} endpoint(s)"
+        label = f"attached to {len(endpoints)} endpoint(s)" + (", read-only" if args.readonly else "")
     else:
         data_dir = args.data_dir or str(default_data_dir())
         try:
@@ -62,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         endpoints = host.endpoints
         label = f"hosting {len(endpoints)} members"
 
-    app = RaftuiApp(lambda: ClusterSource(endpoints, tls), host=host, theme=args.theme, mode_label=label)
+    app = RaftuiApp(lambda: ClusterSource(endpoints, tls), host=host, theme=args.theme, mode_label=label,
+                    readonly=args.readonly, keymap=keymap)
     try:
         app.run()
     except BaseException:

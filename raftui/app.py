@@ -23,6 +23,12 @@ from raftui.screens.main import NAV_BINDINGS, MainScreen
 from raftui.source import ClusterSource
 
 
+def binding_ids() -> set[str]:
+    """Every binding id a keymap may move."""
+    return ({b.id for b in RaftuiApp.BINDINGS if b.id}
+            | {b.id for b in MainScreen.BINDINGS if isinstance(b, Binding) and b.id})
+
+
 class RaftuiApp(App[None]):
     TITLE = "raftui"
     CSS_PATH = themes.STYLESHEETS
@@ -33,8 +39,11 @@ class RaftuiApp(App[None]):
     ]
 
     def __init__(self, make_source: Callable[[], ClusterSource], *, host: ClusterHost | None = None,
-                 theme: str = themes.DEFAULT_THEME, mode_label: str = "", live: bool = True) -> None:
+                 theme: str = themes.DEFAULT_THEME, mode_label: str = "", live: bool = True,
+                 readonly: bool = False, keymap: dict[str, str] | None = None) -> None:
         super().__init__()
+        self.readonly = readonly
+        self.keymap = dict(keymap or {})         # binding id -> keys (raftui/keymap.py)
         self.make_source = make_source
         self.host = host
         self.mode_label = mode_label
@@ -48,8 +57,11 @@ class RaftuiApp(App[None]):
         return dict(themes.VARIABLE_DEFAULTS)
 
     def on_mount(self) -> None:
+        if self.keymap:
+            self.set_keymap(self.keymap)
         self.source = self.make_source()
-        self.push_screen(MainScreen(self.source, self.host, mode_label=self.mode_label, live=self.live))
+        self.push_screen(MainScreen(self.source, self.host, mode_label=self.mode_label, live=self.live,
+                                    readonly=self.readonly))
 
     async def on_unmount(self) -> None:
         if self.source is not None and self.live:
@@ -75,13 +87,19 @@ class RaftuiApp(App[None]):
     def action_help(self) -> None:
         """Every key as typed; commands this mode cannot run are left out (said at the end)."""
         main = self.screen if isinstance(self.screen, MainScreen) else None
-        rows = [(key_shown(b.key), b.description, b.tooltip or b.description, b.id or "")
+        def keys(binding_id: str, default: str) -> str:
+            return key_shown(self.keymap.get(binding_id, default))
+
+        rows = [(keys(b.id or "", b.key), b.description, b.tooltip or b.description, b.id or "")
                 for b in self.BINDINGS]
-        rows += [("tab / shift+tab", "Panels", "Next / previous panel", "next_panel, previous_panel"),
+        rows += [(keys("command_line", ":"), "Command", "Command line: members, keys /prefix, watch k, defrag n2, "
+                  "transfer n3, compact 1200, theme light, q (completed as typed)", "command_line"),
+                 (keys("back", "escape"), "Back", "Clear the key filter, else back to the cluster panel", "back"),
+                 ("tab / shift+tab", "Panels", "Next / previous panel", "next_panel, previous_panel"),
                  ("1-9, up/down", "Select member", "Select a member (also arrows in the cluster table)",
                   "member_1 .. member_9")]
         offered = [c for c in COMMANDS if main is None or not main.unavailable(c)]
-        rows += [(key_shown(c.key), c.title, c.help, c.id) for c in offered]
+        rows += [(keys(c.id, c.key), c.title, c.help, c.id) for c in offered]
         left_out = sorted({main.unavailable(c) for c in COMMANDS if c not in offered}) if main else []
         rows += [("", "(not here)", reason, "") for reason in left_out]
         rows += [("ctrl+p", "Palette", "Search every command by name", "")]
@@ -129,7 +147,7 @@ class RaftuiApp(App[None]):
             return
         for c in COMMANDS:
             if not main.unavailable(c):
-                yield SystemCommand(f"{c.title} ({key_shown(c.key)})", c.help,
+                yield SystemCommand(f"{c.title} ({key_shown(self.keymap.get(c.id, c.key))})", c.help,
                                     lambda cid=c.id: main.action_command(cid))
         yield SystemCommand("Cycle theme (T)", "dark → light → mono", self.action_cycle_theme)
         yield SystemCommand("Keys (?)", "Show every key binding", self.action_help)

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import pathlib
 import re
+import time
 from typing import Awaitable, Callable
 
-from raftui.host import ClusterHost, HostError
+from raftui.host import ClusterHost, HostError, default_data_dir
 from raftui.host.health import log_tail
 from raftui.render import escape, unescape
 from raftui.source import ActionResult, ClusterSource, ClusterState, Member
@@ -76,10 +78,11 @@ class Command:
     fields: tuple[Field, ...] = ()
     # The question asked before running ("" asks nothing); a coroutine when it needs the cluster.
     confirm: Callable[[Context, dict], str | Awaitable[str]] | None = None
-    needs: str = ""              # "member", "host"
+    needs: str = ""              # "member", "host", "key" (one highlighted in the keys panel)
     footer: bool = False
     group: str = "cluster"
-    result_view: str = ""        # "detail": show result data in the keys detail table
+    result_view: str = ""        # "detail": result data in the keys detail table; "whole": one key shown whole
+    reads: bool = False          # changes nothing anywhere: offered in --readonly mode too
 
 
 # Textual names some keys; help, the footer and the palette show them as typed.
@@ -143,6 +146,14 @@ async def _delete(ctx: Context, v: dict) -> ActionResult:
 async def _read(ctx: Context, v: dict) -> ActionResult:
     key, prefix = split_prefix(v["key"])
     return await ctx.source.get(key, _int(v, "revision"), prefix)
+
+
+async def _view(ctx: Context, v: dict) -> ActionResult:
+    """The highlighted key and its value, read now, for showing whole."""
+    got = await ctx.source.get(ctx.key)
+    if not got.ok:
+        return got
+    return ActionResult(True, f"read {ctx.key} whole", (got.data or [None])[0])
 
 
 async def _history(ctx: Context, v: dict) -> ActionResult:
@@ -405,6 +416,13 @@ def _confirm_remove(ctx: Context, v: dict) -> str:
             + _quorum_after(ctx, {ctx.member.id}))
 
 
+def _snapshot_path(ctx: Context) -> str:
+    """A new file under the cluster's data dir (host mode), else under the per-user data dir."""
+    base = getattr(ctx.host, "data_dir", None)
+    folder = (pathlib.Path(base) if base else default_data_dir().parent) / "snapshots"
+    return str(folder / time.strftime("snapshot-%Y%m%d-%H%M%S.db"))
+
+
 def _confirm_snapshot(ctx: Context, v: dict) -> str:
     path = os.path.expanduser(v["path"])
     if os.path.exists(path):
@@ -425,15 +443,16 @@ COMMANDS: tuple[Command, ...] = (
     Command("read", "r", "Read@rev", "Read a key or prefix (key*) at a revision", _read, (
         Field("key", "Key", _key_or_selected, "foo or foo*", escapes=True),
         # The current revision shown, to edit down from (0 also means the latest).
-        Field("revision", "Revision (the current one shown; 0: latest)", lambda ctx: str(ctx.state.revision),
-              "0: latest", integer=True),
-    ), footer=True, group="keys", result_view="detail"),
+        Field("revision", "Revision", lambda ctx: str(ctx.state.revision), "0: latest", integer=True),
+    ), footer=True, reads=True, group="keys", result_view="detail"),
     Command("history", "h", "History", "A key's versions across revisions", _history,
-            (Field("key", "Key", _key_or_selected, escapes=True),), group="keys", result_view="detail"),
+            (Field("key", "Key", _key_or_selected, escapes=True),), reads=True, group="keys", result_view="detail"),
+    Command("view", "v", "View", "Show the highlighted key and its value whole (wrapped)", _view,
+            needs="key", reads=True, group="keys", result_view="whole"),
     Command("filter", "slash", "Filter", "Show only keys with a prefix", None,
-            (Field("prefix", "Prefix", "", "empty: all keys", optional=True, escapes=True),), group="keys"),
+            (Field("prefix", "Prefix", "", "empty: all keys", optional=True, escapes=True),), reads=True, group="keys"),
     Command("watch", "W", "Watch", "Open a live watch on a key or prefix (key*)", None,
-            (Field("key", "Key", _key_or_selected, "foo or foo*", escapes=True),), group="keys"),
+            (Field("key", "Key", _key_or_selected, "foo or foo*", escapes=True),), reads=True, group="keys"),
     Command("compact", "c", "Compact", "Compact the key-value history up to a revision", _compact,
             (Field("revision", "Revision", lambda ctx: str(ctx.state.revision), integer=True, minimum=1),),
             confirm=lambda ctx, v: f"Compact history up to revision {v['revision']}? Older revisions become unreadable.",
@@ -444,8 +463,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("transfer", "t", "Leader→", "Transfer leadership to the selected member", _transfer,
             confirm=_confirm_transfer, needs="member", group="maintenance"),
     Command("snapshot", "S", "Snapshot", "Save a snapshot of the selected member to a file", _snapshot,
-            (Field("path", "File", "raftui-snapshot.db"),), confirm=_confirm_snapshot, group="maintenance"),
-    Command("alarms", "A", "Alarms", "List the cluster's alarms", _alarms, group="maintenance"),
+            (Field("path", "File", _snapshot_path),), confirm=_confirm_snapshot, reads=True, group="maintenance"),
+    Command("alarms", "A", "Alarms", "List the cluster's alarms", _alarms, reads=True, group="maintenance"),
     Command("disarm", "exclamation_mark", "Disarm", "Disarm every alarm", _disarm,
             confirm=lambda ctx, v: "Disarm every alarm? Writes are accepted again; a db still over its quota "
                                    "raises NOSPACE again.", group="maintenance"),

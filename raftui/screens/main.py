@@ -10,7 +10,6 @@ overlap and a slow member only slows the poll, never the screen.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import inspect
 import time
 
@@ -25,6 +24,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static, Tab, Tabs
 from textual.worker import Worker, WorkerState, get_current_worker
 
+import themes
 from raftui.commands import BY_ID, COMMANDS, Command, Context, check_values, key_shown, split_prefix
 from raftui.render import escape, safe_text, unescape
 from raftui.host import ClusterHost
@@ -38,8 +38,10 @@ from raftui.widgets.timeline_panel import TimelinePanel
 from raftui.widgets.wal_panel import WalPanel
 from raftui.widgets.watchers_panel import WatchersPanel
 
+from .command_line import CommandLineScreen, FilterLineScreen, completions, parse
 from .confirm import ConfirmScreen
 from .form import FormScreen
+from .view import ViewScreen
 
 POLL_INTERVAL = 0.4          # seconds between the end of one poll and the next
 KEYS_INTERVAL = 1.0
@@ -49,6 +51,8 @@ ASK_DEADLINE = 10.0          # reading what a question needs (a key count); each
 ERROR_REPEAT = 30.0          # seconds before the same worker failure is told again
 FOLLOW_RETRY = 2.0           # seconds before following the status streams again after a failure
 WIDE = (140, 40)             # from this size on, all panels at once
+MEDIUM = (100, 30)           # from this size on: cluster on top; timeline, keys and one more below
+THIRD = ("wal", "watchers", "rates")   # the medium layout's third column: the last of these made active
 
 PANELS = (  # id, tab label, widget to focus
     ("cluster", "Cluster", "#cluster-table"),
@@ -72,6 +76,10 @@ def command_bindings() -> list[Binding]:
 
 # Priority too, like the commands: "2g" typed at once selects n2, then defrags it.
 NAV_BINDINGS = [
+    Binding("colon", "command_line", "Command", key_display=":", id="command_line", priority=True,
+            tooltip="k9s-style command line: members, keys /prefix, watch k, defrag n2, compact 1200, theme, q"),
+    Binding("escape", "back", "Back", show=False, id="back",
+            tooltip="Back: clear the key filter, else back to the cluster panel"),
     Binding("tab", "panel(1)", "Next panel", show=False, id="next_panel", priority=True),
     Binding("shift+tab", "panel(-1)", "Previous panel", show=False, id="previous_panel", priority=True),
     *[Binding(str(i), f"select_member({i})", f"Member {i}", show=False, id=f"member_{i}", priority=True)
@@ -91,9 +99,11 @@ class MainScreen(Screen):
     active_panel: reactive[str] = reactive("cluster", init=False, repaint=False)
 
     def __init__(self, source: ClusterSource, host: ClusterHost | None = None, *,
-                 mode_label: str = "", live: bool = True) -> None:
-        """`live=False` (snapshot tests): show `source.state` once, start no workers."""
+                 mode_label: str = "", live: bool = True, readonly: bool = False) -> None:
+        """`live=False` (snapshot tests): show `source.state` once, start no workers.
+        `readonly`: only commands that change nothing are offered."""
         super().__init__()
+        self.readonly = readonly
         self.source = source
         self.host = host
         self.mode_label = mode_label
@@ -111,17 +121,18 @@ class MainScreen(Screen):
         yield Static("raftui", id="title-bar")
         yield SummaryBar(id="summary-bar")
         yield PanelTabs(*(Tab(label, id=f"tab-{pid}") for pid, label, _ in PANELS), id="panel-tabs")
-        # Grid order for the wide layout (themes/app.tcss); the tab order is PANELS.
+        # Grid order for the medium and wide layouts (themes/app.tcss); the tab order is PANELS.
         with Container(id="panels"):
             yield ClusterPanel(id="cluster")
-            yield RatesPanel(id="rates")
-            yield KeysPanel(id="keys")
             yield TimelinePanel(id="timeline")
+            yield KeysPanel(id="keys")
             yield WalPanel(id="wal")
             yield WatchersPanel(id="watchers")
+            yield RatesPanel(id="rates")
         yield Footer()
 
     def on_mount(self) -> None:
+        self.query_one(WalPanel).add_class("-third")
         self._layout_for(self.app.size.width, self.app.size.height)
         self.watch_active_panel("cluster")
         self._show(self.source.state)
@@ -138,11 +149,19 @@ class MainScreen(Screen):
         self._layout_for(event.size.width, event.size.height)
 
     def _layout_for(self, width: int, height: int) -> None:
-        self.set_class(width >= WIDE[0] and height >= WIDE[1], "-wide")
+        """Layout by the space there is: one panel under tabs (80x24), cluster over
+        timeline, keys and the selected member's WAL (from 100x30: 120x36 is common),
+        every panel (from 140x40)."""
+        wide = width >= WIDE[0] and height >= WIDE[1]
+        self.set_class(wide, "-wide")
+        self.set_class(not wide and width >= MEDIUM[0] and height >= MEDIUM[1], "-medium")
 
     def watch_active_panel(self, panel: str) -> None:
         for pid, _, _ in PANELS:
             self.query_one(f"#{pid}").set_class(pid == panel, "-active")
+        if panel in THIRD:
+            for pid in THIRD:
+                self.query_one(f"#{pid}").set_class(pid == panel, "-third")
         tabs = self.query_one(PanelTabs)
         if tabs.active != f"tab-{panel}":
             # Without `prevent`, the TabActivated this posts comes back later
@@ -266,59 +285,40 @@ class MainScreen(Screen):
 
     @work(exclusive=True, group="keys", exit_on_error=False)
     async def refresh_keys(self, rearm: bool = True) -> None:
-        """Every KEYS_INTERVAL: the first page of the listing only. Pages
-        that scrolling brought in (more_keys) are kept after it, as they were
-        read; a new prefix starts over from one page."""
+        """Every KEYS_INTERVAL: the page the keys panel wants refreshed (the
+        first, or the last after `end`); the panel merges it with what it holds."""
         generation = self._keys_generation
         prefix = self.prefix
         try:
-            result = await self.source.list_keys(prefix, KEY_PAGE)
+            where = self.query_one(KeysPanel).refresh_wanted()
+            result = await self.source.list_keys(prefix, KEY_PAGE, last=where == "last")
         finally:
             if rearm and not get_current_worker().is_cancelled:
                 self.set_timer(KEYS_INTERVAL, self.refresh_keys)
+        self._hand_keys(generation, prefix, where, "", result)
+
+    @on(KeysPanel.NeedPage)
+    def _keys_need_page(self, event: KeysPanel.NeedPage) -> None:
+        event.stop()
+        if self.live:
+            self.read_keys(event.prefix, event.where, event.key)
+
+    @work(exclusive=True, group="keys-page", exit_on_error=False)
+    async def read_keys(self, prefix: str, where: str, key: str = "") -> None:
+        """The page the keys panel asked for (scrolling, end, home)."""
+        generation = self._keys_generation
+        result = await self.source.list_keys(prefix, KEY_PAGE, after=key if where == "after" else None,
+                                             before=key if where == "before" else None, last=where == "last")
+        self._hand_keys(generation, prefix, where, key, result)
+
+    def _hand_keys(self, generation: int, prefix: str, where: str, key: str, result: ActionResult) -> None:
         if generation != self._keys_generation or not self.is_attached:
-            return  # the prefix changed while we were fetching (stale), or the console is closing
+            return  # the prefix changed while we were reading (stale), or the console is closing
         try:
             panel = self.query_one(KeysPanel)
         except NoMatches:
             return  # the screen is being torn down (its children go before it is detached)
-        if not result.ok:
-            panel.listing = dataclasses.replace(panel.listing, error=result.text)
-            return
-        page, more = result.data
-        held = panel.listing
-        if held.prefix == prefix and not held.error and more and page and len(held.keys) > len(page):
-            last = page[-1].key
-            tail = tuple(kv for kv in held.keys if kv.key > last)
-            panel.listing = Listing(prefix, tuple(page) + tail, held.more)
-        else:
-            panel.listing = Listing(prefix, tuple(page), more)
-
-    @on(KeysPanel.NeedMore)
-    def _keys_need_more(self, event: KeysPanel.NeedMore) -> None:
-        event.stop()
-        if self.live:
-            self.more_keys(event.prefix, event.after)
-
-    @work(exclusive=True, group="keys-more", exit_on_error=False)
-    async def more_keys(self, prefix: str, after: str) -> None:
-        """The next page of keys after the last one held (Range from after+\\0, limit)."""
-        generation = self._keys_generation
-        result = await self.source.list_keys(prefix, KEY_PAGE, after)
-        if generation != self._keys_generation or not self.is_attached:
-            return
-        try:
-            panel = self.query_one(KeysPanel)
-        except NoMatches:
-            return
-        held = panel.listing
-        if held.prefix != prefix or not held.keys or held.keys[-1].key != after:
-            return  # the listing moved on while we were fetching
-        if not result.ok:
-            panel.listing = dataclasses.replace(held, error=result.text)
-            return
-        page, more = result.data
-        panel.listing = Listing(prefix, held.keys + tuple(page), more)
+        panel.took(prefix, where, key, result.data if result.ok else None, result.text)
 
     @on(WalPanel.NeedOlder)
     def _wal_need_older(self, event: WalPanel.NeedOlder) -> None:
@@ -362,6 +362,10 @@ class MainScreen(Screen):
             self._report(ActionResult.fail(problem), record=True)
             return
         self._asking = True
+        if cmd.id == "filter":      # live: every keystroke filters (raftui/screens/command_line.py)
+            self.app.push_screen(FilterLineScreen(escape(self.prefix), self._filter_to),
+                                 lambda _: setattr(self, "_asking", False))
+            return
         if not cmd.fields:
             self._answered_form(cmd, ctx, {})
             return
@@ -422,11 +426,66 @@ class MainScreen(Screen):
 
     def unavailable(self, cmd: Command) -> str:
         """Why this mode cannot run `cmd` at all ("" if it can)."""
+        if self.readonly and not cmd.reads:
+            return "read-only console (--readonly): nothing that writes, faults or stops"
         if cmd.needs == "host" and self.host is None:
             return "host mode only (raftui without --endpoints)"
         if cmd.group == "faults" and self.state.fault is False:
             return "needs raftnode's Fault service (--enable-fault-injection)"
         return ""
+
+    # ----------------------------------------------------------- `:` and esc
+
+    def action_back(self) -> None:
+        """esc: one step back -- the key filter cleared, else the cluster panel."""
+        if self.prefix:
+            self._run_ui_command(BY_ID["filter"], {"prefix": ""})
+        else:
+            self.active_panel = "cluster"
+
+    def action_command_line(self) -> None:
+        if self._asking:
+            return
+        self._asking = True
+        offered = {c.id for c in COMMANDS if not self.unavailable(c)}
+        members = [m.label for m in self.state.members]
+        self.app.push_screen(CommandLineScreen(completions(offered, members)),
+                             lambda text: self._command_line(text, offered))
+
+    def _command_line(self, text: str | None, offered: set[str]) -> None:
+        self._asking = False
+        if text is None:
+            return
+        line = parse(text, offered)
+        if line.kind == "unknown":
+            self._report(ActionResult.fail(f":{text.strip()}: {line.problem}"), record=False)
+        elif line.kind == "quit":
+            self.app.call_later(self.app.action_quit)
+        elif line.kind == "theme":
+            self.app.theme = themes.THEMES[line.name].name
+        elif line.kind == "panel":
+            self.active_panel = line.name
+            if line.name == "keys" and line.arg:
+                self._run_ui_command(BY_ID["filter"], {"prefix": line.arg})
+        elif line.kind == "watch":
+            self._run_ui_command(BY_ID["watch"], {"key": line.arg})
+        else:
+            self._command_from_line(BY_ID[line.name], line.arg)
+
+    def _command_from_line(self, cmd: Command, arg: str) -> None:
+        """`:defrag n2`: the member selected first; `:compact 1200`: the form's value given.
+        Either way the command still asks its question."""
+        if arg and cmd.needs in ("member", "host"):
+            member = next((m for m in self.state.members if m.label == arg), None)
+            if member is None:
+                self._report(ActionResult.fail(f"{cmd.id}: no member named {arg}"))
+                return
+            self.selected = member.id
+        if cmd.id == "compact" and arg:
+            self._asking = True
+            self._answered_form(cmd, self._command_context(), {"revision": arg})
+            return
+        self.action_command(cmd.id)
 
     def _command_context(self) -> Context:
         return Context(self.source, self.host, self.state, self.state.member(self.selected),
@@ -463,6 +522,8 @@ class MainScreen(Screen):
         self._report(result)
         if cmd.result_view == "detail":
             self.query_one(KeysPanel).detail = Detail(result.text, tuple(result.data or ()), result.ok)
+        elif cmd.result_view == "whole" and result.ok:
+            self.app.push_screen(ViewScreen(result.text, result.data))
         self._show(self.source.state)
         if result.ok:
             self._keys_generation += 1
@@ -474,14 +535,24 @@ class MainScreen(Screen):
             return f"{cmd.title.lower()}: {unavailable}"
         if cmd.needs in ("member", "host") and ctx.member is None:
             return f"{cmd.title.lower()}: select a member first (1-9)"
+        if cmd.needs == "key" and not ctx.key:
+            return f"{cmd.title.lower()}: highlight a key in the keys panel first"
         return ""
+
+    def _filter_to(self, typed: str) -> None:
+        """Show only keys starting with `typed` (as the panels show keys: escapes read back)."""
+        prefix = unescape(typed)
+        if prefix == self.prefix:
+            return
+        self.prefix = prefix
+        self._keys_generation += 1
+        self.query_one(KeysPanel).listing = Listing(self.prefix)
+        if self.live:
+            self.refresh_keys()
 
     def _run_ui_command(self, cmd: Command, values: dict) -> None:
         if cmd.id == "filter":
-            self.prefix = unescape(values.get("prefix", ""))
-            self._keys_generation += 1
-            self.query_one(KeysPanel).listing = Listing(self.prefix)
-            self.refresh_keys()
+            self._filter_to(values.get("prefix", ""))
         elif cmd.id == "watch":
             key, prefix = split_prefix(values["key"])
             self.open_watch(key, prefix)

@@ -4,7 +4,7 @@ Nothing in this package may import textual (tests/console/test_layers.py checks)
 """
 from .cluster_source import ClusterSource
 from .connection import TlsFiles, parse_endpoints
-from .model import ActionResult, ClusterState, KeyValue, Member, TimelineEvent
+from .model import ActionResult, ClusterState, KeyPage, KeyValue, Member, TimelineLine
 
 __all__ = ["ClusterSource", "TlsFiles", "parse_endpoints", "ActionResult", "ClusterState",
-           "KeyValue", "Member", "TimelineEvent"]
+           "KeyPage", "KeyValue", "Member", "TimelineLine"]

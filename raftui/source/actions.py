@@ -17,7 +17,7 @@ from engine.proto import rpc_pb2
 from . import errors
 from .codec import decode, encode
 from .connection import Stubs
-from .model import ActionResult, KeyValue
+from .model import ActionResult, KeyPage, KeyValue
 
 ACTION_DEADLINE = 5.0        # etcdctl's default --command-timeout
 SLOW_DEADLINE = 60.0         # defrag, snapshot: proportional to the db size
@@ -127,17 +127,29 @@ async def history(stubs: Stubs, key: str) -> ActionResult:
     return ActionResult(True, f"history {key}: {len(versions)} version(s){note}", versions)
 
 
-async def list_keys(stubs: Stubs, prefix: str, limit: int = 1000, after: str | None = None) -> ActionResult:
-    """One page of keys (keys_only) under prefix; data: (list[KeyValue], more)."""
+async def list_keys(stubs: Stubs, prefix: str, limit: int = 1000, after: str | None = None,
+                    before: str | None = None, last: bool = False) -> ActionResult:
+    """One page of keys (keys_only) under `prefix`; data: a KeyPage.
+
+    From the start, or `after` a key; `last`: the last page (one descending
+    read, so `end` is one step over any number of keys); `before` a key: the
+    page just before it (descending too). The page's count is etcd's exact
+    count of the range read: from the start or the end, every key under the prefix."""
     p = encode(prefix)
-    start = (encode(after) + b"\x00") if after is not None else p
-    end = prefix_end(p) if p else b"\x00"
-    req = rpc_pb2.RangeRequest(key=start or b"\x00", range_end=end, keys_only=True, limit=limit)
+    start = (encode(after) + b"\x00") if after is not None else (p or b"\x00")
+    end = encode(before) if before is not None else (prefix_end(p) if p else b"\x00")
+    descending = last or before is not None
+    req = rpc_pb2.RangeRequest(key=start, range_end=end, keys_only=True, limit=limit)
+    if descending:
+        req.sort_order, req.sort_target = rpc_pb2.RangeRequest.DESCEND, rpc_pb2.RangeRequest.KEY
     try:
         resp = await stubs.kv.Range(req, timeout=ACTION_DEADLINE)
     except grpc.aio.AioRpcError as exc:
         return ActionResult.fail(f"list {prefix or '(all)'}: {errors.describe(exc)}")
-    return ActionResult(True, f"{len(resp.kvs)} keys", ([_kv(kv) for kv in resp.kvs], resp.more))
+    keys = [_kv(kv) for kv in resp.kvs]
+    if descending:
+        keys.reverse()
+    return ActionResult(True, f"{len(keys)} keys", KeyPage(tuple(keys), resp.more, resp.count))
 
 
 async def compact(stubs: Stubs, revision: int, physical: bool = False) -> ActionResult:

@@ -24,7 +24,7 @@ from typing import AsyncIterator, Awaitable, Callable
 from . import actions, faults, merge, poll, rates, timeline
 from . import watch as watch_stream
 from .connection import Connections, Stubs, TlsFiles
-from .model import ActionResult, ClusterState, LiveWatch, Member, TimelineEvent
+from .model import ActionResult, ClusterState, LiveWatch, Member, TimelineLine
 from .status_stream import LeaderNote, StatusStreams
 
 COMPACT_REVISION_EVERY = 2.0   # seconds between compact-revision probes (a watch each)
@@ -69,20 +69,27 @@ class ClusterSource:
 
     def note(self, text: str, ok: bool = True, kind: str = "action") -> None:
         """Put a line in the timeline (results of host-mode actions, for instance)."""
-        self._add_events([TimelineEvent(self._clock(), kind, text, ok)])
+        self._fold(lambda state: (state, [TimelineLine(self._clock(), kind, text, ok)]))
 
-    def _add_events(self, events: list[TimelineEvent]) -> None:
-        """Into the timeline in the order given (the order learned), each
-        with the next sequence number; what members recorded before the
-        console attached is history (seq 0)."""
+    def _fold(self, step: Callable[[ClusterState], tuple[ClusterState, list[TimelineLine]]]) -> ClusterState:
+        """The one place the state changes. Every producer -- a poll round, the
+        status streams, an action's result, the live watch -- hands in a step:
+        what its result makes of the state *as it is now*, and the timeline
+        lines it adds. Steps run whole between two awaits (one event loop), so
+        none overwrites what another folded in while it was out on the network:
+        nothing to reconcile afterwards."""
+        new, events = step(self._state)
+        # Into the timeline in the order given (the order learned), each with
+        # the next sequence number; what members recorded before the console
+        # attached is history (seq 0).
         events = [e if e.at < self._since else dataclasses.replace(e, seq=next(self._seq))
                   for e in events if self._first_announcement(e)]
         if events:
-            self._state = dataclasses.replace(
-                self._state, timeline=timeline.prepend(self._state.timeline, events)
-            )
+            new = dataclasses.replace(new, timeline=timeline.prepend(new.timeline, events))
+        self._state = new
+        return new
 
-    def _first_announcement(self, e: TimelineEvent) -> bool:
+    def _first_announcement(self, e: TimelineLine) -> bool:
         """False for a "leader is now X (term T)" already in the timeline (seen
         first by the status stream, or by a poll)."""
         if e.kind != "leader" or not e.key:
@@ -112,6 +119,7 @@ class ClusterSource:
             return self._state
 
     async def _poll_round(self, wal_member: int) -> None:
+        """Every call of the round at once (each with its own deadline), then one fold."""
         now = self._clock()
         self._discover_endpoints()
         endpoints = list(self._conns.endpoints)
@@ -128,15 +136,21 @@ class ClusterSource:
         inspect_eps = [ep for ep in wanted if streams is None or not streams.live(ep) or ep == leader_ep]
         rate_eps = [ep for ep in wanted if self._inspect_known(ep)]
         fault_eps = [ep for ep in endpoints if self._fault_capable.get(ep, True)]
+        wal_target, watcher_members = self._extras_wanted(wal_member, now)
 
-        statuses, member_list, compact, inspects, rate_results, fault_views = await asyncio.gather(
+        (statuses, member_list, compact, inspects, rate_results, fault_views, wal,
+         watchers) = await asyncio.gather(
             asyncio.gather(*(poll.status(self._conns.get(ep)) for ep in endpoints)),
             poll.member_list(preferred),
             poll.compact_revision(preferred) if probe_compact else _none(),
             asyncio.gather(*(poll.inspect_status(self._conns.get(ep)) for ep in inspect_eps)),
             asyncio.gather(*(poll.inspect_rates(self._conns.get(ep)) for ep in rate_eps)),
             asyncio.gather(*(faults.status(self._conns.get(ep), poll.POLL_DEADLINE) for ep in fault_eps)),
+            poll.wal_tail(self._conns.get(wal_target.endpoint), WAL_ENTRIES) if wal_target else _none(),
+            asyncio.gather(*(poll.watchers(self._conns.get(m.endpoint), m.label) for m in watcher_members))
+            if watcher_members is not None else _none(),
         )
+        # What the round taught about the endpoints (not the cluster's state).
         for ep, view in zip(fault_eps, fault_views):
             if view is False:
                 self._fault_capable[ep] = False
@@ -144,7 +158,6 @@ class ClusterSource:
                 self._fault_capable[ep] = True
         if probe_compact:
             self._last_compact_probe = now
-        by_endpoint = dict(zip(endpoints, statuses))
         for st in statuses:
             if st.ok and st.member_id:
                 self._endpoint_of[st.member_id] = st.endpoint
@@ -154,30 +167,39 @@ class ClusterSource:
         inspect_by_ep = dict(zip(inspect_eps, inspects))
         if streams is not None:
             inspect_by_ep.update({ep: v for ep, v in streams.latest.items()
-                                  if ep in by_endpoint and inspect_by_ep.get(ep) is None})
+                                  if ep in endpoints and inspect_by_ep.get(ep) is None})
         results = merge.RoundResults(
-            statuses=by_endpoint, members=member_list, compact_revision=compact,
+            statuses=dict(zip(endpoints, statuses)), members=member_list, compact_revision=compact,
             inspects=inspect_by_ep, rates=dict(zip(rate_eps, rate_results)),
         )
-        new = merge.build(self._state, known, self._endpoint_of, results, self._clock())
-        new = self._with_faults(new, dict(zip(fault_eps, fault_views)))
-        new = await self._inspect_extras(new, wal_member)
-        # While this round was out, actions and the live watch added to the
-        # state (timeline lines, watch events, a compaction): keep theirs.
-        old = self._state
-        new = dataclasses.replace(new, timeline=old.timeline, watch=old.watch,
-                                  compact_revision=max(new.compact_revision, old.compact_revision))
-        # Streamed statuses that arrived meanwhile are newer than its answers.
-        if streams is not None:
-            new = merge.overlay(new, streams.latest)
-        served = {ep: r for ep, r in results.rates.items() if r is not None}
-        new = dataclasses.replace(new, rates=rates.append(
-            old.rates, rates.sample(old, new, served, self._last_rates)))
-        self._last_rates.update(served)
-        self._state = new
-        self._add_events(timeline.changes(old, new, new.polled_at))
+        extras = {}
+        if wal is not None and wal_target is not None:
+            extras.update(wal=wal, wal_member=wal_target.id)
+        if watchers is not None:
+            extras["watchers"] = tuple(w for ws in watchers if ws for w in ws)
+        self._fold(lambda state: self._round_step(state, known, results, dict(zip(fault_eps, fault_views)),
+                                                  extras, now))
         if streams is not None:
             self._apply_streams()   # leader events that came before the members were known
+
+    def _round_step(self, state: ClusterState, known: list, results: merge.RoundResults, fault_views: dict,
+                    extras: dict, now: float) -> tuple[ClusterState, list[TimelineLine]]:
+        """A poll round's answers made into the state as it is now (timeline, live
+        watch and anything else folded in meanwhile are kept: build starts from it)."""
+        new = merge.build(state, known, self._endpoint_of, results, now)
+        # The compacted revision only grows: a probe sent before a compaction
+        # the console made meanwhile must not take it back.
+        new = dataclasses.replace(new, compact_revision=max(new.compact_revision, state.compact_revision),
+                                  **extras)
+        new = self._with_faults(new, fault_views)
+        # Streamed statuses that arrived meanwhile are newer than its answers.
+        if self._streams is not None:
+            new = merge.overlay(new, self._streams.latest)
+        served = {ep: r for ep, r in results.rates.items() if r is not None}
+        new = dataclasses.replace(new, rates=rates.append(
+            state.rates, rates.sample(state, new, served, self._last_rates)))
+        self._last_rates.update(served)
+        return new, timeline.changes(state, new, new.polled_at)
 
     def _with_faults(self, state: ClusterState, views: dict) -> ClusterState:
         """Mark members cut off from a majority as partitioned (and name every
@@ -211,29 +233,20 @@ class ClusterSource:
         return dataclasses.replace(state, members=tuple(members),
                                    fault=any(capable) if capable else state.fault)
 
-    async def _inspect_extras(self, state: ClusterState, wal_member: int) -> ClusterState:
-        """WAL tail of one member and everyone's watchers, from Inspect when served."""
+    def _extras_wanted(self, wal_member: int, now: float) -> tuple[Member | None, list[Member] | None]:
+        """Whose WAL tail this round reads (the selected member, else the leader)
+        and whose watchers (every WATCHERS_EVERY seconds; None: not this round),
+        from Inspect, where served."""
+        state = self._state
         if not state.inspect:
-            return state
-        calls: list[Awaitable] = []
+            return None, None
         target = state.member(wal_member) or state.leader
-        if target is not None and target.inspect and target.health == "up":
-            calls.append(poll.wal_tail(self._conns.get(target.endpoint), WAL_ENTRIES))
-        else:
-            calls.append(_none())
-        now = self._clock()
-        want_watchers = now - self._last_watchers >= WATCHERS_EVERY
-        served = [m for m in state.members if m.inspect and m.health == "up"]
-        if want_watchers:
-            self._last_watchers = now
-            calls.extend(poll.watchers(self._conns.get(m.endpoint), m.label) for m in served)
-        wal, *per_member = await asyncio.gather(*calls)
-        changes: dict = {}
-        if wal is not None and target is not None:
-            changes.update(wal=wal, wal_member=target.id)
-        if want_watchers:
-            changes["watchers"] = tuple(w for ws in per_member if ws for w in ws)
-        return dataclasses.replace(state, **changes) if changes else state
+        if target is None or not target.inspect or target.health != "up":
+            target = None
+        if now - self._last_watchers < WATCHERS_EVERY:
+            return target, None
+        self._last_watchers = now
+        return target, [m for m in state.members if m.inspect and m.health == "up"]
 
     def _inspect_wanted(self, endpoint: str) -> bool:
         member = next((m for m in self._state.members if m.endpoint == endpoint), None)
@@ -263,31 +276,33 @@ class ClusterSource:
 
     def _apply_streams(self) -> bool:
         streams = self._streams
-        old = self._state
-        if streams is None or not old.members:
+        if streams is None or not self._state.members:
             return False
-        now = self._clock()
-        new = old
-        broken = streams.take_broken()
-        if broken:
-            new = dataclasses.replace(new, members=tuple(
-                dataclasses.replace(m, health="down", role="unknown", errors=(broken[m.endpoint],))
-                if m.endpoint in broken and m.health in ("up", "partitioned") else m
-                for m in new.members))
-            new = merge.summarise(new, list(new.members), {})
-        new = merge.overlay(new, streams.latest)
-        notes = self._leader_notes(streams.take_notes(), new)
-        if new is old and not notes:
-            return False
-        self._state = new
-        # The members' own notes first, in the order they happened (several
-        # members' streams can deliver in one batch): an election they report
-        # wins over the same change seen in the numbers.
-        notes.sort(key=lambda e: e.at)
-        self._add_events(notes + timeline.changes(old, new, now))
-        return True
+        changed = False
 
-    def _leader_notes(self, notes: list[LeaderNote], state: ClusterState) -> list[TimelineEvent]:
+        def step(old: ClusterState) -> tuple[ClusterState, list[TimelineLine]]:
+            nonlocal changed
+            new = old
+            broken = streams.take_broken()
+            if broken:
+                new = dataclasses.replace(new, members=tuple(
+                    dataclasses.replace(m, health="down", role="unknown", errors=(broken[m.endpoint],))
+                    if m.endpoint in broken and m.health in ("up", "partitioned") else m
+                    for m in new.members))
+                new = merge.summarise(new, list(new.members), {})
+            new = merge.overlay(new, streams.latest)
+            notes = self._leader_notes(streams.take_notes(), new)
+            changed = new is not old or bool(notes)
+            # The members' own notes first, in the order they happened (several
+            # members' streams can deliver in one batch): an election they report
+            # wins over the same change seen in the numbers.
+            notes.sort(key=lambda e: e.at)
+            return new, (notes + timeline.changes(old, new, self._clock())) if changed else []
+
+        self._fold(step)
+        return changed
+
+    def _leader_notes(self, notes: list[LeaderNote], state: ClusterState) -> list[TimelineLine]:
         """Members' leader events as timeline lines (an election once, not once per member)."""
         out = []
         label_of = {m.endpoint: m.label for m in state.members}
@@ -296,7 +311,7 @@ class ClusterSource:
             who = label_of.get(n.endpoint, n.endpoint)
             if n.kind == "elected":
                 leader = name_of.get(n.leader_id, f"{n.leader_id:x}")
-                out.append(TimelineEvent(n.at, "leader", f"leader is now {leader} (term {n.term})",
+                out.append(TimelineLine(n.at, "leader", f"leader is now {leader} (term {n.term})",
                                          key=(n.leader_id, n.term)))
                 continue
             key = (n.endpoint, n.kind, n.term, n.at)
@@ -304,12 +319,12 @@ class ClusterSource:
                 continue
             self._seen_notes.add(key)
             if n.kind == "campaign":
-                out.append(TimelineEvent(n.at, "election", f"{who} campaigns for term {n.term} ({n.detail})"))
+                out.append(TimelineLine(n.at, "election", f"{who} campaigns for term {n.term} ({n.detail})"))
             elif n.kind == "lost":
-                out.append(TimelineEvent(n.at, "election", f"{who} lost its leader (term {n.term})"))
+                out.append(TimelineLine(n.at, "election", f"{who} lost its leader (term {n.term})"))
             elif n.kind == "transfer":
                 target = name_of.get(n.leader_id, f"{n.leader_id:x}")
-                out.append(TimelineEvent(n.at, "leader", f"{who} hands leadership to {target} (term {n.term})"))
+                out.append(TimelineLine(n.at, "leader", f"{who} hands leadership to {target} (term {n.term})"))
         return out
 
     def _discover_endpoints(self) -> None:
@@ -379,9 +394,10 @@ class ClusterSource:
     async def history(self, key: str) -> ActionResult:
         return await actions.history(self._preferred_stubs(), key)
 
-    async def list_keys(self, prefix: str = "", limit: int = 1000, after: str | None = None) -> ActionResult:
-        """One page: data = (list[KeyValue], more). Not put in the timeline (it is a refresh)."""
-        return await actions.list_keys(self._preferred_stubs(), prefix, limit, after)
+    async def list_keys(self, prefix: str = "", limit: int = 1000, after: str | None = None,
+                        before: str | None = None, last: bool = False) -> ActionResult:
+        """One page: data = a KeyPage (see actions.list_keys). Not put in the timeline (it is a refresh)."""
+        return await actions.list_keys(self._preferred_stubs(), prefix, limit, after, before, last)
 
     async def wal_page(self, member_id: int, before_index: int, limit: int = WAL_PAGE) -> ActionResult:
         """Older WAL entries of one member (Inspect.WalTail with before_index):
@@ -398,7 +414,8 @@ class ClusterSource:
     async def compact(self, revision: int) -> ActionResult:
         result = self._record(await actions.compact(self._preferred_stubs(), revision), "compact")
         if result.ok:
-            self._state = dataclasses.replace(self._state, compact_revision=revision)
+            self._fold(lambda state: (dataclasses.replace(
+                state, compact_revision=max(state.compact_revision, revision)), []))
         return result
 
     async def defrag(self, member_id: int) -> ActionResult:
@@ -492,7 +509,7 @@ class ClusterSource:
             yield self._state
 
     def _set_watch(self, live: LiveWatch | None) -> None:
-        self._state = dataclasses.replace(self._state, watch=live)
+        self._fold(lambda state: (dataclasses.replace(state, watch=live), []))
 
     def close_watch(self) -> None:
         if self._state.watch is not None:

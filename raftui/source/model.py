@@ -58,9 +58,10 @@ class Member:
 
 
 @dataclasses.dataclass(frozen=True)
-class TimelineEvent:
-    """One line of the console's timeline (engine/server has its own,
-    unrelated TimelineEvent: what a member records; this is what the console shows)."""
+class TimelineLine:
+    """One line of the console's timeline: what the console learned, in the
+    order it learned it. (Not engine/server's TimelineEvent, which is a
+    member's own record of its leader changes, sent over Inspect.)"""
     at: float                        # wall clock, seconds (a member's own clock for what it reported)
     kind: str                        # leader, election, term, down, up, alarm, compact, defrag, action, error, ...
     text: str
@@ -79,6 +80,14 @@ class KeyValue:
     mod_revision: int
     version: int
     lease: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyPage:
+    """One Range of keys, ascending whichever way it was read."""
+    keys: tuple[KeyValue, ...]
+    more: bool                       # keys beyond this page, in the direction it was read
+    count: int                       # keys in the range read (etcd's Range count: exact, not limited)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,7 +146,7 @@ class ClusterState:
     compact_revision: int = 0
     leader_id: int = 0
     term: int = 0
-    timeline: tuple[TimelineEvent, ...] = ()   # newest first
+    timeline: tuple[TimelineLine, ...] = ()   # newest first
     rates: tuple[RateSample, ...] = ()         # oldest first
     watch: LiveWatch | None = None
     wal: tuple[WalEntry, ...] = ()             # of `wal_member`, ascending index

@@ -25,6 +25,18 @@ FLASH_SECONDS = 1.5
 COLUMNS = ("#", "member", "role", "health", "term", "commit", "applied", "last",
            "match/next", "progress", "db size", "in use", "loop lag", "alarms / errors", "id")
 SLOW_LOOP_MS = 100           # a member whose loop wakes this late is drawn in the slow style
+# A panel too narrow for every column keeps the most important ones (the
+# table still shows them in COLUMNS order) instead of cutting the right-hand
+# ones off; the first three stay whatever the width.
+# At 80x24 that is the member, its role and health, term, db size and problems
+# (what the operator must see for every member), then commit.
+PRIORITY = ("member", "role", "health", "#", "term", "db size", "alarms / errors", "commit", "applied",
+            "loop lag", "last", "in use", "match/next", "progress", "id")
+ESSENTIAL = 3
+PROBLEMS = "alarms / errors"
+PROBLEMS_RESERVED = 40       # the problems column's share before optional columns (less if its text is shorter)
+PROBLEMS_MIN = 12            # narrower than this, problems are left to the selected member's detail lines
+CELL_PAD = 2                 # a DataTable cell's padding, one each side
 ROLE_GLYPH = {"leader": "★", "follower": "·", "candidate": "?", "learner": "○", "unknown": " "}
 HEALTH_GLYPH = {"up": "●", "down": "✕", "unknown": "?", "paused": "‖", "killed": "☠", "partitioned": "⊘"}
 
@@ -53,6 +65,7 @@ class ClusterPanel(Vertical):
         self._clock = clock
         self._flash_until = 0.0
         self._row_ids: list[int] = []
+        self._layout: tuple[tuple[str, ...], int | None] = (COLUMNS, None)   # columns shown, problems width
         self._shown: dict[int, list] = {}     # member id -> the cells last drawn
         self.flashes = 0                      # term changes flashed so far
         self._detail_text: tuple[str, ...] = ()
@@ -60,7 +73,8 @@ class ClusterPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         table = ClusterTable(id="cluster-table", cursor_type="row", zebra_stripes=False)
-        table.add_columns(*COLUMNS)
+        for name in COLUMNS:
+            table.add_column(name, key=name)
         yield table
         # On a narrow screen the table's right-hand columns are off to the
         # side: the selected member's row, spelled out (themes/cluster.tcss
@@ -90,19 +104,33 @@ class ClusterPanel(Vertical):
             if self.table.cursor_row != row:
                 self.table.move_cursor(row=row)
 
+    def on_resize(self) -> None:
+        self._redraw()
+
     def _redraw(self) -> None:
         table = self.table
         members = self.state.members
         ids = [m.id for m in members]
         flash = self._clock() < self._flash_until
-        rows = [self._cells(i, m, flash) for i, m in enumerate(members)]
-        if ids != self._row_ids:
-            table.clear()
-            for mid, cells in zip(ids, rows):
-                table.add_row(*cells, key=str(mid))
-            self._row_ids = ids
-            self._shown = {mid: [_signature(c) for c in cells] for mid, cells in zip(ids, rows)}
-            self.watch_selected(self.selected)
+        full = [self._cells(i, m, flash) for i, m in enumerate(members)]
+        layout = choose_columns(full, table.size.width)
+        names, problems_width = layout
+        rows = [_shown_cells(cells, names, problems_width) for cells in full]
+        if layout != self._layout or ids != self._row_ids:
+            # Rebuilt: the cursor jumps to the first row meanwhile, which must
+            # not select that member (prevent), and goes back to the selected one.
+            with table.prevent(DataTable.RowHighlighted):
+                if layout != self._layout:
+                    table.clear(columns=True)
+                    for name in names:
+                        table.add_column(name, key=name, width=problems_width if name == PROBLEMS else None)
+                    self._layout = layout
+                table.clear()
+                for mid, cells in zip(ids, rows):
+                    table.add_row(*cells, key=str(mid))
+                self._row_ids = ids
+                self._shown = {mid: [_signature(c) for c in cells] for mid, cells in zip(ids, rows)}
+                self.watch_selected(self.selected)
         else:
             # Only the cells that changed: every update makes the table
             # re-measure its columns, and most polls change one or two numbers.
@@ -187,6 +215,43 @@ class ClusterPanel(Vertical):
             member_id = int(event.row_key.value)
             if member_id != self.selected:
                 self.post_message(self.MemberSelected(member_id))
+
+
+def choose_columns(rows: list[list[Text]], room: int) -> tuple[tuple[str, ...], int | None]:
+    """The columns a table `room` cells wide shows (in COLUMNS order) and the
+    width of the problems column (None: as wide as its text). `room` 0 (not
+    laid out yet): every column."""
+    widths = {name: max([len(name)] + [row[i].cell_len for row in rows]) for i, name in enumerate(COLUMNS)}
+    if room <= 0:
+        return COLUMNS, None
+    kept: list[str] = []
+    used = 0
+    for rank, name in enumerate(PRIORITY):
+        width = widths[name] + CELL_PAD
+        if name == PROBLEMS:
+            # Its share, or what is left if at least PROBLEMS_MIN: it is truncated, not dropped.
+            width = max(min(widths[name], PROBLEMS_RESERVED, room - used - CELL_PAD), PROBLEMS_MIN) + CELL_PAD
+        if rank < ESSENTIAL or used + width <= room:
+            kept.append(name)
+            used += width
+    problems = None
+    if PROBLEMS in kept:
+        others = sum(widths[n] + CELL_PAD for n in kept if n != PROBLEMS)
+        fits = room - others - CELL_PAD
+        if fits < widths[PROBLEMS]:
+            problems = max(PROBLEMS_MIN, fits)
+    return tuple(name for name in COLUMNS if name in kept), problems
+
+
+def _shown_cells(cells: list[Text], names: tuple[str, ...], problems_width: int | None) -> list[Text]:
+    out = []
+    for name in names:
+        cell = cells[COLUMNS.index(name)]
+        if name == PROBLEMS and problems_width is not None and cell.cell_len > problems_width:
+            cell = cell.copy()
+            cell.truncate(problems_width, overflow="ellipsis")
+        out.append(cell)
+    return out
 
 
 def _signature(cell) -> tuple:

@@ -10,7 +10,7 @@ from textual.containers import Vertical
 from textual.reactive import reactive
 
 from raftui.render import escape
-from raftui.source.model import TimelineEvent
+from raftui.source.model import TimelineLine
 
 from .line_list import LineList
 
@@ -21,10 +21,10 @@ KIND_GLYPH = {"leader": "★", "term": "↑", "election": "⚑", "partition": "�
 LINE_SHOWN = 1000
 
 
-class TimelineList(LineList[TimelineEvent]):
+class TimelineList(LineList[TimelineLine]):
     COMPONENT_CLASSES = {"timeline--time", "timeline--ok", "timeline--error", "timeline--leader"}
 
-    def render_item(self, e: TimelineEvent) -> Text:
+    def render_item(self, e: TimelineLine) -> Text:
         stamp = time.strftime("%H:%M:%S", time.localtime(e.at))
         if not e.ok:
             style = self.get_component_rich_style("timeline--error")
@@ -38,7 +38,7 @@ class TimelineList(LineList[TimelineEvent]):
 
 
 class TimelinePanel(Vertical):
-    events: reactive[tuple[TimelineEvent, ...]] = reactive((), init=False, repaint=False)
+    events: reactive[tuple[TimelineLine, ...]] = reactive((), init=False, repaint=False)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, classes="panel")
@@ -49,6 +49,6 @@ class TimelinePanel(Vertical):
         lines.empty_text = "nothing has happened yet"
         yield lines
 
-    def watch_events(self, events: tuple[TimelineEvent, ...]) -> None:
+    def watch_events(self, events: tuple[TimelineLine, ...]) -> None:
         self.query_one(TimelineList).set_items(events)
         self.border_subtitle = f"{len(events)} events"

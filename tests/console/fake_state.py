@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from raftui.source.model import (ClusterState, KeyValue, LiveWatch, Member, PeerProgress, RateSample,
-                                 TimelineEvent, WalEntry, WatchEvent, WatcherInfo)
+                                 TimelineLine, WalEntry, WatchEvent, WatcherInfo)
 
 T0 = 1_700_000_000.0   # 2023-11-14 22:13:20 UTC
 
@@ -27,12 +27,12 @@ MEMBERS = (
 )
 
 TIMELINE = tuple(reversed((
-    TimelineEvent(T0, "attach", "attached to 3 members, leader n2, term 6"),
-    TimelineEvent(T0 + 5, "action", "put /app/config at revision 510"),
-    TimelineEvent(T0 + 9, "down", "n3 is down (context deadline exceeded)", ok=False),
-    TimelineEvent(T0 + 11, "leader", "leader is now n1 (term 7)"),
-    TimelineEvent(T0 + 14, "defrag", "defragmented n2: db 3.1 MB -> 2.5 MB"),
-    TimelineEvent(T0 + 20, "error", "get /app at revision 3: etcdserver: mvcc: required revision has been compacted",
+    TimelineLine(T0, "attach", "attached to 3 members, leader n2, term 6"),
+    TimelineLine(T0 + 5, "action", "put /app/config at revision 510"),
+    TimelineLine(T0 + 9, "down", "n3 is down (context deadline exceeded)", ok=False),
+    TimelineLine(T0 + 11, "leader", "leader is now n1 (term 7)"),
+    TimelineLine(T0 + 14, "defrag", "defragmented n2: db 3.1 MB -> 2.5 MB"),
+    TimelineLine(T0 + 20, "error", "get /app at revision 3: etcdserver: mvcc: required revision has been compacted",
                   ok=False),
 )))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pathlib
 import signal
 import uuid
 
@@ -18,6 +19,7 @@ import pytest
 from engine.proto import rpc_pb2, rpc_pb2_grpc
 from raftui.host import raftnode_host
 from raftui.screens.confirm import ConfirmScreen
+from raftui.screens.form import FormScreen
 from raftui.screens.quit import QuitScreen
 from raftui.source import ClusterSource
 from raftui.widgets.keys_panel import DetailTable, KeysPanel
@@ -482,20 +484,40 @@ def test_drop_and_delay_peer_messages_shown_in_the_member_fault_status(hosted):
     run(body(), timeout=40)
 
 
-def test_save_a_snapshot_to_a_file(hosted, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)         # the form's default file name is relative: keep it (enter)
-    target = tmp_path / "raftui-snapshot.db"
+def test_save_a_snapshot_asks_where_defaults_to_the_data_dir_and_never_overwrites_unasked(hosted):
+    saved = {}
 
     async def body():
         app = _app(hosted)
         async with app.run_test(size=(160, 48)) as pilot:
             await ready(app, pilot)
-            await pilot.press("S", "enter")
+            await pilot.press("S")
+            form = await until(pilot, lambda: app.screen if isinstance(app.screen, FormScreen) else None,
+                               what="the snapshot form")
+            path = form.query_one("#field-path").value
+            assert path.startswith(str(hosted.data_dir / "snapshots") + "/") and path.endswith(".db"), path
+            await pilot.press("enter")
             line = await until(pilot, lambda: next((t for t in timeline(app) if t.startswith("snapshot ")), None),
                                timeout=20, what="the snapshot result in the timeline")
-            assert "sha256 ok" in line and "raftui-snapshot.db" in line, line
+            assert "sha256 ok" in line and f"saved to {path} " in line, line      # says where it wrote
+            saved["path"] = path
+            before = os.stat(path).st_mtime_ns
+            for answer in ("enter", "y"):                                        # No (the default), then yes
+                await pilot.press("S")
+                form = await until(pilot, lambda: app.screen if isinstance(app.screen, FormScreen) else None,
+                                   what="the snapshot form")
+                form.query_one("#field-path").value = path        # as a paste would (typing it is slow)
+                await pilot.press("enter")
+                confirm = await until(pilot, lambda: app.screen if isinstance(app.screen, ConfirmScreen) else None,
+                                      what="the overwrite question")
+                assert str(confirm.query_one("#confirm-question").render()).startswith(f"{path} exists. Overwrite")
+                await pilot.press(answer)
+                await until(pilot, lambda: app.screen is screen(app), what="the question answered")
+            await until(pilot, lambda: sum(t.startswith("snapshot ") for t in timeline(app)) == 2, timeout=20,
+                        what="the second snapshot (after y only)")
+            assert os.stat(path).st_mtime_ns != before
     run(body(), timeout=40)
-    assert target.exists()
+    target = pathlib.Path(saved["path"])
     size = target.stat().st_size
     assert size > 32 and size % 512 == 32, size      # bbolt pages + the trailing sha256
     assert not target.with_name(target.name + ".part").exists()
@@ -503,11 +525,13 @@ def test_save_a_snapshot_to_a_file(hosted, tmp_path, monkeypatch):
 
 # ------------------------------------------------------ keys beyond one page
 
-def test_keys_page_in_as_the_table_scrolls(hosted, key, monkeypatch):
+def test_keys_exact_count_paging_end_in_one_read_long_key_cut_and_shown_whole(hosted, key, monkeypatch):
     from raftui.screens import main as main_screen
+    from raftui.screens.view import ViewScreen
 
-    monkeypatch.setattr(main_screen, "KEY_PAGE", 100)      # pages of 100 keys: 250 keys make three
+    monkeypatch.setattr(main_screen, "KEY_PAGE", 100)      # pages of 100 keys: 251 keys make three
     prefix = f"{key}/many/"
+    long_key = prefix + "z" * 3000                        # sorts last
     calls = []
 
     async def body():
@@ -515,36 +539,51 @@ def test_keys_page_in_as_the_table_scrolls(hosted, key, monkeypatch):
         async with app.run_test(size=(80, 24)) as pilot:
             await ready(app, pilot)
             await _put_direct(screen(app).state.leader.endpoint,
-                              [(f"{prefix}{i:04d}".encode(), b"v") for i in range(250)])
+                              [(f"{prefix}{i:04d}".encode(), b"v") for i in range(250)]
+                              + [(long_key.encode(), b"")])
             source = app.source
             list_keys = source.list_keys
 
-            async def counted(p="", limit=1000, after=None):
-                calls.append(after)
-                return await list_keys(p, limit, after)
+            async def counted(p="", limit=1000, after=None, before=None, last=False):
+                calls.append("last" if last else ("before " + before) if before else after)
+                return await list_keys(p, limit, after, before, last)
 
             source.list_keys = counted
             await pilot.press("slash")
             await fill(pilot, prefix)
+            panel = screen(app).query_one(KeysPanel)
             table = screen(app).query_one("#keys-table")
             await until(pilot, lambda: len(key_rows(app)) == 100 and key_rows(app)[0][0] == f"{prefix}0000",
                         what="the first page of the prefix")
-            assert screen(app).query_one(KeysPanel).listing.more
-            await pilot.press("tab", "tab", "tab")                 # to the keys panel
+            assert panel.listing.count == 251                               # Range's count, exact
+            summary = str(panel.query_one("#keys-summary").render())
+            assert "251 keys (100 read)" in summary, summary
+            await pilot.press("tab", "tab", "tab")                          # to the keys panel
             await until(pilot, lambda: app.focused is table, what="the keys table focused")
-            for want in (200, 250):
-                await pilot.press("end")
-                await until(pilot, lambda: len(key_rows(app)) == want, what=f"{want} keys paged in")
-            assert not screen(app).query_one(KeysPanel).listing.more
-            assert [r[0] for r in key_rows(app)] == [f"{prefix}{i:04d}" for i in range(250)]
-            assert table.row_count == 250
-            paged = [a for a in calls if a is not None]
-            assert paged == [f"{prefix}0099", f"{prefix}0199"]     # each page read once, on scrolling
-            refreshes = len(calls) - len(paged)
-            await until(pilot, lambda: len(calls) - len(paged) >= refreshes + 2,
-                        what="two more periodic refreshes")
-            assert [a for a in calls if a is not None] == paged   # which read the first page only
-            assert len(key_rows(app)) == 250                      # and keep the pages scrolled in
+
+            table.move_cursor(row=90)                                       # near the end of the page
+            await until(pilot, lambda: len(key_rows(app)) == 200, what="the next page paged in")
+            assert [c for c in calls if c not in (None, "last")] == [f"{prefix}0099"]
+
+            calls.clear()
+            await pilot.press("end")                                        # the last key, in one read
+            await until(pilot, lambda: key_rows(app) and key_rows(app)[-1][0] == long_key
+                        and table.cursor_row == table.row_count - 1, what="the last key, highlighted")
+            # One descending read took it there: no page after page (the others are the periodic refresh).
+            assert "last" in calls and [c for c in calls if c not in ("last", None)] == []
+            assert panel.listing.earlier and not panel.listing.more
+            cell = cell_text(table, table.cursor_row, 0)
+            assert cell.endswith("…(3013 bytes)") and len(cell) < 80         # cut to the panel, not 3000 wide
+            assert table.virtual_size.width <= table.size.width
+
+            await pilot.press("v")                                          # the whole key
+            view = await until(pilot, lambda: app.screen if isinstance(app.screen, ViewScreen) else None,
+                               what="the key shown whole")
+            assert str(view.query_one("#view-key").render()).replace("\n", "") == long_key
+            await pilot.press("escape")
+            await pilot.press("home")
+            await until(pilot, lambda: key_rows(app)[0][0] == f"{prefix}0000" and table.cursor_row == 0,
+                        what="back to the first key")
             await _put_direct(screen(app).state.leader.endpoint, [], prefix.encode())
     run(body(), timeout=40)
 

@@ -8,7 +8,7 @@ from raftui.widgets.cluster_panel import FLASH_SECONDS, ClusterPanel
 
 from .conftest import run
 from .fake_state import STATE, FakeSource
-from .ui import COL, screen
+from .ui import cluster_cell, screen
 
 
 def _next_term(state, term: int):
@@ -27,7 +27,7 @@ def test_term_change_flashes_the_term_column_then_stops():
             flash = table.get_component_rich_style("cluster--flash")
 
             def term_style(row: int):
-                return table.get_row_at(row)[COL["term"]].style
+                return cluster_cell(table, row, "term").style
 
             assert term_style(0) != flash and not panel.flashing
             panel.state = _next_term(STATE, 8)
@@ -35,7 +35,7 @@ def test_term_change_flashes_the_term_column_then_stops():
             assert panel.flashing and panel.flashes == 1
             assert term_style(0) == flash and term_style(1) == flash     # the members that answer
             assert term_style(2) != flash                                # n3 is down: still term 6, dimmed
-            assert table.get_row_at(0)[COL["term"]].plain == "8"
+            assert cluster_cell(table, 0, "term").plain == "8"
 
             now[0] += FLASH_SECONDS + 0.1
             panel._redraw()       # what the panel's own timer does when the flash is over
@@ -55,12 +55,12 @@ def test_loop_lag_column_slow_members_stand_out():
             panel = screen(app).query_one(ClusterPanel)
             table = panel.table
             slow = table.get_component_rich_style("cluster--slow")
-            cells = [table.get_row_at(r)[COL["loop lag"]] for r in range(3)]
+            cells = [cluster_cell(table, r, "loop lag") for r in range(3)]
             assert [c.plain for c in cells] == ["3 ms", "140 ms", ""]       # n3 is down: not known
             assert cells[1].style == slow and cells[0].style != slow
             members = tuple(dataclasses.replace(m, loop_lag_ms=50) for m in STATE.members)
             panel.state = dataclasses.replace(STATE, members=members)
             await pilot.pause()
-            assert table.get_row_at(1)[COL["loop lag"]].plain == "50 ms"
-            assert table.get_row_at(1)[COL["loop lag"]].style != slow
+            assert cluster_cell(table, 1, "loop lag").plain == "50 ms"
+            assert cluster_cell(table, 1, "loop lag").style != slow
     run(body())

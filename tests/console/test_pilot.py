@@ -15,7 +15,7 @@ from raftui.widgets.watchers_panel import WatchersPanel
 from tests.support.etcd import etcdctl
 
 from .conftest import fill, run, until
-from .ui import cell_text, cluster_rows, key_rows, leader_row, make_app, ready, screen, timeline
+from .ui import COL, cell_text, cluster_rows, key_rows, leader_row, make_app, ready, screen, timeline
 
 
 @pytest.fixture
@@ -61,7 +61,8 @@ def test_cluster_panel_shows_leader_and_term(real_etcd3):
         async with app.run_test(size=(80, 24)) as pilot:
             await ready(app, pilot)
             row = leader_row(app)
-            assert row[-1] == f"{leader_id:x}" and row[4] == str(term)
+            leader = screen(app).state.leader
+            assert row[COL["member"]] == leader.label and leader.id == leader_id and row[COL["term"]] == str(term)
             assert f"term {term}" in screen(app).query_one("#summary-bar").plain
     run(body())
 

@@ -17,7 +17,7 @@ from .conftest import run, until
 from .fake_state import STATE, FakeSource
 from .ui import screen
 
-_KEY_NAMES = {" ": "space", "-": "minus"}
+_KEY_NAMES = {" ": "space", "-": "minus", ":": "colon", "/": "slash", "!": "exclamation_mark"}
 
 
 def _burst(app, text: str) -> None:
@@ -96,3 +96,25 @@ def test_questions_name_what_happens_including_the_quorum():
     for cid in ("delete", "compact", "defrag", "transfer", "pause", "kill", "partition", "partition_groups",
                 "drop_delay", "add_learner", "remove", "snapshot", "disarm"):
         assert BY_ID[cid].confirm is not None, cid
+
+
+def test_readonly_offers_only_what_changes_nothing():
+    async def body():
+        app = RaftuiApp(Recording, live=False, readonly=True)
+        async with app.run_test(size=(120, 36)) as pilot:
+            await pilot.pause()
+            footer = {b.binding.description for b in app.screen.active_bindings.values()
+                      if b.binding.show and b.enabled}
+            assert "Write" not in footer and "Defrag" not in footer and "Read@rev" in footer
+            _burst(app, "wdgtcz!P")
+            await pilot.pause()
+            assert app.screen is screen(app) and app.source.ran == []          # nothing asked, nothing run
+            await pilot.press("question_mark")
+            table = app.screen.query_one("#help-table")
+            ids = {table.get_row_at(r)[3] for r in range(table.row_count)}
+            assert {"read", "history", "watch", "snapshot"} <= ids
+            assert not ids & {"write", "delete", "compact", "defrag", "transfer", "disarm", "add_learner",
+                              "remove", "kill", "partition", "heal", "drop_delay"}
+            await pilot.press("escape", "r")
+            await until(pilot, lambda: isinstance(app.screen, FormScreen), what="the read form")
+    run(body())

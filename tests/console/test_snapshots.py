@@ -1,4 +1,4 @@
-"""Snapshots of the main screen at 80x24, 160x48 and 200x50 in every theme.
+"""Snapshots of the main screen at 80x24, 120x36, 160x48 and 200x50 in every theme.
 
 The data is a fixed fake state (UI unit tests only); the fixture pins the
 time zone and cursor blink. Update after a deliberate change with
@@ -30,7 +30,7 @@ async def _fill_keys(pilot) -> None:
     await pilot.pause()
 
 
-@pytest.mark.parametrize("size", [(80, 24), (160, 48), (200, 50)], ids=["80x24", "160x48", "200x50"])
+@pytest.mark.parametrize("size", [(80, 24), (120, 36), (160, 48), (200, 50)], ids=["80x24", "120x36", "160x48", "200x50"])
 @pytest.mark.parametrize("theme", sorted(themes.THEMES))
 def test_main_screen(snap_compare, theme, size):
     app = RaftuiApp(FakeSource, theme=theme, mode_label="hosting 3 members", live=False)

@@ -61,7 +61,7 @@ def test_write_history_read_at_revision_and_compact_errors(real_etcd3, prefix):
             hist = await source.history(key)
             assert [(kv.value, kv.mod_revision) for kv in hist.data] == [("two", r2.data), ("one", r1.data)]
             page = await source.list_keys(prefix)
-            assert [kv.key for kv in page.data[0]] == [key]
+            assert [kv.key for kv in page.data.keys] == [key] and page.data.count == 1
             bad = await source.put("", "x")
             assert not bad.ok and bad.text.endswith("etcdserver: key is not provided")
             future = await source.get(key, revision=r2.data + 1000)

@@ -6,7 +6,7 @@ import dataclasses
 
 from raftui.app import RaftuiApp
 from raftui.host import raftnode_host
-from raftui.source.model import ClusterState, Member, TimelineEvent
+from raftui.source.model import ClusterState, Member, TimelineLine
 from raftui.source.summary import fit, summary
 
 from .conftest import run, until
@@ -34,7 +34,7 @@ def test_quorum_is_counted_over_voters_only():
 
 def test_alarms_by_member_name_with_their_meaning_and_leader_changes():
     members = tuple(dataclasses.replace(m, alarms=("NOSPACE",)) if m.name == "n2" else m for m in STATE.members)
-    elections = tuple(TimelineEvent(T0 - age, "leader", f"leader is now n1 (term {t})", key=(1, t))
+    elections = tuple(TimelineLine(T0 - age, "leader", f"leader is now n1 (term {t})", key=(1, t))
                       for t, age in ((5, 700), (6, 300), (7, 10)))
     state = dataclasses.replace(STATE, members=members, timeline=elections + STATE.timeline)
     text = _text(state, now=T0)

@@ -24,9 +24,21 @@ def cell_text(table, row: int, col: int) -> str:
     return getattr(cell, "plain", str(cell))
 
 
+def cluster_cell(table, row: int, name: str):
+    """The cell (a rich Text) of column `name` in `row`; None if a narrow panel does not show it."""
+    shown = [key.value for key in table.columns]
+    return table.get_row_at(row)[shown.index(name)] if name in shown else None
+
+
 def cluster_rows(app) -> list[list[str]]:
+    """Every row as COLUMNS, "" in the columns a narrow panel does not show."""
     table = screen(app).query_one(ClusterTable)
-    return [[cell_text(table, r, c) for c in range(len(table.columns))] for r in range(table.row_count)]
+    shown = [key.value for key in table.columns]
+    rows = []
+    for r in range(table.row_count):
+        cells = dict(zip(shown, (cell_text(table, r, c) for c in range(len(shown)))))
+        rows.append([cells.get(name, "") for name in COLUMNS])
+    return rows
 
 
 def row_of(app, name: str) -> list[str] | None:
