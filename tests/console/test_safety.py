@@ -118,3 +118,35 @@ def test_readonly_offers_only_what_changes_nothing():
             await pilot.press("escape", "r")
             await until(pilot, lambda: isinstance(app.screen, FormScreen), what="the read form")
     run(body())
+
+
+def test_tab_moves_between_the_write_form_fields():
+    async def body():
+        app = RaftuiApp(Recording, live=False)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            await pilot.press("w")
+            await until(pilot, lambda: getattr(app.focused, "id", "") == "field-key", what="the key field")
+            await pilot.press("tab")
+            assert app.focused.id == "field-value"
+            await pilot.press("tab", "shift+tab", "shift+tab")
+            assert app.focused.id == "field-key" and isinstance(app.screen, FormScreen)
+    run(body())
+
+
+def test_alarm_list_names_members_and_says_what_the_alarm_means():
+    from engine.proto import rpc_pb2
+    from raftui.source import actions
+
+    class Maintenance:
+        async def Alarm(self, request, timeout):
+            return rpc_pb2.AlarmResponse(alarms=[
+                rpc_pb2.AlarmMember(memberID=678349111195851671, alarm=rpc_pb2.NOSPACE),
+                rpc_pb2.AlarmMember(memberID=0x99, alarm=rpc_pb2.NOSPACE)])
+
+    class Stubs:
+        maintenance = Maintenance()
+
+    result = run(actions.alarm_list(Stubs(), {678349111195851671: "n2"}))
+    assert result.text.startswith("alarms: NOSPACE on n2: cluster is read-only")
+    assert "NOSPACE on 99:" in result.text and "678349111195851671" not in result.text
