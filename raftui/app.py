@@ -7,6 +7,7 @@ the host, and decides what quitting means in host mode.
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Callable, Iterable
 
 from textual.app import App, SystemCommand
@@ -125,11 +126,13 @@ class RaftuiApp(App[None]):
                               f"{self.reattach_command()}")
             return
         self.notify(f"stopping {len(self.host.names)} members ...", timeout=30)
-        # SIGTERM and reaping take a moment per member: off the UI loop.
-        await asyncio.to_thread(self.host.stop_all)
-        # "Stopped" is what the members' ports say, not what was signalled: a
-        # member started by hand is no child of ours and is still there.
+        # SIGTERM and reaping take a moment per member: off the UI loop. A
+        # member started by hand on a member's data dir is stopped too (strays).
+        left = await asyncio.to_thread(functools.partial(self.host.stop_all, strays=True))
+        # "Stopped" is what the members' ports say, not what was signalled.
         running = await asyncio.to_thread(still_listening, self.host)
+        running += [(name, "(its process did not exit)") for name in left or ()
+                    if name not in {n for n, _ in running}]
         if running:
             text = ("not every member stopped: " + ", ".join(f"{n} still answers on {ep}" for n, ep in running)
                     + " (started outside this console?); stop it by its PID, then quit again")

@@ -253,7 +253,7 @@ async def _restart(ctx: Context, v: dict) -> ActionResult:
     on its data dir would die at once (the WAL is locked), so nothing is
     started. A new process that exits, or does not answer in time, is a
     failed restart, with the end of its log saying why."""
-    m, host = ctx.member, ctx.host
+    m = ctx.member
     if await ctx.source.answers(m.id):
         result = ActionResult.fail(f"restart {m.name}: it is running (answers on {m.endpoint}); "
                                    "nothing started")

@@ -19,7 +19,7 @@ import asyncio
 import dataclasses
 import itertools
 import time
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Callable
 
 from . import actions, faults, merge, poll, rates, timeline
 from . import watch as watch_stream

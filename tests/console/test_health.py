@@ -35,7 +35,7 @@ def _start_by_hand(host, name: str) -> subprocess.Popen:
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def test_killed_then_restarted_by_hand_is_up_restart_refused_and_quit_verifies(raftnode_binary, tmp_path):
+def test_killed_then_restarted_by_hand_is_up_restart_refused_and_quit_stops_it(raftnode_binary, tmp_path):
     host = raftnode_host(tmp_path / "cluster", 1)
     by_hand = None
     try:
@@ -67,22 +67,16 @@ def test_killed_then_restarted_by_hand_is_up_restart_refused_and_quit_verifies(r
                 assert pid_file.read_text() == dead_pid      # no new (dying) PID written
                 assert host.state("n1") == "killed" and _alive(by_hand.pid)
 
+                # Quit-stop: the member started by hand on n1's data dir is stopped too,
+                # and the console exits only once no member's port answers.
                 await pilot.press("q")
                 await until(pilot, lambda: isinstance(app.screen, QuitScreen), what="the quit question")
                 await pilot.press("s")
-                line = await until(pilot, lambda: next((t for t in timeline(app)
-                                                        if t.startswith("not every member stopped")), None),
-                                   timeout=20, what="the stop found n1 still answering")
-                assert "n1 still answers" in line
-                assert app.is_running                         # never "members stopped" while one runs
-
-                by_hand.send_signal(signal.SIGTERM)
-                by_hand.wait(10)
-                await pilot.press("q", "s")
                 await until(pilot, lambda: not app.is_running, timeout=20, what="the console to exit")
             return app.return_code
 
         assert run(body(), timeout=60) == 0
+        assert by_hand.wait(10) is not None                  # the hand-started member was stopped
     finally:
         host.stop_all()
         if by_hand is not None and by_hand.poll() is None:
@@ -111,3 +105,40 @@ def test_the_host_explains_only_members_that_do_not_answer():
         "n1": "up",            # killed by the console, started by hand: it answers
         "n2": "paused", "n3": "killed", "n4": "down", "n5": "partitioned"}
     assert "its process exited" in shown["n4"].errors[-1]
+
+
+def test_quit_stop_stays_open_naming_a_member_that_still_answers(monkeypatch):
+    """The verification behind quit-stop: a port that still answers after stopping
+    keeps the console open with the member named (never "members stopped")."""
+    import raftui.app as app_module
+    from raftui.app import RaftuiApp
+    from .fake_state import FakeSource
+
+    class Host(_Host):
+        data_dir = "/nowhere"
+        endpoints = ["127.0.0.1:1"]
+
+        def stop_all(self, timeout=10.0, *, strays=False):
+            return []
+
+    class Source(FakeSource):
+        def __init__(self):
+            super().__init__()
+            self.notes = []
+
+        def note(self, text, ok=True, kind="action"):
+            self.notes.append(text)
+
+    monkeypatch.setattr(app_module, "still_listening", lambda host: [("n1", "127.0.0.1:1")])
+
+    async def body():
+        app = RaftuiApp(Source, host=Host({"n1": "running"}), live=False)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            await pilot.press("q")
+            await until(pilot, lambda: isinstance(app.screen, QuitScreen), what="the quit question")
+            await pilot.press("s")
+            await until(pilot, lambda: app.source.notes, what="the stop verified")
+            assert app.source.notes[-1].startswith("not every member stopped: n1 still answers on 127.0.0.1:1")
+            assert app.is_running
+    run(body())
