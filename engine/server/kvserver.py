@@ -204,7 +204,7 @@ class KVServer:
         """Return once this member applied `index`; asyncio.TimeoutError after timeout."""
         if self.applied_index >= index:
             return
-        await asyncio.wait_for(self._node._waiters.wait_applied(index), timeout)
+        await asyncio.wait_for(self._node.wait_applied(index), timeout)
 
     # -- membership ------------------------------------------------------------------------
 
