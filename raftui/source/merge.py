@@ -64,6 +64,7 @@ def build(prev: ClusterState, known: list[MemberInfo], endpoint_of: dict[int, st
                 errors=st.errors, is_learner=st.is_learner or info.is_learner,
                 last_index=ins.last_index if ins is not None and ins.available else base.last_index,
                 loop_lag_ms=ins.loop_lag_ms if ins is not None and ins.available else base.loop_lag_ms,
+                config=ins.config if ins is not None and ins.available else base.config,
                 inspect=ins.available if ins is not None else base.inspect,
             ))
         elif st is not None:
@@ -98,7 +99,8 @@ def overlay(state: ClusterState, views: dict[str, InspectResult]) -> ClusterStat
         if v is not None and m.health in ("up", "partitioned") and (not v.member_id or v.member_id == m.id):
             new = dataclasses.replace(m, role=v.role, term=v.term, commit_index=v.commit_index,
                                       applied_index=v.applied_index, last_index=v.last_index,
-                                      leader_id=v.leader_id, loop_lag_ms=v.loop_lag_ms, inspect=True)
+                                      leader_id=v.leader_id, loop_lag_ms=v.loop_lag_ms, inspect=True,
+                                      config=v.config or m.config)
             changed = changed or new != m
             m = new
         members.append(m)

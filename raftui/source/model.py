@@ -28,6 +28,21 @@ class PeerProgress:
 
 
 @dataclasses.dataclass(frozen=True)
+class RaftConfig:
+    """A member's view of the configuration (Inspect only). In a joint
+    configuration (C_old,new) both `voters` (C_new) and `voters_outgoing`
+    (C_old) must each have a majority for anything to commit."""
+    voters: tuple[int, ...] = ()
+    voters_outgoing: tuple[int, ...] = ()    # non-empty only while a joint configuration is in force
+    learners_next: tuple[int, ...] = ()      # voters of C_old that become learners on leaving it
+    auto_leave: bool = False                 # the leader leaves the joint config by itself
+
+    @property
+    def joint(self) -> bool:
+        return bool(self.voters_outgoing)
+
+
+@dataclasses.dataclass(frozen=True)
 class Member:
     name: str
     id: int
@@ -51,6 +66,7 @@ class Member:
     progress: PeerProgress | None = None  # from the leader's Inspect view
     inspect: bool | None = None      # Inspect service present? None: not known yet
     loop_lag_ms: int | None = None   # Inspect only: how late the member's ticker woke, worst of the last seconds
+    config: RaftConfig | None = None  # Inspect only: the voters it knows, C_old and C_new while joint
 
     @property
     def label(self) -> str:

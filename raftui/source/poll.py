@@ -25,7 +25,7 @@ from engine.proto import rpc_pb2
 from . import errors
 from .codec import decode
 from .connection import Stubs
-from .model import PeerProgress, WalEntry, WatcherInfo
+from .model import PeerProgress, RaftConfig, WalEntry, WatcherInfo
 
 POLL_DEADLINE = 0.8   # seconds; a silent member is marked down after this
 
@@ -90,6 +90,7 @@ class InspectResult:
     commit_index: int = 0
     applied_index: int = 0
     loop_lag_ms: int | None = None     # None: a member whose Inspect has no loop_lag_ms field
+    config: RaftConfig | None = None   # voters (and C_old while joint); None: not reported
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,7 +189,18 @@ def inspect_result(endpoint: str, resp) -> InspectResult:
     return InspectResult(endpoint, True, _ROLES.get(resp.role, "unknown"), resp.last_index, progress,
                          member_id=resp.header.member_id, term=resp.term, leader_id=resp.leader_id,
                          commit_index=resp.commit_index, applied_index=resp.applied_index,
-                         loop_lag_ms=_loop_lag(resp))
+                         loop_lag_ms=_loop_lag(resp), config=_config(resp))
+
+
+def _config(resp) -> RaftConfig | None:
+    """The configuration a RaftStatus reports; a member built before the
+    joint-configuration fields reports voters only."""
+    if not resp.voters:
+        return None
+    fields = resp.DESCRIPTOR.fields_by_name
+    joint = "voters_outgoing" in fields
+    return RaftConfig(tuple(resp.voters), tuple(resp.voters_outgoing) if joint else (),
+                      tuple(resp.learners_next) if joint else (), bool(resp.auto_leave) if joint else False)
 
 
 def _loop_lag(resp) -> int | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from .actions import human_bytes
-from .model import ClusterState, Member
+from .model import ClusterState, Member, RaftConfig
 
 DEFAULT_QUOTA_BYTES = 2 * 1024 ** 3     # etcd's --quota-backend-bytes default; the API does not report it
 LEADER_WINDOW = 600.0                   # seconds: "leader changes in the last 10 minutes"
@@ -41,9 +41,20 @@ def voters(state: ClusterState) -> tuple[list[Member], list[Member]]:
     return all_voters, [m for m in all_voters if m.health == "up"]
 
 
+def config(state: ClusterState) -> RaftConfig | None:
+    """The configuration as the leader (else any answering member) reports it (Inspect only)."""
+    reporters = [state.leader] + [m for m in state.members if m.health == "up"]
+    return next((m.config for m in reporters if m is not None and m.config is not None), None)
+
+
 def has_quorum(state: ClusterState) -> bool:
+    """A majority of the voters up -- of both halves while a joint configuration is in force."""
     all_voters, up = voters(state)
-    return bool(all_voters) and len(up) >= len(all_voters) // 2 + 1
+    cfg = config(state)
+    if cfg is None or not cfg.joint:
+        return bool(all_voters) and len(up) >= len(all_voters) // 2 + 1
+    answering = {m.id for m in up}
+    return all(len(answering & set(half)) >= len(half) // 2 + 1 for half in (cfg.voters, cfg.voters_outgoing))
 
 
 def summary(state: ClusterState, now: float, quota_bytes: int = DEFAULT_QUOTA_BYTES) -> list[Part]:
@@ -55,8 +66,21 @@ def summary(state: ClusterState, now: float, quota_bytes: int = DEFAULT_QUOTA_BY
     if has_quorum(state):
         parts.append(Part(f"{len(up)}/{len(all_voters)} voters up ✓ quorum", "ok", 0))
     else:
-        parts.append(Part(f"{len(up)}/{len(all_voters)} voters up ✗ no quorum (needs {need}): writes will fail",
+        cfg = config(state)
+        needs = "a majority of C_old and of C_new" if cfg is not None and cfg.joint else str(need)
+        parts.append(Part(f"{len(up)}/{len(all_voters)} voters up ✗ no quorum (needs {needs}): writes will fail",
                           "bad", 0))
+    cfg = config(state)
+    if cfg is not None and cfg.joint:
+        name = {m.id: m.label for m in state.members}
+
+        def ids(group: tuple[int, ...]) -> str:
+            return "(" + " ".join(name.get(i, f"{i:x}") for i in sorted(group, key=lambda i: name.get(i, ""))) + ")"
+
+        text = f"joint config: voters {ids(cfg.voters)} && {ids(cfg.voters_outgoing)}"
+        if cfg.learners_next:
+            text += f" learners_next {ids(cfg.learners_next)}"
+        parts.append(Part(text + (" autoleave" if cfg.auto_leave else ""), "warn", 1))
     for alarm, names in _alarms(state).items():
         meaning = ALARM_MEANING.get(alarm, "")
         parts.append(Part(f"{alarm} on {', '.join(names)}" + (f": {meaning}" if meaning else ""), "bad", 0))

@@ -83,3 +83,26 @@ def test_three_of_five_killed_says_no_quorum(raftnode_binary, tmp_path):
         run(body(), timeout=60)
     finally:
         host.stop_all()
+
+
+def test_a_joint_configuration_is_shown_and_needs_both_majorities():
+    from engine.proto import inspect_pb2
+    from raftui.source.model import RaftConfig
+    from raftui.source.poll import inspect_result
+
+    resp = inspect_pb2.RaftStatusResponse(voters=[1, 2, 4], voters_outgoing=[1, 2, 3], learners_next=[3],
+                                          auto_leave=True)
+    cfg = inspect_result("h:1", resp).config
+    assert cfg == RaftConfig((1, 2, 4), (1, 2, 3), (3,), True) and cfg.joint
+    assert not inspect_result("h:1", inspect_pb2.RaftStatusResponse(voters=[1, 2, 3])).config.joint
+
+    def state(*up: int) -> ClusterState:
+        members = tuple(Member(f"n{i}", i, f"h:{i}", role="leader" if i == 1 else "follower",
+                               health="up" if i in up else "killed", term=4, leader_id=1,
+                               config=cfg if i == 1 else None) for i in range(1, 5))
+        return ClusterState(members=members, leader_id=1, term=4)
+
+    text = _text(state(1, 2))
+    assert "joint config: voters (n1 n2 n4) && (n1 n2 n3) learners_next (n3) autoleave" in text
+    assert text.startswith("2/4 voters up ✓ quorum")               # 2 of 3 in C_new and 2 of 3 in C_old
+    assert "✗ no quorum (needs a majority of C_old and of C_new)" in _text(state(1, 4))   # C_old: n1 only
