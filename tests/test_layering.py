@@ -28,6 +28,7 @@ ORDER = (
     "engine.transport",
     "engine.server",
     "engine.api",
+    "engine.http",       # /health, /metrics, the JSON gateway: beside the gRPC API
     "engine.cli",
     "engine",
     "raftui.source",
@@ -150,14 +151,14 @@ def test_the_checker_sees_lazy_and_relative_imports() -> None:
     assert layer_of("engine") == "engine"
 
 
-# The Node's insides that a handler must reach only through KVServer
-# (engine/server/kvserver.py), the API's one seam to the member.
+# The Node's insides that a handler (gRPC in engine/api, HTTP in engine/http)
+# must reach only through KVServer (engine/server/kvserver.py), the one seam.
 NODE_INSIDES = {"applier", "rn", "raftlog", "membership", "transport", "cfg", "_node"}
 
 
 def test_the_api_reaches_the_member_only_through_kvserver() -> None:
     bad = []
-    for path in sorted((ROOT / "engine" / "api").glob("*.py")):
+    for path in sorted(p for pkg in ("api", "http") for p in (ROOT / "engine" / pkg).glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Attribute) and node.attr in NODE_INSIDES:
                 bad.append(f"{path.relative_to(ROOT)}:{node.lineno} .{node.attr}")
