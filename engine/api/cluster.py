@@ -26,7 +26,7 @@ from engine.transport.urls import URLError, new_urls
 from .auth import TOKEN_KEYS, require_root
 from .errors import abort
 from .forward import LeaderLink
-from .gate import check, request_timeout
+from .gate import check, checked, request_timeout
 
 # A member counts as connected only after this long (etcd's HealthInterval).
 HEALTH_INTERVAL = 5.0
@@ -68,10 +68,7 @@ class ClusterServicer(rpc_pb2_grpc.ClusterServicer):
         return [m.to_pb() for m in self.server.members()]
 
     async def MemberList(self, request, context):
-        try:
-            check(self.server, context)
-        except Exception as e:
-            await abort(context, e)
+        await checked(self.server, context)
         return rpc_pb2.MemberListResponse(header=self._header(), members=self._members())
 
     async def MemberAdd(self, request: rpc_pb2.MemberAddRequest, context):

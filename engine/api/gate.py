@@ -20,6 +20,8 @@ import grpc
 from engine.server import errors as server_errors
 from engine.server.kvserver import KVServer
 
+from .errors import abort
+
 REQUIRE_LEADER_KEY = "hasleader"
 
 
@@ -36,6 +38,15 @@ def check(server: KVServer, context: grpc.aio.ServicerContext, *, learner_ok: bo
         raise server_errors.NotSupportedForLearner()
     if not server.leader_id and has_require_leader(context):
         raise server_errors.NoLeader()
+
+
+async def checked(server: KVServer, context: grpc.aio.ServicerContext, *, learner_ok: bool = False) -> None:
+    """check(), ending the RPC with the refusal's status if there is one
+    (for handlers with nothing else to translate before they answer)."""
+    try:
+        check(server, context, learner_ok=learner_ok)
+    except Exception as e:
+        await abort(context, e)
 
 
 # Seconds past the client's deadline the server keeps waiting (see request_timeout).

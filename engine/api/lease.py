@@ -18,7 +18,7 @@ from engine.server.kvserver import KVServer
 
 from .errors import abort
 from .forward import LeaderLink
-from .gate import check, request_timeout
+from .gate import check, checked, request_timeout
 from .submit import submit
 
 IR = internal_pb2.InternalRequest
@@ -55,10 +55,7 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
 
     async def LeaseKeepAlive(self, request_iterator, context):
         server = self.server
-        try:
-            check(server, context)
-        except Exception as e:
-            await abort(context, e)
+        await checked(server, context)
         async for req in request_iterator:
             resp = rpc_pb2.LeaseKeepAliveResponse(ID=req.ID)
             server.fill_header(resp.header)
@@ -144,10 +141,7 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
 
     async def LeaseLeases(self, request: rpc_pb2.LeaseLeasesRequest, context):
         server = self.server
-        try:
-            check(server, context)
-        except Exception as e:
-            await abort(context, e)
+        await checked(server, context)
         resp = rpc_pb2.LeaseLeasesResponse(
             leases=[rpc_pb2.LeaseStatus(ID=i) for i in server.lessor.leases()])
         server.fill_header(resp.header)

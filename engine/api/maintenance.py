@@ -13,7 +13,7 @@ from engine.server.kvserver import KVServer
 
 from .auth import require_root
 from .errors import abort
-from .gate import check, request_timeout
+from .gate import check, checked, request_timeout
 from .submit import submit
 
 IR = internal_pb2.InternalRequest
@@ -55,10 +55,7 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
 
     async def Status(self, request, context):
         server = self.server
-        try:
-            check(server, context, learner_ok=True)
-        except Exception as e:
-            await abort(context, e)
+        await checked(server, context, learner_ok=True)
         resp = rpc_pb2.StatusResponse(
             version=VERSION, dbSize=server.db_size(), leader=server.leader_id,
             raftIndex=server.committed_index, raftTerm=server.term,

@@ -48,7 +48,7 @@ from engine.server.kvserver import KVServer
 from .auth import auth_info
 from .decode import UndecodableRequest
 from .errors import WatchCanceled, abort
-from .gate import check, has_require_leader
+from .gate import checked, has_require_leader
 from .stats import Counters
 
 log = logging.getLogger("engine.api")
@@ -122,10 +122,7 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
         self.progress_interval = progress_interval or progress_interval_from_env()
 
     async def Watch(self, request_iterator, context):
-        try:
-            check(self.server, context)
-        except Exception as e:
-            await abort(context, e)
+        await checked(self.server, context)
         session = _Session(self, context)
         try:
             await session.run(request_iterator)
