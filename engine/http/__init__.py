@@ -8,6 +8,7 @@ v3 JSON gateway (/v3/kv/...), on etcd's --listen-metrics-urls and 3.5's
     health.py        /health and /version
     metrics.py       the registry and etcd's server, mvcc and disk metrics
     grpc_metrics.py  grpc_server_* counters: a grpc.aio server interceptor
+    gateway.py       the v3 JSON gateway's KV paths, answered by engine/api's KVServicer
 """
 from .service import HttpService
 

@@ -131,7 +131,7 @@ class HttpService:
             return await health.health(self.kvs, self.metrics.server, req)
         if path == "/version":
             return health.version(req)
-        if path.startswith("/v3/"):
+        if path.startswith(("/v3/", "/v3beta/")):
             return await self._gateway_handle(req)
         return not_found()
 

@@ -1,0 +1,271 @@
+"""etcd's v3 JSON gateway (grpc-gateway, as etcd 3.4 serves it) for the KV service.
+
+    POST /v3/kv/range        {"key":"Zm9v"}             -> RangeResponse as JSON
+    POST /v3/kv/put          {"key":"Zm9v","value":"YmFy"}
+    POST /v3/kv/deleterange, /v3/kv/txn, /v3/kv/compaction
+    (/v3beta/... too, as etcd 3.4 serves both prefixes)
+
+A request is the JSON form of the gRPC request (proto field names or their
+lowerCamelCase; bytes in standard base64, int64 as strings or numbers, enums
+by name or number; unknown fields ignored; an empty body or `null` is the
+empty request). It is answered by the same servicer the gRPC server runs
+(engine/api/kv.py: the same checks, errors and auth), and the response is
+the gRPC response in etcd's JSON: proto field names, int64 as strings,
+bytes in base64, enums by name, fields at their default left out, no
+spaces. An error is `{"error":msg,"message":msg,"code":grpc code}` with
+grpc-gateway's HTTP status for the code (InvalidArgument and OutOfRange
+400, NotFound 404, FailedPrecondition 412, ResourceExhausted 429,
+Unavailable 503, ...). Anything but POST gets 405; an unknown path under
+/v3/ gets grpc-gateway's 404 "Not Found". Checked side by side with etcd
+3.4.23 in tests/http/test_http_gateway.py.
+
+Work proportional to a request's size (decoding a 2 MiB body, encoding a
+big Range answer) runs on a worker thread.
+"""
+from __future__ import annotations
+
+import asyncio
+import binascii
+import base64
+import json
+import logging
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
+
+from engine.api.kv import KVServicer
+from engine.api.stats import Counters
+from engine.proto import rpc_pb2
+from engine.server.kvserver import KVServer
+
+from .server import Request, Response
+
+log = logging.getLogger("engine.http")
+
+# Bodies and answers bigger than this are (de)coded on a worker thread.
+OFFLOOP_BYTES = 64 * 1024
+
+# grpc-gateway v1's runtime.HTTPStatusFromCode, as etcd 3.4.23 answers.
+HTTP_STATUS = {
+    grpc.StatusCode.OK: 200, grpc.StatusCode.CANCELLED: 408, grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403, grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.FAILED_PRECONDITION: 412,
+    grpc.StatusCode.ABORTED: 409, grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501, grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DATA_LOSS: 500,
+}
+
+# path (after the /v3/ or /v3beta/ prefix) -> (servicer method, request type, response type)
+KV_ROUTES = {
+    "kv/range": ("Range", rpc_pb2.RangeRequest, rpc_pb2.RangeResponse),
+    "kv/put": ("Put", rpc_pb2.PutRequest, rpc_pb2.PutResponse),
+    "kv/deleterange": ("DeleteRange", rpc_pb2.DeleteRangeRequest, rpc_pb2.DeleteRangeResponse),
+    "kv/txn": ("Txn", rpc_pb2.TxnRequest, rpc_pb2.TxnResponse),
+    "kv/compaction": ("Compact", rpc_pb2.CompactionRequest, rpc_pb2.CompactionResponse),
+}
+PREFIXES = ("/v3/", "/v3beta/")
+
+
+class GatewayError(Exception):
+    """A request answered with a gRPC status, before or by the servicer."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class _Context:
+    """The part of grpc.aio.ServicerContext a unary servicer uses, for a
+    request that came over HTTP. abort() raises GatewayError."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._metadata = metadata
+        self._code: grpc.StatusCode | None = None
+        self._details = ""
+
+    def invocation_metadata(self):
+        return self._metadata
+
+    def time_remaining(self):
+        return None
+
+    def peer(self) -> str:
+        return "http"
+
+    def auth_context(self) -> dict:
+        return {}
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata=()) -> None:
+        raise GatewayError(code, details)
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def set_details(self, details: str) -> None:
+        self._details = details
+
+    def code(self):
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+def error_response(code: grpc.StatusCode, message: str) -> Response:
+    body = json.dumps({"error": message, "message": message, "code": code.value[0]},
+                      separators=(",", ":")).encode()
+    return Response(HTTP_STATUS.get(code, 500), body, [("Content-Type", "application/json")])
+
+
+class Gateway:
+    def __init__(self, kvs: KVServer) -> None:
+        self.kvs = kvs
+        self.kv = KVServicer(kvs, Counters())
+
+    async def handle(self, req: Request) -> Response:
+        path = req.path
+        route = None
+        for prefix in PREFIXES:
+            if path.startswith(prefix):
+                route = KV_ROUTES.get(path[len(prefix):])
+        if route is None:
+            return Response.text(404, "Not Found")
+        if req.method != "POST":
+            return Response.text(405, "Method Not Allowed")
+        method, req_type, resp_type = route
+        try:
+            if len(req.body) > OFFLOOP_BYTES:
+                request = await asyncio.to_thread(parse_request, req.body, req_type)
+            else:
+                request = parse_request(req.body, req_type)
+            ctx = _Context(_metadata(req))
+            result = await getattr(self.kv, method)(request, ctx)
+            if isinstance(result, (bytes, bytearray)) and len(result) > OFFLOOP_BYTES:
+                body = await asyncio.to_thread(encode_response, result, resp_type)
+            else:
+                body = encode_response(result, resp_type)
+        except GatewayError as e:
+            return error_response(e.code, e.message)
+        return Response(200, body, [("Content-Type", "application/json"),
+                                    ("Grpc-Metadata-Content-Type", "application/grpc")])
+
+
+def _metadata(req: Request) -> tuple[tuple[str, str], ...]:
+    """grpc-gateway's incoming metadata: the Authorization header (etcd
+    takes its token from it) and the marker of a proxied request."""
+    md = [("grpcgateway-accept", req.headers.get("accept", "*/*"))]
+    if "authorization" in req.headers:
+        md.append(("authorization", req.headers["authorization"]))
+    return tuple(md)
+
+
+# -- JSON <-> protobuf ------------------------------------------------------------------
+
+def encode_response(result: Any, resp_type) -> bytes:
+    msg = resp_type.FromString(bytes(result)) if isinstance(result, (bytes, bytearray)) else result
+    return json.dumps(json_format.MessageToDict(msg, preserving_proto_field_name=True),
+                      separators=(",", ":")).encode()
+
+
+def parse_request(body: bytes, req_type):
+    """The request message for a JSON body; GatewayError(INVALID_ARGUMENT) with
+    Go's wording where it can be matched."""
+    msg = req_type()
+    text = body.decode("utf-8", errors="replace")
+    if not text.strip():
+        return msg
+    try:
+        obj, _ = json.JSONDecoder().raw_decode(text.lstrip())   # Go reads one value, ignores the rest
+    except json.JSONDecodeError as e:
+        rest = text.lstrip()[e.pos:]
+        raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT, "unexpected EOF" if not rest.strip() else
+                           f"invalid character {rest[0]!r} looking for beginning of value") from None
+    if obj is None:
+        return msg
+    if not isinstance(obj, dict):
+        kind = {list: "array", str: "string", bool: "bool"}.get(type(obj), "number")
+        raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"json: cannot unmarshal {kind} into Go value of type map[string]json.RawMessage")
+    _check_bytes(obj, msg.DESCRIPTOR, depth=0)
+    try:
+        json_format.ParseDict(obj, msg, ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as e:
+        raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+    return msg
+
+
+def _go_enum_name(enum) -> str:
+    """Go's name of an enum type: etcdserverpb.RangeRequest_SortOrder for a nested one."""
+    name = enum.name
+    outer = enum.containing_type
+    while outer is not None:
+        name = f"{outer.name}_{name}"
+        outer = outer.containing_type
+    return f"{enum.file.package}.{name}"
+
+
+MAX_DEPTH = 100
+
+
+def _check_bytes(obj: dict, descriptor, depth: int) -> None:
+    """What Go's decoder refuses and the protobuf runtime would let by
+    (bytes not in strict standard base64, enum names it does not know, as
+    unknown fields are ignored), with Go's error text; recursing into messages."""
+    if depth > MAX_DEPTH:
+        raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT, "exceeded max recursion depth")
+    for key, value in obj.items():
+        field = descriptor.fields_by_name.get(key) or _by_json_name(descriptor, key)
+        if field is None or value is None:
+            continue
+        values = value if field.is_repeated and isinstance(value, list) else [value]
+        for v in values:
+            if field.type == FieldDescriptor.TYPE_BYTES:
+                if not isinstance(v, str):
+                    kind = {list: "array", dict: "object", bool: "bool"}.get(type(v), "number")
+                    raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT,
+                                       f"json: cannot unmarshal {kind} into Go value of type []uint8")
+                go_b64decode(v)
+            elif field.type == FieldDescriptor.TYPE_ENUM and isinstance(v, str):
+                if field.enum_type.values_by_name.get(v) is None:
+                    raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT,
+                                       f'unknown value "{v}" for enum {_go_enum_name(field.enum_type)}')
+            elif field.type == FieldDescriptor.TYPE_MESSAGE and isinstance(v, dict):
+                _check_bytes(v, field.message_type, depth + 1)
+
+
+def _by_json_name(descriptor, key: str):
+    for f in descriptor.fields:
+        if f.json_name == key:
+            return f
+    return None
+
+
+_B64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+
+
+def go_b64decode(text: str) -> bytes:
+    """Go's base64.StdEncoding.Decode: padding required, CR/LF ignored;
+    GatewayError "illegal base64 data at input byte N" otherwise."""
+    def bad(at: int) -> GatewayError:
+        return GatewayError(grpc.StatusCode.INVALID_ARGUMENT, f"illegal base64 data at input byte {at}")
+
+    chars = [(i, c) for i, c in enumerate(text) if c not in "\r\n"]
+    for n, (i, c) in enumerate(chars):
+        if c == "=":
+            tail = "".join(ch for _, ch in chars[n:])
+            if (n % 4, tail) not in ((2, "=="), (3, "=")):
+                raise bad(i)
+            break
+        if c not in _B64:
+            raise bad(i)
+    if len(chars) % 4:
+        start = len(chars) - len(chars) % 4
+        raise bad(chars[start][0] if start < len(chars) else len(text))
+    try:
+        return base64.b64decode("".join(c for _, c in chars), validate=True)
+    except (binascii.Error, ValueError):
+        raise bad(0) from None
