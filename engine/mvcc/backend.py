@@ -51,8 +51,9 @@ import os
 import sqlite3
 import tempfile
 import threading
+import time
 import urllib.parse
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from engine.auth import schema as auth_schema
 from engine.proto import kv_pb2
@@ -118,6 +119,11 @@ def _to_u64(i: int) -> int:
 # checkpoint, a commit that crossed 1000 pages copied megabytes and fsynced
 # on the loop (100-300 ms stalls under disk contention, after big writes).
 CHECKPOINT_WAL_BYTES = 4 << 20
+
+# Called with the seconds each commit took (etcd's
+# etcd_disk_backend_commit_duration_seconds; engine/http sets it). None: not
+# measured.
+commit_observer: Callable[[float], None] | None = None
 
 
 def _read_only_uri(path: str, *, immutable: bool = False) -> str:
@@ -233,7 +239,10 @@ class Backend:
         self._in_txn = True
 
     def commit(self) -> None:
+        t0 = time.perf_counter()
         self._db.execute("COMMIT")
+        if commit_observer is not None:
+            commit_observer(time.perf_counter() - t0)
         self._in_txn = False
         if self._txn_ops:
             if self._tracking is not None:

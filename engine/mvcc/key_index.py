@@ -223,6 +223,10 @@ class TreeIndex:
     def __len__(self) -> int:
         return len(self._keys)
 
+    def live_count(self) -> int:
+        """Keys that exist now (etcd_debugging_mvcc_keys_total)."""
+        return len(self._live)
+
     def history(self, key: bytes) -> KeyHistory | None:
         return self._keys.get(key)
 

@@ -39,6 +39,9 @@ APPLY_SLICE = 0.01
 # catching up applies thousands per Ready): answers go out, and what waits
 # for the apply lock gets its turn, between chunks.
 APPLY_CHUNK = 512
+# A chunk whose apply took longer than this (seconds) counts as a slow apply
+# (etcd_server_slow_apply_total; etcd counts single requests over 100 ms).
+SLOW_APPLY = 0.1
 # After applying the conf change that removes it, a member stops this many
 # seconds later (etcd's stopWithDelay: the leader's messages carrying the
 # commit still go out), then the process exits with status 0, as etcd's.
@@ -154,8 +157,11 @@ class Applying:
                 reqs, idxs = batch[start:start + APPLY_CHUNK], indexes[start:start + APPLY_CHUNK]
                 start += APPLY_CHUNK
                 upto = last_index if start >= len(batch) else idxs[-1]
+                t0 = time.monotonic()
                 async with self.apply_lock:
                     results = await self._apply_chunk(upto, reqs, idxs, term)
+                if time.monotonic() - t0 > SLOW_APPLY:
+                    self.slow_applies += 1
                 for req, res in zip(reqs, results):
                     if res is not None:
                         self._after_apply(req, res)

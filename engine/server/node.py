@@ -198,6 +198,14 @@ class Node(ReadyLoop, Applying, Housekeeping):
         # Rates for the console (Inspect).
         self.applied_requests = 0
         self.proposed_requests = 0
+        # etcd's server metrics (engine/http reads them through KVServer):
+        # leader changes seen, proposals waiting for their result, proposals
+        # that failed (no result: deadline, cancel, stop), chunks whose apply
+        # took over SLOW_APPLY (etcd counts requests over 100 ms).
+        self.leader_changes = 0
+        self.proposals_pending = 0
+        self.proposals_failed = 0
+        self.slow_applies = 0
 
     # -- start / stop -------------------------------------------------------------
 
@@ -458,12 +466,18 @@ class Node(ReadyLoop, Applying, Housekeeping):
         fut = self._waiters.register(rid)
         self._proposals.append((rid, req.SerializeToString(), leader_term))
         self.proposed_requests += 1
+        self.proposals_pending += 1
         self._wake.set()
         try:
             result = await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
+            self.proposals_failed += 1
             raise self._timeout_error(rid) from None
+        except BaseException:
+            self.proposals_failed += 1
+            raise
         finally:
+            self.proposals_pending -= 1
             # Whatever ended the wait (answer, timeout, cancelled caller), the
             # loop must not propose this request any more.
             self._waiters.forget(rid)

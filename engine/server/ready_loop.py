@@ -407,6 +407,7 @@ class ReadyLoop:
             self.leader_id = ss.lead
             self._leader_changed.set()
             if ss.lead:
+                self.leader_changes += 1
                 self._note("elected", f"leader is {ss.lead:x} in term {r.term}"
                            + (f" (was {old:x})" if old else ""), r.term, ss.lead)
             else:

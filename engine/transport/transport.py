@@ -146,12 +146,13 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 SNAPSHOT_CHANNEL_OPTIONS = CHANNEL_OPTIONS + (("grpc.use_local_subchannel_pool", 1),)
 
 
-def make_server(options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Server:
-    """A grpc.aio server with SERVER_OPTIONS; `options` add to or override them.
+def make_server(options: Sequence[tuple[str, Any]] = (), interceptors: Sequence[Any] = ()) -> grpc.aio.Server:
+    """A grpc.aio server with SERVER_OPTIONS; `options` add to or override them;
+    `interceptors` (grpc.aio.ServerInterceptor, e.g. engine/http's metrics).
     Call inside the running event loop."""
     merged = dict(SERVER_OPTIONS)
     merged.update(dict(options))
-    return grpc.aio.server(options=list(merged.items()))
+    return grpc.aio.server(options=list(merged.items()), interceptors=list(interceptors) or None)
 
 
 def peer_receive_limit(max_request_bytes: int) -> int:
@@ -360,6 +361,9 @@ class PeerTransport:
         # Counters for tests and the console: what was refused or dropped.
         self.refused_streams = 0
         self.dropped_incoming = 0
+        # Heartbeats lost before they left (queue full, stream down): etcd's
+        # etcd_server_heartbeat_send_failures_total.
+        self.heartbeat_send_failures = 0
         if snapshot_dir is not None:
             _remove_partials(snapshot_dir)
 
@@ -476,7 +480,11 @@ class PeerTransport:
             peer.wakeup.set()
         if lost:
             peer.dropped += len(lost)
+            self._count_heartbeats(lost)
             self._report_lost(to, lost)
+
+    def _count_heartbeats(self, lost) -> None:
+        self.heartbeat_send_failures += sum(1 for m in lost if m.type == raftpb.MsgHeartbeat)
 
     def _report_lost(self, to: int, msgs: list[Message]) -> None:
         # One report per peer per call is enough: Raft only needs to know
@@ -585,6 +593,7 @@ class PeerTransport:
         lost = list(peer.queue)
         peer.queue.clear()
         peer.dropped += len(lost)
+        self._count_heartbeats(lost)
         if was is not False:
             # While closing, broken streams are expected, not news. A peer
             # that keeps refusing our stream is worth one line every few

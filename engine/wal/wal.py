@@ -100,8 +100,9 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 from google.protobuf.message import DecodeError
 
@@ -131,6 +132,11 @@ from engine.wal.segments import (
 log = logging.getLogger(__name__)
 
 DEFAULT_SEGMENT_BYTES = 64 << 20
+
+# Called with the seconds each WAL fdatasync took (etcd's
+# etcd_disk_wal_fsync_duration_seconds; engine/http sets it), from the
+# thread that writes. None: not measured.
+fsync_observer: Callable[[float], None] | None = None
 
 
 @dataclass
@@ -415,7 +421,10 @@ class WAL:
         try:
             write_all(self._fd, data)
             if sync:
+                t0 = time.perf_counter()
                 fdatasync(self._fd)
+                if fsync_observer is not None:
+                    fsync_observer(time.perf_counter() - t0)
         except OSError as exc:
             self._failed = exc
             raise WALFailedError(f"{self._segments[-1].path}: write failed: {exc}") from exc
