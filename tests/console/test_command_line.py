@@ -40,14 +40,14 @@ def test_command_line_completes_runs_and_asks():
             await pilot.press("y")
             await until(pilot, lambda: app.source.ran == [("defrag", 0x1002)], what="n2 defragmented")
 
-            await pilot.press("colon", *"keys /app/", "enter")
+            _burst(app, ":keys /app/\n")
             await until(pilot, lambda: screen(app).active_panel == "keys"
                         and screen(app).query_one(KeysPanel).listing.prefix == "/app/", what="the keys filtered")
             await pilot.press("escape")                          # back: the filter cleared
             assert screen(app).prefix == ""
-            await pilot.press("colon", *"theme light", "enter")
+            _burst(app, ":theme light\n")
             await until(pilot, lambda: app.theme == "raftui-light", what="the light theme")
-            await pilot.press("colon", "q", "enter")
+            _burst(app, ":q\n")
             await until(pilot, lambda: not app.is_running, what="quit")
     run(body())
 
@@ -58,9 +58,9 @@ def test_slash_filters_live_and_escape_clears():
         async with app.run_test(size=(120, 36)) as pilot:
             await pilot.pause()
             panel = screen(app).query_one(KeysPanel)
-            await pilot.press("slash", *"/ap")
+            _burst(app, "//ap")
             await until(pilot, lambda: panel.listing.prefix == "/ap", what="filtered as typed, before enter")
-            await pilot.press("p", "/", "enter")
+            _burst(app, "p/\n")
             await until(pilot, lambda: app.screen is screen(app) and panel.listing.prefix == "/app/",
                         what="the filter kept")
             await pilot.press("slash", "escape")

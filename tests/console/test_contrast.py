@@ -64,16 +64,17 @@ def test_every_colour_reads_on_every_background(name):
     assert not low, low
 
 
-@pytest.mark.parametrize("name", sorted(themes.THEMES))
-def test_the_selected_row_is_drawn_with_the_theme_selection(name):
-    """The stylesheets do use those variables: the cluster table's cursor, as rendered."""
+def test_the_selected_row_is_drawn_with_the_theme_selection():
+    """The stylesheets do use those variables: the cluster table's cursor, as rendered, in each theme."""
     async def body():
-        app = RaftuiApp(FakeSource, theme=name, live=False)
+        app = RaftuiApp(FakeSource, live=False)
         async with app.run_test(size=(80, 24)) as pilot:
-            await pilot.pause()
-            table = app.screen.query_one(ClusterTable)
-            cursor = table.get_component_styles("datatable--cursor")
-            v = _variables(themes.THEMES[name])
-            assert cursor.background.hex.lower() == v["block-cursor-background"].lower()
-            assert contrast(cursor.color, cursor.background) >= MINIMUM
+            for name, theme in sorted(themes.THEMES.items()):
+                app.theme = theme.name
+                await pilot.pause()
+                table = app.screen.query_one(ClusterTable)
+                cursor = table.get_component_styles("datatable--cursor")
+                v = _variables(theme)
+                assert cursor.background.hex.lower() == v["block-cursor-background"].lower(), name
+                assert contrast(cursor.color, cursor.background) >= MINIMUM, name
     run(body())

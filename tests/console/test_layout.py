@@ -3,8 +3,6 @@ selected member's WAL together; cluster columns dropped by priority, never
 cut off; at 80x24 every member's db size and problems in the table."""
 from __future__ import annotations
 
-import pytest
-
 from raftui.app import RaftuiApp
 from raftui.widgets.cluster_panel import ClusterTable
 
@@ -18,32 +16,35 @@ def _visible(app, pid: str) -> bool:
     return region.width > 10 and region.height > 5 and app.screen.region.contains_region(region)
 
 
-@pytest.mark.parametrize("size", [(80, 24), (100, 30), (120, 36), (160, 48), (200, 50)],
-                         ids=lambda s: f"{s[0]}x{s[1]}")
-def test_panels_and_columns_fit_the_terminal(size):
+SIZES = ((80, 24), (100, 30), (120, 36), (160, 48), (200, 50))
+
+
+def test_panels_and_columns_fit_the_terminal():
+    """One console, resized through the common sizes (as an operator's terminal would be)."""
     async def body():
         app = RaftuiApp(FakeSource, live=False)
-        async with app.run_test(size=size) as pilot:
-            await pilot.pause()
-            await pilot.pause()
-            table = screen(app).query_one(ClusterTable)
-            # Nothing cut off on the right: the columns shown fit the table.
-            assert table.virtual_size.width <= table.size.width, (table.virtual_size, table.size)
-            rows = cluster_rows(app)
-            assert all(r[COL["db size"]] for r in rows)                      # every member's db size
-            assert rows[2][COL["alarms / errors"]].startswith("context dead")  # and its problems
-            shown = {pid for pid in ("cluster", "timeline", "keys", "wal", "watchers", "rates")
-                     if _visible(app, pid)}
-            if size >= (100, 30):
-                assert {"cluster", "timeline", "keys", "wal"} <= shown, shown
-            else:
-                assert shown == {"cluster"}                                    # one panel, under tabs
-            if size == (120, 36):
-                await pilot.press("tab", "tab", "tab", "tab")                 # to the watchers panel
+        async with app.run_test(size=SIZES[0]) as pilot:
+            for size in SIZES:
+                await pilot.resize_terminal(*size)
                 await pilot.pause()
-                assert _visible(app, "watchers") and not _visible(app, "wal")
-                assert {"cluster", "timeline", "keys"} <= {p for p in ("cluster", "timeline", "keys")
-                                                          if _visible(app, p)}
+                await pilot.pause()
+                table = screen(app).query_one(ClusterTable)
+                # Nothing cut off on the right: the columns shown fit the table.
+                assert table.virtual_size.width <= table.size.width, (size, table.virtual_size, table.size)
+                rows = cluster_rows(app)
+                assert all(r[COL["db size"]] for r in rows), size                   # every member's db size
+                assert rows[2][COL["alarms / errors"]].startswith("context dead"), size   # and its problems
+                shown = {pid for pid in ("cluster", "timeline", "keys", "wal", "watchers", "rates")
+                         if _visible(app, pid)}
+                if size >= (100, 30):
+                    assert {"cluster", "timeline", "keys", "wal"} <= shown, (size, shown)
+                else:
+                    assert shown == {"cluster"}, shown                                  # one panel, under tabs
+                if size == (120, 36):
+                    await pilot.press("tab", "tab", "tab", "tab")                     # to the watchers panel
+                    await pilot.pause()
+                    assert _visible(app, "watchers") and not _visible(app, "wal")
+                    assert all(_visible(app, p) for p in ("cluster", "timeline", "keys"))
     run(body())
 
 
