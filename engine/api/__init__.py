@@ -25,15 +25,16 @@ from .stats import Counters
 from .watch import WatchRegistry, WatchServicer
 
 
-def add_services(server: grpc.aio.Server, node, *, watch_progress_interval: float | None = None) -> KVServer:
-    """Register every client service for node on server (before it starts).
-    The services reach the node only through a KVServer, which is returned
-    (for other services on the same server, e.g. the Fault service's auth check).
+def add_services(server: grpc.aio.Server, member: object, *,
+                 watch_progress_interval: float | None = None) -> KVServer:
+    """Register every client service for a member on server (before it starts).
+    `member` is the member's KVServer, or its Node to make one of: the
+    services reach the member only through the KVServer, which is returned.
 
     watch_progress_interval: seconds between watch progress notifications
     (etcd: 10 min); default from $RAFTUI_WATCH_PROGRESS_NOTIFY_INTERVAL.
     """
-    kvs = KVServer(node)
+    kvs = member if isinstance(member, KVServer) else KVServer(member)
     counters = Counters()
     registry = WatchRegistry()
     link = LeaderLink(kvs)

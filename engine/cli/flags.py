@@ -69,6 +69,9 @@ def _build_parser() -> _Parser:
     s("--listen-client-urls", default=None, help="URLs to listen on for client traffic")
     s("--advertise-client-urls", default=None, help="client URLs to advertise to the cluster")
     s("--listen-peer-urls", default=DEFAULT_PEER_URL, help="URLs to listen on for peer traffic")
+    s("--listen-metrics-urls", default="", help="URLs to serve /metrics and /health on")
+    s("--listen-client-http-urls", default="",
+      help="URLs to serve HTTP on (/health /version /metrics, the v3 JSON gateway), not gRPC")
     s("--initial-advertise-peer-urls", default=DEFAULT_PEER_URL,
       help="this member's peer URLs to advertise to the cluster")
     s("--initial-cluster", default=None,
@@ -143,6 +146,10 @@ def parse_args(argv: Sequence[str] | None = None) -> MemberConfig:
                              ns.advertise_client_urls or DEFAULT_CLIENT_URL)
     listen_peer = _urls("--listen-peer-urls", ns.listen_peer_urls, bind=True)
     advertise_peer = _urls("--initial-advertise-peer-urls", ns.initial_advertise_peer_urls)
+    metrics_urls = (_urls("--listen-metrics-urls", ns.listen_metrics_urls, bind=True)
+                    if ns.listen_metrics_urls else ())
+    http_urls = (_urls("--listen-client-http-urls", ns.listen_client_http_urls, bind=True)
+                 if ns.listen_client_http_urls else ())
 
     state = ns.initial_cluster_state
     if state not in ("new", "existing"):
@@ -183,7 +190,8 @@ def parse_args(argv: Sequence[str] | None = None) -> MemberConfig:
                         f"got {ns.log_level!r}")
 
     _check_auth_token(ns.auth_token, ns.auth_token_ttl)
-    _check_tls("client", listen_client + advertise_client,
+    # etcd serves an https metrics or HTTP URL with the client TLS files.
+    _check_tls("client", listen_client + advertise_client + metrics_urls + http_urls,
                ("--cert-file", ns.cert_file), ("--key-file", ns.key_file),
                ("--trusted-ca-file", ns.trusted_ca_file),
                ("--client-cert-auth", ns.client_cert_auth))
@@ -224,6 +232,8 @@ def parse_args(argv: Sequence[str] | None = None) -> MemberConfig:
         auth_token=ns.auth_token,
         auth_token_ttl=ns.auth_token_ttl,
         bcrypt_cost=ns.bcrypt_cost,
+        listen_metrics_urls=metrics_urls,
+        listen_client_http_urls=http_urls,
         member_id=me.id,
         cluster_id=cluster_id(m.id for m in members),
     )

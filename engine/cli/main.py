@@ -117,30 +117,40 @@ def _bind(server: grpc.aio.Server, urls, creds) -> None:
             raise FlagError(f"cannot listen on {url}")
 
 
+async def _listen_http(http, urls, *, metrics_only: bool) -> None:
+    try:
+        await http.listen(urls, metrics_only=metrics_only)
+    except OSError as e:   # like a client or peer URL that cannot be bound
+        raise FlagError(str(e.strerror or e)) from None
+
+
 async def serve(cfg: MemberConfig, ready: asyncio.Event | None = None) -> int:
     """Run one member until SIGTERM/SIGINT (returns 0) or until it cannot go
     on (returns EXIT_FATAL)."""
     from engine.server.node import Node
 
+    from engine.api import add_services
+    from engine.api.auth import require_root
+    from engine.http import HttpService
+    from engine.server.kvserver import KVServer
+
     node = Node(cfg)
     await node.start()
+    kvs = KVServer(node)
+    http = HttpService(kvs)
+    # etcd serves its metrics listener from the start (/health says false until there is a leader).
+    await _listen_http(http, cfg.listen_metrics_urls, metrics_only=True)
     max_req = cfg.max_request_bytes
     # etcd: the gRPC receive limit is max-request-bytes + 512 KiB; larger
     # requests fail in grpc, smaller ones over the limit get "request is too large".
     client = make_server([("grpc.max_receive_message_length", max_req + 512 * 1024),
-                          ("grpc.max_send_message_length", 2**31 - 1)])
-    try:
-        from engine.api import add_services
-    except ImportError:  # the API layer is not there yet
-        add_services = None
-    kvs = add_services(client, node) if add_services is not None else None
+                          ("grpc.max_send_message_length", 2**31 - 1)],
+                         interceptors=[http.grpc_interceptor])
+    add_services(client, kvs)
     if cfg.enable_fault_injection:
         from engine.transport.fault_service import add_fault_service
-        admit = None
-        if kvs is not None:
-            from engine.api.auth import require_root
-            admit = functools.partial(require_root, kvs)   # with auth on, root only (issue 10)
-        add_fault_service(client, node.faults, node.member_id, admit=admit)
+        # With auth on, root only (issue 10).
+        add_fault_service(client, node.faults, node.member_id, admit=functools.partial(require_root, kvs))
     client_creds = (_server_credentials(cfg.cert_file, cfg.key_file, cfg.trusted_ca_file,
                                         cfg.client_cert_auth) if cfg.client_tls else None)
     _bind(client, cfg.listen_client_urls, client_creds)
@@ -165,6 +175,7 @@ async def serve(cfg: MemberConfig, ready: asyncio.Event | None = None) -> int:
         await asyncio.wait({stopping, failing, publishing}, return_when=asyncio.FIRST_COMPLETED)
         if node.published.is_set() and not stop.is_set() and not node.failed.is_set():
             await client.start()
+            await _listen_http(http, cfg.listen_client_http_urls, metrics_only=False)
             log.info("member %x of cluster %x serving clients on %s", node.member_id, node.cluster_id,
                      ",".join(cfg.listen_client_urls))
             if ready is not None:
@@ -191,6 +202,7 @@ async def serve(cfg: MemberConfig, ready: asyncio.Event | None = None) -> int:
         stopping.cancel()
         failing.cancel()
         publishing.cancel()
+        await http.stop()
         await client.stop(0.5)
         await peer.stop(0.5)
         try:

@@ -89,6 +89,10 @@ class MemberConfig:
     auth_token: str = DEFAULT_AUTH_TOKEN        # "simple" or "jwt,pub-key=...,priv-key=...,sign-method=..."
     auth_token_ttl: int = DEFAULT_AUTH_TOKEN_TTL
     bcrypt_cost: int = DEFAULT_BCRYPT_COST
+    # etcd's --listen-metrics-urls (/metrics and /health only) and 3.5's
+    # --listen-client-http-urls (all of HTTP: /health /version /metrics, the JSON gateway).
+    listen_metrics_urls: tuple[str, ...] = ()
+    listen_client_http_urls: tuple[str, ...] = ()
 
     @property
     def election_ticks(self) -> int:

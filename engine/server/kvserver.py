@@ -281,6 +281,17 @@ class KVServer:
         """The member's recent timeline (elections, transfers...), oldest first."""
         return list(self._node.events)
 
+    def metric_counts(self) -> dict[str, int]:
+        """etcd's server counters for /metrics: leader changes seen, proposals
+        pending and failed, slow applies, heartbeat send failures (0 until the
+        Node counts them), and live keys (etcd_debugging_mvcc_keys_total)."""
+        node = self._node
+        counts = {name: getattr(node, name, 0) for name in
+                  ("leader_changes", "proposals_pending", "proposals_failed", "slow_applies",
+                   "heartbeat_send_failures")}
+        counts["keys"] = node.applier.kv.index.live_count()
+        return counts
+
     def request_totals(self) -> dict[str, int]:
         """Counts since start: requests proposed and applied, peer messages sent."""
         node = self._node

@@ -212,3 +212,15 @@ def test_snapshot_catchup_entries() -> None:
     assert c.snapshot_catchup_entries == 5000
     c = parse_args(member_args(1, "--experimental-snapshot-catchup-entries", "20"))
     assert c.snapshot_catchup_entries == 20
+
+
+def test_http_listener_urls() -> None:
+    c = parse_args(member_args(1, "--listen-metrics-urls", "http://127.0.0.1:12381",
+                               "--listen-client-http-urls=http://127.0.0.1:12382,http://127.0.0.1:12383"))
+    assert c.listen_metrics_urls == ("http://127.0.0.1:12381",)
+    assert c.listen_client_http_urls == ("http://127.0.0.1:12382", "http://127.0.0.1:12383")
+    assert parse_args(member_args(1)).listen_metrics_urls == ()
+    with pytest.raises(FlagError, match="https"):   # served with the client TLS files: none given
+        parse_args(member_args(1, "--listen-metrics-urls", "https://127.0.0.1:12381"))
+    with pytest.raises(FlagError, match="IP address"):
+        parse_args(member_args(1, "--listen-client-http-urls", "http://example.com:1"))
