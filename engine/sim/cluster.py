@@ -120,6 +120,11 @@ class SimNode:
         mine = (self.voters, self.outgoing, self.learners, self.learners_next, self.auto_leave)
         core = (set(cfg.incoming), set(cfg.outgoing), set(cfg.learners), set(cfg.learners_next),
                 cfg.auto_leave)
+        r = self.rn.raft
+        if set(r.prs) != cfg.tracked() or {i for i, p in r.prs.items() if p.is_learner} != cfg.learners:
+            raise InvariantViolation(
+                f"progress: node {self.id} tracks {sorted(r.prs)} (learners "
+                f"{sorted(i for i, p in r.prs.items() if p.is_learner)}) under config {cfg}")
         if mine != core:
             raise InvariantViolation(
                 f"membership: node {self.id} core has {cfg}, the log says voters "
