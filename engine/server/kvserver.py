@@ -196,9 +196,9 @@ class KVServer:
         return self._node.applier.hub
 
     @property
-    def auth_store(self) -> "AuthStore | None":
-        """etcd's auth store (users, roles, permissions); None until the applier has one."""
-        return getattr(self._node.applier, "auth", None)
+    def auth_store(self) -> "AuthStore":
+        """etcd's auth store (users, roles, permissions)."""
+        return self._node.applier.auth
 
     async def wait_applied(self, index: int, timeout: float) -> None:
         """Return once this member applied `index`; asyncio.TimeoutError after timeout."""
@@ -271,11 +271,11 @@ class KVServer:
 
     @property
     def loop_lag(self) -> float:
-        return getattr(self._node, "loop_lag", 0.0)
+        return self._node.loop_lag
 
     @property
     def loop_lag_max(self) -> float:
-        return getattr(self._node, "loop_lag_max", 0.0)
+        return self._node.loop_lag_max
 
     def events(self) -> list["TimelineEvent"]:
         """The member's recent timeline (elections, transfers...), oldest first."""
