@@ -65,8 +65,3 @@ def request_timeout(server: KVServer, context: grpc.aio.ServicerContext | None =
         if left is not None:
             timeout = max(0.0, min(timeout, left + CLIENT_DEADLINE_SLACK))
     return timeout
-
-
-def fill_header(server: KVServer, header, revision: int | None = None) -> None:
-    """KVServer.fill_header, for handlers not yet calling it directly (auth.py)."""
-    server.fill_header(header, revision)
