@@ -1,22 +1,26 @@
-"""etcd's v3 JSON gateway (grpc-gateway, as etcd 3.4 serves it) for the KV service.
+"""etcd's v3 JSON gateway (grpc-gateway, as etcd 3.4 serves it on the client URL).
 
     POST /v3/kv/range        {"key":"Zm9v"}             -> RangeResponse as JSON
     POST /v3/kv/put          {"key":"Zm9v","value":"YmFy"}
-    POST /v3/kv/deleterange, /v3/kv/txn, /v3/kv/compaction
-    (/v3beta/... too, as etcd 3.4 serves both prefixes)
+    ... every unary method etcd 3.4 binds (ROUTES: kv, lease, cluster/member,
+    maintenance, auth), and /v3/lease/keepalive with its one request;
+    /v3beta/... too, as etcd 3.4 serves both prefixes.
 
 A request is the JSON form of the gRPC request (proto field names or their
 lowerCamelCase; bytes in standard base64, int64 as strings or numbers, enums
 by name or number; unknown fields ignored; an empty body or `null` is the
 empty request). It is answered by the same servicer the gRPC server runs
-(engine/api/kv.py: the same checks, errors and auth), and the response is
+(engine/api: the same checks, errors and permission checks, the token from
+the Authorization header as grpc-gateway forwards it), and the response is
 the gRPC response in etcd's JSON: proto field names, int64 as strings,
 bytes in base64, enums by name, fields at their default left out, no
 spaces. An error is `{"error":msg,"message":msg,"code":grpc code}` with
 grpc-gateway's HTTP status for the code (InvalidArgument and OutOfRange
 400, NotFound 404, FailedPrecondition 412, ResourceExhausted 429,
-Unavailable 503, ...). Anything but POST gets 405; an unknown path under
-/v3/ gets grpc-gateway's 404 "Not Found". Checked side by side with etcd
+Unavailable 503, ...). A streamed answer is one `{"result":...}` line per
+message. Anything but POST gets 405; an unknown path under /v3/ gets
+grpc-gateway's 404 "Not Found". Not served yet: /v3/watch and
+/v3/maintenance/snapshot (long streams). Checked side by side with etcd
 3.4.23 in tests/http/test_http_gateway.py.
 
 Work proportional to a request's size (decoding a 2 MiB body, encoding a
@@ -35,12 +39,17 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 
+from engine.api.auth import AuthServicer
+from engine.api.cluster import ClusterServicer
+from engine.api.forward import LeaderLink
 from engine.api.kv import KVServicer
+from engine.api.lease import LeaseServicer
+from engine.api.maintenance import MaintenanceServicer
 from engine.api.stats import Counters
 from engine.proto import rpc_pb2
 from engine.server.kvserver import KVServer
 
-from .server import Request, Response
+from .server import REASONS, Request, Response
 
 log = logging.getLogger("engine.http")
 
@@ -59,13 +68,29 @@ HTTP_STATUS = {
     grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DATA_LOSS: 500,
 }
 
-# path (after the /v3/ or /v3beta/ prefix) -> (servicer method, request type, response type)
-KV_ROUTES = {
-    "kv/range": ("Range", rpc_pb2.RangeRequest, rpc_pb2.RangeResponse),
-    "kv/put": ("Put", rpc_pb2.PutRequest, rpc_pb2.PutResponse),
-    "kv/deleterange": ("DeleteRange", rpc_pb2.DeleteRangeRequest, rpc_pb2.DeleteRangeResponse),
-    "kv/txn": ("Txn", rpc_pb2.TxnRequest, rpc_pb2.TxnResponse),
-    "kv/compaction": ("Compact", rpc_pb2.CompactionRequest, rpc_pb2.CompactionResponse),
+# path after /v3/ (or /v3beta/) -> (service, method): etcd 3.4's google.api.http
+# bindings for the unary methods, and LeaseKeepAlive (one request, one answer).
+ROUTES = {
+    "kv/range": ("KV", "Range"), "kv/put": ("KV", "Put"), "kv/deleterange": ("KV", "DeleteRange"),
+    "kv/txn": ("KV", "Txn"), "kv/compaction": ("KV", "Compact"),
+    "lease/grant": ("Lease", "LeaseGrant"), "lease/revoke": ("Lease", "LeaseRevoke"),
+    "kv/lease/revoke": ("Lease", "LeaseRevoke"), "lease/keepalive": ("Lease", "LeaseKeepAlive"),
+    "lease/timetolive": ("Lease", "LeaseTimeToLive"), "kv/lease/timetolive": ("Lease", "LeaseTimeToLive"),
+    "lease/leases": ("Lease", "LeaseLeases"), "kv/lease/leases": ("Lease", "LeaseLeases"),
+    "cluster/member/add": ("Cluster", "MemberAdd"), "cluster/member/remove": ("Cluster", "MemberRemove"),
+    "cluster/member/update": ("Cluster", "MemberUpdate"), "cluster/member/list": ("Cluster", "MemberList"),
+    "cluster/member/promote": ("Cluster", "MemberPromote"),
+    "maintenance/alarm": ("Maintenance", "Alarm"), "maintenance/status": ("Maintenance", "Status"),
+    "maintenance/defragment": ("Maintenance", "Defragment"), "maintenance/hash": ("Maintenance", "Hash"),
+    "maintenance/transfer-leadership": ("Maintenance", "MoveLeader"),
+    "auth/enable": ("Auth", "AuthEnable"), "auth/disable": ("Auth", "AuthDisable"),
+    "auth/authenticate": ("Auth", "Authenticate"), "auth/user/add": ("Auth", "UserAdd"),
+    "auth/user/get": ("Auth", "UserGet"), "auth/user/list": ("Auth", "UserList"),
+    "auth/user/delete": ("Auth", "UserDelete"), "auth/user/changepw": ("Auth", "UserChangePassword"),
+    "auth/user/grant": ("Auth", "UserGrantRole"), "auth/user/revoke": ("Auth", "UserRevokeRole"),
+    "auth/role/add": ("Auth", "RoleAdd"), "auth/role/get": ("Auth", "RoleGet"),
+    "auth/role/list": ("Auth", "RoleList"), "auth/role/delete": ("Auth", "RoleDelete"),
+    "auth/role/grant": ("Auth", "RoleGrantPermission"), "auth/role/revoke": ("Auth", "RoleRevokePermission"),
 }
 PREFIXES = ("/v3/", "/v3beta/")
 
@@ -86,6 +111,10 @@ class _Context:
         self._metadata = metadata
         self._code: grpc.StatusCode | None = None
         self._details = ""
+        self.written: list = []     # what a streaming method wrote
+
+    async def write(self, message) -> None:
+        self.written.append(message)
 
     def invocation_metadata(self):
         return self._metadata
@@ -121,37 +150,76 @@ def error_response(code: grpc.StatusCode, message: str) -> Response:
     return Response(HTTP_STATUS.get(code, 500), body, [("Content-Type", "application/json")])
 
 
+def _types(service: str, method: str):
+    m = rpc_pb2.DESCRIPTOR.services_by_name[service].methods_by_name[method]
+    return (getattr(rpc_pb2, m.input_type.name), getattr(rpc_pb2, m.output_type.name),
+            m.client_streaming)
+
+
 class Gateway:
     def __init__(self, kvs: KVServer) -> None:
         self.kvs = kvs
-        self.kv = KVServicer(kvs, Counters())
+        link = LeaderLink(kvs)
+        # Servicers of our own, made as engine.api.add_services makes them.
+        self.servicers = {"KV": KVServicer(kvs, Counters()), "Lease": LeaseServicer(kvs, link),
+                          "Cluster": ClusterServicer(kvs, link), "Maintenance": MaintenanceServicer(kvs),
+                          "Auth": AuthServicer(kvs)}
 
     async def handle(self, req: Request) -> Response:
         path = req.path
         route = None
         for prefix in PREFIXES:
             if path.startswith(prefix):
-                route = KV_ROUTES.get(path[len(prefix):])
+                route = ROUTES.get(path[len(prefix):])
         if route is None:
             return Response.text(404, "Not Found")
         if req.method != "POST":
             return Response.text(405, "Method Not Allowed")
-        method, req_type, resp_type = route
+        service, method = route
+        req_type, resp_type, streaming = _types(service, method)
+        handler = getattr(self.servicers[service], method)
         try:
             if len(req.body) > OFFLOOP_BYTES:
                 request = await asyncio.to_thread(parse_request, req.body, req_type)
             else:
                 request = parse_request(req.body, req_type)
             ctx = _Context(_metadata(req))
-            result = await getattr(self.kv, method)(request, ctx)
+            if streaming:
+                return await self._stream(handler, request, ctx, resp_type)
+            result = await handler(request, ctx)
             if isinstance(result, (bytes, bytearray)) and len(result) > OFFLOOP_BYTES:
                 body = await asyncio.to_thread(encode_response, result, resp_type)
             else:
                 body = encode_response(result, resp_type)
         except GatewayError as e:
             return error_response(e.code, e.message)
-        return Response(200, body, [("Content-Type", "application/json"),
-                                    ("Grpc-Metadata-Content-Type", "application/grpc")])
+        return Response(200, body, _OK_HEADERS)
+
+    @staticmethod
+    async def _stream(handler, request, ctx: "_Context", resp_type) -> Response:
+        """A client-streaming method sent one request: grpc-gateway answers
+        each message as {"result": ...} on a line of its own; an error after
+        them as {"error": {...}}."""
+        async def one():
+            yield request
+        error = None
+        try:
+            await handler(one(), ctx)
+        except GatewayError as e:
+            error = e
+        lines = [b'{"result":' + encode_response(m, resp_type) + b"}\n" for m in ctx.written]
+        if error is not None:
+            if not lines:
+                return error_response(error.code, error.message)
+            lines.append(json.dumps({"error": {"grpc_code": error.code.value[0],
+                                               "http_code": HTTP_STATUS.get(error.code, 500),
+                                               "message": error.message,
+                                               "http_status": REASONS.get(HTTP_STATUS.get(error.code, 500), "")}},
+                                    separators=(",", ":")).encode() + b"\n")
+        return Response(200, b"".join(lines), _OK_HEADERS)
+
+
+_OK_HEADERS = [("Content-Type", "application/json"), ("Grpc-Metadata-Content-Type", "application/grpc")]
 
 
 def _metadata(req: Request) -> tuple[tuple[str, str], ...]:

@@ -118,7 +118,7 @@ class HttpService:
 
     async def _client_handler(self, req: Request) -> Response:
         resp = await self._route_client(req)
-        resp.headers[:0] = CORS_HEADERS
+        resp.headers = [*CORS_HEADERS, *resp.headers]
         return resp
 
     async def _route_client(self, req: Request) -> Response:
