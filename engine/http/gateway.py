@@ -19,8 +19,8 @@ grpc-gateway's HTTP status for the code (InvalidArgument and OutOfRange
 400, NotFound 404, FailedPrecondition 412, ResourceExhausted 429,
 Unavailable 503, ...). A streamed answer is one `{"result":...}` line per
 message. Anything but POST gets 405; an unknown path under /v3/ gets
-grpc-gateway's 404 "Not Found". Not served yet: /v3/watch and
-/v3/maintenance/snapshot (long streams). Checked side by side with etcd
+grpc-gateway's 404 "Not Found". /v3/watch streams (chunked) until the
+client goes away. Not served yet: /v3/maintenance/snapshot. Checked side by side with etcd
 3.4.23 in tests/http/test_http_gateway.py.
 
 Work proportional to a request's size (decoding a 2 MiB body, encoding a
@@ -46,6 +46,7 @@ from engine.api.kv import KVServicer
 from engine.api.lease import LeaseServicer
 from engine.api.maintenance import MaintenanceServicer
 from engine.api.stats import Counters
+from engine.api.watch import WatchRegistry, WatchServicer
 from engine.proto import rpc_pb2
 from engine.server.kvserver import KVServer
 
@@ -91,7 +92,10 @@ ROUTES = {
     "auth/role/add": ("Auth", "RoleAdd"), "auth/role/get": ("Auth", "RoleGet"),
     "auth/role/list": ("Auth", "RoleList"), "auth/role/delete": ("Auth", "RoleDelete"),
     "auth/role/grant": ("Auth", "RoleGrantPermission"), "auth/role/revoke": ("Auth", "RoleRevokePermission"),
+    "watch": ("Watch", "Watch"),
 }
+# Answers a watch may have queued for a slow HTTP client before the watch waits.
+WATCH_QUEUE = 64
 PREFIXES = ("/v3/", "/v3beta/")
 
 
@@ -107,14 +111,18 @@ class _Context:
     """The part of grpc.aio.ServicerContext a unary servicer uses, for a
     request that came over HTTP. abort() raises GatewayError."""
 
-    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+    def __init__(self, metadata: tuple[tuple[str, str], ...], queue: asyncio.Queue | None = None) -> None:
         self._metadata = metadata
+        self.queue = queue          # where a streaming method's writes go, if given
         self._code: grpc.StatusCode | None = None
         self._details = ""
         self.written: list = []     # what a streaming method wrote
 
     async def write(self, message) -> None:
-        self.written.append(message)
+        if self.queue is not None:
+            await self.queue.put(message)   # waits while a slow client has WATCH_QUEUE unread
+        else:
+            self.written.append(message)
 
     def invocation_metadata(self):
         return self._metadata
@@ -163,7 +171,8 @@ class Gateway:
         # Servicers of our own, made as engine.api.add_services makes them.
         self.servicers = {"KV": KVServicer(kvs, Counters()), "Lease": LeaseServicer(kvs, link),
                           "Cluster": ClusterServicer(kvs, link), "Maintenance": MaintenanceServicer(kvs),
-                          "Auth": AuthServicer(kvs)}
+                          "Auth": AuthServicer(kvs),
+                          "Watch": WatchServicer(kvs, Counters(), WatchRegistry())}
 
     async def handle(self, req: Request) -> Response:
         path = req.path
@@ -178,6 +187,8 @@ class Gateway:
         service, method = route
         req_type, resp_type, streaming = _types(service, method)
         handler = getattr(self.servicers[service], method)
+        if service == "Watch":
+            return await self._watch(handler, req)
         try:
             if len(req.body) > OFFLOOP_BYTES:
                 request = await asyncio.to_thread(parse_request, req.body, req_type)
@@ -211,12 +222,61 @@ class Gateway:
         if error is not None:
             if not lines:
                 return error_response(error.code, error.message)
-            lines.append(json.dumps({"error": {"grpc_code": error.code.value[0],
-                                               "http_code": HTTP_STATUS.get(error.code, 500),
-                                               "message": error.message,
-                                               "http_status": REASONS.get(HTTP_STATUS.get(error.code, 500), "")}},
-                                    separators=(",", ":")).encode() + b"\n")
+            lines.append(_stream_error(error))
         return Response(200, b"".join(lines), _OK_HEADERS)
+
+
+    @staticmethod
+    async def _watch(handler, req: Request) -> Response:
+        """/v3/watch: the body's JSON values are the stream's requests; the
+        answer streams {"result":...} lines until the client goes away (as
+        with etcd, the end of the body does not end the watch)."""
+        try:
+            requests = parse_requests(req.body, rpc_pb2.WatchRequest)
+        except GatewayError as e:
+            # etcd's gateway fails the first request's decoding as Unknown (500).
+            return error_response(grpc.StatusCode.UNKNOWN, e.message)
+        ctx = _Context(_metadata(req), queue=asyncio.Queue(WATCH_QUEUE))
+        gone = asyncio.Event()
+
+        async def request_stream():
+            for r in requests:
+                yield r
+            await gone.wait()     # the client's side of the stream stays open
+
+        async def run() -> None:
+            try:
+                await handler(request_stream(), ctx)
+            except GatewayError as e:
+                await ctx.queue.put(e)
+            except Exception:
+                log.exception("gateway watch failed")
+            finally:
+                await ctx.queue.put(None)
+
+        task = asyncio.get_running_loop().create_task(run())
+
+        async def chunks():
+            try:
+                while True:
+                    item = await ctx.queue.get()
+                    if item is None:
+                        return
+                    if isinstance(item, GatewayError):
+                        yield _stream_error(item)
+                        return
+                    yield b'{"result":' + encode_response(item, rpc_pb2.WatchResponse) + b"}\n"
+            finally:
+                gone.set()
+                task.cancel()
+
+        return Response(200, b"", list(_OK_HEADERS), stream=chunks())
+
+
+def _stream_error(e: GatewayError) -> bytes:
+    status = HTTP_STATUS.get(e.code, 500)
+    return json.dumps({"error": {"grpc_code": e.code.value[0], "http_code": status, "message": e.message,
+                                 "http_status": REASONS.get(status, "")}}, separators=(",", ":")).encode() + b"\n"
 
 
 _OK_HEADERS = [("Content-Type", "application/json"), ("Grpc-Metadata-Content-Type", "application/grpc")]
@@ -237,6 +297,29 @@ def encode_response(result: Any, resp_type) -> bytes:
     msg = resp_type.FromString(bytes(result)) if isinstance(result, (bytes, bytearray)) else result
     return json.dumps(json_format.MessageToDict(msg, preserving_proto_field_name=True),
                       separators=(",", ":")).encode()
+
+
+def parse_requests(body: bytes, req_type) -> list:
+    """A stream's requests: the body's JSON values one after another. A value
+    that does not decode ends the list there (GatewayError if it is the first)."""
+    text = body.decode("utf-8", errors="replace")
+    decoder, pos, out = json.JSONDecoder(), 0, []
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n":
+            pos += 1
+        if pos >= len(text):
+            return out
+        try:
+            _, end = decoder.raw_decode(text, pos)
+            out.append(parse_request(text[pos:end].encode(), req_type))
+        except (json.JSONDecodeError, GatewayError) as e:
+            if out:
+                return out
+            if isinstance(e, GatewayError):
+                raise
+            raise GatewayError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"invalid character {text[pos]!r} looking for beginning of value") from None
+        pos = end
 
 
 def parse_request(body: bytes, req_type):

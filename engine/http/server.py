@@ -26,7 +26,7 @@ import email.utils
 import logging
 import ssl as _ssl
 import urllib.parse
-from typing import Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable
 
 log = logging.getLogger("engine.http")
 
@@ -80,6 +80,9 @@ class Response:
     status: int = 200
     body: bytes = b""
     headers: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    # A streamed answer (chunked, then the connection closes): its chunks, in
+    # place of body. The iterator is closed when the client goes away.
+    stream: AsyncIterator[bytes] | None = None
 
     @classmethod
     def text(cls, status: int, text: str, *extra: tuple[str, str]) -> "Response":
@@ -100,7 +103,10 @@ def encode_response(resp: Response, *, close: bool, head_only: bool = False) -> 
         names.add(name.lower())
     if "date" not in names:
         lines.append("Date: " + email.utils.formatdate(usegmt=True))
-    lines.append(f"Content-Length: {len(resp.body)}")
+    if resp.stream is not None:
+        lines.append("Transfer-Encoding: chunked")
+    else:
+        lines.append(f"Content-Length: {len(resp.body)}")
     if close:
         lines.append("Connection: close")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -282,6 +288,9 @@ class HttpServer:
             except Exception:
                 log.exception("http handler for %s %s failed", req.method, req.path)
                 resp = Response.text(500, "Internal Server Error")
+            if resp.stream is not None:
+                await self._send_stream(reader, writer, resp)
+                return
             await self._send(writer, resp, close=close, head_only=req.method == "HEAD")
             if close:
                 return
@@ -297,6 +306,46 @@ class HttpServer:
             data = data.lstrip(b"\r\n")
             if data:
                 return data[:-4]
+
+    @staticmethod
+    async def _send_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, resp: Response) -> None:
+        """Chunks until the stream ends or the client goes away (anything it
+        sends now, or its EOF, ends the answer), then the connection closes."""
+        stream = resp.stream
+        assert stream is not None
+
+        async def client_gone() -> None:
+            await reader.read(1)
+
+        watching = asyncio.ensure_future(client_gone())
+        try:
+            writer.write(encode_response(resp, close=True))
+            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+            it = stream.__aiter__()
+            while True:
+                nxt = asyncio.ensure_future(it.__anext__())
+                done, _ = await asyncio.wait({nxt, watching}, return_when=asyncio.FIRST_COMPLETED)
+                if nxt not in done:
+                    nxt.cancel()
+                    await asyncio.wait({nxt})   # let the generator unwind before aclose()
+                    return
+                try:
+                    chunk = nxt.result()
+                except StopAsyncIteration:
+                    break
+                if chunk:
+                    writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+            writer.write(b"0\r\n\r\n")
+            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+        finally:
+            watching.cancel()
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()
+                except (RuntimeError, Exception):
+                    pass
 
     @staticmethod
     async def _send(writer: asyncio.StreamWriter, resp: Response, *, close: bool,

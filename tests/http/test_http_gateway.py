@@ -4,9 +4,11 @@ JSON bodies equal once the ids and term in the header are set aside."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
+from engine.server.kvserver import KVServer
 from tests.http.member import HttpMembers, fetch
 from tests.support import etcd as support_etcd
 
@@ -173,3 +175,47 @@ def test_lease_maintenance_cluster_auth_gateway_as_etcd(etcd, ours) -> None:
         o = _normal(fetch(o_url + path, "POST", body.encode()))
         e, o = (e[0], e[1], _set_aside(path, e[2])), (o[0], o[1], _set_aside(path, o[2]))
         assert o == e, (path, body)
+
+
+def _watch_lines(base: str, body: bytes, put_path: str, n: int) -> list[dict]:
+    """Open /v3/watch, make one put once the watch is created, read n answer lines."""
+    import http.client
+    import urllib.parse
+
+    u = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
+    try:
+        conn.request("POST", "/v3/watch", body=body)
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.getheader("Content-Type") == "application/json"
+        out = []
+        while len(out) < n:
+            line = resp.readline()
+            assert line, out
+            out.append(_normal((200, {"Content-Type": "application/json"}, line))[2])
+            if len(out) == 1:
+                assert fetch(base + put_path, "POST", b'{"key":"dw==","value":"MQ=="}')[0] == 200
+        return out
+    finally:
+        conn.close()
+
+
+def test_watch_gateway_streams_as_etcd(etcd, ours) -> None:
+    body = b'{"create_request":{"key":"dw==","prev_kv":true}} {"create_request":{"key":"dw=="}}'
+    e = _watch_lines(etcd.client_urls[0], body, "/v3/kv/put", 3)
+    o = _watch_lines(ours.client_url["n1"], body, "/v3/kv/put", 3)
+    assert o == e
+    assert e[2]["result"]["events"][0]["kv"]["value"] == "MQ=="
+    # The client went away: its two watchers are cancelled on our member.
+    hub = KVServer(ours.node()).watch_hub
+
+    async def watchers() -> int:
+        return len(hub._watchers)
+    deadline = time.monotonic() + 10
+    while ours.lt.call(watchers()) and time.monotonic() < deadline:
+        time.sleep(0.02)   # poll interval, not synchronisation
+    assert ours.lt.call(watchers()) == 0
+    # A body that does not decode: etcd's gateway answers Unknown, 500.
+    e, o = (_normal(fetch(etcd.client_urls[0] + "/v3/watch", "POST", b"xx")),
+            _normal(fetch(ours.client_url["n1"] + "/v3/watch", "POST", b"xx")))
+    assert o == e and e[0] == 500
