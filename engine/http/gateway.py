@@ -275,8 +275,9 @@ class Gateway:
 
 def _stream_error(e: GatewayError) -> bytes:
     status = HTTP_STATUS.get(e.code, 500)
-    return json.dumps({"error": {"grpc_code": e.code.value[0], "http_code": status, "message": e.message,
-                                 "http_status": REASONS.get(status, "")}}, separators=(",", ":")).encode() + b"\n"
+    error = {"grpc_code": e.code.value[0], "http_code": status, "message": e.message,
+             "http_status": REASONS.get(status, "")}
+    return json.dumps({"error": error}, separators=(",", ":")).encode() + b"\n"
 
 
 _OK_HEADERS = [("Content-Type", "application/json"), ("Grpc-Metadata-Content-Type", "application/grpc")]

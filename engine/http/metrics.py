@@ -10,7 +10,9 @@ Names, types, help texts, labels and units are etcd 3.4.23's (as its
     index), proposals_pending, proposals_failed_total, slow_apply_total,
     heartbeat_send_failures_total, quota_backend_bytes, etcd_server_version,
     etcd_server_id, etcd_mvcc_db_total_size_in_bytes and _in_use_in_bytes,
-    etcd_debugging_mvcc_keys_total;
+    etcd_debugging_mvcc_db_total_size_in_bytes, etcd_debugging_mvcc_keys_total,
+    and, once the store and the transport count them, etcd_mvcc_put/delete/
+    range/txn_total and etcd_network_peer_sent/received_bytes_total;
   * counted here: etcd_server_health_success / health_failures (/health),
     grpc_server_started_total, handled_total, msg_received_total,
     msg_sent_total and etcd_network_client_grpc_received/sent_bytes_total
@@ -154,16 +156,34 @@ class ServerCollector:
         yield gauge("etcd_mvcc_db_total_size_in_use_in_bytes",
                     "Total size of the underlying database logically in use in bytes.",
                     kvs.db_size_in_use())
+        # etcd 3.4's Grafana dashboard draws "DB Size" from the debugging name.
+        yield gauge("etcd_debugging_mvcc_db_total_size_in_bytes",
+                    "Total size of the underlying database physically allocated in bytes.", kvs.db_size())
         yield gauge("etcd_debugging_mvcc_keys_total", "Total number of keys.", counts["keys"])
+        for op in ("put", "delete", "range", "txn"):
+            if f"{op}_total" in counts:   # once the store counts them
+                yield counter(f"etcd_mvcc_{op}_total", f"Total number of {op}s seen by this member.",
+                              counts[f"{op}_total"])
+        traffic = getattr(kvs, "peer_traffic", None)
+        if traffic is not None:
+            sent = CounterMetricFamily("etcd_network_peer_sent_bytes_total",
+                                       "The total number of bytes sent to peers.", labels=["To"])
+            received = CounterMetricFamily("etcd_network_peer_received_bytes_total",
+                                           "The total number of bytes received from peers.", labels=["From"])
+            for peer, (out, into) in sorted(traffic().items()):
+                sent.add_metric([f"{peer:x}"], out)
+                received.add_metric([f"{peer:x}"], into)
+            yield sent
+            yield received
 
 
 def _counts(kvs: KVServer) -> dict[str, int]:
-    """KVServer.metric_counts() once the member has it (asked of its owners); zeros until then."""
-    read = getattr(kvs, "metric_counts", None)
-    got = read() if read is not None else {}
-    return {name: got.get(name, 0) for name in
-            ("leader_changes", "proposals_pending", "proposals_failed", "slow_applies",
-             "heartbeat_send_failures", "keys")}
+    """KVServer.metric_counts(), with 0 for a count it does not have."""
+    counts = dict(kvs.metric_counts())
+    for name in ("leader_changes", "proposals_pending", "proposals_failed", "slow_applies",
+                 "heartbeat_send_failures", "keys"):
+        counts.setdefault(name, 0)
+    return counts
 
 
 class DiskCollector:

@@ -308,7 +308,8 @@ class HttpServer:
                 return data[:-4]
 
     @staticmethod
-    async def _send_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, resp: Response) -> None:
+    async def _send_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                           resp: Response) -> None:
         """Chunks until the stream ends or the client goes away (anything it
         sends now, or its EOF, ends the answer), then the connection closes."""
         stream = resp.stream

@@ -26,13 +26,13 @@ def _openssl(*args: str, cwd) -> None:
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
     d = tmp_path_factory.mktemp("pki-http")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=raftui-http-ca",
-             "-keyout", "ca.key", "-out", "ca.crt", cwd=d)
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+             "-subj", "/CN=raftui-http-ca", "-keyout", "ca.key", "-out", "ca.crt", cwd=d)
     (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=member", "-keyout", "m.key", "-out", "m.csr",
-             cwd=d)
-    _openssl("x509", "-req", "-in", "m.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-             "-extfile", "san.cnf", "-out", "m.crt", cwd=d)
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=member", "-keyout", "m.key",
+             "-out", "m.csr", cwd=d)
+    _openssl("x509", "-req", "-in", "m.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-days", "2", "-extfile", "san.cnf", "-out", "m.crt", cwd=d)
     return d
 
 
