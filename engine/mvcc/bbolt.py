@@ -347,7 +347,7 @@ class _TreeWriter:
 
     def _flush(self) -> None:
         pgid = self.w.alloc_write(self.elems, branch=False)
-        self.leaves.append((self.elems[0][1], pgid))
+        self.leaves.append((self.elems[0][1] if self.elems else b"", pgid))
         self.elems, self.size = [], HDR
 
     def finish(self) -> int:
@@ -360,7 +360,8 @@ class _TreeWriter:
             size = HDR
             for key, pgid in level:
                 need = ELEM + len(key)
-                if group and size + need > self.w.fill:
+                # (at least two children a page, so each level is smaller)
+                if len(group) >= 2 and size + need > self.w.fill:
                     nxt.append((group[0][1], self.w.alloc_write(group, branch=True)))
                     group, size = [], HDR
                 group.append((pgid, key, b""))
