@@ -165,7 +165,7 @@ def to_bbolt(sqlite_path: str, out_path: str) -> int:
                 metas.append((theirs, _rev_bytes(meta[ours])))
         leases = [(_I64BE.pack(i), _encode_lease(i, ttl, rem))
                   for i, ttl, rem in _rows(db, have, "lease", "SELECT id, ttl, remaining_ttl FROM lease")]
-        alarms = [(rpc_pb2.AlarmMember(MemberID=_backend._to_u64(m), alarm=a).SerializeToString(), b"")
+        alarms = [(rpc_pb2.AlarmMember(memberID=_backend._to_u64(m), alarm=a).SerializeToString(), b"")
                   for m, a in _rows(db, have, "alarm", "SELECT member_id, alarm FROM alarm")]
         members, removed = [], []
         for mid, text in _rows(db, have, "members", "SELECT id, record FROM members"):
@@ -293,7 +293,7 @@ def from_bbolt(bbolt_path: str, out_sqlite_path: str) -> int:
                     a = rpc_pb2.AlarmMember.FromString(k)
                 except Exception:
                     raise bbolt.BoltError("alarm: malformed record") from None
-                alarms.append((_backend._to_i64(a.MemberID), a.alarm))
+                alarms.append((_backend._to_i64(a.memberID), a.alarm))
             db.executemany("INSERT OR IGNORE INTO alarm (member_id, alarm) VALUES (?, ?)", alarms)
 
             db.executemany("INSERT OR REPLACE INTO members (id, record) VALUES (?, ?)",
