@@ -1,0 +1,114 @@
+"""Snapshots move both ways between raftnode and real etcd 3.4 (issue 12's
+proof), each with updates, deletes, a lease and a compaction in the history:
+
+    raftnode -> etcdctl snapshot save, status, restore -> etcd serves the keys
+    etcd -> etcdctl snapshot save -> raftnode snapshot restore -> raftnode serves them
+
+One member each side, real processes, stopped by PID."""
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from engine.cli import launch
+from engine.mvcc import bbolt
+from tests.support import ports
+from tests.support.etcd import EtcdCluster, EtcdMember, etcdctl, start_etcd_cluster
+from tests.support.raftnode import start_raftnode_cluster
+
+from .test_bbolt import status_of
+
+
+def ok(eps, *args) -> str:
+    r = etcdctl(eps, *args)
+    assert r.returncode == 0, (args, r.stderr)
+    return r.stdout
+
+
+def get_all(eps, *extra) -> tuple[int, list[dict]]:
+    """(header revision, kvs) of every key, as etcdctl prints them in JSON."""
+    out = json.loads(ok(eps, "get", "", "--prefix", "-w", "json", *extra))
+    return int(out["header"]["revision"]), out.get("kvs", [])
+
+
+def write_history(eps) -> dict:
+    """Puts, an update, deletes, a lease with a key, a compaction and writes
+    after it; what a restored member must answer the same."""
+    for i in range(12):
+        ok(eps, "put", f"k{i:02d}", f"v{i}")
+    ok(eps, "put", "k01", "v1 again")
+    ok(eps, "del", "k02")
+    ok(eps, "del", "k1", "--prefix")
+    lease = ok(eps, "lease", "grant", "900").split()[1]
+    ok(eps, "put", "--lease=" + lease, "leased", "x" * 5000)
+    rev, _ = get_all(eps)
+    compacted = rev - 3
+    ok(eps, "compaction", str(compacted))
+    ok(eps, "put", "k03", "after the compaction")
+    rev, kvs = get_all(eps)
+    return {"rev": rev, "kvs": kvs, "old": get_all(eps, f"--rev={rev - 2}")[1], "lease": lease,
+            "compacted": compacted}
+
+
+def check_serves(eps, want: dict) -> None:
+    rev, kvs = get_all(eps)
+    assert (rev, kvs) == (want["rev"], want["kvs"])
+    assert get_all(eps, f"--rev={want['rev'] - 2}")[1] == want["old"]
+    r = etcdctl(eps, "get", "k00", f"--rev={want['compacted'] - 1}")
+    assert r.returncode != 0 and "required revision has been compacted" in r.stderr
+    assert want["lease"] in ok(eps, "lease", "list")
+    ttl = json.loads(ok(eps, "lease", "timetolive", want["lease"], "--keys", "-w", "json"))
+    assert ttl["keys"] == ["bGVhc2Vk"] and 0 < ttl["ttl"] <= 900
+    out = json.loads(ok(eps, "put", "new", "v", "-w", "json"))
+    assert int(out["header"]["revision"]) == want["rev"] + 1
+
+
+def test_raftnode_snapshot_restores_into_etcd(tmp_path, etcd_binaries):
+    etcd_bin, _ = etcd_binaries
+    snap = tmp_path / "snap.db"
+    with start_raftnode_cluster(tmp_path / "rn", size=1) as rn:
+        want = write_history(rn.endpoints)
+        ok(rn.endpoints, "snapshot", "save", str(snap))
+    data = snap.read_bytes()
+    if not bbolt.is_bbolt(str(snap)):
+        pytest.skip("Maintenance.Snapshot still streams SQLite (wiring asked of engine/api's owner)")
+    raw = tmp_path / "raw.db"
+    raw.write_bytes(data[:-32])
+    status = json.loads(ok([], "snapshot", "status", str(snap), "-w", "json"))
+    assert status == status_of(str(raw))
+    assert status["revision"] == want["rev"]
+
+    cp, pp = ports.free_ports(2)
+    m = EtcdMember(name="r1", client_port=cp, peer_port=pp, data_dir=tmp_path / "r1.data",
+                   log_path=tmp_path / "r1.log")
+    initial = f"r1={m.peer_url}"
+    ok([], "snapshot", "restore", str(snap), "--name", "r1", "--initial-cluster", initial,
+       "--initial-advertise-peer-urls", m.peer_url, "--data-dir", str(m.data_dir))
+    with EtcdCluster(members=[m], data_dir=tmp_path, token="restored") as c:
+        c.track()
+        m.proc = launch.spawn([etcd_bin, *launch.member_flags("r1", m.data_dir, m.client_url, m.peer_url,
+                                                              initial, "restored"),
+                               *launch.ETCD_LOG_FLAGS], m.log_path, die_with_parent=True).popen
+        c.wait_healthy(30)
+        check_serves(c.endpoints, want)
+
+
+def test_etcd_snapshot_restores_into_raftnode(tmp_path, etcd_binaries):
+    snap = tmp_path / "snap.db"
+    with start_etcd_cluster(tmp_path / "etcd") as e:
+        want = write_history(e.endpoints)
+        ok(e.endpoints, "snapshot", "save", str(snap))
+    root = pathlib.Path(tmp_path / "rn")
+    r = subprocess.run([sys.executable, "-m", "engine", "snapshot", "restore", str(snap),
+                        "--data-dir", str(root / "n1.data")], capture_output=True, text=True, timeout=120)
+    if r.returncode != 0 and "not a store database" in r.stderr:
+        pytest.skip("raftnode snapshot restore does not take bbolt yet (wiring asked of engine/cli's owner)")
+    assert r.returncode == 0, r.stderr
+    assert f"at revision {want['rev']}" in r.stdout
+    # start_raftnode_cluster names its first member n1 with data in n1.data: the restored dir
+    with start_raftnode_cluster(root, size=1) as rn:
+        check_serves(rn.endpoints, want)
