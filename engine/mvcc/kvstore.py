@@ -148,6 +148,13 @@ class KVStore:
         self.compact_rev = -1
         self._in_batch = False
         self._pending: dict[bytes, bytes] = {}  # rows of the open batch
+        # Operations served, as etcd counts them (etcd_mvcc_put_total,
+        # _delete_total, _range_total, _txn_total): a put or delete-range op
+        # applied, a range read by the store (in a txn too), a txn applied.
+        self.put_total = 0
+        self.delete_total = 0
+        self.range_total = 0
+        self.txn_total = 0
         self._batch_changes: list[RevisionChanges] = []
         # Compaction in progress: (compact rev, revision keys to keep; None
         # while the index is still being compacted, a slice of keys per step).
@@ -364,6 +371,7 @@ class KVStore:
                 raise errors.Compacted(self.compact_rev)
 
     def _range_plan(self, req: rpc_pb2.RangeRequest, cur: int, out: rpc_pb2.RangeResponse, steps: bool):
+        self.range_total += 1
         rev = self._check_rev(req.revision, cur)
         limit = req.limit
         # etcd fetches everything only for an explicit sort order or a
@@ -432,6 +440,7 @@ class KVStore:
                 raise errors.KeyNotFound()
 
     def _put_into(self, w: _Write, req: rpc_pb2.PutRequest, out: rpc_pb2.PutResponse) -> None:
+        self.put_total += 1
         key = req.key
         value, lease = req.value, req.lease
         if req.ignore_value or req.ignore_lease or req.prev_kv:
@@ -458,6 +467,7 @@ class KVStore:
         return out
 
     def _delete_into(self, w: _Write, req: rpc_pb2.DeleteRangeRequest, out: rpc_pb2.DeleteRangeResponse):
+        self.delete_total += 1
         end = mk_gte_range(req.range_end)
         if req.prev_kv:
             pairs, _ = self.index.revisions(req.key, end, w.read_rev())
@@ -589,6 +599,7 @@ class KVStore:
         path: list[bool] = []
         self._compare_to_path(req, self.current_rev, path)
         yield from self._check_txn_ops(req, iter(path))
+        self.txn_total += 1
         out = rpc_pb2.TxnResponse()
         w = self._begin_write()
         yield from self._txn_ops_into(w, req, iter(path), out)

@@ -280,6 +280,8 @@ class PeerStatus:
     queued: int
     sent: int                    # messages written to the stream
     dropped: int                 # messages dropped: queue full or peer down
+    sent_bytes: int = 0          # serialized batches written to its stream
+    received_bytes: int = 0      # serialized batches received on its stream
 
 
 class _Peer:
@@ -298,10 +300,13 @@ class _Peer:
         self.active_since: float | None = None
         self.sent = 0
         self.dropped = 0
+        # etcd_network_peer_sent_bytes_total / _received_bytes_total
+        self.sent_bytes = 0
+        self.received_bytes = 0
 
     def status(self) -> PeerStatus:
         return PeerStatus(self.member_id, self.urls, bool(self.up), self.active_since,
-                          len(self.queue), self.sent, self.dropped)
+                          len(self.queue), self.sent, self.dropped, self.sent_bytes, self.received_bytes)
 
 
 class PeerTransport:
@@ -557,6 +562,7 @@ class PeerTransport:
                     await self._check_removed(peer, call)
                     return f"stream to peer {peer.member_id:x} failed: {_describe_error(e)}"
                 peer.sent += len(batch.msgs)
+                peer.sent_bytes += batch.ByteSize()
         finally:
             call.cancel()
 
@@ -973,6 +979,7 @@ class _PeerServicer(peer_pb2_grpc.PeerServicer):
                 why = f"batch of {len(batch.msgs)} messages (at most {MAX_BATCH_MSGS})"
                 t._refuse(sender, why)
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, why)
+            t._peers[sender].received_bytes += batch.ByteSize()
             good = []
             for m in batch.msgs:
                 why = check_message(m, sender, t.member_id)
