@@ -79,9 +79,13 @@ class ClusterSource:
         none overwrites what another folded in while it was out on the network:
         nothing to reconcile afterwards."""
         new, events = step(self._state)
+        # A member cannot have done something after the console learned of
+        # it: a clock running ahead is held to the moment it was learned.
+        learned = self._clock()
+        events = [dataclasses.replace(e, at=learned) if e.reported and e.at > learned else e for e in events]
         # Into the timeline in the order given (the order learned), each with
         # the next sequence number; what members recorded before the console
-        # attached is history (seq 0).
+        # attached is history (seq 0). timeline.prepend places them.
         events = [e if e.at < self._since else dataclasses.replace(e, seq=next(self._seq))
                   for e in events if self._first_announcement(e)]
         if events:
@@ -177,6 +181,11 @@ class ClusterSource:
             extras.update(wal=wal, wal_member=wal_target.id)
         if watchers is not None:
             extras["watchers"] = tuple(w for ws in watchers if ws for w in ws)
+        if streams is not None:
+            # Statuses streamed while the round was out first, stamped by when
+            # they were built, so the round's fold (which lays them over its
+            # answers) does not tell their changes as learned now.
+            self._apply_streams()
         self._fold(lambda state: self._round_step(state, known, results, dict(zip(fault_eps, fault_views)),
                                                   extras, now))
         if streams is not None:
@@ -199,7 +208,10 @@ class ClusterSource:
         new = dataclasses.replace(new, rates=rates.append(
             state.rates, rates.sample(state, new, served, self._last_rates)))
         self._last_rates.update(served)
-        return new, timeline.changes(state, new, new.polled_at)
+        # Stamped when learned, as every line the console sees itself: the
+        # answers arrived between the round's start and now, and a status
+        # stream folded in meanwhile has a smaller sequence number.
+        return new, timeline.changes(state, new, self._clock())
 
     def _with_faults(self, state: ClusterState, views: dict) -> ClusterState:
         """Mark members cut off from a majority as partitioned (and name every
@@ -276,7 +288,10 @@ class ClusterSource:
 
     def _apply_streams(self) -> bool:
         streams = self._streams
-        if streams is None or not self._state.members:
+        if streams is None:
+            return False
+        if not self._state.members:
+            streams.take_built()    # told when members are known: by then, as learned
             return False
         changed = False
 
@@ -297,7 +312,18 @@ class ClusterSource:
             # members' streams can deliver in one batch): an election they report
             # wins over the same change seen in the numbers.
             notes.sort(key=lambda e: e.at)
-            return new, (notes + timeline.changes(old, new, self._clock())) if changed else []
+            # What the numbers show was true when the members built them: a
+            # candidate's "no leader" goes below the election that ended it even
+            # when the console learned it later. The earliest of the batch, so a
+            # status built after the election never lifts it above. A broken
+            # stream has no such time: then when learned.
+            built = [t for t in streams.take_built() if t > 0]
+            if broken or not built:
+                seen = timeline.changes(old, new, self._clock())
+            else:
+                seen = [dataclasses.replace(e, reported=True)
+                        for e in timeline.changes(old, new, min(built))]
+            return new, (notes + seen) if changed else []
 
         self._fold(step)
         return changed
@@ -305,26 +331,38 @@ class ClusterSource:
     def _leader_notes(self, notes: list[LeaderNote], state: ClusterState) -> list[TimelineLine]:
         """Members' leader events as timeline lines (an election once, not once per member)."""
         out = []
-        label_of = {m.endpoint: m.label for m in state.members}
-        name_of = {m.id: m.label for m in state.members}
+        # Until the member list names them (a fresh cluster), members are shown
+        # by endpoint or ID; their statuses already carry the names they go by.
+        views = self._streams.latest if self._streams is not None else {}
+        said = {ep: v.name for ep, v in views.items() if v.name}
+        name_of = {v.member_id: v.name for v in views.values() if v.member_id and v.name}
+        label_of = {}
+        for m in state.members:
+            listed = m.name and m.name != m.endpoint      # not a stand-in's endpoint
+            label_of[m.endpoint] = m.name if listed else said.get(m.endpoint, m.label)
+            if listed or m.id not in name_of:
+                name_of[m.id] = label_of[m.endpoint]
         for n in notes:
             who = label_of.get(n.endpoint, n.endpoint)
             if n.kind == "elected":
                 leader = name_of.get(n.leader_id, f"{n.leader_id:x}")
                 out.append(TimelineLine(n.at, "leader", f"leader is now {leader} (term {n.term})",
-                                         key=(n.leader_id, n.term)))
+                                         key=(n.leader_id, n.term), reported=True))
                 continue
             key = (n.endpoint, n.kind, n.term, n.at)
             if key in self._seen_notes:
                 continue
             self._seen_notes.add(key)
             if n.kind == "campaign":
-                out.append(TimelineLine(n.at, "election", f"{who} campaigns for term {n.term} ({n.detail})"))
+                out.append(TimelineLine(n.at, "election", f"{who} campaigns for term {n.term} ({n.detail})",
+                                        reported=True))
             elif n.kind == "lost":
-                out.append(TimelineLine(n.at, "election", f"{who} lost its leader (term {n.term})"))
+                out.append(TimelineLine(n.at, "election", f"{who} lost its leader (term {n.term})",
+                                        reported=True))
             elif n.kind == "transfer":
                 target = name_of.get(n.leader_id, f"{n.leader_id:x}")
-                out.append(TimelineLine(n.at, "leader", f"{who} hands leadership to {target} (term {n.term})"))
+                out.append(TimelineLine(n.at, "leader", f"{who} hands leadership to {target} (term {n.term})",
+                                        reported=True))
         return out
 
     def _discover_endpoints(self) -> None:

@@ -46,13 +46,16 @@ def build(prev: ClusterState, known: list[MemberInfo], endpoint_of: dict[int, st
         endpoint = endpoint_of.get(info.id, "")
         st = r.statuses.get(endpoint)
         old = by_id_prev.get(info.id)
+        ins = r.inspects.get(endpoint)
         base = old or Member(name=info.name, id=info.id, endpoint=endpoint)
+        # A member lists no name until it has published it (a fresh cluster);
+        # its Inspect answers already say the name it goes by.
+        said = ins.name if ins is not None and ins.available and ins.member_id == info.id else ""
         base = dataclasses.replace(
-            base, name=info.name or base.name, endpoint=endpoint, client_urls=info.client_urls,
+            base, name=info.name or said or base.name, endpoint=endpoint, client_urls=info.client_urls,
             peer_urls=info.peer_urls, is_learner=info.is_learner,
         )
         alarms = cluster_alarms.get(info.id, ()) if cluster_alarms is not None else base.alarms
-        ins = r.inspects.get(endpoint)
         if st is not None and st.ok:
             role = "leader" if st.leader_id == info.id else ("learner" if st.is_learner else "follower")
             if ins is not None and ins.available:
@@ -97,7 +100,9 @@ def overlay(state: ClusterState, views: dict[str, InspectResult]) -> ClusterStat
     for m in state.members:
         v = views.get(m.endpoint)
         if v is not None and m.health in ("up", "partitioned") and (not v.member_id or v.member_id == m.id):
-            new = dataclasses.replace(m, role=v.role, term=v.term, commit_index=v.commit_index,
+            new = dataclasses.replace(m, name=m.name if m.name and m.id > 0 and m.name != m.endpoint
+                                      else v.name or m.name,
+                                      role=v.role, term=v.term, commit_index=v.commit_index,
                                       applied_index=v.applied_index, last_index=v.last_index,
                                       leader_id=v.leader_id, loop_lag_ms=v.loop_lag_ms, inspect=True,
                                       config=v.config or m.config)

@@ -75,17 +75,23 @@ class Member:
 
 @dataclasses.dataclass(frozen=True)
 class TimelineLine:
-    """One line of the console's timeline: what the console learned, in the
-    order it learned it. (Not engine/server's TimelineEvent, which is a
-    member's own record of its leader changes, sent over Inspect.)"""
+    """One line of the console's timeline: what the console saw, in the
+    order it learned it, and what members reported, at the time it
+    happened. (Not engine/server's TimelineEvent, which is a member's own
+    record of its leader changes, sent over Inspect.)"""
     at: float                        # wall clock, seconds (a member's own clock for what it reported)
     kind: str                        # leader, election, term, down, up, alarm, compact, defrag, action, error, ...
     text: str
     ok: bool = True
     key: tuple | None = dataclasses.field(default=None, compare=False)   # (leader id, term) of a leader change
-    # The order the console learned of it (1, 2, ...): the timeline's order.
+    # The order the console learned of it (1, 2, ...).
     # 0: history a member sent about the time before the console attached.
     seq: int = dataclasses.field(default=0, compare=False)
+    # Stamped by a member's clock when it happened (Inspect's leader events,
+    # what its streamed status showed): placed among the other lines by that
+    # time, not by when the console learned it (a campaign goes below the
+    # leader it made). See timeline.prepend.
+    reported: bool = dataclasses.field(default=False, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -91,6 +91,8 @@ class InspectResult:
     applied_index: int = 0
     loop_lag_ms: int | None = None     # None: a member whose Inspect has no loop_lag_ms field
     config: RaftConfig | None = None   # voters (and C_old while joint); None: not reported
+    at: float = 0.0                    # the member's wall clock when it built the answer; 0: not sent
+    name: str = ""                     # the member's --name, as it says itself
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +191,8 @@ def inspect_result(endpoint: str, resp) -> InspectResult:
     return InspectResult(endpoint, True, _ROLES.get(resp.role, "unknown"), resp.last_index, progress,
                          member_id=resp.header.member_id, term=resp.term, leader_id=resp.leader_id,
                          commit_index=resp.commit_index, applied_index=resp.applied_index,
-                         loop_lag_ms=_loop_lag(resp), config=_config(resp))
+                         loop_lag_ms=_loop_lag(resp), config=_config(resp),
+                         at=resp.header.unix_nanos / 1e9, name=resp.header.name)
 
 
 def _config(resp) -> RaftConfig | None:

@@ -49,6 +49,7 @@ class StatusStreams:
         self.latest: dict[str, poll.InspectResult] = {}   # endpoint -> newest status (stream up)
         self.unsupported: set[str] = set()
         self._notes: list[LeaderNote] = []
+        self._built: list[float] = []                     # members' clocks of the statuses since taken
         self._broken: dict[str, str] = {}                 # endpoint -> why its stream broke
 
     def ensure(self, endpoints: Iterable[str]) -> None:
@@ -64,6 +65,12 @@ class StatusStreams:
     def take_notes(self) -> list[LeaderNote]:
         notes, self._notes = self._notes, []
         return notes
+
+    def take_built(self) -> list[float]:
+        """When the statuses received since the last call were built, each by its
+        member's clock (0 for a member that does not say)."""
+        built, self._built = self._built, []
+        return built
 
     def take_broken(self) -> dict[str, str]:
         broken, self._broken = self._broken, {}
@@ -84,7 +91,8 @@ class StatusStreams:
             why = "status stream ended"
             try:
                 async for event in call:
-                    self.latest[endpoint] = poll.inspect_result(endpoint, event.status)
+                    self.latest[endpoint] = view = poll.inspect_result(endpoint, event.status)
+                    self._built.append(view.at)
                     self._notes.extend(
                         LeaderNote(endpoint, le.unix_nanos / 1e9, _KINDS.get(le.kind, "?"), le.term,
                                    le.leader_id, le.detail)
