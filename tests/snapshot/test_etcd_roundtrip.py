@@ -7,10 +7,12 @@ proof), each with updates, deletes, a lease and a compaction in the history:
 One member each side, real processes, stopped by PID."""
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 import subprocess
 import sys
+from typing import Iterator
 
 import pytest
 
@@ -67,6 +69,25 @@ def check_serves(eps, want: dict) -> None:
     assert int(out["header"]["revision"]) == want["rev"] + 1
 
 
+@contextlib.contextmanager
+def restored_etcd(tmp_path, snap, etcd_bin) -> Iterator[EtcdCluster]:
+    """`etcdctl snapshot restore` of ``snap`` into a new one-member cluster,
+    and real etcd started on it (stopped by PID on the way out)."""
+    cp, pp = ports.free_ports(2)
+    m = EtcdMember(name="r1", client_port=cp, peer_port=pp, data_dir=tmp_path / "r1.data",
+                   log_path=tmp_path / "r1.log")
+    initial = f"r1={m.peer_url}"
+    ok([], "snapshot", "restore", str(snap), "--name", "r1", "--initial-cluster", initial,
+       "--initial-advertise-peer-urls", m.peer_url, "--data-dir", str(m.data_dir))
+    with EtcdCluster(members=[m], data_dir=tmp_path, token="restored") as c:
+        c.track()
+        m.proc = launch.spawn([etcd_bin, *launch.member_flags("r1", m.data_dir, m.client_url, m.peer_url,
+                                                              initial, "restored"),
+                               *launch.ETCD_LOG_FLAGS], m.log_path, die_with_parent=True).popen
+        c.wait_healthy(30)
+        yield c
+
+
 def test_raftnode_snapshot_restores_into_etcd(tmp_path, etcd_binaries):
     etcd_bin, _ = etcd_binaries
     snap = tmp_path / "snap.db"
@@ -82,18 +103,7 @@ def test_raftnode_snapshot_restores_into_etcd(tmp_path, etcd_binaries):
     assert status == status_of(str(raw))
     assert status["revision"] == want["rev"]
 
-    cp, pp = ports.free_ports(2)
-    m = EtcdMember(name="r1", client_port=cp, peer_port=pp, data_dir=tmp_path / "r1.data",
-                   log_path=tmp_path / "r1.log")
-    initial = f"r1={m.peer_url}"
-    ok([], "snapshot", "restore", str(snap), "--name", "r1", "--initial-cluster", initial,
-       "--initial-advertise-peer-urls", m.peer_url, "--data-dir", str(m.data_dir))
-    with EtcdCluster(members=[m], data_dir=tmp_path, token="restored") as c:
-        c.track()
-        m.proc = launch.spawn([etcd_bin, *launch.member_flags("r1", m.data_dir, m.client_url, m.peer_url,
-                                                              initial, "restored"),
-                               *launch.ETCD_LOG_FLAGS], m.log_path, die_with_parent=True).popen
-        c.wait_healthy(30)
+    with restored_etcd(tmp_path, snap, etcd_bin) as c:
         check_serves(c.endpoints, want)
 
 
@@ -148,3 +158,35 @@ def test_big_etcd_snapshot_reads_as_etcdctl_reads_it(tmp_path, etcd_binaries):
     assert r.returncode == 0, r.stderr
     with start_raftnode_cluster(tmp_path / "rn", size=1) as rn:
         assert get_all(rn.endpoints, "--keys-only") == want
+
+
+AUTH_SETUP = (["put", "a", "1"], ["user", "add", "root:pw"], ["role", "add", "root"],
+              ["user", "grant-role", "root", "root"], ["user", "add", "bob:bobpw"], ["role", "add", "r"],
+              ["role", "grant-permission", "r", "read", "a"], ["user", "grant-role", "bob", "r"],
+              ["auth", "enable"])
+
+
+def check_auth(eps) -> None:
+    """Users, roles, password hashes and the enabled flag came across."""
+    assert "user name is empty" in etcdctl(eps, "get", "a").stderr
+    assert ok(eps, "--user", "bob:bobpw", "get", "a") == "a\n1\n"
+    assert "permission denied" in etcdctl(eps, "--user", "bob:bobpw", "put", "a", "2").stderr
+    assert ok(eps, "--user", "root:pw", "user", "list") == "bob\nroot\n"
+
+
+@pytest.mark.soak
+def test_auth_moves_both_ways(tmp_path, etcd_binaries):
+    etcd_bin, _ = etcd_binaries
+    from_etcd, from_rn = tmp_path / "from-etcd.db", tmp_path / "from-rn.db"
+    with start_etcd_cluster(tmp_path / "etcd") as e:
+        for args in AUTH_SETUP:
+            ok(e.endpoints, *args)
+        ok(e.endpoints, "--user", "root:pw", "snapshot", "save", str(from_etcd))
+    r = subprocess.run([sys.executable, "-m", "engine", "snapshot", "restore", str(from_etcd),
+                        "--data-dir", str(tmp_path / "rn" / "n1.data")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    with start_raftnode_cluster(tmp_path / "rn", size=1) as rn:
+        check_auth(rn.endpoints)
+        ok(rn.endpoints, "--user", "root:pw", "snapshot", "save", str(from_rn))
+    with restored_etcd(tmp_path, from_rn, etcd_bin) as c:
+        check_auth(c.endpoints)
