@@ -18,6 +18,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 T = TypeVar("T")
+ELLIPSIS = "…"
 
 
 class LineList(ScrollView, Generic[T], can_focus=True):
@@ -82,6 +83,12 @@ class LineList(ScrollView, Generic[T], can_focus=True):
             # Grow the scrollable width lazily, as long lines come into view.
             self._width = text.cell_len
             self.virtual_size = Size(self._width, len(self._items))
+        if text.cell_len > scroll_x + width > 1:
+            # Cut at the panel's edge: an ellipsis says there is more (scroll
+            # right to read it), as in the keys panel, in the cut text's style.
+            shown = strip.crop_extend(scroll_x, scroll_x + width - 1, base)
+            style = list(shown)[-1].style if shown.cell_length else base
+            return Strip.join([shown, Strip([Segment(ELLIPSIS, style)], 1)])
         return strip.crop_extend(scroll_x, scroll_x + width, base)
 
     COMPONENT_CLASSES = {"line-list--empty"}

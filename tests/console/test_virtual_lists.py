@@ -54,6 +54,24 @@ def test_100k_lines_scroll_without_100k_widgets():
     run(body(), timeout=30)
 
 
+def test_a_line_cut_at_the_edge_ends_in_an_ellipsis_until_scrolled_to_its_end():
+    long = WalEntry(3, 7, "normal", 'put "' + "k" * 200 + '" = "v" lease=0', True, True)
+
+    async def body():
+        app = ListApp()
+        async with app.run_test(size=(60, 5)) as pilot:
+            lines = app.query_one(WalList)
+            lines.set_items((long, _entry(2)))
+            await pilot.pause()
+            cut, short = _visible(lines)[:2]
+            assert len(cut) == lines.size.width and cut.endswith("kk…")
+            assert "…" not in short and short.rstrip().endswith("lease=0")
+            lines.scroll_to(x=lines.max_scroll_x, animate=False)
+            await until(pilot, lambda: lines.scroll_offset.x == lines.max_scroll_x > 0, what="scrolled right")
+            assert _visible(lines)[0].endswith('" = "v" lease=0')          # the end of it, no ellipsis
+    run(body(), timeout=30)
+
+
 class FakeLog:
     """A member's log of `last` entries, first index `first`, served in pages
     like Inspect.WalTail(limit, before_index)."""
