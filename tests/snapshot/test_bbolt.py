@@ -76,12 +76,12 @@ def test_pages_as_bbolt_lays_them_out(tmp_path):
 
 
 keys = st.binary(min_size=1, max_size=40)
-values = st.one_of(st.binary(max_size=60), st.binary(min_size=500, max_size=5000))
+values = st.one_of(st.binary(max_size=60), st.binary(min_size=500, max_size=2500))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(buckets=st.dictionaries(st.binary(min_size=1, max_size=12),
-                               st.dictionaries(keys, values, max_size=80), max_size=5),
+                               st.dictionaries(keys, values, max_size=50), max_size=4),
        page_size=st.sampled_from([512, 1024, 4096]),
        fill=st.sampled_from([0.1, 0.5, 1.0]))
 def test_round_trip(tmp_path, buckets, page_size, fill):
@@ -115,7 +115,7 @@ def test_torn_meta_falls_back_to_the_other(tmp_path):
         bbolt.Reader(p)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(flips=st.lists(st.tuples(st.integers(0, 8 * 4096 - 1), st.integers(1, 255)), min_size=1, max_size=6),
        cut=st.one_of(st.none(), st.integers(0, 8 * 4096)))
 def test_damage_is_refused_or_harmless(tmp_path, flips, cut):
