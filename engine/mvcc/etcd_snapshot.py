@@ -129,16 +129,6 @@ def _rows(db: sqlite3.Connection, have: set[str], table: str, sql: str) -> list:
     return db.execute(sql).fetchall() if table in have else []
 
 
-def _kv_rows(db: sqlite3.Connection, batch: int = 5000) -> Iterator[tuple[bytes, bytes]]:
-    lo = b""
-    while True:
-        rows = db.execute("SELECT rev, kv FROM kv WHERE rev > ? ORDER BY rev LIMIT ?", (lo, batch)).fetchall()
-        if not rows:
-            return
-        yield from rows
-        lo = rows[-1][0]
-
-
 def _etcd_member(record: dict) -> bytes:
     m = {"id": record["id"], "peerURLs": record.get("peer_urls") or [], "name": record.get("name", "")}
     if record.get("client_urls"):
@@ -192,7 +182,7 @@ def to_bbolt(sqlite_path: str, out_path: str) -> int:
             b"authRoles": sorted(roles),
             b"authUsers": sorted(users),
             b"cluster": [(b"clusterVersion", CLUSTER_VERSION)],
-            b"key": _kv_rows(db) if "kv" in have else [],
+            b"key": _backend.file_rows(sqlite_path) if "kv" in have else [],
             b"lease": sorted(leases),
             b"members": sorted(members),
             b"members_removed": sorted(removed),
