@@ -219,3 +219,21 @@ def test_watch_gateway_streams_as_etcd(etcd, ours) -> None:
     e, o = (_normal(fetch(etcd.client_urls[0] + "/v3/watch", "POST", b"xx")),
             _normal(fetch(ours.client_url["n1"] + "/v3/watch", "POST", b"xx")))
     assert o == e and e[0] == 500
+
+
+def test_snapshot_streams_chunks_and_digest_as_etcd(etcd, ours) -> None:
+    import base64
+    import hashlib
+
+    shapes = []
+    for base in (etcd.client_urls[0], ours.client_url["n1"]):
+        status, headers, body = fetch(base + "/v3/maintenance/snapshot", "POST", b"{}")
+        assert status == 200 and headers["Content-Type"] == "application/json"
+        lines = [json.loads(line)["result"] for line in body.splitlines()]
+        data = b"".join(base64.b64decode(r["blob"]) for r in lines[:-1])
+        assert base64.b64decode(lines[-1]["blob"]) == hashlib.sha256(data).digest()
+        assert len(data) % 512 == 0
+        # remaining_bytes counts down to 0 (then left out); the digest line has the blob only
+        assert [r.get("remaining_bytes", "0") for r in lines][-2:] == ["0", "0"]
+        shapes.append({k for r in lines for k in r})
+    assert shapes[1] == shapes[0] or shapes[1] <= {"blob", "remaining_bytes"}
