@@ -88,3 +88,4 @@ class HttpMembers:
             self.lt.call(stop())
         finally:
             self.lt.close()
+

@@ -6,11 +6,8 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-
 from engine.server.kvserver import KVServer
-from tests.http.member import HttpMembers, fetch
-from tests.support import etcd as support_etcd
+from tests.http.member import fetch
 
 # (path, body) in order; each answer is compared. Keys: foo=Zm9v, bar=YmFy, a=YQ==, b=Yg==.
 SCRIPT = [
@@ -59,24 +56,6 @@ SCRIPT = [
     ("/v3beta/kv/range", '{"key":"YQ=="}'),
     ("/v3/kv/nothing", "{}"),
 ]
-
-
-@pytest.fixture(scope="module")
-def etcd(etcd_binaries, tmp_path_factory):
-    cluster = support_etcd.start_etcd_cluster(tmp_path_factory.mktemp("etcd-gw"), size=1)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture(scope="module")
-def ours(tmp_path_factory):
-    members = HttpMembers(str(tmp_path_factory.mktemp("ours-gw")), 1).start()
-    try:
-        yield members
-    finally:
-        members.stop()
 
 
 def _normal(resp) -> tuple:

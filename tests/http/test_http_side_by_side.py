@@ -21,8 +21,6 @@ import pytest
 from engine.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
 from engine.server.kvserver import KVServer
 from tests.support import etcd as support_etcd
-from tests.support import ports
-
 from tests.http.member import HttpMembers, fetch
 
 # Headers whose presence and value must match (Date, Content-Length vary or follow).
@@ -34,28 +32,6 @@ def _norm(resp) -> tuple:
     status, headers, body = resp
     h = {k.lower(): v for k, v in headers.items() if k.lower() in COMPARED}
     return status, h, body
-
-
-@pytest.fixture(scope="module")
-def etcd(etcd_binaries, tmp_path_factory):
-    mport = ports.free_port()
-    cluster = support_etcd.start_etcd_cluster(
-        tmp_path_factory.mktemp("etcd-http"), size=1,
-        extra_args=[f"--listen-metrics-urls=http://127.0.0.1:{mport}"])
-    cluster.metrics_url = f"http://127.0.0.1:{mport}"
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture(scope="module")
-def ours(tmp_path_factory):
-    members = HttpMembers(str(tmp_path_factory.mktemp("ours-http")), 1).start()
-    try:
-        yield members
-    finally:
-        members.stop()
 
 
 def _pairs(etcd, ours, path: str, method: str = "GET", metrics: bool = False):
