@@ -60,6 +60,18 @@ def test_plain_requests_and_keep_alive(srv) -> None:
                b"3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\n\r\n")
     assert b"POST /c 5|abcde" in _raw(port, chunked)
     assert _raw(port, b"HEAD /h HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").endswith(b"\r\n\r\n")
+    # curl's Expect: 100-continue (a body over 1 KiB) is answered at once, as Go's server does.
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n"
+                     b"Connection: close\r\n\r\n")
+        assert sock.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"abc")
+        out = b""
+        while chunk := sock.recv(1000):   # until the server closes (Connection: close)
+            out += chunk
+        assert b"POST /e 3|abc" in out
+    over = b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n"
+    assert _raw(port, over).startswith(b"HTTP/1.1 413 ")
 
 
 @pytest.mark.parametrize("data, status", [
