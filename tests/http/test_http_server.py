@@ -126,3 +126,22 @@ def test_connection_limit(monkeypatch) -> None:
     finally:
         lt.call(s.stop())
         lt.close()
+
+
+def test_gateway_json_bounds() -> None:
+    """Deep nesting and big values: a clean InvalidArgument, and a 2 MiB value decodes fast."""
+    import base64
+    import os
+    import time
+
+    from engine.http.gateway import GatewayError, parse_request
+    from engine.proto import rpc_pb2
+
+    for body in (b"[" * 100_000, b'{"compare":' * 5000, b'{"success":[{"request_txn":' * 200):
+        with pytest.raises(GatewayError) as e:
+            parse_request(body, rpc_pb2.TxnRequest)
+        assert e.value.code.name == "INVALID_ARGUMENT"
+    value = base64.b64encode(os.urandom(1_500_000)).decode()
+    t = time.perf_counter()
+    req = parse_request(('{"key":"Zm9v","value":"%s"}' % value).encode(), rpc_pb2.PutRequest)
+    assert len(req.value) == 1_500_000 and time.perf_counter() - t < 2.0
