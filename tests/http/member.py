@@ -21,10 +21,10 @@ from tests.server.inproc import InProcCluster
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def fetch(url: str, method: str = "GET", data: bytes | None = None,
-          timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+def fetch(url: str, method: str = "GET", data: bytes | None = None, timeout: float = 10.0,
+          headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     """(status, headers, body) of one HTTP request, errors included."""
-    req = urllib.request.Request(url, method=method, data=data)
+    req = urllib.request.Request(url, method=method, data=data, headers=headers or {})
     try:
         with _OPENER.open(req, timeout=timeout) as r:
             return r.status, dict(r.headers), r.read()

@@ -216,3 +216,46 @@ def test_snapshot_streams_chunks_and_digest_as_etcd(etcd, ours) -> None:
         assert [r.get("remaining_bytes", "0") for r in lines][-2:] == ["0", "0"]
         shapes.append({k for r in lines for k in r})
     assert shapes[1] == shapes[0] or shapes[1] <= {"blob", "remaining_bytes"}
+
+
+def test_auth_through_the_gateway_as_etcd(etcd, ours) -> None:
+    """With auth on, the gateway checks what gRPC checks, with the token from
+    the Authorization header (last in this module: it turns auth off again)."""
+    def both(path: str, body: str, token: dict[str, str] | None = None) -> tuple:
+        answers = []
+        for base in (etcd.client_urls[0], ours.client_url["n1"]):
+            auth = {"Authorization": token[base]} if token else None
+            answers.append(_normal(fetch(base + path, "POST", body.encode(), headers=auth)))
+        return tuple(answers)
+
+    for path, body in (("/v3/auth/user/add", '{"name":"root","password":"rp"}'),
+                       ("/v3/auth/user/grant", '{"user":"root","role":"root"}'),
+                       ("/v3/auth/user/add", '{"name":"v","password":"vp"}'),
+                       ("/v3/auth/enable", "{}")):
+        e, o = both(path, body)
+        assert o == e and e[0] == 200, (path, e, o)
+    try:
+        e, o = both("/v3/kv/range", '{"key":"YQ=="}')            # no token
+        assert o == e and e[0] != 200, (e, o)
+        e, o = both("/v3/kv/range", '{"key":"YQ=="}', {etcd.client_urls[0]: "nonsense",
+                                                       ours.client_url["n1"]: "nonsense"})
+        assert o == e and e[0] != 200, (e, o)
+        tokens, v_tokens = {}, {}
+        for base in (etcd.client_urls[0], ours.client_url["n1"]):
+            tokens[base] = json.loads(fetch(base + "/v3/auth/authenticate", "POST",
+                                            b'{"name":"root","password":"rp"}')[2])["token"]
+            v_tokens[base] = json.loads(fetch(base + "/v3/auth/authenticate", "POST",
+                                              b'{"name":"v","password":"vp"}')[2])["token"]
+        e, o = both("/v3/kv/range", '{"key":"YQ=="}', tokens)
+        assert o == e and e[0] == 200, (e, o)
+        e, o = both("/v3/kv/put", '{"key":"YQ==","value":"eA=="}', v_tokens)   # v has no role
+        assert o == e and e[0] != 200, (e, o)
+        e, o = both("/v3/auth/user/list", "{}", v_tokens)
+        assert o == e and e[0] != 200, (e, o)
+    finally:
+        for base in (etcd.client_urls[0], ours.client_url["n1"]):
+            token = json.loads(fetch(base + "/v3/auth/authenticate", "POST",
+                                     b'{"name":"root","password":"rp"}')[2]).get("token", "")
+            fetch(base + "/v3/auth/disable", "POST", b"{}", headers={"Authorization": token})
+    e, o = both("/v3/kv/range", '{"key":"YQ=="}')
+    assert o == e and e[0] == 200
