@@ -233,13 +233,15 @@ class Node(ReadyLoop, Applying, Housekeeping):
             # Pre-vote on (etcd 3.5's default; 3.4 had it off): a member back
             # from a partition must not depose a healthy leader.
             pre_vote=True, check_quorum=True, max_inflight_msgs=512,
-            # Bytes too (etcd-io/raft MaxInflightBytes, MaxUncommittedEntriesSize):
-            # at most 32 MiB of entries in flight to one follower (512 x 1 MiB
-            # messages would be 512 MiB of our memory per slow follower), and a
-            # leader takes no new proposal past 64 MiB of appended, unapplied
-            # entries (they wait, bounded by their clients' deadlines); one
-            # proposal is always taken when nothing is pending.
-            max_inflight_bytes=32 << 20, max_uncommitted_entries_size=64 << 20,
+            # A leader takes no new proposal past 64 MiB of appended, unapplied
+            # entries (etcd-io/raft MaxUncommittedEntriesSize; they wait,
+            # bounded by their clients' deadlines); one proposal is always
+            # taken when nothing is pending. In-flight bytes per follower
+            # (MaxInflightBytes) stay unlimited, as etcd's server leaves them:
+            # at 32 MiB, etcdctl check perf --load=s failed on its slowest
+            # request (0.91-1.19 s in 3 runs vs 0.34-0.49 s in 6 without, same
+            # machine and load); the cause is not understood yet.
+            max_inflight_bytes=0, max_uncommitted_entries_size=64 << 20,
             max_size_per_msg=1 << 20, max_committed_size_per_ready=64 << 20,
             rng=random.Random(self.member_id ^ int(time.time())),
         ))
