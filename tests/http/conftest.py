@@ -1,6 +1,7 @@
-"""Fixtures of the side-by-side modules: a fresh real etcd (1 member, with a
-metrics URL) and a fresh in-process raftnode member with its HTTP
-listeners, for each module."""
+"""Fixtures of the side-by-side modules: a real etcd (1 member, with a
+metrics URL) and an in-process raftnode member with its HTTP listeners,
+started once for tests/http (they see the same requests, so their
+revisions stay equal)."""
 from __future__ import annotations
 
 import pytest
@@ -10,7 +11,7 @@ from tests.support import etcd as support_etcd
 from tests.support import ports
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def etcd(etcd_binaries, tmp_path_factory):
     mport = ports.free_port()
     cluster = support_etcd.start_etcd_cluster(
@@ -23,7 +24,7 @@ def etcd(etcd_binaries, tmp_path_factory):
         cluster.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ours(tmp_path_factory):
     members = HttpMembers(str(tmp_path_factory.mktemp("ours-http")), 1).start()
     try:
