@@ -1,7 +1,8 @@
-"""Fixtures of the side-by-side modules: a real etcd (1 member, with a
-metrics URL) and an in-process raftnode member with its HTTP listeners,
-started once for tests/http (they see the same requests, so their
-revisions stay equal)."""
+"""Fixtures of the side-by-side modules: a fresh real etcd (1 member, with a
+metrics URL) and a fresh in-process raftnode member with its HTTP listeners,
+per module (they see the same requests, so their revisions stay equal).
+Module scope, not session: neither keeps running (and ticking) while the
+rest of the suite runs."""
 from __future__ import annotations
 
 import pytest
@@ -11,7 +12,7 @@ from tests.support import etcd as support_etcd
 from tests.support import ports
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def etcd(etcd_binaries, tmp_path_factory):
     mport = ports.free_port()
     cluster = support_etcd.start_etcd_cluster(
@@ -24,7 +25,7 @@ def etcd(etcd_binaries, tmp_path_factory):
         cluster.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ours(tmp_path_factory):
     members = HttpMembers(str(tmp_path_factory.mktemp("ours-http")), 1).start()
     try:
