@@ -27,7 +27,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Union
+
+from google.protobuf.message import Message
 
 from engine.auth import AuthStore, new_token_provider
 from engine.auth.apply import AuthApplier
@@ -53,7 +55,10 @@ _GROWING = frozenset({"put", "txn", "lease_grant"})
 # Request kinds refused while CORRUPT is active (etcd's applierV3Corrupt).
 _CORRUPTIBLE = frozenset({"range", "put", "delete_range", "txn", "compaction", "lease_grant", "lease_revoke"})
 
-Result = object  # an etcd response message, an Exception, or None (skipped)
+# What applying one request gives: etcd's response message, the Exception
+# its client gets (an etcd condition: nothing of the request was applied), or
+# None for an entry skipped as already applied (replay).
+Result = Union[Message, Exception, None]
 
 
 class ApplyRejected(Exception):
