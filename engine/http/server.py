@@ -115,11 +115,7 @@ def encode_response(resp: Response, *, close: bool, head_only: bool = False) -> 
 
 def parse_head(data: bytes) -> Request:
     """The request line and headers (without the final blank line). Raises BadRequest."""
-    try:
-        text = data.decode("latin-1")
-    except UnicodeDecodeError:   # latin-1 decodes anything; kept for clarity
-        raise BadRequest(400, "malformed request") from None
-    lines = text.split("\r\n")
+    lines = data.decode("latin-1").split("\r\n")   # latin-1: every byte is a character
     parts = lines[0].split(" ")
     if len(parts) != 3:
         raise BadRequest(400, "malformed HTTP request line")
