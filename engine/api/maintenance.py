@@ -7,6 +7,7 @@ import os
 import tempfile
 
 from engine.auth import errors as auth_errors
+from engine.mvcc import etcd_snapshot
 from engine.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
 from engine.server import errors as server_errors
 from engine.server.kvserver import KVServer
@@ -130,7 +131,7 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
         return resp
 
     async def Snapshot(self, request, context):
-        """The store's bytes in 32 KiB chunks with the bytes still to come,
+        """The store as etcd 3.4's backend file (bbolt) in 32 KiB chunks with the bytes still to come,
         then one message holding their sha256 (what `etcdctl snapshot save`
         checks: file size % 512 == 32, the last 32 bytes the digest).
 
@@ -146,7 +147,9 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
             os.close(fd)
             reader = await _between_batches(server, server.pin)
             try:
-                total = await asyncio.to_thread(reader.backup_to, tmp)
+                # etcd's format (a bbolt file): etcdctl snapshot status/restore read it, and
+                # `raftnode snapshot restore` takes it back (engine/mvcc/etcd_snapshot.py)
+                total = await asyncio.to_thread(etcd_snapshot.reader_to_bbolt, reader, tmp)
             finally:
                 reader.release()
             f = open(tmp, "rb")

@@ -1,9 +1,10 @@
 """`raftnode snapshot restore FILE --data-dir DIR`: seed a new member's data
 dir from a snapshot taken with `etcdctl snapshot save` against raftnode.
 
-Our snapshots are the store's SQLite database followed by the sha256 of it
-(the 32 bytes etcdctl checks), not etcd's bbolt file, so etcdctl's own
-`snapshot restore` cannot read them; this command does the same job. The
+A snapshot is etcd's bbolt file followed by its sha256 (what `etcdctl
+snapshot save` writes, from etcd or from raftnode); it is converted into our
+schema (engine/mvcc/etcd_snapshot.py) and checked like our own SQLite
+snapshots, which are accepted too. The
 keys, revisions and leases are kept; the Raft log and the membership start
 afresh: start the member(s) afterwards with --initial-cluster-state new and
 the new --initial-cluster, as after etcdctl snapshot restore.
@@ -17,6 +18,7 @@ import sqlite3
 import sys
 import tempfile
 
+from engine.mvcc import bbolt, etcd_snapshot
 from engine.mvcc.backend import load_checked
 from engine.mvcc.errors import InvalidSnapshot
 from engine.wal import fsutil, layout
@@ -66,6 +68,17 @@ def restore(snapshot_file: str, data_dir: str, skip_hash_check: bool = False) ->
             _strip_digest(snapshot_file, fd, skip_hash_check)
         finally:
             os.close(fd)
+        if bbolt.is_bbolt(raw):
+            # etcd's format (etcdctl snapshot save from etcd, or from raftnode): into our
+            # schema first; load_checked then checks and copies it like one of ours.
+            converted = raw + ".sqlite"
+            try:
+                etcd_snapshot.from_bbolt(raw, converted)
+                os.replace(converted, raw)
+            finally:
+                for p in (converted, converted + "-journal"):
+                    if os.path.exists(p):
+                        os.unlink(p)
         # The new cluster's log starts at index 1: forget the old applied
         # index (or its entries would be skipped as applied), its
         # membership and its alarms.

@@ -283,12 +283,12 @@ class KVServer:
 
     def metric_counts(self) -> dict[str, int]:
         """etcd's server counters for /metrics: leader changes seen, proposals
-        pending and failed, slow applies, heartbeat send failures (0 until the
-        Node counts them), and live keys (etcd_debugging_mvcc_keys_total)."""
+        pending and failed, slow applies, heartbeat send failures, and live
+        keys (etcd_debugging_mvcc_keys_total)."""
         node = self._node
-        counts = {name: getattr(node, name, 0) for name in
-                  ("leader_changes", "proposals_pending", "proposals_failed", "slow_applies",
-                   "heartbeat_send_failures")}
+        counts = {name: getattr(node, name) for name in
+                  ("leader_changes", "proposals_pending", "proposals_failed", "slow_applies")}
+        counts["heartbeat_send_failures"] = node.transport.heartbeat_send_failures
         counts["keys"] = node.applier.kv.index.live_count()
         return counts
 

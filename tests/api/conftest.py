@@ -46,7 +46,7 @@ def _start(tmp_path_factory, size: int, extra=()) -> support_raftnode.RaftnodeCl
     return c
 
 
-def wait_published(c, timeout: float = 10.0) -> None:
+def wait_published(c, timeout: float = 30.0) -> None:
     """Wait until every member has published its client URLs through the log
     (what forwarding to the leader and `member list` need)."""
     deadline = time.monotonic() + timeout
