@@ -154,9 +154,18 @@ class _Context:
         return self._details
 
 
+def go_json(obj) -> bytes:
+    """JSON as Go's encoding/json writes it: compact, UTF-8 as is, but <, >, &
+    and U+2028/U+2029 escaped (HTML-safe)."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                    ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(ch, esc)
+    return text.encode()
+
+
 def error_response(code: grpc.StatusCode, message: str) -> Response:
-    body = json.dumps({"error": message, "message": message, "code": code.value[0]},
-                      separators=(",", ":")).encode()
+    body = go_json({"error": message, "message": message, "code": code.value[0]})
     return Response(HTTP_STATUS.get(code, 500), body, [("Content-Type", "application/json")])
 
 
@@ -294,7 +303,7 @@ def _stream_error(e: GatewayError) -> bytes:
     status = HTTP_STATUS.get(e.code, 500)
     error = {"grpc_code": e.code.value[0], "http_code": status, "message": e.message,
              "http_status": REASONS.get(status, "")}
-    return json.dumps({"error": error}, separators=(",", ":")).encode() + b"\n"
+    return go_json({"error": error}) + b"\n"
 
 
 _OK_HEADERS = [("Content-Type", "application/json"), ("Grpc-Metadata-Content-Type", "application/grpc")]
@@ -313,8 +322,7 @@ def _metadata(req: Request) -> tuple[tuple[str, str], ...]:
 
 def encode_response(result: Any, resp_type) -> bytes:
     msg = resp_type.FromString(bytes(result)) if isinstance(result, (bytes, bytearray)) else result
-    return json.dumps(json_format.MessageToDict(msg, preserving_proto_field_name=True),
-                      separators=(",", ":")).encode()
+    return go_json(json_format.MessageToDict(msg, preserving_proto_field_name=True))
 
 
 def parse_requests(body: bytes, req_type) -> list:

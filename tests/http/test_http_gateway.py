@@ -262,3 +262,17 @@ def test_auth_through_the_gateway_as_etcd(etcd, ours) -> None:
             fetch(base + "/v3/auth/disable", "POST", b"{}", headers={"Authorization": token})
     e, o = both("/v3/kv/range", '{"key":"YQ=="}')
     assert o == e and e[0] == 200
+
+
+def test_json_text_escapes_as_go(etcd, ours) -> None:
+    """Strings go out as Go writes them: UTF-8 as is, <, >, & and U+2028 as \\u escapes."""
+    name = '{"name":"\u00fc<&>\u2028x"}'.encode()
+    answers = []
+    for base in (etcd.client_urls[0], ours.client_url["n1"]):
+        assert fetch(base + "/v3/auth/role/add", "POST", name)[0] == 200
+        roles = fetch(base + "/v3/auth/role/list", "POST", b"{}")[2].split(b'"roles":', 1)[1]
+        error = fetch(base + "/v3/kv/range", "POST", '{"key":"Zm9v","sort_order":"\u00fc<"}'.encode())[2]
+        fetch(base + "/v3/auth/role/delete", "POST", '{"role":"\u00fc<&>\u2028x"}'.encode())
+        answers.append((roles, error))
+    assert answers[1] == answers[0]
+    assert answers[0][0] == '["\u00fc\\u003c\\u0026\\u003e\\u2028x"]}'.encode()
