@@ -1,0 +1,58 @@
+"""engine/http/metrics with a stand-in KVServer: the families that appear once
+the member counts mvcc ops and peer bytes (KVServer.metric_counts with
+put/delete/range/txn totals, KVServer.peer_traffic), with etcd 3.4.23's
+names, types and labels; and the histograms' bucket arithmetic."""
+from __future__ import annotations
+
+import asyncio
+import re
+import types
+
+from engine.http.metrics import DISK_BUCKETS, Histogram, Metrics
+
+
+class _FakeKVS:
+    leader_id = member_id = 0x10
+    is_learner = False
+    committed_index = applied_index = 7
+    config = types.SimpleNamespace(quota_backend_bytes=1 << 30)
+
+    def metric_counts(self) -> dict[str, int]:
+        return {"leader_changes": 2, "keys": 3, "put_total": 5, "delete_total": 1, "range_total": 9,
+                "txn_total": 4}
+
+    def peer_traffic(self) -> dict[int, tuple[int, int]]:
+        return {0xab: (100, 200), 0xcd: (0, 5)}
+
+    def db_size(self) -> int:
+        return 4096
+
+    def db_size_in_use(self) -> int:
+        return 2048
+
+
+def test_mvcc_and_peer_families_once_counted() -> None:
+    m = Metrics(_FakeKVS())
+    text = asyncio.run(m.render()).decode()
+    for op, n in (("put", 5), ("delete", 1), ("range", 9), ("txn", 4)):
+        assert f"# TYPE etcd_mvcc_{op}_total counter" in text
+        assert re.search(rf"^etcd_mvcc_{op}_total {n}(\.0)?$", text, re.M)
+    assert "# TYPE etcd_network_peer_sent_bytes_total counter" in text
+    assert re.search(r'^etcd_network_peer_sent_bytes_total\{To="ab"\} 100(\.0)?$', text, re.M)
+    assert re.search(r'^etcd_network_peer_received_bytes_total\{From="cd"\} 5(\.0)?$', text, re.M)
+    assert re.search(r"^etcd_server_leader_changes_seen_total 2(\.0)?$", text, re.M)
+    assert re.search(r"^etcd_debugging_mvcc_keys_total 3(\.0)?$", text, re.M)
+    assert re.search(r"^etcd_server_is_leader 1(\.0)?$", text, re.M)
+    # etcd's legacy counters keep their bare names on the HELP/TYPE lines too.
+    assert "# TYPE etcd_server_health_success counter" in text and "health_success_total" not in text
+
+
+def test_histogram_buckets_are_cumulative_and_inclusive() -> None:
+    h = Histogram("x_seconds", "doc", DISK_BUCKETS)
+    for v in (0.0005, 0.001, 0.0011, 0.5, 100.0):
+        h.observe(v)
+    fam = h.family()
+    counts = {s.labels["le"]: s.value for s in fam.samples if s.name.endswith("_bucket")}
+    assert counts["0.001"] == 2 and counts["0.002"] == 3 and counts["0.512"] == 4
+    assert counts["8.192"] == 4 and counts["+Inf"] == 5
+    assert [s.value for s in fam.samples if s.name.endswith("_count")] == [5]
