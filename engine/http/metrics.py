@@ -165,12 +165,13 @@ class ServerCollector:
                 yield counter(f"etcd_mvcc_{op}_total", f"Total number of {op}s seen by this member.",
                               counts[f"{op}_total"])
         traffic = getattr(kvs, "peer_traffic", None)
-        if traffic is not None:
+        traffic = traffic() if traffic is not None else {}
+        if traffic:   # as in etcd, a labelled family without peers is not written at all
             sent = CounterMetricFamily("etcd_network_peer_sent_bytes_total",
                                        "The total number of bytes sent to peers.", labels=["To"])
             received = CounterMetricFamily("etcd_network_peer_received_bytes_total",
                                            "The total number of bytes received from peers.", labels=["From"])
-            for peer, (out, into) in sorted(traffic().items()):
+            for peer, (out, into) in sorted(traffic.items()):
                 sent.add_metric([f"{peer:x}"], out)
                 received.add_metric([f"{peer:x}"], into)
             yield sent

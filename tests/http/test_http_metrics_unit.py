@@ -56,3 +56,11 @@ def test_histogram_buckets_are_cumulative_and_inclusive() -> None:
     assert counts["0.001"] == 2 and counts["0.002"] == 3 and counts["0.512"] == 4
     assert counts["8.192"] == 4 and counts["+Inf"] == 5
     assert [s.value for s in fam.samples if s.name.endswith("_count")] == [5]
+
+
+def test_no_peer_families_without_peers() -> None:
+    class Alone(_FakeKVS):
+        def peer_traffic(self) -> dict[int, tuple[int, int]]:
+            return {}
+    text = asyncio.run(Metrics(Alone()).render()).decode()
+    assert "etcd_network_peer_" not in text   # etcd writes no empty labelled family either
