@@ -228,13 +228,11 @@ class KVServer:
     @property
     def serving(self) -> bool:
         """Started, and neither stopped nor failed."""
-        node = self._node
-        return not (getattr(node, "_stopped", False) or getattr(node, "_fatal", None) is not None
-                    or not hasattr(node, "rn"))
+        return self._node.serving
 
     @property
     def stopped(self) -> bool:
-        return getattr(self._node, "_stopped", False)
+        return self._node.stopped
 
     def raft_status(self) -> Status:
         return self._node.rn.status()
@@ -289,8 +287,16 @@ class KVServer:
         counts = {name: getattr(node, name) for name in
                   ("leader_changes", "proposals_pending", "proposals_failed", "slow_applies")}
         counts["heartbeat_send_failures"] = node.transport.heartbeat_send_failures
-        counts["keys"] = node.applier.kv.index.live_count()
+        kv = node.applier.kv
+        counts["keys"] = kv.index.live_count()
+        counts.update(put_total=kv.put_total, delete_total=kv.delete_total,
+                      range_total=kv.range_total, txn_total=kv.txn_total)
         return counts
+
+    def peer_traffic(self) -> dict[int, tuple[int, int]]:
+        """Bytes (sent to, received from) each peer, by member id
+        (etcd_network_peer_sent_bytes_total / _received_bytes_total)."""
+        return {pid: (p.sent_bytes, p.received_bytes) for pid, p in self._node.transport.peers().items()}
 
     def request_totals(self) -> dict[str, int]:
         """Counts since start: requests proposed and applied, peer messages sent."""

@@ -579,6 +579,15 @@ class Node(ReadyLoop, Applying, Housekeeping):
                 pass
         return True
 
+    @property
+    def serving(self) -> bool:
+        """Started, and neither stopped nor failed."""
+        return hasattr(self, "rn") and not self._stopped and self._fatal is None
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
     def wait_applied(self, index: int) -> asyncio.Future:
         """A future resolved once the store has applied ``index``."""
         return self._waiters.wait_applied(index)

@@ -86,7 +86,9 @@ def test_every_kvserver_member_works_on_a_running_node(tmp_path) -> None:
             assert use("loop_lag") >= 0 and use("loop_lag_max") >= 0
             assert any(ev.kind == "elected" for ev in use("events")())
             assert use("request_totals")()["apply"] >= 1
-            assert use("metric_counts")()["keys"] == 1
+            counts = use("metric_counts")()
+            assert counts["keys"] == 1 and counts["put_total"] >= 1
+            assert all(sent >= 0 and received >= 0 for sent, received in use("peer_traffic")().values())
 
             cc = raft_pb2.ConfChange(type=raft_pb2.ConfChangeUpdateNode, node_id=node.member_id,
                                      context=internal_pb2.ConfChangeContext(member=rpc_pb2.Member(
