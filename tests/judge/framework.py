@@ -42,6 +42,7 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
+from engine.cli import launch
 from tests.support.launch import with_parent_death_signal
 from tests.support import etcd as support_etcd
 from tests.support import ports
@@ -240,11 +241,9 @@ class Side:
             self.cluster.start_planned(m, initial_cluster=initial_cluster, timeout=timeout)
             return len(self.members) - 1
         args = [support_etcd.require.etcd_path() or "etcd",
-                f"--name={m.name}", f"--data-dir={m.data_dir}",
-                f"--listen-client-urls={m.client_url}", f"--advertise-client-urls={m.client_url}",
-                f"--listen-peer-urls={m.peer_url}", f"--initial-advertise-peer-urls={m.peer_url}",
-                f"--initial-cluster={initial_cluster}", "--initial-cluster-state=existing",
-                f"--initial-cluster-token={self.cluster.token}", "--logger=zap", "--log-outputs=stderr"]
+                *launch.member_flags(m.name, m.data_dir, m.client_url, m.peer_url, initial_cluster,
+                                     self.cluster.token, state="existing"),
+                "--logger=zap", "--log-outputs=stderr"]
         m._log = open(m.log_path, "ab")
         self.members.append(m)
         m.proc = subprocess.Popen(with_parent_death_signal(args), stdin=subprocess.DEVNULL, stdout=m._log,
