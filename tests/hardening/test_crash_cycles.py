@@ -47,7 +47,7 @@ from engine.proto import rpc_pb2, rpc_pb2_grpc
 
 from .conftest import FAST_RECONNECT, death_note, restart_member, start_cluster, wait_for
 
-CI_CYCLES = int(os.environ.get("RAFTUI_CRASH_CYCLES", "12"))
+CI_CYCLES = int(os.environ.get("RAFTUI_CRASH_CYCLES", "8"))
 SOAK_CYCLES = int(os.environ.get("RAFTUI_CRASH_SOAK_CYCLES", "200"))
 SNAPSHOT_COUNT = 50
 CATCHUP_ENTRIES = 500
