@@ -20,6 +20,8 @@ from google.protobuf.message import DecodeError, Message
 
 from engine.proto import internal_pb2
 from engine.proto import raft_pb2 as raftpb
+from engine.raft import confchange
+from engine.raft.confchange import ConfChangeError
 from engine.wal.describe import hex_bytes, quote
 
 # Never shown, even to root reading the WAL tail: a password field in the log
@@ -30,6 +32,12 @@ _SECRET_FIELDS = {"password": "<hash>", "hashedPassword": "<hash>", "simple_toke
 
 def entry_text(entry: raftpb.Entry) -> str:
     """One line for a raft log entry of this member's log."""
+    if entry.type == raftpb.EntryConfChangeV2:
+        # (An empty one is the leader's own leave of a joint config.)
+        try:
+            return "conf-change-v2 " + confchange.describe_changes(confchange.decode(entry))
+        except ConfChangeError:
+            return f"undecodable {hex_bytes(entry.data)}"
     if not entry.data:
         return "empty"
     if entry.type == raftpb.EntryNormal:

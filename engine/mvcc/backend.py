@@ -660,16 +660,9 @@ class Reader:
 def file_rows(path: str, batch: int = 10000) -> Iterator[tuple[bytes, bytes]]:
     """Every kv row of OUR db file at path (e.g. one prepare() made), in
     revision order, through a read-only connection of its own."""
-    uri = _read_only_uri(path)
-    db = sqlite3.connect(uri, uri=True, isolation_level=None)
+    db = sqlite3.connect(_read_only_uri(path), uri=True, isolation_level=None)
     try:
-        lo = b""
-        while True:
-            rows = db.execute("SELECT rev, kv FROM kv WHERE rev > ? ORDER BY rev LIMIT ?", (lo, batch)).fetchall()
-            if not rows:
-                return
-            yield from rows
-            lo = rows[-1][0]
+        yield from _iter_rows(db, batch)
     finally:
         db.close()
 

@@ -65,3 +65,15 @@ def test_empty_conf_change_and_undecodable():
     assert entry_text(ent(6, 1, b"\xff\xff\xff")) == "undecodable ffffff"
     # parses as a protobuf, but is no request
     assert entry_text(ent(6, 1, internal_pb2.InternalRequest(id=5).SerializeToString())) == "undecodable 0805"
+
+
+def test_joint_consensus_entries():
+    # The leader's own leave of a joint config is an EMPTY EntryConfChangeV2:
+    # not the "empty" of a new leader's normal entry.
+    v2 = pb.EntryConfChangeV2
+    assert entry_text(pb.Entry(type=v2)) == "conf-change-v2 leave-joint"
+    cc = pb.ConfChangeV2(changes=[pb.ConfChangeSingle(type=pb.ConfChangeAddLearnerNode, node_id=4),
+                                      pb.ConfChangeSingle(type=pb.ConfChangeRemoveNode, node_id=2)])
+    assert entry_text(pb.Entry(type=v2, data=cc.SerializeToString())) == "conf-change-v2 l4 r2"
+    # A peer's garbage stays one line of hex.
+    assert entry_text(pb.Entry(type=v2, data=b"\xff\xff")) == "undecodable ffff"

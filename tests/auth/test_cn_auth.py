@@ -9,13 +9,13 @@ A token (--user) wins over the certificate, as in etcd.
 from __future__ import annotations
 
 import pathlib
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
+from engine.cli import launch
 from tests.support.etcd import etcdctl
 from tests.support.ports import free_ports
 from tests.support.require import require_etcd
@@ -107,11 +107,4 @@ def test_common_name_is_the_user(tmp_path, pki):
         assert not diffs, "\n".join(diffs)
         assert got["etcd"][8][0] != 0 and got["etcd"][10][0] == 0  # the session means something
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        launch.stop([launch.MemberProcess(p.pid, p) for p in procs], 10)

@@ -2,13 +2,13 @@
 URLs (etcd's --cert-file ... --peer-*-file flags), judged by etcdctl over TLS."""
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
 
+from engine.cli import launch
 from tests.support.etcd import etcdctl
 from tests.support.ports import free_ports
 from tests.support.require import require_etcd
@@ -69,11 +69,4 @@ def test_three_members_over_tls_with_client_cert_auth(tmp_path, certs):
                     "--dial-timeout=2s", "--command-timeout=3s", timeout=15)
         assert r.returncode != 0
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        launch.stop([launch.MemberProcess(p.pid, p) for p in procs], 10)
