@@ -548,28 +548,12 @@ class PeerTransport:
         peer.up = True
         peer.active_since = time.time()
         log.info("stream to peer %x up", peer.member_id)
-        # The peer checks who we are on the first batch, and refuses a
-        # removed member there: say hello at once (an empty batch) and watch
-        # for the peer ending the stream, so a member with nothing to send
-        # (a learner, a follower without a leader to answer) still learns it
-        # was removed, as etcd's does at its stream handshake.
-        ended = asyncio.ensure_future(_call_end(call))
         try:
-            batch = peer_pb2.MessageBatch(from_member=self.member_id, cluster_id=self.cluster_id,
-                                          to_member=peer.member_id)
             while True:
-                if batch is None:
-                    if not peer.queue:
-                        peer.wakeup.clear()
-                        waiter = asyncio.ensure_future(peer.wakeup.wait())
-                        try:
-                            await asyncio.wait((waiter, ended), return_when=asyncio.FIRST_COMPLETED)
-                        finally:
-                            waiter.cancel()
-                        if ended.done():
-                            await self._check_removed(peer, call)
-                            return f"stream to peer {peer.member_id:x} ended by the peer"
-                    batch = self._take_batch(peer)
+                if not peer.queue:
+                    peer.wakeup.clear()
+                    await peer.wakeup.wait()
+                batch = self._take_batch(peer)
                 try:
                     await asyncio.wait_for(call.write(batch), WRITE_TIMEOUT)
                 except asyncio.TimeoutError:
@@ -579,9 +563,7 @@ class PeerTransport:
                     return f"stream to peer {peer.member_id:x} failed: {_describe_error(e)}"
                 peer.sent += len(batch.msgs)
                 peer.sent_bytes += batch.ByteSize()
-                batch = None
         finally:
-            ended.cancel()
             call.cancel()
 
     async def _check_removed(self, peer: _Peer, call) -> None:
@@ -929,14 +911,6 @@ def _fsync_dir(path: str) -> None:
         pass
     finally:
         os.close(fd)
-
-
-async def _call_end(call) -> None:
-    """Wait until a client stream call ends, however it ends."""
-    try:
-        await call
-    except (Exception, asyncio.CancelledError):
-        pass
 
 
 def _remove_partials(directory: str) -> None:

@@ -45,26 +45,6 @@ def test_only_a_peer_that_applied_the_removal_reports_it():
     run(main())
 
 
-def test_a_removed_member_with_nothing_to_send_learns_it_at_once():
-    """A member with nothing to send (a learner removed while down, which
-    no leader writes to) learned of its removal only when it sent something,
-    so it could stay up for good: the stream now says hello (an empty batch)
-    when it opens, and the peer's refusal of it is reported."""
-    async def main():
-        a, b = await Member(1).start(), await Member(2).start()
-        removed: list[int] = []
-        b.transport.on_removed = removed.append
-        try:
-            a.transport.add_peer(2, [f"http://{HOST}:1"])
-            a.transport.remove_peer(2)           # a applied b's removal
-            b.transport.add_peer(1, [a.url])     # b opens its stream, sends nothing
-            await wait_until(lambda: bool(removed), 10, "b to learn it was removed without sending")
-            assert removed == [1]
-        finally:
-            await close_all([a, b])
-    run(main())
-
-
 def _exit_code(m) -> int | None:
     return m.proc.poll() if m.proc is not None else None
 
