@@ -295,7 +295,7 @@ class MainScreen(Screen):
         finally:
             if rearm and not get_current_worker().is_cancelled:
                 self.set_timer(KEYS_INTERVAL, self.refresh_keys)
-        self._hand_keys(generation, prefix, where, "", result)
+        self._hand_keys(generation, prefix, where, "", result, refresh=True)
 
     @on(KeysPanel.NeedPage)
     def _keys_need_page(self, event: KeysPanel.NeedPage) -> None:
@@ -311,14 +311,15 @@ class MainScreen(Screen):
                                              before=key if where == "before" else None, last=where == "last")
         self._hand_keys(generation, prefix, where, key, result)
 
-    def _hand_keys(self, generation: int, prefix: str, where: str, key: str, result: ActionResult) -> None:
+    def _hand_keys(self, generation: int, prefix: str, where: str, key: str, result: ActionResult,
+                   refresh: bool = False) -> None:
         if generation != self._keys_generation or not self.is_attached:
             return  # the prefix changed while we were reading (stale), or the console is closing
         try:
             panel = self.query_one(KeysPanel)
         except NoMatches:
             return  # the screen is being torn down (its children go before it is detached)
-        panel.took(prefix, where, key, result.data if result.ok else None, result.text)
+        panel.took(prefix, where, key, result.data if result.ok else None, result.text, refresh=refresh)
 
     @on(WalPanel.NeedOlder)
     def _wal_need_older(self, event: WalPanel.NeedOlder) -> None:

@@ -170,6 +170,7 @@ class KeysPanel(Vertical):
         self._summary_text = ""
         self._asked: tuple[str, str] | None = None      # the page asked for and not answered yet
         self._cursor_to: str = ""                       # "first"/"last": where the cursor goes when it comes
+        self._landing: str = ""                         # set while the page a jump asked for is taken
         self._key_width = 0
 
     def compose(self) -> ComposeResult:
@@ -198,9 +199,18 @@ class KeysPanel(Vertical):
         """Which page the periodic refresh reads: the end one when the listing holds the end."""
         return "last" if self.listing.earlier else "first"
 
-    def took(self, prefix: str, where: str, key: str, page: KeyPage | None, error: str = "") -> None:
-        """A page the screen read for this panel (None and `error` if it failed)."""
+    def took(self, prefix: str, where: str, key: str, page: KeyPage | None, error: str = "",
+             refresh: bool = False) -> None:
+        """A page the screen read for this panel (None and `error` if it failed).
+
+        `refresh`: the periodic re-read of the end the listing held when it
+        was sent (refresh_wanted()). If the operator jumped to the other end
+        (home/end) while it was out, it is stale and dropped: taken, a "last"
+        page read before `home` landed would put the listing back at the end
+        (and every later refresh would then keep it there)."""
         held = self.listing
+        if refresh and where != self.refresh_wanted():
+            return
         if (where, key) == (self._asked or ("", "")):
             self._asked = None
         if page is None:
@@ -216,7 +226,18 @@ class KeysPanel(Vertical):
         else:
             new = with_before(held, prefix, key, page)
         if new is not None:
-            self.listing = new
+            # Only the page a jump asked for places the cursor (first or last
+            # row): a refresh of the other end landing meanwhile must not use it up.
+            self._landing = self._cursor_to if where == self._cursor_to else ""
+            try:
+                self.listing = new
+                if self._landing and new == held and new.keys:     # unchanged: no watcher ran
+                    self.query_one(KeysTable).move_cursor(
+                        row=0 if self._landing == "first" else len(new.keys) - 1, animate=False)
+            finally:
+                if self._landing:
+                    self._cursor_to = ""
+                self._landing = ""
 
     def go_to_end(self) -> None:
         self._cursor_to = "last"
@@ -249,9 +270,8 @@ class KeysPanel(Vertical):
                     table.add_rows([self._key_row(kv) for kv in new.keys[len(old.keys):]])
                 else:
                     self._fill(new.keys)
-            if self._cursor_to and new.keys:
-                table.move_cursor(row=0 if self._cursor_to == "first" else len(new.keys) - 1, animate=False)
-                self._cursor_to = ""
+            if self._landing and new.keys:
+                table.move_cursor(row=0 if self._landing == "first" else len(new.keys) - 1, animate=False)
         after = self.highlighted_key()
         if after is not None and after != before:
             self.post_message(self.KeyHighlighted(after))
