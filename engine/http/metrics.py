@@ -22,6 +22,13 @@ Names, types, help texts, labels and units are etcd 3.4.23's (as its
     (engine.wal.wal.fsync_observer) and
     etcd_disk_backend_commit_duration_seconds
     (engine.mvcc.backend.commit_observer);
+  * etcd_network_peer_round_trip_time_seconds{To} (0.1 ms doubling to
+    3.2768 s, etcd 3.4's rafthttp buckets), one observation per ping/pong
+    round trip the transport measures on a peer stream
+    (KVServer.observe_peer_rtt). etcd 3.4 observes its prober's smoothed RTT
+    every 30 s (5 s while a peer is unhealthy) instead: the same name, type,
+    label and unit; raftnode's samples are raw and more frequent, so a
+    dashboard's histogram_quantile over rate() reads the same way, sooner;
   * process_* from prometheus_client's ProcessCollector.
 
 Every member has a registry of its own (several members may share a
@@ -45,6 +52,9 @@ from engine.server.kvserver import KVServer
 
 # etcd's disk histograms: prometheus.ExponentialBuckets(0.001, 2, 14).
 DISK_BUCKETS = tuple(0.001 * 2 ** i for i in range(14))
+# etcd 3.4's peer round-trip buckets (rafthttp/metrics.go):
+# prometheus.ExponentialBuckets(0.0001, 2, 16), 0.1 ms to 3.2768 s.
+RTT_BUCKETS = tuple(0.0001 * 2 ** i for i in range(16))
 # The text format etcd's promhttp answers with.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 assert CONTENT_TYPE_LATEST.startswith("text/plain")
@@ -74,20 +84,60 @@ class Histogram:
             self._sum += seconds
 
     def family(self) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=())
+        self.add_to(family, ())
+        return family
+
+    def add_to(self, family: HistogramMetricFamily, labels: tuple[str, ...]) -> None:
+        """Add this histogram's series to `family` under `labels`."""
         with self._lock:
             counts, total = list(self._counts), self._sum
         cumulative, acc = [], 0
         for bound, n in zip((*self.bounds, float("inf")), counts):
             acc += n
             cumulative.append((_bound_text(bound), acc))
-        return HistogramMetricFamily(self.name, self.documentation, buckets=cumulative,
-                                     sum_value=total)
+        family.add_metric(list(labels), cumulative, total)
+
+
+class HistogramVec:
+    """A histogram per label value (etcd's HistogramVec with one label): a
+    child appears with its first observation, as in client_golang."""
+
+    def __init__(self, name: str, documentation: str, label: str, buckets: Iterable[float]) -> None:
+        self.name, self.documentation, self.label = name, documentation, label
+        self.bounds = tuple(buckets)
+        self._children: dict[str, Histogram] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, value: str, seconds: float) -> None:
+        with self._lock:
+            child = self._children.get(value)
+            if child is None:
+                child = self._children[value] = Histogram(self.name, self.documentation, self.bounds)
+        child.observe(seconds)
+
+    def remove(self, value: str) -> None:
+        with self._lock:
+            self._children.pop(value, None)
+
+    def families(self) -> list[HistogramMetricFamily]:
+        """[] without children: client_golang writes nothing for an empty vector."""
+        with self._lock:
+            children = sorted(self._children.items())
+        if not children:
+            return []
+        family = HistogramMetricFamily(self.name, self.documentation, labels=[self.label])
+        for value, child in children:
+            child.add_to(family, (value,))
+        return [family]
 
 
 def _bound_text(bound: float) -> str:
+    """Go's strconv.FormatFloat(b, 'g', -1, 64), as client_golang writes `le`
+    (0.0001, 0.0002, ..., 3.2768; 0.001 ... 8.192), for the bounds used here."""
     if bound == float("inf"):
         return "+Inf"
-    return repr(round(bound, 6))
+    return repr(round(bound, 10))
 
 
 class ServerCollector:
@@ -217,6 +267,39 @@ class DiskCollector:
             backend.commit_observer = None
 
 
+class PeerCollector:
+    """etcd_network_peer_round_trip_time_seconds{To}: fed by the transport's
+    ping/pong round trips (on the loop), per peer id in etcd's hex form."""
+
+    def __init__(self) -> None:
+        self.rtt = HistogramVec("etcd_network_peer_round_trip_time_seconds",
+                                "Round-Trip-Time histogram between peers", "To", RTT_BUCKETS)
+        self._kvs: KVServer | None = None
+
+    def observe(self, peer_id: int, seconds: float) -> None:
+        """The transport's callback: never raises (a bad value is dropped)."""
+        try:
+            if peer_id > 0 and 0 <= seconds < float("inf"):
+                self.rtt.observe(f"{peer_id:x}", float(seconds))
+        except (TypeError, ValueError):
+            pass
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.rtt.families()
+
+    def attach(self, kvs: KVServer) -> None:
+        """Become the member's peer RTT observer, where KVServer offers the hook."""
+        hook = getattr(kvs, "observe_peer_rtt", None)
+        if hook is not None:
+            hook(self.observe)
+            self._kvs = kvs
+
+    def detach(self) -> None:
+        if self._kvs is not None:
+            self._kvs.observe_peer_rtt(None)
+            self._kvs = None
+
+
 class _Collected:
     """Metric families collected already, for generate_latest on a worker thread."""
 
@@ -236,17 +319,18 @@ class Metrics:
         self.server = ServerCollector(kvs)
         self.disk = DiskCollector()
         self.grpc = GrpcCollector()
+        self.peer = PeerCollector()
         self.process = ProcessCollector(registry=None)
         # Also as a registry, for whoever wants prometheus_client's own tools.
         self.registry = CollectorRegistry(auto_describe=False)
-        for c in (self.server, self.disk, self.grpc, self.process):
+        for c in (self.server, self.disk, self.peer, self.grpc, self.process):
             self.registry.register(c)
 
     async def render(self) -> bytes:
         """The exposition text. The values are read on the loop (the member's
         state is the loop's; ~1 ms), the formatting (~10 ms for the ~900
         series of a member) runs on a worker thread."""
-        families = [m for c in (self.server, self.disk, self.grpc) for m in c.collect()]
+        families = [m for c in (self.server, self.disk, self.peer, self.grpc) for m in c.collect()]
         return await asyncio.to_thread(render_text, _Collected(families, self.process))
 
 

@@ -48,6 +48,7 @@ class HttpService:
         self.kvs = kvs
         self.metrics = Metrics(kvs)
         self.metrics.disk.attach()
+        self.metrics.peer.attach(kvs)   # the transport's ping/pong round trips, once KVServer offers them
         self._servers: list[HttpServer] = []
         self._gateway = None
         self.bound: list[str] = []   # the URLs listened on, with their real ports
@@ -105,6 +106,7 @@ class HttpService:
             await s.stop()
         self._servers.clear()
         self.metrics.disk.detach()
+        self.metrics.peer.detach()
 
     # -- routes -------------------------------------------------------------------------
 

@@ -64,3 +64,47 @@ def test_no_peer_families_without_peers() -> None:
             return {}
     text = asyncio.run(Metrics(Alone()).render()).decode()
     assert "etcd_network_peer_" not in text   # etcd writes no empty labelled family either
+
+
+class _WithRttHook(_FakeKVS):
+    """KVServer.observe_peer_rtt as LEAD adds it: the transport calls fn(peer id, seconds) per pong."""
+    rtt_fn = None
+
+    def observe_peer_rtt(self, fn) -> None:
+        self.rtt_fn = fn
+
+
+def test_peer_round_trip_histogram_as_etcd_writes_it() -> None:
+    """etcd 3.4.23's family, as scraped from a 2-member etcd: HELP without a
+    final period, label To = the peer's id in hex, 16 buckets 0.0001 .. 3.2768."""
+    kvs = _WithRttHook()
+    m = Metrics(kvs)
+    text = asyncio.run(m.render()).decode()
+    assert "etcd_network_peer_round_trip_time_seconds" not in text   # no children yet: nothing written
+    m.peer.attach(kvs)
+    kvs.rtt_fn(0x1fc57146339b21c5, 0.00015)
+    kvs.rtt_fn(0x1fc57146339b21c5, 0.003)
+    kvs.rtt_fn(0xab, 9.0)
+    kvs.rtt_fn(0xab, float("nan"))      # garbage from a caller is dropped, never raised
+    kvs.rtt_fn(0, 0.1)
+    text = asyncio.run(m.render()).decode()
+    assert "# HELP etcd_network_peer_round_trip_time_seconds Round-Trip-Time histogram between peers\n" in text
+    assert "# TYPE etcd_network_peer_round_trip_time_seconds histogram" in text
+    les = re.findall(r'^etcd_network_peer_round_trip_time_seconds_bucket\{To="1fc57146339b21c5",le="([^"]+)"\} ',
+                     text, re.M)
+    assert les == ["0.0001", "0.0002", "0.0004", "0.0008", "0.0016", "0.0032", "0.0064", "0.0128", "0.0256",
+                   "0.0512", "0.1024", "0.2048", "0.4096", "0.8192", "1.6384", "3.2768", "+Inf"]
+    assert re.search(r'_bucket\{To="1fc57146339b21c5",le="0.0002"\} 1(\.0)?$', text, re.M)
+    assert re.search(r'_bucket\{To="1fc57146339b21c5",le="0.0032"\} 2(\.0)?$', text, re.M)
+    assert re.search(r'_bucket\{To="ab",le="3.2768"\} 0(\.0)?$', text, re.M)
+    assert re.search(r'_count\{To="ab"\} 1(\.0)?$', text, re.M)
+    assert "_created" not in text
+    m.peer.detach()
+    assert kvs.rtt_fn is None
+
+
+def test_disk_bucket_bounds_unchanged() -> None:
+    text = asyncio.run(Metrics(_FakeKVS()).render()).decode()
+    les = re.findall(r'^etcd_disk_wal_fsync_duration_seconds_bucket\{le="([^"]+)"\}', text, re.M)
+    assert les == ["0.001", "0.002", "0.004", "0.008", "0.016", "0.032", "0.064", "0.128", "0.256", "0.512",
+                   "1.024", "2.048", "4.096", "8.192", "+Inf"]
