@@ -25,29 +25,33 @@ _sym_db = _symbol_database.Default()
 from engine.proto import raft_pb2 as engine_dot_proto_dot_raft__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65ngine/proto/peer.proto\x12\x08raftuipb\x1a\x17\x65ngine/proto/raft.proto\"\x10\n\x0eMembersRequest\"b\n\nPeerMember\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tpeer_urls\x18\x03 \x03(\t\x12\x13\n\x0b\x63lient_urls\x18\x04 \x03(\t\x12\x12\n\nis_learner\x18\x05 \x01(\x08\"L\n\x0fMembersResponse\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12%\n\x07members\x18\x02 \x03(\x0b\x32\x14.raftuipb.PeerMember\"i\n\x0cMessageBatch\x12\x13\n\x0b\x66rom_member\x18\x01 \x01(\x04\x12\x12\n\ncluster_id\x18\x02 \x01(\x04\x12\x1d\n\x04msgs\x18\x03 \x03(\x0b\x32\x0f.raftpb.Message\x12\x11\n\tto_member\x18\x04 \x01(\x04\"\x0b\n\tStreamAck\"~\n\x0eSnapshotHeader\x12\x13\n\x0b\x66rom_member\x18\x01 \x01(\x04\x12\x12\n\ncluster_id\x18\x02 \x01(\x04\x12\x11\n\tto_member\x18\x03 \x01(\x04\x12\x1c\n\x03msg\x18\x04 \x01(\x0b\x32\x0f.raftpb.Message\x12\x12\n\ntotal_size\x18\x05 \x01(\x04\"S\n\rSnapshotChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.raftuipb.SnapshotHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04kind\"\r\n\x0bSnapshotAck2\xc1\x01\n\x04Peer\x12\x37\n\x06Stream\x12\x16.raftuipb.MessageBatch\x1a\x13.raftuipb.StreamAck(\x01\x12@\n\x0cSendSnapshot\x12\x17.raftuipb.SnapshotChunk\x1a\x15.raftuipb.SnapshotAck(\x01\x12>\n\x07Members\x12\x18.raftuipb.MembersRequest\x1a\x19.raftuipb.MembersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x65ngine/proto/peer.proto\x12\x08raftuipb\x1a\x17\x65ngine/proto/raft.proto\"J\n\x0cProbeRequest\x12\x13\n\x0b\x66rom_member\x18\x01 \x01(\x04\x12\x12\n\ncluster_id\x18\x02 \x01(\x04\x12\x11\n\tto_member\x18\x03 \x01(\x04\"\x0f\n\rProbeResponse\"\x10\n\x0eMembersRequest\"b\n\nPeerMember\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tpeer_urls\x18\x03 \x03(\t\x12\x13\n\x0b\x63lient_urls\x18\x04 \x03(\t\x12\x12\n\nis_learner\x18\x05 \x01(\x08\"L\n\x0fMembersResponse\x12\x12\n\ncluster_id\x18\x01 \x01(\x04\x12%\n\x07members\x18\x02 \x03(\x0b\x32\x14.raftuipb.PeerMember\"i\n\x0cMessageBatch\x12\x13\n\x0b\x66rom_member\x18\x01 \x01(\x04\x12\x12\n\ncluster_id\x18\x02 \x01(\x04\x12\x1d\n\x04msgs\x18\x03 \x03(\x0b\x32\x0f.raftpb.Message\x12\x11\n\tto_member\x18\x04 \x01(\x04\"\x0b\n\tStreamAck\"~\n\x0eSnapshotHeader\x12\x13\n\x0b\x66rom_member\x18\x01 \x01(\x04\x12\x12\n\ncluster_id\x18\x02 \x01(\x04\x12\x11\n\tto_member\x18\x03 \x01(\x04\x12\x1c\n\x03msg\x18\x04 \x01(\x0b\x32\x0f.raftpb.Message\x12\x12\n\ntotal_size\x18\x05 \x01(\x04\"S\n\rSnapshotChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.raftuipb.SnapshotHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04kind\"\r\n\x0bSnapshotAck2\xfb\x01\n\x04Peer\x12\x37\n\x06Stream\x12\x16.raftuipb.MessageBatch\x1a\x13.raftuipb.StreamAck(\x01\x12@\n\x0cSendSnapshot\x12\x17.raftuipb.SnapshotChunk\x1a\x15.raftuipb.SnapshotAck(\x01\x12>\n\x07Members\x12\x18.raftuipb.MembersRequest\x1a\x19.raftuipb.MembersResponse\x12\x38\n\x05Probe\x12\x16.raftuipb.ProbeRequest\x1a\x17.raftuipb.ProbeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'engine.proto.peer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MEMBERSREQUEST']._serialized_start=62
-  _globals['_MEMBERSREQUEST']._serialized_end=78
-  _globals['_PEERMEMBER']._serialized_start=80
-  _globals['_PEERMEMBER']._serialized_end=178
-  _globals['_MEMBERSRESPONSE']._serialized_start=180
-  _globals['_MEMBERSRESPONSE']._serialized_end=256
-  _globals['_MESSAGEBATCH']._serialized_start=258
-  _globals['_MESSAGEBATCH']._serialized_end=363
-  _globals['_STREAMACK']._serialized_start=365
-  _globals['_STREAMACK']._serialized_end=376
-  _globals['_SNAPSHOTHEADER']._serialized_start=378
-  _globals['_SNAPSHOTHEADER']._serialized_end=504
-  _globals['_SNAPSHOTCHUNK']._serialized_start=506
-  _globals['_SNAPSHOTCHUNK']._serialized_end=589
-  _globals['_SNAPSHOTACK']._serialized_start=591
-  _globals['_SNAPSHOTACK']._serialized_end=604
-  _globals['_PEER']._serialized_start=607
-  _globals['_PEER']._serialized_end=800
+  _globals['_PROBEREQUEST']._serialized_start=62
+  _globals['_PROBEREQUEST']._serialized_end=136
+  _globals['_PROBERESPONSE']._serialized_start=138
+  _globals['_PROBERESPONSE']._serialized_end=153
+  _globals['_MEMBERSREQUEST']._serialized_start=155
+  _globals['_MEMBERSREQUEST']._serialized_end=171
+  _globals['_PEERMEMBER']._serialized_start=173
+  _globals['_PEERMEMBER']._serialized_end=271
+  _globals['_MEMBERSRESPONSE']._serialized_start=273
+  _globals['_MEMBERSRESPONSE']._serialized_end=349
+  _globals['_MESSAGEBATCH']._serialized_start=351
+  _globals['_MESSAGEBATCH']._serialized_end=456
+  _globals['_STREAMACK']._serialized_start=458
+  _globals['_STREAMACK']._serialized_end=469
+  _globals['_SNAPSHOTHEADER']._serialized_start=471
+  _globals['_SNAPSHOTHEADER']._serialized_end=597
+  _globals['_SNAPSHOTCHUNK']._serialized_start=599
+  _globals['_SNAPSHOTCHUNK']._serialized_end=682
+  _globals['_SNAPSHOTACK']._serialized_start=684
+  _globals['_SNAPSHOTACK']._serialized_end=697
+  _globals['_PEER']._serialized_start=700
+  _globals['_PEER']._serialized_end=951
 # @@protoc_insertion_point(module_scope)

@@ -49,6 +49,11 @@ class PeerStub:
                 request_serializer=engine_dot_proto_dot_peer__pb2.MembersRequest.SerializeToString,
                 response_deserializer=engine_dot_proto_dot_peer__pb2.MembersResponse.FromString,
                 _registered_method=True)
+        self.Probe = channel.unary_unary(
+                '/raftuipb.Peer/Probe',
+                request_serializer=engine_dot_proto_dot_peer__pb2.ProbeRequest.SerializeToString,
+                response_deserializer=engine_dot_proto_dot_peer__pb2.ProbeResponse.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -86,6 +91,17 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Probe(self, request, context):
+        """etcd's /raft/probing: every member probes each peer every few seconds.
+        The answer's round trip is etcd_network_peer_round_trip_time_seconds;
+        a refusal "removed member" tells a member it was removed from the
+        cluster even when it has nothing to send on its streams (a learner no
+        leader writes to any more); other refusals prove nothing and are ignored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -103,6 +119,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.Members,
                     request_deserializer=engine_dot_proto_dot_peer__pb2.MembersRequest.FromString,
                     response_serializer=engine_dot_proto_dot_peer__pb2.MembersResponse.SerializeToString,
+            ),
+            'Probe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Probe,
+                    request_deserializer=engine_dot_proto_dot_peer__pb2.ProbeRequest.FromString,
+                    response_serializer=engine_dot_proto_dot_peer__pb2.ProbeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -186,6 +207,33 @@ class Peer:
             '/raftuipb.Peer/Members',
             engine_dot_proto_dot_peer__pb2.MembersRequest.SerializeToString,
             engine_dot_proto_dot_peer__pb2.MembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Probe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftuipb.Peer/Probe',
+            engine_dot_proto_dot_peer__pb2.ProbeRequest.SerializeToString,
+            engine_dot_proto_dot_peer__pb2.ProbeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -35,6 +35,10 @@ The shape follows etcd's rafthttp, not its code:
   `add_peer`/`update_peer` never raise on URLs.
 - every message passes the member's FaultFilter twice: when sent and when
   received.
+- a prober per peer (`Peer.Probe`, etcd's /raft/probing) measures the round
+  trip every PROBE_INTERVAL through the same faults (`on_peer_rtt`), and is
+  how a member with nothing to send (a learner removed while it was down)
+  hears a peer say "removed member".
 
 All of it lives on the event loop that created the PeerTransport: grpc.aio
 channels belong to the loop that made them.
@@ -113,6 +117,12 @@ BACKOFF_MIN = 0.05
 BACKOFF_MAX = 1.0
 # A stream that lived this long counts as healthy: backoff starts over.
 HEALTHY_STREAM_SECONDS = 1.0
+# Every member probes each peer this often (etcd's prober: its connection
+# read timeout minus a second); until a first answer, much more often, so a
+# restarted member that was removed while down hears it within a second.
+PROBE_INTERVAL = 4.0
+PROBE_FIRST_INTERVAL = 0.2
+PROBE_TIMEOUT = 2.0
 
 # Server options: keepalive as in etcd-compat.md trap 2 (grpc-go clients
 # ping often; a default grpcio server answers with GOAWAY too_many_pings),
@@ -282,6 +292,7 @@ class PeerStatus:
     dropped: int                 # messages dropped: queue full or peer down
     sent_bytes: int = 0          # serialized batches written to its stream
     received_bytes: int = 0      # serialized batches received on its stream
+    rtt: float | None = None     # the last probe's round trip, seconds
 
 
 class _Peer:
@@ -293,6 +304,12 @@ class _Peer:
         self.queue: collections.deque[Message] = collections.deque()
         self.wakeup = asyncio.Event()
         self.writer: asyncio.Task | None = None
+        self.prober: asyncio.Task | None = None
+        # The writer's current channel; the prober borrows it (no second
+        # connection) and does nothing while there is none.
+        self.channel: grpc.aio.Channel | None = None
+        # The last probe's round trip in seconds, None before the first.
+        self.rtt: float | None = None
         self.snapshots: set[asyncio.Task] = set()
         # None: never connected yet (messages wait); False: down (messages
         # are dropped); True: a stream is up.
@@ -306,7 +323,8 @@ class _Peer:
 
     def status(self) -> PeerStatus:
         return PeerStatus(self.member_id, self.urls, bool(self.up), self.active_since,
-                          len(self.queue), self.sent, self.dropped, self.sent_bytes, self.received_bytes)
+                          len(self.queue), self.sent, self.dropped, self.sent_bytes, self.received_bytes,
+                          self.rtt)
 
 
 class PeerTransport:
@@ -356,6 +374,9 @@ class PeerTransport:
         # Set by the node: (peer id) -> None, called (on the loop, never from
         # inside send()) when a peer refused our stream as from a removed member.
         self.on_removed: Callable[[int], None] | None = None
+        # Set by the node (metrics): (peer id, seconds) for every answered
+        # probe, etcd_network_peer_round_trip_time_seconds. Called on the loop.
+        self.on_peer_rtt: Callable[[int, float], None] | None = None
         # Received snapshots: spooled here and delivered as file references
         # (snapfile); without a directory they are spooled to an anonymous
         # temporary file and delivered as bytes once verified.
@@ -390,6 +411,7 @@ class PeerTransport:
         self._removed.discard(member_id)
         self._peers[member_id] = peer
         peer.writer = self._spawn(self._run_writer(peer), f"peer-{member_id:x}-writer")
+        peer.prober = self._spawn(self._run_prober(peer), f"peer-{member_id:x}-prober")
 
     def update_peer(self, member_id: int, urls: Sequence[str]) -> None:
         """New URLs for a peer: its stream is reopened; queued messages stay."""
@@ -415,6 +437,8 @@ class PeerTransport:
             return
         if peer.writer is not None:
             peer.writer.cancel()
+        if peer.prober is not None:
+            peer.prober.cancel()
         for task in peer.snapshots:
             task.cancel()
         peer.queue.clear()
@@ -519,6 +543,7 @@ class PeerTransport:
                     if stub_channel is not None:
                         await _close_channel(stub_channel)
                     stub_channel = self._open_channel(target, secure, CHANNEL_OPTIONS)
+                    peer.channel = stub_channel
                     current_url = url
                 try:
                     await asyncio.wait_for(stub_channel.channel_ready(), CONNECT_TIMEOUT)
@@ -536,8 +561,51 @@ class PeerTransport:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
         finally:
+            if peer.channel is stub_channel:
+                peer.channel = None
             if stub_channel is not None:
                 await _close_channel(stub_channel)
+
+    async def _run_prober(self, peer: _Peer) -> None:
+        """Probe the peer forever: measure the round trip, and hear a
+        refusal "removed member" (then tell the host, which stops)."""
+        answered = False
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL if answered else PROBE_FIRST_INTERVAL)
+            channel = peer.channel
+            if channel is None:
+                continue
+            verdict = await self._probe(peer, channel)
+            if verdict == "removed":
+                return
+            answered = answered or verdict == "ok"
+
+    async def _probe(self, peer: _Peer, channel: grpc.aio.Channel) -> str:
+        """One probe through the fault filter: "ok", "removed", or "failed"."""
+        passed = self._loop.create_future()
+        self.faults.filter(peer.member_id, Direction.OUT, [True],
+                           lambda _items: passed.done() or passed.set_result(True),
+                           lambda _item: passed.done() or passed.set_result(False))
+        started = time.monotonic()  # an injected delay counts, as netem's would
+        if not await passed:
+            return "failed"
+        request = peer_pb2.ProbeRequest(from_member=self.member_id, cluster_id=self.cluster_id,
+                                        to_member=peer.member_id)
+        try:
+            await peer_pb2_grpc.PeerStub(channel).Probe(request, timeout=PROBE_TIMEOUT)
+        except grpc.aio.AioRpcError as e:
+            if e.code() == REFUSED_CODE and (e.details() or "").startswith(REMOVED_DETAILS):
+                log.error("peer %x refused our probe: %s", peer.member_id, e.details())
+                if self.on_removed is not None:
+                    self._notify(self.on_removed, peer.member_id)
+                return "removed"
+            return "failed"  # down, not a member yet, an old member: proves nothing
+        except (asyncio.InvalidStateError, grpc.RpcError):
+            return "failed"  # the writer closed the channel under us
+        peer.rtt = time.monotonic() - started
+        if self.on_peer_rtt is not None:
+            self._notify(self.on_peer_rtt, peer.member_id, peer.rtt)
+        return "ok"
 
     async def _stream(self, peer: _Peer, channel: grpc.aio.Channel) -> str:
         """Write batches until a write fails; returns why it stopped."""
@@ -1125,6 +1193,23 @@ class _PeerServicer(peer_pb2_grpc.PeerServicer):
             if spool is not None:
                 spool.discard()
             raise
+
+    async def Probe(self, request, context):
+        t = self._t
+        why = t._check_incoming(request.from_member, request.cluster_id, request.to_member)
+        if why is not None:
+            # Not counted or logged as a refused stream: a joiner probes
+            # before we apply its ADD, and its stream says the same anyway.
+            await context.abort(REFUSED_CODE, why)
+        # The reverse direction's faults apply to the answer: a probe over a
+        # link cut this way goes unanswered, as on a real network.
+        passed = asyncio.get_running_loop().create_future()
+        t.faults.filter(request.from_member, Direction.IN, [True],
+                        lambda _items: passed.done() or passed.set_result(True),
+                        lambda _item: passed.done() or passed.set_result(False))
+        if not await passed:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "link cut by fault injection")
+        return peer_pb2.ProbeResponse()
 
     async def Members(self, request, context):
         provider = self._t.members_provider

@@ -24,8 +24,9 @@ from .conftest import restart_member, wait_for
 EXIT_WITHIN = 10.0
 
 
-def _add_voter(c) -> tuple[int, int]:
-    """Add a 4th member (learner, started, promoted); returns (its index, its id)."""
+def _add_voter(c, promote: bool = True) -> tuple[int, int]:
+    """Add a 4th member (learner, started, promoted unless `promote` is
+    False); returns (its index, its id)."""
     with grpc.insecure_channel(c.endpoints[0]) as ch:
         cl = rpc_pb2_grpc.ClusterStub(ch)
         m = c.plan_member("x1")
@@ -39,6 +40,9 @@ def _add_voter(c) -> tuple[int, int]:
         resp = wait_for(add, 20, "a learner add", interval=0.25)
         initial = ",".join(f"{mm.name}={u}" for mm in resp.members for u in mm.peerURLs if mm.name)
         c.start_planned(m, initial_cluster=f"{initial},{m.name}={m.peer_url}")
+        if not promote:
+            wait_for(lambda: _serves(m.endpoint), 20, "the learner to serve")
+            return len(c.members) - 1, resp.member.ID
 
         def promote():
             try:
@@ -48,10 +52,8 @@ def _add_voter(c) -> tuple[int, int]:
                 return None
         wait_for(promote, 30, "the learner's promotion", interval=0.25)
 
-        # The new member itself must have applied its promotion: a learner
-        # killed before that, removed while down, never hears of its removal
-        # (it sends nothing, and peers refuse a removed member only on what
-        # it sends; a known gap, see the issue 8 note).
+        # Callers kill it as a voter: the new member itself must have
+        # applied its promotion (a learner is test_a_learner_removed_...).
         def voter_here():
             try:
                 with grpc.insecure_channel(m.endpoint) as mc:
@@ -60,6 +62,15 @@ def _add_voter(c) -> tuple[int, int]:
                 return False
         wait_for(voter_here, 20, "the new member to apply its promotion", interval=0.1)
         return len(c.members) - 1, resp.member.ID
+
+
+def _serves(endpoint: str) -> bool:
+    try:
+        with grpc.insecure_channel(endpoint) as ch:
+            rpc_pb2_grpc.MaintenanceStub(ch).Status(rpc_pb2.StatusRequest(), timeout=2)
+            return True
+    except grpc.RpcError:
+        return False
 
 
 def _remove(c, asked: int, mid: int) -> None:
@@ -83,3 +94,19 @@ def test_a_member_removed_while_down_exits_when_restarted(hard_cluster_factory):
     restart_member(c, idx)
     m = c.members[idx]
     wait_for(lambda: not m.running(), EXIT_WITHIN, f"the removed member {m.name} to exit after its restart")
+
+
+def test_a_learner_removed_while_down_exits_when_restarted(hard_cluster_factory):
+    """No leader writes to a removed learner and a learner never campaigns:
+    restarted, it has nothing to send, so no refused stream tells it. It
+    learns it from its probes (Peer.Probe answered "removed member"); it
+    used to stay up for good (1 CI rehearsal in 4)."""
+    c = hard_cluster_factory(3)
+    idx, mid = _add_voter(c, promote=False)
+    c.kill(idx)
+    _remove(c, 0, mid)
+    restart_member(c, idx)
+    m = c.members[idx]
+    wait_for(lambda: not m.running(), EXIT_WITHIN, f"the removed learner {m.name} to exit after its restart")
+    assert m.proc.poll() == 0, m.log_tail()
+    assert "the member has been permanently removed from the cluster" in m.log_tail(100000)

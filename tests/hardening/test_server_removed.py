@@ -45,6 +45,53 @@ def test_only_a_peer_that_applied_the_removal_reports_it():
     run(main())
 
 
+def test_a_removed_member_with_nothing_to_send_learns_it_from_a_probe():
+    """A member with nothing to send (a learner removed while down, which no
+    leader writes to) heard of its removal only when it sent something, so
+    it could stay up for good: the prober asks every peer, and the refusal
+    of a peer that applied the removal is reported, with no stream opened."""
+    async def main():
+        a, b = await Member(1).start(), await Member(2).start()
+        removed: list[int] = []
+        b.transport.on_removed = removed.append
+        try:
+            a.transport.add_peer(2, [f"http://{HOST}:1"])
+            a.transport.remove_peer(2)           # a applied b's removal
+            b.transport.add_peer(1, [a.url])     # b sends nothing
+            await wait_until(lambda: bool(removed), 10, "b to learn it was removed without sending")
+            assert removed == [1]
+            assert a.transport.refused_streams == 0  # no stream was opened and refused
+        finally:
+            await close_all([a, b])
+    run(main())
+
+
+def test_a_probe_measures_the_round_trip_and_a_stranger_proves_nothing():
+    """Probes between members report their round trip (the metric
+    etcd_network_peer_round_trip_time_seconds); a peer that does not know
+    the prober (it has not applied its ADD) refuses the probe, which is no
+    evidence of removal, and a cut link leaves it unanswered."""
+    async def main():
+        a, b, c = await Member(1).start(), await Member(2).start(), await Member(3).start()
+        rtts: list[tuple[int, float]] = []
+        removed: list[int] = []
+        a.transport.on_peer_rtt = lambda peer, s: rtts.append((peer, s))
+        a.transport.on_removed = removed.append
+        try:
+            b.transport.add_peer(1, [a.url])
+            a.transport.add_peer(2, [b.url])
+            a.transport.add_peer(3, [c.url])     # c does not know a
+            await wait_until(lambda: any(p == 2 for p, _ in rtts), 10, "a probe of b to be answered")
+            peer, seconds = next(x for x in rtts if x[0] == 2)
+            assert 0 < seconds < 2
+            assert a.transport.peers()[2].rtt is not None
+            assert all(p != 3 for p, _ in rtts) and removed == []
+            assert a.transport.peers()[3].rtt is None
+        finally:
+            await close_all([a, b, c])
+    run(main())
+
+
 def _exit_code(m) -> int | None:
     return m.proc.poll() if m.proc is not None else None
 
