@@ -143,7 +143,7 @@ class InspectServicer(inspect_pb2_grpc.InspectServicer):
             owner = owners.get(s.id)
             info = out.watchers.add(key=s.key, range_end=s.range_end, start_revision=s.start_revision,
                                     next_revision=s.next_revision, synced=s.synced,
-                                    events_sent=s.events_sent)
+                                    events_sent=s.events_sent, pending_events=s.buffered)
             if owner is None:
                 info.watch_id = s.id
                 continue

@@ -15,6 +15,7 @@ layers' own typed objects.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Callable, Generator
 
 from engine.mvcc.backend import Reader
@@ -26,6 +27,8 @@ from engine.raft import Status
 from engine.raft.progress import Progress
 from engine.server.config import MemberConfig
 from engine.server.membership import MemberRecord
+
+log = logging.getLogger("engine.server")
 
 if TYPE_CHECKING:
     from engine.auth import AuthStore
@@ -178,6 +181,20 @@ class KVServer:
 
     def db_size_in_use(self) -> int:
         return self._node.applier.db_size_in_use()
+
+    def observe_peer_rtt(self, fn: Callable[[int, float], None] | None) -> None:
+        """`fn(peer id, seconds)` for every answered peer probe (the
+        transport's prober, every few seconds per peer); None detaches."""
+        if fn is None:
+            self._node.transport.on_peer_rtt = None
+            return
+
+        def guarded(peer: int, seconds: float) -> None:
+            try:
+                fn(peer, seconds)
+            except Exception:  # an observer's bug must not reach the transport
+                log.exception("peer round-trip observer failed")
+        self._node.transport.on_peer_rtt = guarded
 
     def alarms(self) -> list[tuple[int, int]]:
         """Active alarms as (member id, alarm type)."""
