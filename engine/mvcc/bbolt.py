@@ -44,6 +44,14 @@ root bucket's leaf last, and the metas at the end (txid 0 and 1, as bbolt's
 own init). Every page it writes is reachable, so the empty freelist is exact;
 bbolt (etcd, etcdctl) then opens, reads and writes such a file like its own.
 
+The writer bounds its output: every page is checked, before it is written,
+against the most a correct layout of the input seen so far can take
+(``Writer.size_bound``, about three times the input at the default fill), so
+a layout bug fails with BoltSizeError instead of filling the disk (one such
+bug once wrote 43 GB in a test). A caller that knows how much input is
+coming (``expected_input``) also gets BoltSizeError as soon as more arrives,
+and the bound never grows past that amount's.
+
 The reader treats the file as untrusted: every offset is checked against the
 page it is in, each page is visited at most once per walk, and anything
 wrong raises BoltError (a ValueError).
@@ -75,6 +83,11 @@ _U64 = struct.Struct("<Q")
 HDR = _PAGE_HDR.size                          # 16
 ELEM = _LEAF_ELEM.size                        # 16, branch elements too
 _MAX_DEPTH = 64
+
+
+class BoltSizeError(RuntimeError):
+    """The writer refused to grow the file past its bound (a bug, or an input
+    that does not end): the partial file is removed."""
 
 
 class BoltError(ValueError):
@@ -335,11 +348,12 @@ class _TreeWriter:
         self.leaves: list[tuple[bytes, int]] = []   # (first key, pgid)
         self.last: bytes | None = None
 
-    def add(self, flags: int, key: bytes, value: bytes) -> None:
+    def add(self, flags: int, key: bytes, value: bytes, *, counted: bool = True) -> None:
         if self.last is not None and key <= self.last:
             raise ValueError(f"keys not in ascending order: {key!r} after {self.last!r}")
         self.last = key
         need = ELEM + len(key) + len(value)
+        self.w.account(need, len(key), counted)
         if self.elems and self.size + need > self.w.fill:
             self._flush()
         self.elems.append((flags, key, value))
@@ -377,17 +391,70 @@ class Writer:
     ascending key order; then ``close()``. Writes to ``path`` directly (the
     caller renames it into place)."""
 
-    def __init__(self, path: str, page_size: int = PAGE_SIZE, fill: float = 1.0) -> None:
+    def __init__(self, path: str, page_size: int = PAGE_SIZE, fill: float = 1.0, *,
+                 expected_input: int | None = None) -> None:
         self.page_size = page_size
         self.fill = max(HDR + ELEM, int(page_size * fill))
+        self.path = path
+        # The input so far, for the size bound: element bytes (ELEM + key +
+        # value, every tree's), the longest key, the trees begun; and the
+        # bucket items' bytes against what the caller said would come.
+        self.input_bytes = 0
+        self.items_bytes = 0
+        self.expected_input = expected_input
+        self._kmax = 0
+        self._elems = 0
+        self._trees = 1                        # the root bucket's
         self._f = open(path, "wb")
         self._next = 3                         # 0, 1: metas; 2: the freelist
         self._f.write(b"\0" * (3 * page_size))
         self._root: list[tuple[bytes, bytes]] = []
 
+    def account(self, elem_bytes: int, key_len: int, item: bool) -> None:
+        self.input_bytes += elem_bytes
+        self._elems += 1
+        self._kmax = max(self._kmax, key_len)
+        if item:
+            self.items_bytes += elem_bytes
+            if self.expected_input is not None and self.items_bytes > self.expected_input:
+                raise BoltSizeError(f"bbolt writer: more input than announced ({self.items_bytes:,} bytes "
+                                    f"of items, {self.expected_input:,} expected): the source did not end")
+
+    def size_bound(self) -> int:
+        """The most a correct layout of the input so far can take, in bytes.
+
+        Leaves: a page is closed only when the next element does not fit in
+        `fill` (F), so two neighbours hold more than F - HDR: at most
+        2S/(F-HDR) + 2 pages per tree (S: element bytes), and never more
+        than one per element; each is its content plus at most one page of
+        padding. Branches: a branch page takes at least two children (the
+        last of a level may take one), so a level has at most half its
+        children's count plus one: at most P + 2 pages a level deep (P: leaf
+        pages) and 3P elements of ELEM + the longest key; by content, the
+        same closing rule as the leaves.
+        """
+        ps, f, hdr = self.page_size, self.fill, HDR
+        s = self.input_bytes
+        if self.expected_input is not None:
+            s = max(s, self.expected_input + self.input_bytes - self.items_bytes)
+        elems = self._elems
+        if self.expected_input is not None:
+            elems = max(elems, self.expected_input // ELEM + self._elems)
+        leaves = min(2 * s // (f - hdr), elems) + 2 * self._trees
+        branch_content = 3 * leaves * (ELEM + self._kmax)
+        branch_pages = min(2 * branch_content // (f - hdr), leaves) + 2 * _MAX_DEPTH * self._trees
+        return (3 * ps + s + leaves * (hdr + ps)
+                + branch_content + branch_pages * (hdr + ps))
+
     def alloc_write(self, elems, branch: bool) -> int:
         pgid = self._next
         data, pages = _page_bytes(pgid, elems, self.page_size, branch)
+        end = (self._next + pages) * self.page_size
+        bound = self.size_bound()
+        if end > bound:
+            raise BoltSizeError(
+                f"bbolt writer: the file would grow to {end:,} bytes, past the {bound:,} bytes "
+                f"{self.input_bytes:,} bytes of input can take (a bug in the writer); stopped")
         self._f.write(data)
         self._next += pages
         return pgid
@@ -397,6 +464,7 @@ class Writer:
         if self._root and name <= self._root[-1][0]:
             raise ValueError(f"bucket names not in ascending order: {name!r}")
         t = _TreeWriter(self)
+        self._trees += 1
         n = 0
         for k, v in items:
             if not k:
@@ -417,7 +485,7 @@ class Writer:
         file's size."""
         t = _TreeWriter(self)
         for name, header in self._root:
-            t.add(BUCKET_LEAF_FLAG, name, header)
+            t.add(BUCKET_LEAF_FLAG, name, header, counted=False)
         root = t.finish()
         hwm = self._next
         ps = self.page_size
@@ -433,14 +501,22 @@ class Writer:
         return hwm * ps
 
     def abort(self) -> None:
+        """Close and remove the partial file (it is no bbolt file yet)."""
         self._f.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
 
 
 def write(path: str, buckets: Iterable[tuple[bytes, Iterable[tuple[bytes, bytes]]]],
-          page_size: int = PAGE_SIZE, fill: float = 1.0) -> int:
+          page_size: int = PAGE_SIZE, fill: float = 1.0, *, expected_input: int | None = None) -> int:
     """Write a fresh bbolt file holding ``buckets`` ((name, items) in
-    ascending name order, items in ascending key order); its size."""
-    w = Writer(path, page_size, fill)
+    ascending name order, items in ascending key order); its size.
+    ``expected_input``: the items' bytes (sum of ELEM + len(key) + len(value))
+    the caller knows are coming; more raises BoltSizeError. Any failure
+    removes the partial file."""
+    w = Writer(path, page_size, fill, expected_input=expected_input)
     try:
         for name, items in buckets:
             w.bucket(name, items)

@@ -188,7 +188,15 @@ def to_bbolt(sqlite_path: str, out_path: str) -> int:
             b"members_removed": sorted(removed),
             b"meta": sorted(metas),
         }
-        return bbolt.write(out_path, sorted(buckets.items()))
+        # What is coming, so the writer stops if the row iterator does not
+        # end, and its size bound is the one of this input (never the disk).
+        expected = sum(bbolt.ELEM + len(k) + len(v) for name, items in buckets.items()
+                       if name != b"key" for k, v in items)
+        if "kv" in have:
+            rows, row_bytes = db.execute(
+                "SELECT count(*), coalesce(sum(length(rev) + length(kv)), 0) FROM kv").fetchone()
+            expected += rows * bbolt.ELEM + row_bytes
+        return bbolt.write(out_path, sorted(buckets.items()), expected_input=expected)
     finally:
         db.close()
 

@@ -93,6 +93,81 @@ def test_round_trip(tmp_path, buckets, page_size, fill):
         assert r.page_ids() == set(range(r.meta.pgid))
 
 
+def test_size_bound_holds_for_correct_layouts(tmp_path):
+    """The bound is never reached by what the writer lays out, also in the
+    layouts that waste most: values just over half a fill (one a page), keys
+    as long as values, a tiny fill, overflow pages."""
+    cases = [
+        (4096, 1.0, [(rev(i), b"v" * 2100) for i in range(1, 300)]),
+        (4096, 1.0, [(rev(i), b"v" * 4097) for i in range(1, 100)]),
+        (512, 0.1, [(b"%0400d" % i, b"w" * 400) for i in range(200)]),
+        (1024, 0.5, [(b"k%05d" % i, b"") for i in range(5000)]),
+    ]
+    for page_size, fill, items in cases:
+        p = str(tmp_path / "db")
+        w = bbolt.Writer(p, page_size, fill)
+        w.bucket(b"key", items)
+        bound = w.size_bound()
+        size = w.close()
+        assert size <= bound < 8 * size + 64 * page_size, (page_size, fill, size, bound)
+        assert read_all(p) == [(b"key", items)]
+
+
+def test_runaway_layout_stops_at_the_bound(tmp_path, monkeypatch):
+    """A layout bug that never ends (7c97f53's branch levels that never shrank
+    wrote 43 GB) fails with BoltSizeError near the bound, and the partial file
+    is gone."""
+    def never_shrinks(self):
+        self._flush()
+        while True:
+            self.w.alloc_write([(3, b"k" * 30, b""), (4, b"l" * 30, b"")], branch=True)
+    monkeypatch.setattr(bbolt._TreeWriter, "finish", never_shrinks)
+    p = tmp_path / "db"
+    items = [(rev(i), b"v%d" % i) for i in range(1, 2000)]
+    with pytest.raises(bbolt.BoltSizeError, match="a bug in the writer"):
+        bbolt.write(str(p), [(b"key", items)])
+    assert not p.exists()
+
+
+def test_input_that_does_not_end_stops(tmp_path):
+    """A source that yields more than the caller announced (a row loop that
+    never ends) stops at once; without an announcement the bound grows with
+    the input, so only the announced amount protects against that."""
+    def endless():
+        i = 0
+        while True:
+            i += 1
+            yield rev(i), b"x" * 100
+    p = tmp_path / "db"
+    with pytest.raises(bbolt.BoltSizeError, match="more input than announced"):
+        bbolt.write(str(p), [(b"key", endless())], expected_input=10 * (bbolt.ELEM + 17 + 100))
+    assert not p.exists()
+
+
+def test_convert_announces_its_input(tmp_path, monkeypatch):
+    """to_bbolt tells the writer what the store holds: a row iterator that
+    repeats itself forever is stopped."""
+    from engine.mvcc import backend, etcd_snapshot
+    from tests.snapshot.test_convert import _store   # a small store db of ours, every table
+    src = _store(tmp_path)
+    real = backend.file_rows
+
+    def forever(path, batch=10000):
+        rows = list(real(path, batch))
+        n = 0
+        while True:
+            for _, kv in rows:
+                n += 1
+                yield rev(n), kv
+    monkeypatch.setattr(backend, "file_rows", forever)
+    out = tmp_path / "out.db"
+    with pytest.raises(bbolt.BoltSizeError):
+        etcd_snapshot.to_bbolt(src, str(out))
+    assert not out.exists()
+    monkeypatch.setattr(backend, "file_rows", real)
+    assert etcd_snapshot.to_bbolt(src, str(out)) > 0
+
+
 def test_writer_refuses_unordered_input(tmp_path):
     with pytest.raises(ValueError):
         bbolt.write(str(tmp_path / "a"), [(b"k", [(b"b", b""), (b"a", b"")])])
