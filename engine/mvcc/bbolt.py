@@ -87,7 +87,7 @@ _MAX_DEPTH = 64
 
 class BoltSizeError(RuntimeError):
     """The writer refused to grow the file past its bound (a bug, or an input
-    that does not end): the partial file is removed."""
+    that does not end): the partial file is left empty."""
 
 
 class BoltError(ValueError):
@@ -501,12 +501,12 @@ class Writer:
         return hwm * ps
 
     def abort(self) -> None:
-        """Close and remove the partial file (it is no bbolt file yet)."""
-        self._f.close()
+        """Empty and close the partial file (it is no bbolt file yet): its
+        space goes back at once; its name is the caller's to remove."""
         try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+            self._f.truncate(0)
+        finally:
+            self._f.close()
 
 
 def write(path: str, buckets: Iterable[tuple[bytes, Iterable[tuple[bytes, bytes]]]],
@@ -515,7 +515,7 @@ def write(path: str, buckets: Iterable[tuple[bytes, Iterable[tuple[bytes, bytes]
     ascending name order, items in ascending key order); its size.
     ``expected_input``: the items' bytes (sum of ELEM + len(key) + len(value))
     the caller knows are coming; more raises BoltSizeError. Any failure
-    removes the partial file."""
+    leaves the file empty."""
     w = Writer(path, page_size, fill, expected_input=expected_input)
     try:
         for name, items in buckets:
