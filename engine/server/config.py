@@ -93,6 +93,13 @@ class MemberConfig:
     # --listen-client-http-urls (all of HTTP: /health /version /metrics, the JSON gateway).
     listen_metrics_urls: tuple[str, ...] = ()
     listen_client_http_urls: tuple[str, ...] = ()
+    # etcd's certificate rules beyond the CA (engine/transport/certcheck):
+    # CRLs for the client and peer listeners, and the one CN or hostname a
+    # peer's certificate must carry.
+    client_crl_file: str = ""
+    peer_crl_file: str = ""
+    peer_cert_allowed_cn: str = ""
+    peer_cert_allowed_hostname: str = ""
 
     @property
     def election_ticks(self) -> int:
