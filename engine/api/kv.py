@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 
+from engine.auth.errors import AuthOldRevision
 from engine.auth.tokens import AuthInfo
 from engine.proto import internal_pb2, rpc_pb2, rpc_pb2_grpc
 from engine.server.kvserver import KVServer
@@ -34,6 +35,14 @@ def _finish_range(resp: rpc_pb2.RangeResponse, job) -> bytes | None:
     return None if wire is None else resp.SerializeToString() + wire
 
 
+def check_auth_revision(store, info: AuthInfo | None) -> None:
+    """Raise AuthOldRevision if the auth store changed since `info` was
+    checked against it (etcd: `ai.Revision != 0 && ai.Revision !=
+    authStore.Revision()`)."""
+    if store is not None and info is not None and info.revision != 0 and info.revision != store.revision:
+        raise AuthOldRevision()
+
+
 class KVServicer(rpc_pb2_grpc.KVServicer):
     def __init__(self, server: KVServer, counters: Counters) -> None:
         self.server = server
@@ -50,6 +59,7 @@ class KVServicer(rpc_pb2_grpc.KVServicer):
                 # committed before the request came in.
                 await server.read_barrier(request_timeout(server, context))
             store = server.auth_store
+            info = None
             if store is not None and store.enabled:  # etcd's doSerialize
                 info = await auth_info(server, context)
                 store.is_range_permitted(info or AuthInfo("", 0), request.key, request.range_end)
@@ -65,12 +75,18 @@ class KVServicer(rpc_pb2_grpc.KVServicer):
                     break
                 await asyncio.sleep(0)  # a big index walk, a slice per loop turn
             server.fill_header(resp.header)
+            wire = None
             if job is not None:
                 wire = await asyncio.to_thread(_finish_range, resp, job)
-                if wire is not None:
-                    # Already on the wire: the values were never parsed, and
-                    # neither grpc nor the concatenation copies 50 MiB on the loop.
-                    return wire
+            # etcd's doSerialize, after the read: had the auth store changed
+            # while it ran (a revoked permission, auth disabled), the answer
+            # is not given ("revision of auth store is old"; clientv3
+            # authenticates again and retries).
+            check_auth_revision(store, info)
+            if wire is not None:
+                # Already on the wire: the values were never parsed, and
+                # neither grpc nor the concatenation copies 50 MiB on the loop.
+                return wire
         except Exception as e:
             await abort(context, e)
         return resp
