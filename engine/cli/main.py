@@ -17,7 +17,7 @@ import threading
 import grpc
 
 from engine.cli.flags import FlagError, MemberConfig, parse_args
-from engine.transport import add_peer_service, make_server
+from engine.transport import add_peer_service, certcheck, make_server
 from engine.transport.transport import peer_receive_limit, url_target
 from engine.wal import fsutil
 
@@ -145,7 +145,9 @@ async def serve(cfg: MemberConfig, ready: asyncio.Event | None = None) -> int:
     # requests fail in grpc, smaller ones over the limit get "request is too large".
     client = make_server([("grpc.max_receive_message_length", max_req + 512 * 1024),
                           ("grpc.max_send_message_length", 2**31 - 1)],
-                         interceptors=[http.grpc_interceptor])
+                         # The certificate check first: a refused call is not counted as served.
+                         interceptors=[*certcheck.server_interceptors(certcheck.listener_rules(cfg, "client"), "client"),
+                                       http.grpc_interceptor])
     add_services(client, kvs)
     if cfg.enable_fault_injection:
         from engine.transport.fault_service import add_fault_service
@@ -154,7 +156,8 @@ async def serve(cfg: MemberConfig, ready: asyncio.Event | None = None) -> int:
     client_creds = (_server_credentials(cfg.cert_file, cfg.key_file, cfg.trusted_ca_file,
                                         cfg.client_cert_auth) if cfg.client_tls else None)
     _bind(client, cfg.listen_client_urls, client_creds)
-    peer = make_server([("grpc.max_receive_message_length", peer_receive_limit(cfg.max_request_bytes))])
+    peer = make_server([("grpc.max_receive_message_length", peer_receive_limit(cfg.max_request_bytes))],
+                       interceptors=certcheck.server_interceptors(certcheck.listener_rules(cfg, "peer"), "peer"))
     add_peer_service(peer, node.transport)
     peer_creds = (_server_credentials(cfg.peer_cert_file, cfg.peer_key_file, cfg.peer_trusted_ca_file,
                                       cfg.peer_client_cert_auth) if cfg.peer_tls else None)

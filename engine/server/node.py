@@ -43,7 +43,7 @@ from engine.server.raftlog import RaftLog, open_raft_log
 from engine.server.ready_loop import OUT_SNAP_PREFIX, ReadyLoop, unlink_quietly
 from engine.server.waiters import Waiters
 from engine.proto import peer_pb2
-from engine.transport import FaultFilter, PeerTransport
+from engine.transport import FaultFilter, PeerTransport, certcheck
 from engine.transport.transport import fetch_members
 from engine.wal import WAL, layout
 
@@ -263,6 +263,7 @@ class Node(ReadyLoop, Applying, Housekeeping):
                                        max_snapshot_bytes=max(cfg.quota_backend_bytes * 11 // 10, 64 << 20))
         self.transport.members_provider = self._members_response
         self.transport.on_removed = self._on_removed_by_peer
+        self.transport.dial_check = certcheck.peer_dial_check(cfg)
         for m in cfg.initial_cluster:
             if m.id != self.member_id and m.id not in self.membership.removed:
                 self._add_peer(m.id, list(m.peer_urls))

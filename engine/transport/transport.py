@@ -53,7 +53,7 @@ import logging
 import os
 import tempfile
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 import grpc
 import grpc.aio
@@ -305,8 +305,9 @@ class _Peer:
         self.wakeup = asyncio.Event()
         self.writer: asyncio.Task | None = None
         self.prober: asyncio.Task | None = None
-        # The writer's current channel; the prober borrows it (no second
-        # connection) and does nothing while there is none.
+        # The writer's channel while its stream is up (after the dial
+        # check); the prober borrows it (no second connection) and does
+        # nothing while there is none.
         self.channel: grpc.aio.Channel | None = None
         # The last probe's round trip in seconds, None before the first.
         self.rtt: float | None = None
@@ -377,6 +378,10 @@ class PeerTransport:
         # Set by the node (metrics): (peer id, seconds) for every answered
         # probe, etcd_network_peer_round_trip_time_seconds. Called on the loop.
         self.on_peer_rtt: Callable[[int, float], None] | None = None
+        # Set by the node: async (target) -> why | None, checks a peer's TLS
+        # certificate (--peer-cert-allowed-cn/-hostname) before anything is
+        # streamed to it, as etcd's peer dialer does (engine/transport/certcheck).
+        self.dial_check: Callable[[str], Awaitable[str | None]] | None = None
         # Received snapshots: spooled here and delivered as file references
         # (snapfile); without a directory they are spooled to an anonymous
         # temporary file and delivered as bytes once verified.
@@ -543,7 +548,6 @@ class PeerTransport:
                     if stub_channel is not None:
                         await _close_channel(stub_channel)
                     stub_channel = self._open_channel(target, secure, CHANNEL_OPTIONS)
-                    peer.channel = stub_channel
                     current_url = url
                 try:
                     await asyncio.wait_for(stub_channel.channel_ready(), CONNECT_TIMEOUT)
@@ -551,8 +555,19 @@ class PeerTransport:
                     self._mark_down(peer, f"no connection to {url} within {CONNECT_TIMEOUT}s")
                     url_index += 1  # several URLs: try the next one
                     continue        # channel_ready itself paces the retries
+                if secure and self.dial_check is not None:
+                    refused = await self.dial_check(target)
+                    if refused is not None:
+                        self._mark_down(peer, f"certificate of peer {peer.member_id:x} at {url} refused: {refused}")
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, BACKOFF_MAX)
+                        continue
                 started = time.monotonic()
-                error = await self._stream(peer, stub_channel)
+                peer.channel = stub_channel  # the prober's, while the stream is up
+                try:
+                    error = await self._stream(peer, stub_channel)
+                finally:
+                    peer.channel = None
                 self._mark_down(peer, error)
                 if time.monotonic() - started >= HEALTHY_STREAM_SECONDS:
                     backoff = BACKOFF_MIN
@@ -561,8 +576,6 @@ class PeerTransport:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
         finally:
-            if peer.channel is stub_channel:
-                peer.channel = None
             if stub_channel is not None:
                 await _close_channel(stub_channel)
 
@@ -719,6 +732,12 @@ class PeerTransport:
                     log.warning("snapshot to peer %x failed: no connection to %s within %ss",
                                 peer.member_id, url, CONNECT_TIMEOUT)
                     return
+                if secure and self.dial_check is not None:
+                    refused = await self.dial_check(target)
+                    if refused is not None:
+                        log.warning("snapshot to peer %x failed: its certificate was refused: %s",
+                                    peer.member_id, refused)
+                        return
                 stub = peer_pb2_grpc.PeerStub(channel)
                 # The deadline bounds the whole transfer, however slow the peer.
                 call = stub.SendSnapshot(timeout=timeout)
