@@ -2,6 +2,8 @@
 
     raftui --endpoints 127.0.0.1:2379,127.0.0.1:22379     attach (etcd or raftnode)
     raftui [--data-dir DIR] [--members 3]                  host raftnode members locally
+    raftui run FILE|NAME [--members 5] [--endpoints ...]   a scenario script, headless (raftui/scenario)
+    raftui lincheck FILE                                   check a saved history (raftui/lincheck)
 """
 from __future__ import annotations
 
@@ -36,7 +38,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+SUBCOMMANDS = {
+    "run": "raftui.scenario.headless",
+    "lincheck": "raftui.lincheck.replay",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+
+        return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
     args = parse_args(argv)
     # Imported after parsing so `raftui --help` stays fast and always works.
     from raftui.app import RaftuiApp, binding_ids

@@ -1,0 +1,174 @@
+"""The live check: a workload running, its history checked again and again.
+
+    session = LiveSession(endpoints, Config(clients=4, rate=40), save_dir="~/.local/share/raftui")
+    task = asyncio.create_task(session.run())     # until session.stop()
+    session.status()                              # a LiveStatus for the panel (no I/O, cheap)
+
+Every `every` seconds the history recorded so far goes to the checker in a
+separate process (the search is CPU-bound Python; on the console's own
+process it would freeze the screen), never two checks at once. Operations
+still running at that moment count as indeterminate, which is exactly the
+prefix rule: any prefix of a linearizable history is linearizable. So a
+violation found in a window is a violation of the whole run; the first one
+found stays on the panel, its history is saved, and the workload stops.
+
+The cost of a check grows with the history (each check looks at all of
+it, ~0.1-0.5 s per 10,000 ops on the machines measured); recording stops at
+workload.MAX_EVENTS. No UI here.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import multiprocessing
+import os
+import time
+from typing import Sequence
+
+from raftui.source.connection import TlsFiles
+
+from . import checker, history
+from .workload import Config, Stats, Workload
+
+CHECK_EVERY = 2.0
+CHECK_BUDGET = 2_000_000        # WGL configurations per key before "undecided"
+
+
+@dataclasses.dataclass(frozen=True)
+class OpLine:
+    """One operation of a counterexample, as the panel draws it (times in ms from its start)."""
+    process: str
+    start_ms: float
+    end_ms: float | None            # None: never completed (indeterminate)
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    valid: bool | None              # None: undecided (search budget)
+    ops: int                        # operations checked
+    seconds: float                  # how long the check took
+    key: str = ""                   # the key of the violation
+    counterexample: tuple[OpLine, ...] = ()
+    report: str = ""                # checker's text: the timeline and why no order works
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveStatus:
+    stats: Stats | None
+    verdict: Verdict | None         # the latest (a violation stays)
+    checked_at: float = 0.0         # time.monotonic() of the latest verdict
+    checking: bool = False
+    saved: str = ""                 # where the history was saved, once it was
+    error: str = ""                 # the checker itself failed (never a verdict)
+
+
+def check_events(events: list[dict], budget: int = CHECK_BUDGET) -> Verdict:
+    """Check one history; plain data out (it crosses a process boundary)."""
+    t0 = time.monotonic()
+    verdict = checker.check(events, None, max_configurations=budget)
+    ops = sum(1 for e in events if e.get("type") == "invoke")
+    took = time.monotonic() - t0
+    bad = next((k for k in verdict.keys.values() if k.valid is False), None)
+    if bad is None:
+        return Verdict(verdict.valid, ops, took,
+                       report=verdict.report() if verdict.valid is None else "")
+    small = bad.counterexample
+    start = min(o.invoke for o in small)
+    lines = tuple(OpLine(f"p{o.process}", (o.invoke - start) / 1e6,
+                         None if o.complete == checker.INF else (o.complete - start) / 1e6, o.describe())
+                  for o in sorted(small, key=lambda o: (o.invoke, str(o.id))))
+    return Verdict(False, ops, took, str(bad.key), lines, bad.report)
+
+
+class LiveSession:
+    def __init__(self, endpoints: Sequence[str], config: Config = Config(), tls: TlsFiles | None = None, *,
+                 save_dir: str | None = None, every: float = CHECK_EVERY, in_process: bool = False) -> None:
+        self.workload = Workload(endpoints, config, tls)
+        self.every = every
+        self.save_dir = os.path.expanduser(save_dir) if save_dir else None
+        self.in_process = in_process      # tests: check on a thread instead of a process
+        self._verdict: Verdict | None = None
+        self._checked_at = 0.0
+        self._checking = False
+        self._saved = ""
+        self._error = ""
+        self._stopped = asyncio.Event()
+
+    def status(self) -> LiveStatus:
+        return LiveStatus(self.workload.stats(), self._verdict, self._checked_at, self._checking,
+                          self._saved, self._error)
+
+    def stop(self) -> None:
+        self.workload.stop()
+        self._stopped.set()
+
+    def nemesis(self, what: str) -> None:
+        self.workload.nemesis(what)
+
+    async def run(self) -> LiveStatus:
+        """Workload and checks until stop(), a violation, or a full history; then a last check
+        of everything and the history saved. Returns the final status."""
+        pool = None
+        if not self.in_process:
+            pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        work = asyncio.create_task(self.workload.run())
+        try:
+            loop = asyncio.get_running_loop()
+            while not work.done():
+                try:
+                    await asyncio.wait_for(asyncio.shield(work), self.every)
+                except asyncio.TimeoutError:
+                    pass
+                await self._check(pool, loop)
+                if self._verdict is not None and self._verdict.valid is False:
+                    self.workload.stop()
+                    break
+            await work
+            if self._verdict is None or self._verdict.valid is not False:
+                await self._check(pool, loop)       # everything, the last ops included
+        finally:
+            self.workload.stop()
+            if not work.done():
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+            self.save()
+        return self.status()
+
+    async def _check(self, pool, loop) -> None:
+        events = list(self.workload.events)         # a snapshot: the clients keep appending
+        self._checking = True
+        try:
+            if pool is None:
+                verdict = await asyncio.to_thread(check_events, events)
+            else:
+                verdict = await loop.run_in_executor(pool, check_events, events)
+        except Exception as exc:   # a broken pool or a checker bug: said, never a crash of the console
+            self._error = f"the check failed: {type(exc).__name__}: {exc}"
+            return
+        finally:
+            self._checking = False
+        if self._verdict is None or self._verdict.valid is not False:
+            self._verdict = verdict
+            self._checked_at = time.monotonic()
+
+    def save(self, path: str | None = None) -> str:
+        """The history so far to `path` (default: the save dir, named by run id); "" if nowhere to save."""
+        if path is None:
+            if self.save_dir is None:
+                return ""
+            os.makedirs(self.save_dir, exist_ok=True)
+            path = os.path.join(self.save_dir, f"lincheck-{self.workload.run_id}.jsonl")
+        cfg = self.workload.config
+        try:
+            history.save(path, self.workload.events, keys=self.workload.keys, clients=cfg.clients,
+                         rate=cfg.rate, deadline=cfg.deadline, seed=self.workload.seed,
+                         endpoints=self.workload.endpoints)
+        except OSError as exc:
+            self._error = f"history not saved to {path}: {exc.strerror or exc}"
+            return ""
+        self._saved = path
+        return path

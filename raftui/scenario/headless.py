@@ -1,0 +1,161 @@
+"""`raftui run FILE`: a scenario without the console, for scripts and CI.
+
+    raftui run leader-isolation                     a fresh hosted raftnode cluster (temporary data dir)
+    raftui run my.toml --members 5                  ... of 5 members
+    raftui run rolling-restart --etcd /usr/bin/etcd hosted real etcd members (no Fault service)
+    raftui run leader-transfer --endpoints h:p,...  an attached cluster (only the steps it allows)
+    raftui run --list                               the shipped scenarios
+
+Exit status: 0 every step passed; 1 a step failed (the report names it and
+its line) or the scenario is not possible on that cluster; 2 the file is
+bad (the message names its line and step) or the command line is.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import sys
+import tempfile
+
+from .script import STEP_HELP, Script, ScriptError
+
+ETCD_UNKNOWN_FLAGS = ("--experimental-snapshot-catchup-entries",)   # etcd 3.4 has no such flag
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="raftui run", description="Run a scenario script headless; exit 0 if "
+                                "every step passed, 1 if one failed (named in the report), 2 for a bad file.")
+    p.add_argument("scenario", nargs="?", help="a scenario file (TOML), or the name of a shipped one")
+    p.add_argument("--list", action="store_true", help="list the shipped scenarios")
+    p.add_argument("--steps", action="store_true", help="print the step grammar")
+    p.add_argument("--members", type=int, choices=(1, 3, 5, 7),
+                   help="host mode: members to start (default: 3, or the scenario's own minimum)")
+    p.add_argument("--endpoints", help="attach to these members instead of hosting: host:port,...")
+    p.add_argument("--cacert")
+    p.add_argument("--cert")
+    p.add_argument("--key")
+    p.add_argument("--data-dir", help="host mode: keep the members' data here (default: a temporary "
+                                      "directory, removed afterwards)")
+    p.add_argument("--etcd", metavar="BINARY", help="host mode: run this etcd binary instead of raftnode "
+                                                    "(no Fault service: fault steps are not possible)")
+    p.add_argument("--quiet", action="store_true", help="print only the final report")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    from . import library, resolve
+
+    if args.list:
+        for name in library.names():
+            try:
+                s = resolve(name)
+                print(f"{name:<22} {s.members} members  {s.description}")
+            except ScriptError as exc:      # a shipped file that does not parse is a bug to see
+                print(f"{name:<22} BROKEN: {exc}")
+        return 0
+    if args.steps:
+        print(STEP_HELP)
+        return 0
+    if not args.scenario:
+        print("raftui run: name a scenario file or a shipped scenario (--list shows them)", file=sys.stderr)
+        return 2
+    try:
+        script = resolve(args.scenario)
+    except ScriptError as exc:
+        print(f"raftui run: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_run(script, args))
+    except KeyboardInterrupt:
+        print("raftui run: interrupted", file=sys.stderr)
+        return 1
+
+
+async def _run(script: Script, args) -> int:
+    from raftui.host import HostError
+    from raftui.source import TlsFiles, parse_endpoints
+
+    from .cluster import ScenarioCluster
+    from .runner import Runner
+
+    tls = TlsFiles(args.cacert, args.cert, args.key) if (args.cacert or args.cert or args.key) else None
+    host = None
+    temp = None
+    say = (lambda e: None) if args.quiet else (lambda e: e.kind != "start" and print(e.line(), flush=True))
+    try:
+        if args.endpoints:
+            endpoints = parse_endpoints(args.endpoints)
+            if not endpoints:
+                print("raftui run: --endpoints names no endpoint", file=sys.stderr)
+                return 2
+        else:
+            size = args.members or max(3, script.members)
+            if args.data_dir is None:
+                temp = tempfile.mkdtemp(prefix="raftui-scenario-")
+            data_dir = args.data_dir or os.path.join(temp, "cluster")
+            try:
+                host = await asyncio.to_thread(_start_host, data_dir, size, script, args.etcd)
+            except (HostError, OSError) as exc:
+                print(f"raftui run: cannot start the cluster: {exc}", file=sys.stderr)
+                return 1
+            endpoints = host.endpoints
+            if not args.quiet:
+                print(f"hosting {size} {'etcd' if args.etcd else 'raftnode'} members in {data_dir}"
+                      + (f" with {' '.join(script.flags)}" if script.flags else ""), flush=True)
+        if not args.quiet:
+            print(f"scenario {script.name!r}: {script.description}", flush=True)
+        cluster = ScenarioCluster(endpoints, host, tls)
+        try:
+            report = await Runner(script, cluster, on_event=say).run()
+        finally:
+            await cluster.close()
+        print(report.text(), flush=True)
+        return 0 if report.ok else 1
+    finally:
+        if host is not None:
+            await asyncio.to_thread(_stop_host, host)
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def _start_host(data_dir: str, size: int, script: Script, etcd: str | None):
+    from engine.cli import launch
+    from raftui.host import HostError, ProcessHost, raftnode_command
+
+    flags = list(script.flags)
+    if etcd:
+        flags = [f for f in flags if f.split("=", 1)[0] not in ETCD_UNKNOWN_FLAGS]
+        host = ProcessHost(data_dir, size, [etcd], fault_injection=False,
+                           extra_args=[*launch.ETCD_LOG_FLAGS, *flags])
+    else:
+        command = raftnode_command()
+        if command is None:
+            raise HostError("raftnode is not installed")
+        host = ProcessHost(data_dir, size, command, fault_injection=True, extra_args=flags,
+                           stop_together=True)
+    try:
+        host.start()
+        host.wait_listening(timeout=30.0)
+    except BaseException:
+        _stop_host(host)
+        raise
+    return host
+
+
+def _stop_host(host) -> None:
+    """Every member stopped; anything left after the deadline is killed by its PID."""
+    for name in host.names:
+        if host.state(name) == "paused":      # a stopped process would not see SIGTERM
+            host.resume(name)
+    host.stop_all(timeout=10.0)
+    for name in host.names:
+        pid = host.pid(name)
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
