@@ -183,7 +183,7 @@ KEYWORDS = {"leader", "follower", "rest", "each", "followers"}
 
 # ---------------------------------------------------------------- values
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)$")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
 _SIZE = re.compile(r"^(\d+)(B|KiB|MiB|GiB|kB|MB|GB)?$", re.IGNORECASE)
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 _VAR = re.compile(r"^[a-z_][a-z0-9_]{0,31}$")
@@ -195,7 +195,7 @@ def duration(text: str) -> float:
     m = _DURATION.match(text)
     if not m:
         raise ValueError(f"{text!r} is not a duration (like 500ms, 3s, 2m)")
-    value = float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[m.group(2)]
+    value = float(m.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2)]
     if value > MAX_DURATION:
         raise ValueError(f"{text} is longer than the {MAX_DURATION:.0f}s a step may take")
     return value
@@ -434,7 +434,8 @@ def parse(text: str, source: str = "") -> Script:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ScriptError(f"{source or 'scenario'}: not valid TOML: {exc}") from None
+        at = "" if "line" in str(exc) else f" (the file ends at line {text.count(chr(10)) + 1})"
+        raise ScriptError(f"{source or 'scenario'}: not valid TOML: {exc}{at}") from None
     head = doc.get("scenario", {})
     if not isinstance(head, dict):
         raise ScriptError("[scenario] must be a table")

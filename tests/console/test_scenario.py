@@ -1,0 +1,225 @@
+"""Scenario scripts (raftui/scenario): the format, hostile files, and the proof
+that shipped scenarios run headless.
+
+Cheap first: every shipped scenario parses; every kind of bad file is a
+ScriptError naming its line or step (exit 2), never a traceback. Then the
+real runs, one cluster each: a shipped fault scenario (leader isolation)
+through the runner on a hosted 3-member raftnode cluster, `raftui run` as
+a subprocess hosting its own member, and `raftui run --endpoints` against
+a real 3-member etcd 3.4.23, where the KV/maintenance scenario passes and
+the fault scenario is refused as not possible, naming its steps.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from raftui.scenario import ScenarioCluster, Runner, ScriptError, library, parse, resolve
+from raftui.scenario.headless import main as run_main
+from raftui.scenario.script import MAX_STEPS_RUN, parse_step
+
+from .conftest import run
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _env() -> dict:
+    """Member processes and subprocesses import this checkout (whatever pip installed)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+# ------------------------------------------------------------------ the format
+
+
+def test_every_shipped_scenario_parses_and_says_what_it_needs() -> None:
+    names = library.names()
+    assert {"leader-isolation", "split-brain", "flapping-network", "learner-catch-up", "rolling-restart",
+            "nospace-recovery", "leader-churn", "leader-transfer"} <= set(names)
+    for name in names:
+        s = resolve(name)
+        assert s.description and s.steps, name
+        assert all(x.line for x in s.flat()), f"{name}: every step has its line"
+    assert resolve("leader-isolation").needs()["faults"]
+    assert resolve("rolling-restart").needs()["host"]
+    lt = resolve("leader-transfer").needs()
+    assert not lt["faults"] and not lt["host"]
+
+
+def test_a_small_script_parses_with_loops_variables_and_lines() -> None:
+    s = parse('[scenario]\nname = "t"\nmembers = 3\nsteps = [\n'
+              '  "put k v",\n'
+              '  "kill leader as old",\n'
+              '  { repeat = 2, steps = ["wait leader != $old within 5s"] },\n'
+              '  { for = "m", in = "each", steps = ["defrag $m"] },\n'
+              '  "partition [n1] | [n2, n3]",\n'
+              ']\n')
+    flat = s.flat()
+    assert [x.line for x in flat] == [5, 6, 7, 7, 8, 8, 9]
+    assert flat[1].verb == "kill" and flat[1].args["as"] == "old"
+    assert flat[2].repeat == 2 and flat[4].var == "m"
+    assert [r.text for r in flat[6].args["b"]] == ["n2", "n3"]
+    assert [name for _, name in s.member_names()] == ["n1", "n2", "n3"]
+
+
+@pytest.mark.parametrize("step, verb", [
+    ("pause n2 3s", "pause"), ("restart n2", "restart"), ("heal", "heal"), ("defrag each", "defrag"),
+    ("assert committed k", "assert_committed"), ("wait leader != n1 within 5s", "wait_leader"),
+    ("wait 500ms", "sleep"), ("drop each 20%", "drop"), ("delay n1 30ms", "delay"),
+    ("put 'a key' 'a value' on leader expect fail", "put"), ("fill blob until nospace max 32MiB", "fill"),
+    ("transfer leader to follower", "transfer"), ("add learner as l", "add_learner"),
+    ("assert leader == n1", "assert_leader"), ("wait caught up each", "wait_caught_up"),
+])
+def test_the_issue_steps_parse(step: str, verb: str) -> None:
+    assert parse_step(step)[0] == verb
+
+
+BAD = [
+    ('steps = ["put k v"\n', "not valid TOML", "line"),
+    ('steps = ["put k v", "frobnicate n1"]\n', "unknown step 'frobnicate'", "step 2 (line 1)"),
+    ('steps = [\n "put k v",\n "wait leader != n1 within soon"]\n', "not a duration", "line 3"),
+    ('steps = ["wait 2h"]\n', "longer than", "step 1"),
+    ('steps = ["restart $x"]\n', "$x is used before anything binds it", "step 1"),
+    ('steps = [{ repeat = 1000, steps = [{ repeat = 1000, steps = ["put k v"] }] }]\n',
+     f"at most {MAX_STEPS_RUN}", "1000000"),
+    ('steps = [{ repeat = 0, steps = ["put k v"] }]\n', "repeat must be", "step 1"),
+    ('steps = [{ repeat = true, steps = ["put k v"] }]\n', "repeat must be", "step 1"),
+    ('steps = [{ repeat = 2 }]\n', "non-empty steps", "step 1"),
+    ('steps = [{ repeat = 2, steps = ["x"], extra = 1 }]\n', "not extra", "step 1"),
+    ('steps = [{ for = "m", in = "nobody", steps = ["kill $m"] }]\n', "in = ", "step 1"),
+    ('steps = [1]\n', "a step is a string", "step 1"),
+    ('steps = "put k v"\n', "steps must be a list", ""),
+    ('[scenario]\nname = "x"\n', "no steps", ""),
+    ('[scenario]\nmembers = 99\nsteps = ["heal"]\n', "members must be", ""),
+    ('[scenario]\nflags = ["--data-dir=/etc"]\nsteps = ["heal"]\n', "not one a scenario may set", ""),
+    ('[scenario]\nbogus = 1\nsteps = ["heal"]\n', "unknown setting", "bogus"),
+    ('steps = ["partition [n1] | "]\n', "two sides", "step 1"),
+    ('steps = ["partition [rest] | [rest]"]\n', "only one side", "step 1"),
+    ('steps = ["partition [] | [n1]"]\n', "empty group", "step 1"),
+    ('steps = ["kill [red]x"]\n', "not a member", "step 1"),
+    ('steps = ["put k \\"unclosed"]\n', "cannot split", "step 1"),
+    ('steps = ["drop n1 140%"]\n', "percentage", "step 1"),
+    ('steps = [""]\n', "empty step", "step 1"),
+    ("steps = [" + "{ repeat = 1, steps = [" * 6 + '"heal"' + "] }" * 6 + "]\n", "nested deeper", "step"),
+]
+
+
+@pytest.mark.parametrize("text, message, where", BAD, ids=[b[1][:24] for b in BAD])
+def test_bad_files_are_refused_with_the_line_and_the_reason(tmp_path, capsys, text, message, where) -> None:
+    with pytest.raises(ScriptError) as err:
+        parse(text, "bad.toml")
+    assert message in str(err.value) and where in str(err.value), str(err.value)
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    assert run_main([str(p)]) == 2                    # raftui run exits 2 before starting anything
+    assert message in capsys.readouterr().err
+
+
+def test_unreadable_files_exit_2(tmp_path, capsys) -> None:
+    binary = tmp_path / "bin.toml"
+    binary.write_bytes(b"\xff\xfe\x00steps")
+    huge = tmp_path / "huge.toml"
+    huge.write_text("# " + "x" * 2_000_000)
+    for path, why in ((binary, "not UTF-8"), (huge, "larger than"), (tmp_path / "missing.toml", "No such file")):
+        assert run_main([str(path)]) == 2
+        assert why in capsys.readouterr().err
+    assert run_main(["no-such-scenario"]) == 2
+    assert "shipped:" in capsys.readouterr().err
+
+
+def test_the_package_imports_no_textual() -> None:
+    code = ("import sys, raftui.scenario, raftui.scenario.headless, raftui.lincheck.live, raftui.lincheck.replay\n"
+            "assert not [m for m in sys.modules if m.split('.')[0] == 'textual'], 'textual loaded'\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+# ------------------------------------------------------------------ real clusters
+
+
+@pytest.fixture(scope="module")
+def hosted3(raftnode_binary, tmp_path_factory):
+    from raftui.host import raftnode_host
+    from raftui.scenario.headless import _stop_host
+
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = _env()["PYTHONPATH"]
+    host = raftnode_host(tmp_path_factory.mktemp("scenario") / "cluster", 3)
+    try:
+        host.start()
+        host.wait_listening(30.0)
+        yield host
+    finally:
+        _stop_host(host)                     # by PID, SIGKILL after the deadline
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+
+
+def test_leader_isolation_passes_on_hosted_raftnode(hosted3) -> None:
+    """The shipped fault scenario, step by step through the runner, on three real members."""
+    events = []
+
+    async def body():
+        cluster = ScenarioCluster(hosted3.endpoints, hosted3)
+        try:
+            return await Runner(resolve("leader-isolation"), cluster, on_event=events.append).run()
+        finally:
+            await cluster.close()
+
+    report = run(body(), timeout=120)
+    assert report.ok, report.text() + "\n" + "\n".join(e.line() for e in events)
+    done = [e for e in events if e.kind == "done"]
+    assert len(done) == 13 and "refused as expected" in done[6].text
+    assert [e.kind for e in events[:2]] == ["start", "done"]
+
+
+def test_a_failing_step_is_named_and_members_are_checked_first(hosted3) -> None:
+    async def body(text: str):
+        cluster = ScenarioCluster(hosted3.endpoints, hosted3)
+        try:
+            return await Runner(parse(text, "t.toml"), cluster).run()
+        finally:
+            await cluster.close()
+
+    report = run(body('steps = ["put t/k v", "assert t/k == other"]\n'))
+    assert not report.ok and report.failed.step.index == 1
+    assert "FAILED at step 2 (line 1): assert t/k == other" in report.text() and "'v'" in report.text()
+    report = run(body('steps = ["kill n7", "restart n9"]\n'))
+    assert report.not_possible and report.steps_run == 0
+    assert "no member named 'n7'" in report.text() and "n1, n2, n3" in report.text()
+
+
+def test_raftui_run_hosts_its_own_cluster(raftnode_binary, tmp_path) -> None:
+    script = tmp_path / "s.toml"
+    script.write_text('[scenario]\nname = "one"\nsteps = ["wait leader within 15s", "put a/k v1", "kill leader as x",'
+                      ' "restart $x", "wait healthy within 20s", "assert committed a/k"]\n')
+    proc = subprocess.run([sys.executable, "-m", "raftui", "run", str(script), "--members", "1",
+                           "--data-dir", str(tmp_path / "d")], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PASSED, 6 steps" in proc.stdout and "restarted n1" in proc.stdout
+    assert not list((tmp_path / "d").glob("*.pid")), "members left running"
+
+
+def test_on_real_etcd_the_api_scenario_passes_and_faults_are_not_possible(real_etcd3) -> None:
+    eps = ",".join(real_etcd3.client_urls)
+
+    def raftui_run(name: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "raftui", "run", name, "--endpoints", eps], cwd=ROOT,
+                              env=_env(), capture_output=True, text=True, timeout=120)
+
+    ok = raftui_run("leader-transfer")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "PASSED, 14 steps" in ok.stdout and "leadership moved to" in ok.stdout
+    refused = raftui_run("leader-isolation")
+    assert refused.returncode == 1
+    assert "NOT POSSIBLE" in refused.stdout and "step 4 (line 13): isolate $old" in refused.stdout
+    assert "Fault service" in refused.stdout
