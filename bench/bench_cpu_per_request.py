@@ -28,6 +28,8 @@ from bench.cluster import start_cluster  # noqa: E402
 PROFILE_DIR = pathlib.Path("/tmp/raftui-profile")
 
 TICK = os.sysconf("SC_CLK_TCK")
+# e.g. RAFTUI_PYSPY="--gil": sample only the thread holding the GIL (CPU in Python, not waits)
+PYSPY_EXTRA = os.environ.get("RAFTUI_PYSPY", "").split()
 
 def cpu(pid):
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
@@ -49,7 +51,7 @@ def measure(kind, ops, profile):
                     PROFILE_DIR.mkdir(exist_ok=True)
                     for i, pid in enumerate(pids):
                         o = str(PROFILE_DIR / f"{name}-{'leader' if i == li else 'follower%d' % i}.txt")
-                        spies.append(subprocess.Popen(["py-spy", "record", "-p", str(pid), "-o", o, "--format", "raw", "-r", "200", "-d", "60", "--nonblocking"],
+                        spies.append(subprocess.Popen(["py-spy", "record", "-p", str(pid), "-o", o, "--format", "raw", "-r", "200", "-d", "60", "--nonblocking", *PYSPY_EXTRA],
                                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                     time.sleep(1)  # py-spy attaches
                 before = [cpu(p) for p in pids]
