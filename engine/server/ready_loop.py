@@ -1,16 +1,17 @@
-"""The loop that owns the Raft core: one task (`_run`) steps the RawNode,
-and for each Ready, in order:
+"""The loop that owns the Raft core: one task (`_run`) steps the RawNode
+and runs each Ready's steps in the order engine/server/ready_steps.py
+decides (the same steps the simulator runs and crashes between):
 
-  1. persist: a snapshot from the leader (once everything before it is
+  1. a leader sends its messages before it persists;
+  2. persist: a snapshot from the leader (once everything before it is
      applied) -> store + snap file + WAL marker; new entries + hard state
      -> WAL, ONE fsync for all of them (group commit), in a worker thread
      so the loop keeps accepting requests meanwhile;
-  2. send the messages (a leader's appends before its own fsync; votes and
-     acknowledgements only after it);
-  3. hand the committed entries to the apply task (engine/server/applying.py);
+  3. anyone else sends (votes and acknowledgements only after the fsync);
+  4. hand the committed entries to the apply task (engine/server/applying.py);
      a Ready holding a conf change waits until it is applied;
-  4. answer the read barriers whose ReadIndex came back;
-  5. advance, then write a snapshot and compact the log when the apply task
+  5. answer the read barriers whose ReadIndex came back;
+  6. advance, then write a snapshot and compact the log when the apply task
      says the store is synced at a due index.
 
 Everything else -- gRPC handlers, the peer transport (the callbacks here),
@@ -29,9 +30,8 @@ from engine.mvcc import errors as mvcc_errors
 from engine.mvcc.backend import unlink_db
 from engine.proto import raft_pb2 as pb
 from engine.raft import ProposalDroppedError, StateType
-from engine.raft import confchange
 from engine.raft.errors import RaftError
-from engine.server import errors
+from engine.server import errors, ready_steps
 from engine.transport import snapfile
 
 log = logging.getLogger("engine.server")
@@ -341,63 +341,59 @@ class ReadyLoop:
         self._reads_in_flight[ctx] = (now, waiters)
 
     async def _handle_ready(self, rd) -> None:
+        """Run the Ready's steps (engine/server/ready_steps.py: the order
+        the simulator checks) with the member's WAL, transport and apply
+        task."""
         t0 = time.monotonic()
+        t1 = t2 = None
         rl = self.raftlog
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state)
-        # A leader sends before it persists (thesis §10.2.1; etcd does the
-        # same): its appends then travel while its own fsync runs. Safe
-        # because nothing it sends promises its own durability, and it
-        # applies and answers clients only in a later Ready, after this
-        # fsync. Anyone else's messages (votes, acks) wait for the fsync.
-        leader_sends_early = self.rn.raft.state is StateType.LEADER and rd.snapshot is None
-        if leader_sends_early and rd.messages:
-            self._send(rd.messages)
-        # 1. persist
-        if rd.snapshot is not None:
-            # Everything committed before it is applied first (it is below
-            # the snapshot; the store is then replaced).
-            await self._apply_idle.wait()
-            self._install_snapshot(rd.snapshot)
-        if rd.entries or rd.hard_state is not None:
-            # A Ready carrying a snapshot is always synced (etcd #10219): its
-            # hard state holds the commit index the snapshot moved, and the
-            # snapshot's WAL marker without it is a member that cannot start.
-            if rd.must_sync or rd.snapshot is not None:
-                await asyncio.get_running_loop().run_in_executor(self._io, rl.wal.save, rd.hard_state, rd.entries)
-                rl.remember(rd.hard_state, rd.entries)
-            else:
-                # Only the commit index moved: write it, no fsync (etcd's MustSync).
-                rl.save(rd.hard_state, rd.entries, sync=False)
-        t1 = time.monotonic()
-        # 2. send
-        if rd.messages and not leader_sends_early:
-            self._send(rd.messages)
-        # 3. apply: handed to the apply task
-        if rd.committed_entries:
-            self._to_apply.append(rd.committed_entries)
-            self._apply_idle.clear()
-            self._apply_wake.set()
-            if any(confchange.is_conf_change(e) for e in rd.committed_entries):
-                # As etcd: a conf change is applied before the next Ready, so
-                # votes, quorums and peers follow the new configuration.
+        for step in ready_steps.plan(rd, self.rn.raft.state is StateType.LEADER):
+            kind = type(step)
+            if kind is ready_steps.Send:
+                self._send(step.messages)
+            elif kind is ready_steps.Persist:
+                if step.sync:
+                    # One write, one fsync, in a worker thread: the loop
+                    # keeps taking requests meanwhile (group commit).
+                    await asyncio.get_running_loop().run_in_executor(
+                        self._io, rl.wal.save, step.hard_state, step.entries)
+                    rl.remember(step.hard_state, step.entries)
+                else:
+                    rl.save(step.hard_state, step.entries, sync=False)
+                t1 = time.monotonic()
+            elif kind is ready_steps.Apply:
+                self._to_apply.append(step.entries)
+                self._apply_idle.clear()
+                self._apply_wake.set()
+            elif kind is ready_steps.WaitApplied:
                 await self._apply_idle.wait()
-        t2 = time.monotonic()
-        if t2 - t0 > SLOW_READY:
-            # etcd warns likewise: a slow disk delays heartbeats and every
-            # waiting client.
-            log.warning("slow ready: persist %.0f ms (%d entries), then %.0f ms (%d committed entries)",
-                        (t1 - t0) * 1000, len(rd.entries), (t2 - t1) * 1000, len(rd.committed_entries))
-        # 4. answer reads
-        for rs in rd.read_states:
-            _, futs = self._reads_in_flight.pop(rs.request_ctx, (0, []))
-            for f in futs:
-                if not f.done():
-                    f.set_result(rs.index)
-        self.rn.advance(rd)
-        if rd.read_states:
-            self._start_read_round()
-        # 5. snapshot + compact, once the apply task has the store synced
+            elif kind is ready_steps.InstallSnapshot:
+                self._install_snapshot(step.snapshot)
+                t1 = time.monotonic()
+            elif kind is ready_steps.AnswerReads:
+                t2 = time.monotonic()
+                for rs in step.read_states:
+                    _, futs = self._reads_in_flight.pop(rs.request_ctx, (0, []))
+                    for f in futs:
+                        if not f.done():
+                            f.set_result(rs.index)
+            elif kind is ready_steps.Advance:
+                t2 = t2 or time.monotonic()
+                if t2 - t0 > SLOW_READY:
+                    # etcd warns likewise: a slow disk delays heartbeats and
+                    # every waiting client.
+                    t1 = t1 or t0
+                    log.warning("slow ready: persist %.0f ms (%d entries), then %.0f ms (%d committed entries)",
+                                (t1 - t0) * 1000, len(rd.entries), (t2 - t1) * 1000,
+                                len(rd.committed_entries))
+                self.rn.advance(rd)
+                if rd.read_states:
+                    self._start_read_round()
+            else:
+                raise AssertionError(f"unknown Ready step {step!r}")
+        # Snapshot + compact, once the apply task has the store synced.
         self._compact_log_if_due()
 
     def _on_soft_state(self, ss) -> None:

@@ -1,19 +1,31 @@
 """N Raft cores in one process: each node is a RawNode, the storage its core
-reads, a disk (engine/sim/disk.py: what is durable, what is only written) and
-a hash state machine.
+reads, a disk (engine/sim/disk.py: what is durable, what is only written),
+an apply queue and a hash state machine.
 
-The host loop is engine/server/node.py's `_handle_ready`, step for step:
+The host loop is the node's own: each Ready's steps come from
+engine/server/ready_steps.py, the module engine/server/ready_loop.py runs
+with its WAL, transport and apply task; here they run with the simulated
+disk, network and apply queue:
 
-    leader (and no snapshot):  send -> persist -> apply -> advance
-    anyone else:               persist -> send -> apply -> advance
+    leader (and no snapshot):  send -> persist -> hand to applier -> advance
+    anyone else:               [wait applied -> install snapshot] -> persist
+                               -> send -> hand to applier -> advance
 
-where persist is: install a leader's snapshot (store, then snap file + WAL
-marker, fsynced), then write entries + hard state to the WAL and fsync unless
-only the commit index moved (MustSync false: written, not synced).
+where persist is: write entries + hard state to the WAL and fsync unless only
+the commit index moved (MustSync false: written, not synced), and a
+snapshot's install is store, then snap file + WAL marker, fsynced. Committed
+entries are applied by the node's apply task AFTER the Ready advanced the
+core, concurrently with the next Readies: here they wait in the node's apply
+queue until the simulation drains it (SimCluster.apply_pending, at points
+the schedule draws, or at once after each Ready when apply_lag is off),
+except that a Ready installing a snapshot or holding a conf change waits
+until everything handed over is applied, as the node's does.
 
 A crash can be armed to happen inside the next Ready a node handles, at one of
-the CRASH_* points below; everything not yet fsynced may then be lost
-(SimDisk.crash), while what was already sent stays in the network.
+the CRASH_* points below -- one between every two steps, and one inside the
+write, between the write and its fsync; everything not yet fsynced may then
+be lost (SimDisk.crash), and so is the apply queue, while what was already
+sent stays in the network.
 """
 from __future__ import annotations
 
@@ -24,25 +36,39 @@ from engine.proto import raft_pb2 as pb
 from engine.raft import Config, ConfChangeError, MemoryStorage, ProposalDroppedError, RawNode, StateType
 from engine.raft.confchange import decode, is_conf_change
 from engine.raft.errors import RaftError
+from engine.server import ready_steps
 from engine.sim.checker import InvariantViolation, SafetyChecker
 from engine.sim.disk import SimDisk
 from engine.sim.network import SimNetwork
 from engine.sim.statemachine import HashStateMachine
 
 
-# Where, inside the handling of one Ready, an armed crash strikes. A point a
-# Ready does not reach (no early send for a follower, no snapshot) falls to the
-# next one that it does.
+# Where, inside the handling of one Ready, an armed crash strikes: after
+# which step of engine/server/ready_steps.py (in the order a Ready's steps
+# come, so the numbers never decrease along a Ready). A point a Ready does
+# not reach (no early send for a follower, no snapshot) falls to the next one
+# that it does.
 CRASH_BEFORE = 0        # Ready taken, nothing done: its messages and state are gone
 CRASH_AFTER_SEND = 1    # a leader's messages are out, nothing of the Ready is written
-CRASH_AFTER_SNAP = 2    # snapshot installed, its WAL marker fsynced; hard state not yet
-CRASH_BEFORE_SYNC = 3   # entries + hard state written, fsync not returned
-CRASH_AFTER_SYNC = 4    # durable, nothing sent (not a leader)
-CRASH_AFTER_MSGS = 5    # durable and sent, nothing applied
-CRASH_BEFORE_ADVANCE = 6  # applied, advance() not called
-CRASH_POINTS = 7
-CRASH_NAMES = ("before", "after-send", "after-snap", "before-sync", "after-sync",
-               "after-msgs", "before-advance")
+CRASH_AFTER_WAIT = 2    # a snapshot's Ready: everything before it applied, nothing installed
+CRASH_AFTER_SNAP = 3    # snapshot installed, its WAL marker fsynced; hard state not yet
+CRASH_BEFORE_SYNC = 4   # entries + hard state written, fsync not returned
+CRASH_AFTER_SYNC = 5    # durable (if the write is synced), nothing sent (not a leader)
+CRASH_AFTER_MSGS = 6    # written and sent, nothing handed to the applier
+CRASH_AFTER_HANDOFF = 7  # committed entries handed over (a conf change among them applied)
+CRASH_BEFORE_ADVANCE = 8  # reads answered, advance() not called
+CRASH_POINTS = 9
+CRASH_NAMES = ("before", "after-send", "after-wait", "after-snap", "before-sync", "after-sync",
+               "after-msgs", "after-handoff", "before-advance")
+# The point reached once each kind of step is done.
+_AFTER = {
+    ready_steps.Send: CRASH_AFTER_SEND,       # early; a late send: CRASH_AFTER_MSGS
+    ready_steps.WaitApplied: CRASH_AFTER_WAIT,  # for a snapshot; for a conf change: AFTER_HANDOFF
+    ready_steps.InstallSnapshot: CRASH_AFTER_SNAP,
+    ready_steps.Persist: CRASH_AFTER_SYNC,
+    ready_steps.Apply: CRASH_AFTER_HANDOFF,
+    ready_steps.AnswerReads: CRASH_BEFORE_ADVANCE,
+}
 
 
 class _Crashed(Exception):
@@ -63,6 +89,10 @@ class SimNode:
             self.sm.restore(snap.data)
         self.rn = RawNode(Config(id=nid, storage=storage, rng=rng, **cfg_kw))
         self.read_results: list[tuple[bytes, int]] = []
+        # Committed entries handed to the apply task, not applied yet
+        # (engine/server/applying.py: applied in order, after the Ready that
+        # handed them advanced the core).
+        self.apply_queue: list[list[pb.Entry]] = []
         # Membership as the simulator derives it on its own, by applying the
         # conf changes of the log in order (and snapshots' conf states). The
         # core's view must always equal it; quorum checks use this one.
@@ -143,7 +173,7 @@ class SimCluster:
                  checker: SafetyChecker | None = None, bootstrap: bool = True,
                  log: Callable[[str], None] | None = None, learners: list[int] = (),
                  durable_self_ack: bool = True, max_inflight_bytes: int = 0,
-                 max_uncommitted_size: int = 0) -> None:
+                 max_uncommitted_size: int = 0, apply_lag: bool = False) -> None:
         self.rng = random.Random(seed)
         self.net = SimNetwork(random.Random(self.rng.getrandbits(64)))
         self.checker = checker or SafetyChecker()
@@ -155,6 +185,12 @@ class SimCluster:
                            max_uncommitted_entries_size=max_uncommitted_size)
         self.nodes: dict[int, SimNode] = {}
         self.log = log
+        # True: committed entries wait in each node's apply queue until
+        # apply_pending() (the schedule drains them at random points: an
+        # apply task lagging behind the Ready loop). False: applied right
+        # after each Ready's advance (the apply task runs as soon as the
+        # loop lets it).
+        self.apply_lag = apply_lag
         self.votes_granted: dict[tuple[int, int], set[int]] = {}  # (candidate, term) -> voters
         # node -> CRASH_* point: that node dies inside the next Ready it handles.
         self.armed: dict[int, int] = {}
@@ -206,6 +242,7 @@ class SimCluster:
         so are the messages in flight to the node; its own already sent stay."""
         n = self.nodes[nid]
         n.alive = False
+        n.apply_queue.clear()   # the apply task's memory
         self.paused.pop(nid, None)
         self.armed.pop(nid, None)
         n.disk.crash(self.rng)
@@ -274,35 +311,72 @@ class SimCluster:
                     # sent: the commit index may leave with the leader's
                     # early messages, so a quorum must hold it durably now.
                     ck.on_leader_commit(n.id, n.quorum_sets(), rd.hard_state.commit, self._stable_term)
-            # 0. a leader sends first, while it persists (node.py: leader_sends_early)
-            sends_early = r.state is StateType.LEADER and rd.snapshot is None
-            if sends_early:
-                self._send(rd.messages)
-                self._at(n, CRASH_AFTER_SEND)
-            # 1. persist
-            if rd.snapshot is not None:
-                n.sm.restore(rd.snapshot.data)
-                ck.on_restore(n.id, n.sm.applied, n.sm.digest)
-                n.disk.save_snapshot(rd.snapshot)
-                n.storage.apply_snapshot(rd.snapshot)
-                n.set_membership(rd.snapshot.metadata.conf_state)
-                n.check_membership()
-                self._at(n, CRASH_AFTER_SNAP)
-            if rd.entries or rd.hard_state is not None:
-                n.disk.write(rd.hard_state, rd.entries)
-                self._at(n, CRASH_BEFORE_SYNC)
-                if rd.must_sync or rd.snapshot is not None:
-                    n.disk.fsync()
-                n.storage.append(rd.entries)
-                if rd.hard_state is not None:
-                    n.storage.set_hard_state(rd.hard_state)
-            self._at(n, CRASH_AFTER_SYNC)
-            # 2. send
-            if not sends_early:
-                self._send(rd.messages)
-            self._at(n, CRASH_AFTER_MSGS)
-            # 3. apply
-            for e in rd.committed_entries:
+            # The node's own steps (engine/server/ready_steps.py), with the
+            # simulated disk, network and apply queue.
+            for step in ready_steps.plan(rd, r.state is StateType.LEADER):
+                kind = type(step)
+                point = _AFTER.get(kind)
+                if kind is ready_steps.Send:
+                    self._send(step.messages)
+                    if not step.early:
+                        point = CRASH_AFTER_MSGS
+                elif kind is ready_steps.Persist:
+                    n.disk.write(step.hard_state, step.entries)
+                    self._at(n, CRASH_BEFORE_SYNC)
+                    if step.sync:
+                        n.disk.fsync()
+                    n.storage.append(step.entries)
+                    if step.hard_state is not None:
+                        n.storage.set_hard_state(step.hard_state)
+                elif kind is ready_steps.InstallSnapshot:
+                    self._install_snapshot(n, step.snapshot)
+                elif kind is ready_steps.Apply:
+                    n.apply_queue.append(step.entries)
+                elif kind is ready_steps.WaitApplied:
+                    self._apply_queued(n)
+                    if step.why != "snapshot":
+                        point = CRASH_AFTER_HANDOFF
+                elif kind is ready_steps.AnswerReads:
+                    for rs in step.read_states:
+                        n.read_results.append((rs.request_ctx, rs.index))
+                elif kind is ready_steps.Advance:
+                    n.rn.advance(rd)
+                else:
+                    raise AssertionError(f"unknown Ready step {step!r}")
+                if point is not None:
+                    self._at(n, point)
+            if not self.apply_lag:
+                self._apply_queued(n)
+
+    def _install_snapshot(self, n: SimNode, snap: pb.Snapshot) -> None:
+        """The node's _install_snapshot: the store replaced by the snapshot,
+        then snap file + WAL marker (fsynced), then what the core reads."""
+        if n.apply_queue:
+            raise AssertionError(f"node {n.id} installs a snapshot with entries still to apply")
+        n.sm.restore(snap.data)
+        self.checker.on_restore(n.id, n.sm.applied, n.sm.digest)
+        n.disk.save_snapshot(snap)
+        n.storage.apply_snapshot(snap)
+        n.set_membership(snap.metadata.conf_state)
+        n.check_membership()
+
+    def apply_pending(self, nid: int, batches: int | None = None) -> int:
+        """Node nid's apply task runs: it applies the oldest `batches`
+        batches of its queue (None: all). Returns how many it applied."""
+        n = self.nodes[nid]
+        if not n.alive or nid in self.paused:
+            return 0
+        return self._apply_queued(n, batches)
+
+    def _apply_queued(self, n: SimNode, batches: int | None = None) -> int:
+        """The node's apply task (engine/server/applying.py): committed
+        entries in order, conf changes through the core and the membership."""
+        ck = self.checker
+        done = 0
+        while n.apply_queue and (batches is None or done < batches):
+            ents = n.apply_queue.pop(0)
+            done += 1
+            for e in ents:
                 if e.index <= n.sm.applied:
                     continue  # the snapshot we restored already covers it
                 if is_conf_change(e):
@@ -321,13 +395,9 @@ class SimCluster:
                     payload = e.data
                 n.sm.apply(e.index, payload)
                 ck.on_apply(n.id, e.index, payload, n.sm.digest)
-            if any(is_conf_change(e) for e in rd.committed_entries):
+            if any(is_conf_change(e) for e in ents):
                 n.check_membership()
-            for rs in rd.read_states:
-                n.read_results.append((rs.request_ctx, rs.index))
-            self._at(n, CRASH_BEFORE_ADVANCE)
-            # 4. advance
-            n.rn.advance(rd)
+        return done
 
     def _escaped(self, nid: int, ents, prev_term) -> None:
         self.checker.on_entries(nid, ents, prev_term)

@@ -7,7 +7,11 @@ demote, promote; the network split when a leader enters one), snapshots,
 leader transfers and linearizable reads — with every safety property
 checked after every step.
 
-Crashes strike between Readies or, armed, inside the handling of one (see
+Each Ready runs the node's own steps (engine/server/ready_steps.py);
+committed entries wait in each node's apply queue, as in the node's apply
+task, until a step of the schedule lets that node apply (p_apply), so
+applying lags behind the core as it does in the node. Crashes strike
+between Readies or, armed, between any two steps of one (see
 engine/sim/cluster.py CRASH_*), losing whatever was not yet fsynced.
 
 Replay a failing seed: the failure prints the exact command, e.g.
@@ -68,6 +72,10 @@ class ScheduleConfig:
     p_read: float = 0.03
     p_propose: float = 0.15
     p_tick: float = 0.25
+    # Chance per step that one node's apply task runs (one batch or all of
+    # its queue): committed entries are applied after the Ready that handed
+    # them advanced the core, lagging behind it (engine/server/applying.py).
+    p_apply: float = 0.1
     # After the hostile part: heal, restart everyone, and require the
     # cluster to converge (liveness) within this many rounds.
     settle_rounds: int = 300
@@ -176,7 +184,7 @@ class Schedule:
         self.c = SimCluster(self.ids, seed=self.rng.getrandbits(32), learners=learners,
                             max_inflight_bytes=inflight_bytes, max_uncommitted_size=uncommitted,
                             checker=SafetyChecker(cfg.check_commit_durability),
-                            durable_self_ack=cfg.durable_self_ack,
+                            durable_self_ack=cfg.durable_self_ack, apply_lag=True,
                             log=(lambda s: self._note(s)) if verbose else None)
         self.c.on_conf_change = self._on_conf_change
         self.settling = False  # the storm is over: no more faults
@@ -237,6 +245,7 @@ class Schedule:
             (cfg.p_conf_change, self._conf_change), (cfg.p_compact, self._compact),
             (cfg.p_transfer, self._transfer), (cfg.p_read, self._read),
             (cfg.p_propose, self._propose), (cfg.p_tick, self._tick),
+            (cfg.p_apply, self._apply),
         ):
             acc += p
             if x < acc:
@@ -250,6 +259,14 @@ class Schedule:
             self._tick()
             return
         self.c.deliver(m)
+
+    def _apply(self) -> None:
+        busy = [n for n in self.c.live() if n.apply_queue and n.id not in self.c.paused]
+        if busy:
+            n = self.rng.choice(busy)
+            batches = None if self.rng.random() < 0.5 else 1
+            done = self.c.apply_pending(n.id, batches)
+            self._note(f"apply {n.id}: {done} batches, applied {n.sm.applied}")
 
     def _drop(self) -> None:
         m = self.c.net.take()
@@ -551,6 +568,8 @@ class Schedule:
         for _ in range(self.cfg.settle_rounds):
             c.tick_all()
             c.deliver_all(max_msgs=5000)
+            for n in c.live():
+                c.apply_pending(n.id)
             lead = c.leader()
             if lead is None:
                 continue

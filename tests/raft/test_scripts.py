@@ -11,8 +11,10 @@ Commands:
     readies on|off              print every Ready as it is taken (what to persist, then
                                 the messages) instead of only the messages sent
     arm-crash N POINT           N dies inside its next Ready at POINT (before, after-send,
-                                after-snap, before-sync, after-sync, after-msgs,
-                                before-advance), losing what was not fsynced
+                                after-wait, after-snap, before-sync, after-sync, after-msgs,
+                                after-handoff, before-advance: between two of the node's
+                                Ready steps, engine/server/ready_steps.py), losing what
+                                was not fsynced
     campaign N                  N starts an election (prints what N sends)
     propose N DATA              N proposes an entry
     deliver [N]                 deliver in FIFO order until quiet (or N messages), printing each
