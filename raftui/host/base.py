@@ -31,6 +31,12 @@ class ClusterHost(abc.ABC):
     def endpoints(self) -> list[str]:
         """Client endpoints, host:port, in the order of `names`."""
 
+    @property
+    def metrics_urls(self) -> dict[str, str]:
+        """Client endpoint (as in `endpoints`) -> its member's /metrics base URL,
+        for the members that serve one."""
+        return {}
+
     @abc.abstractmethod
     def start(self) -> None:
         """Start every member that is not running (new cluster, or resume the one in data_dir)."""

@@ -28,6 +28,13 @@ class MemberLayout:
     # member list the cluster gave when it was added.
     initial_cluster: str = ""
     initial_state: str = "new"
+    # /metrics and /health (--listen-metrics-urls), for the Rates panel; 0:
+    # none (a cluster.json written before metrics URLs existed).
+    metrics_port: int = 0
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{HOST}:{self.metrics_port}" if self.metrics_port else ""
 
     @property
     def client_url(self) -> str:
@@ -80,13 +87,16 @@ class ClusterLayout:
         if not path.exists():
             return None
         body = json.loads(path.read_text())
-        return cls(body["token"], tuple(MemberLayout(**m) for m in body["members"]))
+        fields = {f.name for f in dataclasses.fields(MemberLayout)}
+        return cls(body["token"], tuple(MemberLayout(**{k: v for k, v in m.items() if k in fields})
+                                        for m in body["members"]))
 
     @classmethod
     def new(cls, size: int) -> "ClusterLayout":
-        ports = free_ports(2 * size)
+        ports = free_ports(3 * size)
         members = tuple(
-            MemberLayout(f"n{i + 1}", ports[2 * i], ports[2 * i + 1]) for i in range(size)
+            MemberLayout(f"n{i + 1}", ports[3 * i], ports[3 * i + 1], metrics_port=ports[3 * i + 2])
+            for i in range(size)
         )
         return cls(f"raftui-{uuid.uuid4().hex[:12]}", members)
 

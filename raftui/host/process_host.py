@@ -58,6 +58,10 @@ class ProcessHost(ClusterHost):
     def endpoints(self) -> list[str]:
         return [m.endpoint for m in self.layout.members]
 
+    @property
+    def metrics_urls(self) -> dict[str, str]:
+        return {m.endpoint: m.metrics_url for m in self.layout.members if m.metrics_port}
+
     def pid(self, name: str) -> int | None:
         p = self._procs.get(name)
         return p.pid if p is not None and p.alive() else None
@@ -83,8 +87,8 @@ class ProcessHost(ClusterHost):
 
     def plan_member(self) -> MemberLayout:
         """Name and free ports for one more member (not started, not saved)."""
-        client, peer = free_ports(2)
-        return MemberLayout(self.layout.next_name(), client, peer)
+        client, peer, metrics = free_ports(3)
+        return MemberLayout(self.layout.next_name(), client, peer, metrics_port=metrics)
 
     def start_joining(self, planned: MemberLayout, members: Sequence[tuple[str, str]]) -> MemberLayout:
         """Start a member the cluster has just been told about (MemberAdd):
@@ -193,7 +197,8 @@ class ProcessHost(ClusterHost):
         return launch.member_flags(
             m.name, self.data_dir / f"{m.name}.data", m.client_url, m.peer_url,
             self.layout.initial_cluster_of(m), self.layout.token, state=m.initial_state,
-            fault_injection=self.fault_injection) + self.extra_args
+            fault_injection=self.fault_injection) + (
+            ["--listen-metrics-urls", m.metrics_url] if m.metrics_port else []) + self.extra_args
 
     def _adopt_by_data_dir(self, name: str) -> bool:
         """Adopt a live process running on this member's data dir that is not
