@@ -6,7 +6,9 @@ known bug proves nothing by passing the real core. Each mutation is named,
 so a failure's replay command names it too (`--mutate NAME`).
 
 `no-durable-self-ack` is a Config flag (Config.durable_self_ack=False);
-the others patch the core in this process only, for the duration of a run.
+the others patch the core, or the Ready steps the node and the simulator
+share (engine/server/ready_steps.py), in this process only, for the
+duration of a run.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import contextlib
 
 from engine.raft import quorum as _quorum
 from engine.raft import raft as _raft
+from engine.server import ready_steps as _ready_steps
 
 CONFIG_MUTATIONS = ("no-durable-self-ack",)
 
@@ -44,7 +47,16 @@ def _new_config_vote_result(incoming, outgoing, votes):
     return _quorum.vote_result(incoming, votes)
 
 
+# The node's and the simulator's shared Ready steps without the fsync of a
+# Ready that installs a snapshot (etcd #10219): its hard state, which moves
+# the commit index to the snapshot, is written but not synced when nothing
+# else in the Ready needs it (MustSync false).
+def _no_snapshot_sync(rd) -> bool:
+    return rd.must_sync
+
+
 _PATCHES = {
+    "no-snapshot-sync": [(_ready_steps, "persist_sync", _no_snapshot_sync)],
     "strict-commit-load": [(_raft.Raft, "_load_state", _strict_commit_load)],
     "no-joint-quorum": [(_quorum, "joint_committed_index", _new_config_committed_index),
                         (_quorum, "joint_vote_result", _new_config_vote_result)],
