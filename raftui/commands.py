@@ -19,7 +19,7 @@ from typing import Awaitable, Callable
 from raftui.host import ClusterHost, HostError, default_data_dir
 from raftui.host.health import log_tail
 from raftui.render import escape, unescape
-from raftui.source import ActionResult, ClusterSource, ClusterState, Member
+from raftui.source import ActionResult, ClusterSource, ClusterState, Member, links
 
 INT64_MAX = 2**63 - 1        # etcd's revisions, lease ids and TTLs are int64
 MAX_DELAY_MS = 60_000        # a peer-message delay beyond a minute is an outage, not a delay
@@ -32,6 +32,7 @@ class Context:
     state: ClusterState
     member: Member | None        # the selected member
     key: str                     # the key highlighted in the keys panel
+    link: tuple[int, int] | None = None   # (from, to) member ids: the link highlighted in the link matrix
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +79,7 @@ class Command:
     fields: tuple[Field, ...] = ()
     # The question asked before running ("" asks nothing); a coroutine when it needs the cluster.
     confirm: Callable[[Context, dict], str | Awaitable[str]] | None = None
-    needs: str = ""              # "member", "host", "key" (one highlighted in the keys panel)
+    needs: str = ""              # "member", "host", "key" (one highlighted in the keys panel), "link"
     footer: bool = False
     group: str = "cluster"
     result_view: str = ""        # "detail": result data in the keys detail table; "whole": one key shown whole
@@ -314,6 +315,72 @@ async def _drop_delay(ctx: Context, v: dict) -> ActionResult:
     return await ctx.source.drop_delay(ctx.member.id, _int(v, "drop"), _int(v, "delay"))
 
 
+# ----------------------------------------------------- one link (the link matrix)
+
+def _link_now(ctx: Context) -> links.Link:
+    src, dst = ctx.link
+    return links.matrix(ctx.state).get((src, dst), links.Link(src, dst))
+
+
+def _link_label(ctx: Context) -> str:
+    src, dst = (ctx.state.member(i) for i in ctx.link)
+    return f"{src.label if src else '?'} → {dst.label if dst else '?'}"
+
+
+async def _link_toggle(ctx: Context, v: dict) -> ActionResult:
+    src, dst = ctx.link
+    result = await ctx.source.link_cut(src, dst, cut=not _link_now(ctx).cut)
+    await ctx.source.refresh_faults()      # the matrix shows what the members now say
+    return result
+
+
+async def _link_drop(ctx: Context, v: dict) -> ActionResult:
+    result = await ctx.source.link_drop_delay(*ctx.link, drop_percent=_int(v, "drop"))
+    await ctx.source.refresh_faults()
+    return result
+
+
+async def _link_delay(ctx: Context, v: dict) -> ActionResult:
+    result = await ctx.source.link_drop_delay(*ctx.link, delay_ms=_int(v, "delay"))
+    await ctx.source.refresh_faults()
+    return result
+
+
+def _confirm_link_toggle(ctx: Context, v: dict) -> str:
+    if _link_now(ctx).cut:
+        return ""              # opening a link, like heal, asks nothing
+    src, dst = (ctx.state.member(i) for i in ctx.link)
+    a, b = (src.label if src else "?"), (dst.label if dst else "?")
+    text = (f"Cut {a} → {b} one way? {a}'s messages to {b} are lost; {b}'s to {a} still arrive "
+            "(space again opens it, H heals everything).")
+    if src is not None and ctx.state.leader_id == src.id:
+        text += f" {b} stops hearing the leader and campaigns after an election timeout."
+    matrix = dict(links.matrix(ctx.state))
+    matrix[ctx.link] = links.Link(*ctx.link, cut=True)
+    lost = [m.label for m in (src, dst) if m is not None and not m.is_learner
+            and not links.quorum_reached(ctx.state, m.id, matrix)]
+    if lost:
+        text += f" Then {' and '.join(lost)} no longer talk{'s' if len(lost) == 1 else ''} both ways with a quorum."
+    return text
+
+
+def _confirm_link_value(what: str, unit: str):
+    def ask(ctx: Context, v: dict) -> str:
+        value = _int(v, what)
+        if not value:
+            return ""          # clears the link's rule: nothing to ask
+        return (f"{'Drop' if what == 'drop' else 'Delay'} {value}{unit} of {_link_label(ctx)}'s messages? "
+                "Replication along it slows; heavy loss or delay can cost elections.")
+    return ask
+
+
+def _link_default(what: str) -> Callable[[Context], str]:
+    def current(ctx: Context) -> str:
+        link = _link_now(ctx)
+        return str(round(link.drop * 100)) if what == "drop" else str(link.delay_ms)
+    return current
+
+
 # ------------------------------------------------------------ questions
 # Every destructive or disruptive command asks, saying what will happen; No is
 # the default (raftui/screens/confirm.py). A question may need the cluster
@@ -498,6 +565,22 @@ COMMANDS: tuple[Command, ...] = (
                 Field("drop", "Drop %", "0", integer=True, maximum=100),
                 Field("delay", "Delay (ms)", "0", integer=True, maximum=MAX_DELAY_MS),
             ), confirm=_confirm_drop_delay, needs="member", group="faults"),
+    Command("links", "L", "Links", "The link matrix: every directed link (cut, drop, delay); "
+            "space cuts/opens one way, d drop, l delay", None, reads=True, group="faults"),
 )
 
-BY_ID = {c.id: c for c in COMMANDS}
+# The link matrix's own keys (raftui/screens/links.py): commands of the table
+# (asked, run and reported like every other), with no key on the dashboard.
+LINK_COMMANDS: tuple[Command, ...] = (
+    Command("link_toggle", "space", "Cut/open link", "Cut the highlighted link one way, or open it",
+            _link_toggle, confirm=_confirm_link_toggle, needs="link", group="faults"),
+    Command("link_drop", "d", "Link drop", "Drop a share of the highlighted link's messages", _link_drop,
+            (Field("drop", "Drop % (this link, this way)", _link_default("drop"), integer=True, maximum=100),),
+            confirm=_confirm_link_value("drop", "%"), needs="link", group="faults"),
+    Command("link_delay", "l", "Link delay", "Delay the highlighted link's messages", _link_delay,
+            (Field("delay", "Delay ms (this link, this way)", _link_default("delay"), integer=True,
+                   maximum=MAX_DELAY_MS),),
+            confirm=_confirm_link_value("delay", " ms"), needs="link", group="faults"),
+)
+
+BY_ID = {c.id: c for c in COMMANDS + LINK_COMMANDS}

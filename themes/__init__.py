@@ -22,6 +22,7 @@ STYLESHEETS = [
     HERE / "watchers.tcss",
     HERE / "rates.tcss",
     HERE / "dialogs.tcss",
+    HERE / "links.tcss",
 ]
 
 __all__ = ["DEFAULT_THEME", "THEMES", "VARIABLE_DEFAULTS", "STYLESHEETS"]

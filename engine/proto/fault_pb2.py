@@ -24,31 +24,33 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65ngine/proto/fault.proto\x12\x08raftuipb\"(\n\nCutRequest\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\x12\r\n\x05peers\x18\x02 \x03(\x04\"\r\n\x0bHealRequest\"7\n\x0b\x44ropRequest\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\x12\r\n\x05peers\x18\x02 \x03(\x04\x12\x0c\n\x04rate\x18\x03 \x01(\x01\"I\n\x0c\x44\x65layRequest\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\x12\r\n\x05peers\x18\x02 \x03(\x04\x12\n\n\x02ms\x18\x03 \x01(\r\x12\x11\n\tjitter_ms\x18\x04 \x01(\r\"\x14\n\x12\x46\x61ultStatusRequest\"3\n\x08\x44ropRule\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\x12\x0c\n\x04peer\x18\x02 \x01(\x04\x12\x0c\n\x04rate\x18\x03 \x01(\x01\"E\n\tDelayRule\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\x12\x0c\n\x04peer\x18\x02 \x01(\x04\x12\n\n\x02ms\x18\x03 \x01(\r\x12\x11\n\tjitter_ms\x18\x04 \x01(\r\"1\n\rFaultLogEntry\x12\x12\n\nunix_nanos\x18\x01 \x01(\x03\x12\x0c\n\x04what\x18\x02 \x01(\t\"\xac\x01\n\x0b\x46\x61ultStatus\x12\x11\n\tmember_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x63ut_all\x18\x02 \x01(\x08\x12\x0b\n\x03\x63ut\x18\x03 \x03(\x04\x12!\n\x05\x64rops\x18\x04 \x03(\x0b\x32\x12.raftuipb.DropRule\x12#\n\x06\x64\x65lays\x18\x05 \x03(\x0b\x32\x13.raftuipb.DelayRule\x12$\n\x03log\x18\x06 \x03(\x0b\x32\x17.raftuipb.FaultLogEntry2\x9e\x02\n\x05\x46\x61ult\x12\x32\n\x03\x43ut\x12\x14.raftuipb.CutRequest\x1a\x15.raftuipb.FaultStatus\x12\x34\n\x04Heal\x12\x15.raftuipb.HealRequest\x1a\x15.raftuipb.FaultStatus\x12\x34\n\x04\x44rop\x12\x15.raftuipb.DropRequest\x1a\x15.raftuipb.FaultStatus\x12\x36\n\x05\x44\x65lay\x12\x16.raftuipb.DelayRequest\x1a\x15.raftuipb.FaultStatus\x12=\n\x06Status\x12\x1c.raftuipb.FaultStatusRequest\x1a\x15.raftuipb.FaultStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x65ngine/proto/fault.proto\x12\x08raftuipb\"P\n\nCutRequest\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\x12\r\n\x05peers\x18\x02 \x03(\x04\x12&\n\tdirection\x18\x03 \x01(\x0e\x32\x13.raftuipb.Direction\"\r\n\x0bHealRequest\"_\n\x0b\x44ropRequest\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\x12\r\n\x05peers\x18\x02 \x03(\x04\x12\x0c\n\x04rate\x18\x03 \x01(\x01\x12&\n\tdirection\x18\x04 \x01(\x0e\x32\x13.raftuipb.Direction\"q\n\x0c\x44\x65layRequest\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\x12\r\n\x05peers\x18\x02 \x03(\x04\x12\n\n\x02ms\x18\x03 \x01(\r\x12\x11\n\tjitter_ms\x18\x04 \x01(\r\x12&\n\tdirection\x18\x05 \x01(\x0e\x32\x13.raftuipb.Direction\"\x14\n\x12\x46\x61ultStatusRequest\"[\n\x08\x44ropRule\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\x12\x0c\n\x04peer\x18\x02 \x01(\x04\x12\x0c\n\x04rate\x18\x03 \x01(\x01\x12&\n\tdirection\x18\x04 \x01(\x0e\x32\x13.raftuipb.Direction\"m\n\tDelayRule\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\x12\x0c\n\x04peer\x18\x02 \x01(\x04\x12\n\n\x02ms\x18\x03 \x01(\r\x12\x11\n\tjitter_ms\x18\x04 \x01(\r\x12&\n\tdirection\x18\x05 \x01(\x0e\x32\x13.raftuipb.Direction\"1\n\rFaultLogEntry\x12\x12\n\nunix_nanos\x18\x01 \x01(\x03\x12\x0c\n\x04what\x18\x02 \x01(\t\"\xf6\x01\n\x0b\x46\x61ultStatus\x12\x11\n\tmember_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x63ut_all\x18\x02 \x01(\x08\x12\x0b\n\x03\x63ut\x18\x03 \x03(\x04\x12!\n\x05\x64rops\x18\x04 \x03(\x0b\x32\x12.raftuipb.DropRule\x12#\n\x06\x64\x65lays\x18\x05 \x03(\x0b\x32\x13.raftuipb.DelayRule\x12$\n\x03log\x18\x06 \x03(\x0b\x32\x17.raftuipb.FaultLogEntry\x12\x13\n\x0b\x63ut_all_out\x18\x07 \x01(\x08\x12\x12\n\ncut_all_in\x18\x08 \x01(\x08\x12\x0f\n\x07\x63ut_out\x18\t \x03(\x04\x12\x0e\n\x06\x63ut_in\x18\n \x03(\x04*&\n\tDirection\x12\x08\n\x04\x42OTH\x10\x00\x12\x07\n\x03OUT\x10\x01\x12\x06\n\x02IN\x10\x02\x32\xd4\x02\n\x05\x46\x61ult\x12\x32\n\x03\x43ut\x12\x14.raftuipb.CutRequest\x1a\x15.raftuipb.FaultStatus\x12\x34\n\x05Uncut\x12\x14.raftuipb.CutRequest\x1a\x15.raftuipb.FaultStatus\x12\x34\n\x04Heal\x12\x15.raftuipb.HealRequest\x1a\x15.raftuipb.FaultStatus\x12\x34\n\x04\x44rop\x12\x15.raftuipb.DropRequest\x1a\x15.raftuipb.FaultStatus\x12\x36\n\x05\x44\x65lay\x12\x16.raftuipb.DelayRequest\x1a\x15.raftuipb.FaultStatus\x12=\n\x06Status\x12\x1c.raftuipb.FaultStatusRequest\x1a\x15.raftuipb.FaultStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'engine.proto.fault_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_DIRECTION']._serialized_start=873
+  _globals['_DIRECTION']._serialized_end=911
   _globals['_CUTREQUEST']._serialized_start=38
-  _globals['_CUTREQUEST']._serialized_end=78
-  _globals['_HEALREQUEST']._serialized_start=80
-  _globals['_HEALREQUEST']._serialized_end=93
-  _globals['_DROPREQUEST']._serialized_start=95
-  _globals['_DROPREQUEST']._serialized_end=150
-  _globals['_DELAYREQUEST']._serialized_start=152
-  _globals['_DELAYREQUEST']._serialized_end=225
-  _globals['_FAULTSTATUSREQUEST']._serialized_start=227
-  _globals['_FAULTSTATUSREQUEST']._serialized_end=247
-  _globals['_DROPRULE']._serialized_start=249
-  _globals['_DROPRULE']._serialized_end=300
-  _globals['_DELAYRULE']._serialized_start=302
-  _globals['_DELAYRULE']._serialized_end=371
-  _globals['_FAULTLOGENTRY']._serialized_start=373
-  _globals['_FAULTLOGENTRY']._serialized_end=422
-  _globals['_FAULTSTATUS']._serialized_start=425
-  _globals['_FAULTSTATUS']._serialized_end=597
-  _globals['_FAULT']._serialized_start=600
-  _globals['_FAULT']._serialized_end=886
+  _globals['_CUTREQUEST']._serialized_end=118
+  _globals['_HEALREQUEST']._serialized_start=120
+  _globals['_HEALREQUEST']._serialized_end=133
+  _globals['_DROPREQUEST']._serialized_start=135
+  _globals['_DROPREQUEST']._serialized_end=230
+  _globals['_DELAYREQUEST']._serialized_start=232
+  _globals['_DELAYREQUEST']._serialized_end=345
+  _globals['_FAULTSTATUSREQUEST']._serialized_start=347
+  _globals['_FAULTSTATUSREQUEST']._serialized_end=367
+  _globals['_DROPRULE']._serialized_start=369
+  _globals['_DROPRULE']._serialized_end=460
+  _globals['_DELAYRULE']._serialized_start=462
+  _globals['_DELAYRULE']._serialized_end=571
+  _globals['_FAULTLOGENTRY']._serialized_start=573
+  _globals['_FAULTLOGENTRY']._serialized_end=622
+  _globals['_FAULTSTATUS']._serialized_start=625
+  _globals['_FAULTSTATUS']._serialized_end=871
+  _globals['_FAULT']._serialized_start=914
+  _globals['_FAULT']._serialized_end=1254
 # @@protoc_insertion_point(module_scope)

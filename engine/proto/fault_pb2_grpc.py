@@ -39,6 +39,11 @@ class FaultStub:
                 request_serializer=engine_dot_proto_dot_fault__pb2.CutRequest.SerializeToString,
                 response_deserializer=engine_dot_proto_dot_fault__pb2.FaultStatus.FromString,
                 _registered_method=True)
+        self.Uncut = channel.unary_unary(
+                '/raftuipb.Fault/Uncut',
+                request_serializer=engine_dot_proto_dot_fault__pb2.CutRequest.SerializeToString,
+                response_deserializer=engine_dot_proto_dot_fault__pb2.FaultStatus.FromString,
+                _registered_method=True)
         self.Heal = channel.unary_unary(
                 '/raftuipb.Fault/Heal',
                 request_serializer=engine_dot_proto_dot_fault__pb2.HealRequest.SerializeToString,
@@ -65,7 +70,16 @@ class FaultServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Cut(self, request, context):
-        """Stop all traffic with the given peers (or every peer), both directions.
+        """Stop traffic with the given peers (or every peer): both directions, or
+        the one named (a one-way cut: an asymmetric partition).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Uncut(self, request, context):
+        """Take cuts back (both directions or the one named), leaving every other
+        fault in force. Heal undoes everything at once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -103,6 +117,11 @@ def add_FaultServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Cut': grpc.unary_unary_rpc_method_handler(
                     servicer.Cut,
+                    request_deserializer=engine_dot_proto_dot_fault__pb2.CutRequest.FromString,
+                    response_serializer=engine_dot_proto_dot_fault__pb2.FaultStatus.SerializeToString,
+            ),
+            'Uncut': grpc.unary_unary_rpc_method_handler(
+                    servicer.Uncut,
                     request_deserializer=engine_dot_proto_dot_fault__pb2.CutRequest.FromString,
                     response_serializer=engine_dot_proto_dot_fault__pb2.FaultStatus.SerializeToString,
             ),
@@ -152,6 +171,33 @@ class Fault:
             request,
             target,
             '/raftuipb.Fault/Cut',
+            engine_dot_proto_dot_fault__pb2.CutRequest.SerializeToString,
+            engine_dot_proto_dot_fault__pb2.FaultStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Uncut(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/raftuipb.Fault/Uncut',
             engine_dot_proto_dot_fault__pb2.CutRequest.SerializeToString,
             engine_dot_proto_dot_fault__pb2.FaultStatus.FromString,
             options,

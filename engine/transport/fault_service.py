@@ -9,27 +9,34 @@ hosts. Faults are in memory only: Heal or a restart undoes them.
 """
 from __future__ import annotations
 
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Iterable
 
 import grpc
 import grpc.aio
 
 from engine.auth import errors as auth_errors
 from engine.proto import fault_pb2, fault_pb2_grpc
-from engine.transport.faults import FaultFilter
+from engine.transport.faults import MAX_PEERS, Direction, FaultFilter
 
 # Who may use the service: awaited first in every RPC with the call's
 # context; raises an AuthError to refuse (with auth on: root only).
 Admit = Callable[[grpc.aio.ServicerContext], Awaitable[None]]
+# The member ids this member knows as its peers now (the transport's); a
+# request naming any other id is refused. None: not checked.
+KnownPeers = Callable[[], Iterable[int]]
+
+_DIRECTION = {fault_pb2.BOTH: None, fault_pb2.OUT: Direction.OUT, fault_pb2.IN: Direction.IN}
 
 
 class FaultServicer(fault_pb2_grpc.FaultServicer):
     """Thin: validate, call the filter, answer with the resulting status."""
 
-    def __init__(self, faults: FaultFilter, member_id: int, admit: Admit | None = None) -> None:
+    def __init__(self, faults: FaultFilter, member_id: int, admit: Admit | None = None,
+                 known_peers: KnownPeers | None = None) -> None:
         self._faults = faults
         self._member_id = member_id
         self._admit = admit
+        self._known_peers = known_peers
 
     async def _admitted(self, context) -> None:
         if self._admit is not None:
@@ -38,22 +45,48 @@ class FaultServicer(fault_pb2_grpc.FaultServicer):
             except auth_errors.AuthError as e:
                 await context.abort(*auth_errors.status_of(e))
 
-    async def _selected(self, request, context) -> set[int] | None:
+    async def _selected(self, request, context) -> tuple[set[int] | None, Direction | None]:
+        """The peers and direction a request names, or the call aborted with
+        INVALID_ARGUMENT (checked before anything is stored)."""
         await self._admitted(context)
+        if request.direction not in _DIRECTION:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"unknown direction {request.direction} (BOTH, OUT or IN)")
+        direction = _DIRECTION[request.direction]
         if request.all:
             if request.peers:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     "give either all or peers, not both")
-            return None
+            return None, direction
         if not request.peers:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "no peers given (set all to affect every peer)")
-        if any(p == 0 for p in request.peers):
+        if len(request.peers) > MAX_PEERS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"at most {MAX_PEERS} peers per request, got {len(request.peers)}")
+        peers = set(request.peers)
+        if 0 in peers:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "member ids are non-zero")
-        return set(request.peers)
+        if self._member_id in peers:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"member {self._member_id:x} has no link to itself")
+        if self._known_peers is not None:
+            strangers = peers - set(self._known_peers())
+            if strangers:
+                shown = ", ".join(f"{p:x}" for p in sorted(strangers)[:8])
+                more = f" and {len(strangers) - 8} more" if len(strangers) > 8 else ""
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"not a peer of member {self._member_id:x}: {shown}{more}")
+        return peers, direction
 
     async def Cut(self, request, context):
-        self._faults.cut(await self._selected(request, context))
+        peers, direction = await self._selected(request, context)
+        self._faults.cut(peers, direction)
+        return self._status()
+
+    async def Uncut(self, request, context):
+        peers, direction = await self._selected(request, context)
+        self._faults.uncut(peers, direction)
         return self._status()
 
     async def Heal(self, request, context):
@@ -62,16 +95,16 @@ class FaultServicer(fault_pb2_grpc.FaultServicer):
         return self._status()
 
     async def Drop(self, request, context):
-        peers = await self._selected(request, context)
-        if not 0.0 <= request.rate <= 1.0:
+        peers, direction = await self._selected(request, context)
+        if not 0.0 <= request.rate <= 1.0:     # NaN fails this too
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"drop rate must be between 0 and 1, got {request.rate:g}")
-        self._faults.drop(request.rate, peers)
+        self._faults.drop(request.rate, peers, direction)
         return self._status()
 
     async def Delay(self, request, context):
-        peers = await self._selected(request, context)
-        self._faults.delay(request.ms, request.jitter_ms, peers)
+        peers, direction = await self._selected(request, context)
+        self._faults.delay(request.ms, request.jitter_ms, peers, direction)
         return self._status()
 
     async def Status(self, request, context):
@@ -84,18 +117,25 @@ class FaultServicer(fault_pb2_grpc.FaultServicer):
 
 def status_to_proto(faults: FaultFilter, member_id: int) -> fault_pb2.FaultStatus:
     st = faults.status()
-    out = fault_pb2.FaultStatus(member_id=member_id, cut_all=st.cut_all, cut=sorted(st.cut))
-    for peer, rate in st.drop.items():
-        out.drops.add(all=peer is None, peer=peer or 0, rate=rate)
-    for peer, (ms, jitter) in st.delay.items():
-        out.delays.add(all=peer is None, peer=peer or 0, ms=ms, jitter_ms=jitter)
+    out = fault_pb2.FaultStatus(member_id=member_id, cut_all=st.cut_all, cut=sorted(st.cut),
+                                cut_all_out=st.cut_all_out, cut_all_in=st.cut_all_in,
+                                cut_out=sorted(st.cut_out), cut_in=sorted(st.cut_in))
+    for rules, way in ((st.drop, fault_pb2.BOTH), (st.drop_out, fault_pb2.OUT), (st.drop_in, fault_pb2.IN)):
+        for peer, rate in rules.items():
+            out.drops.add(all=peer is None, peer=peer or 0, rate=rate, direction=way)
+    for rules, way in ((st.delay, fault_pb2.BOTH), (st.delay_out, fault_pb2.OUT),
+                       (st.delay_in, fault_pb2.IN)):
+        for peer, (ms, jitter) in rules.items():
+            out.delays.add(all=peer is None, peer=peer or 0, ms=ms, jitter_ms=jitter, direction=way)
     for entry in st.log:
         out.log.add(unix_nanos=int(entry.unix_time * 1e9), what=entry.what)
     return out
 
 
 def add_fault_service(server: grpc.aio.Server, faults: FaultFilter, member_id: int,
-                      admit: Admit | None = None) -> None:
+                      admit: Admit | None = None, known_peers: KnownPeers | None = None) -> None:
     """Register the Fault service. Only for --enable-fault-injection (see
-    above); ``admit`` decides who may call it (see Admit)."""
-    fault_pb2_grpc.add_FaultServicer_to_server(FaultServicer(faults, member_id, admit), server)
+    above); ``admit`` decides who may call it (see Admit); ``known_peers``,
+    when given, refuses requests naming ids that are not this member's peers."""
+    fault_pb2_grpc.add_FaultServicer_to_server(FaultServicer(faults, member_id, admit, known_peers),
+                                               server)

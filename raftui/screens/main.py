@@ -41,6 +41,7 @@ from raftui.widgets.watchers_panel import WatchersPanel
 from .command_line import CommandLineScreen, FilterLineScreen, completions, parse
 from .confirm import ConfirmScreen
 from .form import FormScreen
+from .links import LinksScreen
 from .view import ViewScreen
 
 POLL_INTERVAL = 0.4          # seconds between the end of one poll and the next
@@ -114,6 +115,7 @@ class MainScreen(Screen):
         self._title_text = ""
         self._worker_errors: dict[str, float] = {}    # a worker's failure text -> when it was last told
         self._asking = False      # a command's dialogs are open (or opening): no other command runs
+        self._link: tuple[int, int] | None = None     # the link matrix's highlighted link, for its edits
 
     # ---------------------------------------------------------------- layout
 
@@ -201,6 +203,9 @@ class MainScreen(Screen):
     def _distribute(self, state: ClusterState) -> None:
         if not self.selected and state.members:
             self.selected = (state.leader or state.members[0]).id
+        for screen in self.app.screen_stack:
+            if isinstance(screen, LinksScreen):
+                screen.state = state
         self.query_one(SummaryBar).state = state
         self.query_one(ClusterPanel).state = state
         self.query_one(TimelinePanel).events = state.timeline
@@ -362,6 +367,9 @@ class MainScreen(Screen):
         if problem:
             self._report(ActionResult.fail(problem), record=True)
             return
+        if cmd.id == "links":       # the matrix stays open; its edits come back through edit_link
+            self.app.push_screen(LinksScreen(self.state, self.edit_link))
+            return
         self._asking = True
         if cmd.id == "filter":      # live: every keystroke filters (raftui/screens/command_line.py)
             self.app.push_screen(FilterLineScreen(escape(self.prefix), self._filter_to),
@@ -373,6 +381,14 @@ class MainScreen(Screen):
         initial = [(f, f.default(ctx) if callable(f.default) else f.default) for f in cmd.fields]
         self.app.push_screen(FormScreen(cmd.help, initial),
                              lambda values: self._answered_form(cmd, ctx, values))
+
+    def edit_link(self, kind: str, src: int, dst: int) -> None:
+        """An edit asked for in the link matrix: a command of the table, asked and run like any other."""
+        if kind == "heal":
+            self.action_command("heal")
+            return
+        self._link = (src, dst)
+        self.action_command(f"link_{kind}")
 
     def _answered_form(self, cmd: Command, ctx: Context, values: dict | None) -> None:
         if values is None:
@@ -490,7 +506,7 @@ class MainScreen(Screen):
 
     def _command_context(self) -> Context:
         return Context(self.source, self.host, self.state, self.state.member(self.selected),
-                       self.selected_key)
+                       self.selected_key, self._link)
 
     @work(group="command", exit_on_error=False)
     async def run_command(self, cmd: Command, values: dict, ctx: Context | None = None) -> None:
@@ -538,6 +554,8 @@ class MainScreen(Screen):
             return f"{cmd.title.lower()}: select a member first (1-9)"
         if cmd.needs == "key" and not ctx.key:
             return f"{cmd.title.lower()}: highlight a key in the keys panel first"
+        if cmd.needs == "link" and (ctx.link is None or any(ctx.state.member(i) is None for i in ctx.link)):
+            return f"{cmd.title.lower()}: pick a link in the link matrix (L) first"
         return ""
 
     def _filter_to(self, typed: str) -> None:

@@ -21,7 +21,7 @@ import itertools
 import time
 from typing import AsyncIterator, Callable
 
-from . import actions, faults, merge, poll, rates, timeline
+from . import actions, faults, links, merge, poll, rates, timeline
 from . import watch as watch_stream
 from .connection import Connections, Stubs, TlsFiles
 from .model import ActionResult, ClusterState, LiveWatch, Member, TimelineLine
@@ -214,32 +214,41 @@ class ClusterSource:
         return new, timeline.changes(state, new, self._clock())
 
     def _with_faults(self, state: ClusterState, views: dict) -> ClusterState:
-        """Mark members cut off from a majority as partitioned (and name every
-        cut in the errors column); note whether any member serves Fault.
+        """Keep each member's fault rules (the link matrix reads them), mark
+        members cut off from a majority as partitioned, name every cut in the
+        errors column; note whether any member serves Fault.
 
         A partition is told to both sides, so the majority side has cuts too:
-        only a member that can no longer reach a quorum (itself included) is
-        "partitioned"; the others stay up, their cuts listed."""
-        ids = {m.id for m in state.members if m.id > 0}
-        voters = [m for m in state.members if not m.is_learner] or list(state.members)
-        quorum = len(voters) // 2 + 1
+        only a member that no longer talks both ways with a quorum (itself
+        included) is "partitioned"; the others stay up, their cuts listed. A
+        one-way cut counts: a leader whose messages to its followers are lost
+        is partitioned even though it still hears them."""
+        by_id = {m.id: views.get(m.endpoint) for m in state.members}
+        # A member that did not answer has no rules known (its links say so);
+        # the other end of a cut link still shows the cut.
+        kept = tuple((mid, v) for mid, v in by_id.items() if isinstance(v, faults.FaultView))
+        state = dataclasses.replace(state, faults=tuple(sorted(kept, key=lambda kv: kv[0])))
+        matrix = links.matrix(state)
         label = {m.id: m.label for m in state.members}
         members = []
         for m in state.members:
-            view = views.get(m.endpoint)
-            if isinstance(view, faults.FaultView) and m.health == "up" and (view.partitioned or view.drop
-                                                                            or view.delay_ms):
-                cut = ids - {m.id} if view.cut_all else ids & set(view.cut)
-                reachable = len([v for v in voters if v.id not in cut])
+            view = by_id.get(m.id)
+            if isinstance(view, faults.FaultView) and m.health == "up" and view.active:
+                others = [o for o in state.members if o.id != m.id and o.id > 0]
+                both = [o.id for o in others if view.rule(o.id, faults.OUT).cut and view.rule(o.id, faults.IN).cut]
+                out = [o.id for o in others if view.rule(o.id, faults.OUT).cut and o.id not in both]
+                inn = [o.id for o in others if view.rule(o.id, faults.IN).cut and o.id not in both]
                 notes = []
-                if cut:
-                    notes.append("cut from " + ",".join(sorted(label[i] for i in cut)))
+                for ids, text in ((both, "cut from"), (out, "sends nothing to"), (inn, "hears nothing from")):
+                    if ids:
+                        notes.append(f"{text} " + ",".join(sorted(label[i] for i in ids)))
                 if view.drop:
                     notes.append(f"dropping {view.drop:.0%}")
                 if view.delay_ms:
                     notes.append(f"delaying {view.delay_ms} ms")
+                cut_off = (both or out or inn) and not links.quorum_reached(state, m.id, matrix)
                 m = dataclasses.replace(m, errors=(*m.errors, *notes),
-                                        health="partitioned" if cut and reachable < quorum else m.health)
+                                        health="partitioned" if cut_off else m.health)
             members.append(m)
         capable = [self._fault_capable[m.endpoint] for m in members if m.endpoint in self._fault_capable]
         return dataclasses.replace(state, members=tuple(members),
@@ -523,6 +532,51 @@ class ClusterSource:
         return self._record(await faults.drop_delay(self._conns.get(m.endpoint), m.label,
                                                     drop_percent, delay_ms), "fault")
 
+    def _end(self, member_id: int) -> faults.End | None:
+        m = self._member(member_id)
+        if m is None or not m.endpoint or m.id <= 0:
+            return None
+        return faults.End(self._conns.get(m.endpoint), m.id, dict(self._state.faults).get(m.id))
+
+    def _link_ends(self, src_id: int, dst_id: int) -> tuple[faults.End, faults.End, str] | ActionResult:
+        src, dst = self._end(src_id), self._end(dst_id)
+        if src is None or dst is None or src_id == dst_id:
+            return ActionResult.fail("link: no such pair of members")
+        return src, dst, f"{self._member(src_id).label} → {self._member(dst_id).label}"
+
+    async def link_cut(self, src_id: int, dst_id: int, cut: bool) -> ActionResult:
+        """Cut (cut=True) or open the one-way link src -> dst, told to both ends."""
+        ends = self._link_ends(src_id, dst_id)
+        if isinstance(ends, ActionResult):
+            return self._record(ends)
+        src, dst, label = ends
+        members = [m.id for m in self._state.members if m.id > 0]
+        return self._record(await faults.link_cut(src, dst, cut, label, members), "fault")
+
+    async def link_drop_delay(self, src_id: int, dst_id: int, drop_percent: int | None = None,
+                              delay_ms: int | None = None) -> ActionResult:
+        ends = self._link_ends(src_id, dst_id)
+        if isinstance(ends, ActionResult):
+            return self._record(ends)
+        src, dst, label = ends
+        return self._record(await faults.link_drop_delay(src, dst, label, drop_percent, delay_ms), "fault")
+
+    async def refresh_faults(self) -> ClusterState:
+        """Every member's fault rules read again now (after an edit in the link
+        matrix: the matrix shows what the members say, not what was asked)."""
+        eps = [m.endpoint for m in self._state.members if m.endpoint and self._fault_capable.get(m.endpoint)]
+        got = await asyncio.gather(*(faults.status(self._conns.get(ep), poll.POLL_DEADLINE) for ep in eps))
+        fresh = {m.id: v for m in self._state.members for ep, v in zip(eps, got)
+                 if ep == m.endpoint and isinstance(v, faults.FaultView)}
+
+        def step(state: ClusterState) -> tuple[ClusterState, list[TimelineLine]]:
+            # Only the rules: health and the errors column follow at the next poll round.
+            merged = {**dict(state.faults), **fresh}
+            return dataclasses.replace(state, faults=tuple(sorted(merged.items()))), []
+
+        self._fold(step)
+        return self._state
+
     # ------------------------------------------------------------------ watch
 
     async def watch(self, key: str, prefix: bool = False,
@@ -556,3 +610,4 @@ class ClusterSource:
 
 async def _none() -> None:
     return None
+

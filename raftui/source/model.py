@@ -177,6 +177,9 @@ class ClusterState:
     polled_at: float = 0.0
     inspect: bool | None = None                # any member serves Inspect? None: unknown
     fault: bool | None = None                  # Fault service available?
+    # Each member's fault rules as last polled: ((member id, faults.FaultView), ...);
+    # links.matrix() reads every directed link from them.
+    faults: tuple = ()
 
     def member(self, member_id: int) -> Member | None:
         return next((m for m in self.members if m.id == member_id), None)

@@ -17,20 +17,23 @@ from textual.reactive import reactive
 from textual.widgets import DataTable, Static
 
 from raftui.render import safe_lines, safe_text
+from raftui.source import links
 from raftui.source.actions import human_bytes
 from raftui.widgets.table import Table
 from raftui.source.model import ClusterState, Member
 
 FLASH_SECONDS = 1.5
 COLUMNS = ("#", "member", "role", "health", "term", "commit", "applied", "last",
-           "match/next", "progress", "db size", "in use", "loop lag", "alarms / errors", "id")
+           "match/next", "progress", "db size", "in use", "loop lag", "reach", "alarms / errors", "id")
 SLOW_LOOP_MS = 100           # a member whose loop wakes this late is drawn in the slow style
 # A panel too narrow for every column keeps the most important ones (the
 # table still shows them in COLUMNS order) instead of cutting the right-hand
 # ones off; the first three stay whatever the width.
 # At 80x24 that is the member, its role and health, term, db size and problems
 # (what the operator must see for every member), then commit.
-PRIORITY = ("member", "role", "health", "#", "term", "db size", "alarms / errors", "commit", "applied",
+# "reach" (whom the member talks to, by the Fault service's cuts) comes after
+# commit; a narrow panel says it in the selected member's detail lines instead.
+PRIORITY = ("member", "role", "health", "#", "term", "db size", "alarms / errors", "commit", "reach", "applied",
             "loop lag", "last", "in use", "match/next", "progress", "id")
 ESSENTIAL = 3
 PROBLEMS = "alarms / errors"
@@ -70,6 +73,7 @@ class ClusterPanel(Vertical):
         self.flashes = 0                      # term changes flashed so far
         self._detail_text: tuple[str, ...] = ()
         self._subtitle = ""
+        self._links: dict | None = None      # the state's link matrix, made once per redraw
 
     def compose(self) -> ComposeResult:
         table = ClusterTable(id="cluster-table", cursor_type="row", zebra_stripes=False)
@@ -112,6 +116,7 @@ class ClusterPanel(Vertical):
         members = self.state.members
         ids = [m.id for m in members]
         flash = self._clock() < self._flash_until
+        self._links = links.matrix(self.state) if self.state.fault else None
         full = [self._cells(i, m, flash) for i, m in enumerate(members)]
         layout = choose_columns(full, table.size.width)
         names, problems_width = layout
@@ -164,6 +169,9 @@ class ClusterPanel(Vertical):
                 + (f" · loop lag {m.loop_lag_ms} ms" if m.loop_lag_ms is not None else "")
                 + (f" · alarms {', '.join(m.alarms)}" if m.alarms else ""),
             ]
+            reach = self._reach(m)
+            if reach is not None and not reach.whole:
+                lines.append(f"reaches {reach.describe()}")
             if m.errors:
                 lines.append("; ".join(m.errors))
         # Each line escaped on its own: a newline in a name or an error stays "\\n".
@@ -200,9 +208,23 @@ class ClusterPanel(Vertical):
             Text(human_bytes(m.db_size), style=number_style),
             Text(human_bytes(m.db_size_in_use), style=number_style),
             self._lag(m.loop_lag_ms, number_style),
+            self._reach_cell(m),
             safe_text(problems, self._style("alarm") if m.alarms else self._style("muted"), limit=200),
             Text(f"{m.id:x}" if m.id > 0 else ""),
         ]
+
+    def _reach(self, m: Member) -> links.Reach | None:
+        """Whom `m` talks to by the members' cuts; None where the Fault service is not known."""
+        if self._links is None or m.id <= 0:
+            return None
+        return links.reach(self.state, m.id, self._links)
+
+    def _reach_cell(self, m: Member) -> Text:
+        reach = self._reach(m)
+        if reach is None:
+            return Text("")
+        # Member names are data: escaped; the arrows are ours.
+        return safe_text(reach.describe(), "" if reach.whole else self._style("alarm"), limit=80)
 
     def _lag(self, lag_ms: int | None, number_style) -> Text:
         if lag_ms is None:

@@ -7,8 +7,11 @@ born and die in the loop that uses them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import time
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Iterator
 
 import pytest
 
@@ -71,3 +74,28 @@ def fixed_clock_and_tz(monkeypatch):
     yield
     monkeypatch.undo()
     time.tzset()
+
+
+def stop_by_pid(host) -> None:
+    """Stop a host's members; anything that survived: SIGKILL by PID."""
+    host.stop_all(timeout=10.0)
+    for name in host.names:
+        pid = host.pid(name)
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def hosted_cluster(data_dir, size: int = 3, host=None) -> Iterator[object]:
+    """A hosted raftnode cluster (raftui's own ProcessHost, fault injection on),
+    listening when entered, stopped by PID when left. `host`: a ProcessHost
+    made by the caller (extra member flags), else raftnode_host(data_dir, size)."""
+    from raftui.host import raftnode_host
+
+    host = host if host is not None else raftnode_host(data_dir, size)
+    try:
+        host.start()
+        host.wait_listening(30.0)
+        yield host
+    finally:
+        stop_by_pid(host)

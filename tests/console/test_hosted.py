@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import pathlib
-import signal
 import uuid
 
 import grpc
@@ -26,7 +25,7 @@ from raftui.widgets.keys_panel import DetailTable, KeysPanel
 from raftui.widgets.timeline_panel import TimelinePanel
 from raftui.widgets.wal_panel import WalList, WalPanel
 
-from .conftest import fill, run, until
+from .conftest import fill, hosted_cluster, run, stop_by_pid, until
 from .ui import (COL, cell_text, cluster_panel, cluster_rows, key_rows, leader_row, make_app, ready,
                  row_of, screen, timeline)
 
@@ -35,23 +34,10 @@ DOWN_WITHIN = 3.0           # a killed member is shown down this fast (its statu
 ELECTION_WITHIN = 10.0      # a new leader after the old one is killed
 
 
-def _stop_by_pid(host) -> None:
-    host.stop_all(timeout=10.0)
-    for name in host.names:            # anything that survived: SIGKILL by PID
-        pid = host.pid(name)
-        if pid is not None:
-            os.kill(pid, signal.SIGKILL)
-
-
 @pytest.fixture(scope="module")
 def hosted(raftnode_binary, tmp_path_factory):
-    host = raftnode_host(tmp_path_factory.mktemp("hosted") / "cluster", 3)
-    try:
-        host.start()
-        host.wait_listening(30.0)
+    with hosted_cluster(tmp_path_factory.mktemp("hosted") / "cluster", 3) as host:
         yield host
-    finally:
-        _stop_by_pid(host)
 
 
 @pytest.fixture
@@ -417,7 +403,7 @@ def test_learner_quit_leave_reattach_stop_and_resume_with_keys(raftnode_binary, 
         assert run(resumed()) == ("kept", 2)
     finally:
         for h in hosts:
-            _stop_by_pid(h)
+            stop_by_pid(h)
 
 
 # ------------------------------------------- leadership, split, faults, snapshot
@@ -628,7 +614,7 @@ def test_remove_a_member_in_host_mode_stops_its_process_and_forgets_it(raftnode_
         assert list(host.data_dir.glob("n2.data.removed-*"))
         assert raftnode_host(host.data_dir, 3).names == ["n1"]    # a resume does not bring it back
     finally:
-        _stop_by_pid(host)
+        stop_by_pid(host)
 
 
 def test_wal_panel_pages_back_through_the_member_log(hosted, key):

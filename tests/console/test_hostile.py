@@ -16,8 +16,6 @@ stopped by PID.
 from __future__ import annotations
 
 import dataclasses
-import os
-import signal
 import uuid
 
 import grpc
@@ -28,7 +26,6 @@ from textual.widgets._toast import Toast
 from engine.proto import inspect_pb2, rpc_pb2, rpc_pb2_grpc
 from engine.wal.describe import quote
 from raftui.app import RaftuiApp
-from raftui.host import raftnode_host
 from raftui.screens.form import FormScreen
 from raftui.source import ActionResult
 from raftui.source.model import LiveWatch, TimelineLine, WalEntry, WatchEvent, WatcherInfo
@@ -37,7 +34,7 @@ from raftui.widgets.timeline_panel import TimelineList, TimelinePanel
 from raftui.widgets.wal_panel import WalList
 from raftui.widgets.watchers_panel import WatchEventList
 
-from .conftest import run, until
+from .conftest import hosted_cluster, run, until
 from .fake_state import STATE, FakeSource
 from .ui import COL, cell_text, cluster_rows, make_app, ready, screen
 
@@ -73,23 +70,10 @@ def shown_str(text: str) -> str:
     return shown(text.encode("utf-8", "surrogateescape"))
 
 
-def _stop_by_pid(host) -> None:
-    host.stop_all(timeout=10.0)
-    for name in host.names:
-        pid = host.pid(name)
-        if pid is not None:
-            os.kill(pid, signal.SIGKILL)
-
-
 @pytest.fixture(scope="module")
 def hosted(raftnode_binary, tmp_path_factory):
-    host = raftnode_host(tmp_path_factory.mktemp("hostile") / "cluster", 3)
-    try:
-        host.start()
-        host.wait_listening(30.0)
+    with hosted_cluster(tmp_path_factory.mktemp("hostile") / "cluster", 3) as host:
         yield host
-    finally:
-        _stop_by_pid(host)
 
 
 @pytest.fixture

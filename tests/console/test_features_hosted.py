@@ -1,0 +1,112 @@
+"""Issue 14's in-console features on real raftnode members (host mode), driven
+by key presses at 80x24: the link matrix, the revision scrubber, why a txn
+failed, watchers with lag.
+
+One hosted 3-member cluster serves the module; each test leaves it healthy
+(healed, a leader) for the next. Every wait is on what the screen shows, with
+a deadline; members are stopped by PID at teardown.
+"""
+from __future__ import annotations
+
+import uuid
+
+import grpc
+import pytest
+
+from engine.proto import fault_pb2, fault_pb2_grpc
+from raftui.screens.confirm import ConfirmScreen
+from raftui.screens.links import LinksScreen
+from raftui.widgets.link_matrix import LinkMatrix
+
+from .conftest import hosted_cluster, run, until
+from .test_hosted import _app
+from .ui import COL, cluster_rows, leader_row, ready, row_of, screen
+
+ELECTION_WITHIN = 15.0
+
+
+@pytest.fixture(scope="module")
+def hosted(raftnode_binary, tmp_path_factory):
+    with hosted_cluster(tmp_path_factory.mktemp("features") / "cluster", 3) as host:
+        yield host
+
+
+@pytest.fixture
+def key() -> str:
+    return f"f{uuid.uuid4().hex[:6]}"
+
+
+async def _fault_status(endpoint: str) -> fault_pb2.FaultStatus:
+    """A member's fault status read directly (not through the console)."""
+    async with grpc.aio.insecure_channel(endpoint) as ch:
+        return await fault_pb2_grpc.FaultStub(ch).Status(fault_pb2.FaultStatusRequest(), timeout=5)
+
+
+async def _move_to(pilot, matrix: LinkMatrix, row: int, col: int) -> None:
+    """The matrix cursor to (row, col) with arrow keys (col >= 1: the names column is not a link)."""
+    for _ in range(8):
+        at = matrix.table.cursor_coordinate
+        if (at.row, at.column) == (row, col):
+            return
+        keys = (["down"] * (row - at.row) if row > at.row else ["up"] * (at.row - row))
+        keys += (["right"] * (col - at.column) if col > at.column else ["left"] * (at.column - col))
+        await pilot.press(*keys)
+    raise AssertionError(f"cursor stuck at {matrix.table.cursor_coordinate}, wanted {(row, col)}")
+
+
+# ------------------------------------------------------------ link matrix
+
+def test_link_matrix_one_way_cut_leader_to_followers_elects_a_new_leader(hosted):
+    async def body():
+        app = _app(hosted)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await ready(app, pilot)
+            state = screen(app).state
+            old = state.leader
+            ids = [m.id for m in state.members]
+            followers = [m for m in state.members if m.id != old.id]
+            await pilot.press("L")
+            links_screen = await until(pilot, lambda: isinstance(app.screen, LinksScreen) and app.screen,
+                                       what="the link matrix")
+            matrix = links_screen.query_one(LinkMatrix)
+            for f in followers:                        # old leader -> each follower, one way
+                await _move_to(pilot, matrix, ids.index(old.id), ids.index(f.id) + 1)
+                assert matrix.highlighted() == (old.id, f.id)
+                await pilot.press("space")
+                confirm = await until(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen,
+                                      what="the question")
+                assert "one way" in confirm.query_one("#confirm-question").render().plain
+                await pilot.press("y")
+                await until(pilot, lambda: isinstance(app.screen, LinksScreen), what="back to the matrix")
+
+            # Both ends' own fault status show each cut (read from the members, not the console) ...
+            await until(pilot, lambda: all(matrix.link(old.id, f.id) and matrix.link(old.id, f.id).cut
+                                           for f in followers), what="the cuts in the matrix")
+            leader_st = await _fault_status(old.endpoint)
+            assert sorted(leader_st.cut_out) == sorted(f.id for f in followers)
+            assert not leader_st.cut and not leader_st.cut_in
+            for f in followers:
+                st = await _fault_status(f.endpoint)
+                assert list(st.cut_in) == [old.id] and not st.cut_out and not st.cut
+                assert matrix.link(old.id, f.id).by == (f"{old.label} out", f"{f.label} in")
+                assert not matrix.link(f.id, old.id).cut           # the other way stays open
+                assert matrix.table.get_cell(str(old.id), str(f.id)).plain == "✗ cut"
+
+            # ... and the followers, no longer hearing heartbeats, elect one of themselves.
+            new_leader = await until(pilot, lambda: (lambda s: s.leader if s.leader and s.leader.id != old.id
+                                                     and s.leader.health == "up" else None)(screen(app).state),
+                                     timeout=ELECTION_WITHIN, what="a new leader among the followers")
+            assert new_leader.id in {f.id for f in followers} and new_leader.term > old.term
+            await until(pilot, lambda: row_of(app, old.label) and "partitioned" in row_of(app, old.label)[COL["health"]],
+                        what="the old leader marked partitioned (it reaches no one both ways)")
+            reach = links_screen.query_one("#link-reach").render().plain
+            assert f"{old.label} reaches " in reach and "←" in reach, reach
+
+            await pilot.press("H")                                   # heal, from the matrix
+            await until(pilot, lambda: not any(l.active for l in (matrix.link(a, b) for a in ids for b in ids
+                                                                   if a != b) if l),
+                        what="every link open again")
+            await pilot.press("escape")
+            await until(pilot, lambda: all("up" in r[COL["health"]] for r in cluster_rows(app))
+                        and leader_row(app), timeout=ELECTION_WITHIN, what="a healthy cluster after heal")
+    run(body(), timeout=90)
