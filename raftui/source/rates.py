@@ -6,9 +6,16 @@ the members serve them (the counters' advance between two answers, so the
 sparklines react within a poll). etcd has no rate counters in its v3 API, so there
 the console derives them from consecutive polls: the store revision advances
 once per write transaction, the commit index once per raft entry.
+
+Latency (WAL fsync p99, backend commit p99, peer round trip p99) comes from
+each member's /metrics, raftnode and etcd alike (raftui/source/metrics.py);
+`sample()` files it under the member's label.
 """
 from __future__ import annotations
 
+import dataclasses
+
+from .metrics import MemberLatency
 from .model import ClusterState, RateSample
 from .poll import RatesResult
 
@@ -18,9 +25,23 @@ WRITES = ("put", "delete", "txn")
 
 def sample(old: ClusterState, new: ClusterState,
            served: dict[str, RatesResult | None] | None = None,
-           previous: dict[str, RatesResult] | None = None) -> RateSample | None:
+           previous: dict[str, RatesResult] | None = None,
+           latency: dict[str, MemberLatency] | None = None) -> RateSample | None:
     """`served`: this round's Inspect.Rates answers by endpoint (None: not
-    asked or no answer); `previous`: the last answer of each endpoint."""
+    asked or no answer); `previous`: the last answer of each endpoint;
+    `latency`: this round's scrape of each endpoint's /metrics."""
+    s = _sample(old, new, served, previous)
+    if s is None or not latency or "latency" not in _FIELDS:
+        return s
+    by_label = tuple((m.label, latency[m.endpoint]) for m in new.members if m.endpoint in latency)
+    return dataclasses.replace(s, latency=by_label)
+
+
+_FIELDS = {f.name for f in dataclasses.fields(RateSample)}
+
+
+def _sample(old: ClusterState, new: ClusterState, served: dict[str, RatesResult | None] | None,
+            previous: dict[str, RatesResult] | None) -> RateSample | None:
     served = {ep: r for ep, r in (served or {}).items() if r is not None}
     if served:
         return _from_inspect(new, served, previous or {})

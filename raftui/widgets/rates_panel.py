@@ -1,14 +1,18 @@
 """Rates panel: writes/s for the cluster, and per member the commit-index
-advance per second (sparkline) and the apply lag, from the last polls."""
+advance per second (sparkline) and the apply lag, from the last polls; then
+per member the p99 of WAL fsync, backend commit and peer round trip since
+the previous scrape of its /metrics (raftui/source/metrics.py), or why not."""
 from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.reactive import reactive
+from rich.text import Text
 from textual.widgets import Sparkline, Static
 
 from raftui.render import safe_text
+from raftui.source.metrics import MemberLatency, Quantile
 from raftui.source.model import RateSample
 
 SPARK_POINTS = 60
@@ -33,6 +37,38 @@ class RateRow(Horizontal):
         self.query_one(Sparkline).data = values or [0.0]
 
 
+def duration(q: Quantile | None) -> Text:
+    """A p99 as a short text: 850µs, 12.3ms, 1.20s; '-' when not exported or
+    nothing observed yet; dim when held (nothing observed since the last scrape)."""
+    if q is None or q.seconds is None:
+        return Text("-", style="dim")
+    v = q.seconds
+    if v < 0.001:
+        text = f"{v * 1e6:.0f}µs"
+    elif v < 1:
+        text = f"{v * 1e3:.3g}ms"
+    else:
+        text = f"{v:.3g}s"
+    return Text(text, style="dim" if q.held else "")
+
+
+def latency_line(name: str, lat: MemberLatency) -> Text:
+    """One member's latency row. Every string that came from outside (the
+    member's name, a server's error text) goes through safe_text."""
+    line = Text(no_wrap=True, end="")
+    line.append_text(safe_text(f"{name[:8]:<8} "))
+    if lat.note and lat.wal_fsync is None and lat.backend_commit is None and lat.peer_rtt is None:
+        line.append_text(safe_text(lat.note, "dim", limit=120))
+        return line
+    line.append("p99 fsync ")
+    line.append_text(duration(lat.wal_fsync))
+    line.append(" commit ")
+    line.append_text(duration(lat.backend_commit))
+    line.append(" rtt ")
+    line.append_text(duration(lat.peer_rtt))
+    return line
+
+
 class RatesPanel(Vertical):
     rates: reactive[tuple[RateSample, ...]] = reactive((), init=False, repaint=False)
 
@@ -40,6 +76,7 @@ class RatesPanel(Vertical):
         super().__init__(id=id, classes="panel")
         self.border_title = "Rates"
         self._members: tuple[str, ...] = ()
+        self._latency_rows: tuple[str, ...] = ()
 
     def compose(self) -> ComposeResult:
         yield RateRow("writes/s", id="rate-writes")
@@ -52,6 +89,8 @@ class RatesPanel(Vertical):
         names = tuple(name for name, _ in last.commit_per_s)
         if names != self._members:
             await self.query(".member-rate").remove()
+            await self.query(".latency-row").remove()   # re-mounted below the new rate rows
+            self._latency_rows = ()
             self._members = names
             await self.mount_all([RateRow(name, id=f"rate-m{i}", member=True)
                                   for i, name in enumerate(names)])
@@ -68,3 +107,20 @@ class RatesPanel(Vertical):
             except NoMatches:  # still being mounted by an earlier update; the next poll fills it
                 continue
             row.show(f"{name[:8]:<8} commit/s {series[-1]:7.1f} lag {lag}", series)
+        await self._show_latency(getattr(last, "latency", ()))
+
+    async def _show_latency(self, latency: tuple[tuple[str, MemberLatency], ...]) -> None:
+        """A text row per member, mounted after the rate rows (none until the
+        source scrapes /metrics, so panels without it look as before)."""
+        names = tuple(name for name, _ in latency)
+        if names != self._latency_rows:
+            await self.query(".latency-row").remove()
+            self._latency_rows = names
+            await self.mount_all([Static("", id=f"rate-l{i}", classes="latency-row")
+                                  for i in range(len(names))])
+        for i, (name, lat) in enumerate(latency):
+            try:
+                row = self.query_one(f"#rate-l{i}", Static)
+            except NoMatches:
+                continue
+            row.update(latency_line(name, lat), layout=False)

@@ -1,0 +1,219 @@
+"""etcd 3.4.23's Grafana dashboard and the console's Rates panel against a
+live 3-member raftnode cluster (real processes, each with its own
+--listen-metrics-urls), and the console's scraper against real etcd:
+
+  * every target of every panel evaluates to data over two scrapes with
+    traffic between them (tests/http/grafana_check.py, tests/http/promql.py),
+    and every series raftnode exports that etcd 3.4.23 also writes has
+    etcd's type and label names (tests/http/data/etcd-3.4.23-series.tsv);
+  * docs/grafana.md names every panel;
+  * raftui's MetricsPoller turns two scrapes into WAL fsync and backend
+    commit p99s (and the peer round trip, once the transport measures it),
+    for raftnode by its metrics URLs and for etcd by its client URL.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import pathlib
+import queue
+import time
+import uuid
+
+import grpc
+import pytest
+
+from engine.proto import rpc_pb2, rpc_pb2_grpc
+from raftui.source import metrics
+from tests.http import grafana_check, promql
+from tests.support import ports
+from tests.support.raftnode import RaftnodeCluster, RaftnodeMember, _member_args, _member_id
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def start_with_metrics(root: pathlib.Path, size: int = 3) -> tuple[RaftnodeCluster, list[str]]:
+    """start_raftnode_cluster, with a metrics URL of its own for each member."""
+    allocated = ports.free_ports(3 * size)
+    token = f"raftui-grafana-{uuid.uuid4().hex[:12]}"
+    members = [RaftnodeMember(name=f"n{i + 1}", client_port=allocated[3 * i], peer_port=allocated[3 * i + 1],
+                              data_dir=root / f"n{i + 1}.data", log_path=root / f"n{i + 1}.log")
+               for i in range(size)]
+    urls = [f"http://127.0.0.1:{allocated[3 * i + 2]}" for i in range(size)]
+    cluster = RaftnodeCluster(members=members, data_dir=root, token=token, fault_injection=False)
+    for m, url in zip(members, urls):
+        m.member_id = _member_id(m.peer_url, token)
+        m.args = _member_args(m, cluster.initial_cluster, "new", token, False, [f"--listen-metrics-urls={url}"])
+    cluster.track()
+    try:
+        for m in members:
+            cluster._spawn(m)
+        cluster.wait_listening(30.0)
+        cluster.wait_leader(30.0)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster, urls
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    cluster, urls = start_with_metrics(tmp_path_factory.mktemp("grafana"))
+    try:
+        yield cluster, urls
+    finally:
+        cluster.stop()
+
+
+def _scrape_all(urls: list[str]) -> tuple[promql.Scrape, list[str]]:
+    at = time.time()
+    texts = [grafana_check.scrape(u) for u in urls]
+    got = [s for u, text in zip(urls, texts) for s in grafana_check.series(text, u.split("//")[1])]
+    return promql.Scrape(at, got), texts
+
+
+class _Traffic:
+    """Puts, a watch stream and a lease keep-alive stream held open, through gRPC."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.channel = grpc.insecure_channel(endpoint)
+        self.kv = rpc_pb2_grpc.KVStub(self.channel)
+        self._watch_q: queue.Queue = queue.Queue()
+        self._lease_q: queue.Queue = queue.Queue()
+        self.watch = rpc_pb2_grpc.WatchStub(self.channel).Watch(iter(self._watch_q.get, None))
+        self._watch_q.put(rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"g")))
+        next(self.watch)   # created
+        lease = rpc_pb2_grpc.LeaseStub(self.channel)
+        self.lease_id = lease.LeaseGrant(rpc_pb2.LeaseGrantRequest(TTL=60), timeout=10).ID
+        self.keepalive = lease.LeaseKeepAlive(iter(self._lease_q.get, None))
+        self._lease_q.put(rpc_pb2.LeaseKeepAliveRequest(ID=self.lease_id))
+        next(self.keepalive)
+
+    def puts(self, n: int) -> None:
+        for i in range(n):
+            self.kv.Put(rpc_pb2.PutRequest(key=b"g%d" % i, value=b"v" * 100), timeout=10)
+
+    def close(self) -> None:
+        self._watch_q.put(None)
+        self._lease_q.put(None)
+        self.channel.close()
+
+
+def test_every_dashboard_panel_has_data(live) -> None:
+    cluster, urls = live
+    leader = cluster.wait_leader(15.0)
+    traffic = _Traffic(cluster.members[leader].endpoint)
+    try:
+        first, texts = _scrape_all(urls)
+        traffic.puts(20)
+        second, more = _scrape_all(urls)
+    finally:
+        traffic.close()
+    assert second.at > first.at
+    exported = grafana_check.merged_families(texts + more)
+    reference = grafana_check.load_reference()
+    rows = grafana_check.check([first, second], exported, reference, grafana_check.load_dashboard())
+    assert len(rows) == 18
+    assert [r for r in rows if not r.data or r.missing or r.mismatched or r.unknown] == [], \
+        grafana_check.markdown(rows)
+    # The values themselves, where they say something definite.
+    active = promql.evaluate('sum(grpc_server_started_total{grpc_service="etcdserverpb.Watch",'
+                             'grpc_type="bidi_stream"}) - sum(grpc_server_handled_total{grpc_service='
+                             '"etcdserverpb.Watch",grpc_type="bidi_stream"})', [first, second])
+    assert active == [({}, 1.0)]
+    assert promql.evaluate('sum(etcd_server_has_leader{job="raftnode"})', [second]) == [({}, 3.0)]
+    fsync = promql.evaluate('histogram_quantile(0.99, sum(rate(etcd_disk_wal_fsync_duration_seconds_bucket'
+                            '{job="raftnode"}[5m])) by (instance, le))', [first, second])
+    assert len(fsync) == 3 and all(0 < v < 8.192 for _, v in fsync)
+    # The dashboard's variable: label_values(etcd_server_has_leader, job).
+    assert [q for _, q in grafana_check.template_queries()] == ["label_values(etcd_server_has_leader, job)"]
+
+
+def test_exported_series_have_etcds_types_and_labels(live) -> None:
+    """Not only the dashboard's: every sample name raftnode writes that etcd
+    3.4.23 writes too, with the same type and label names; and raftnode
+    writes no name etcd does not."""
+    _, urls = live
+    rtt = "etcd_network_peer_round_trip_time_seconds_bucket"
+    deadline = time.monotonic() + 15
+    while True:   # each member's first probe answers within a few 0.2 s rounds of start
+        exported = grafana_check.merged_families([grafana_check.scrape(u) for u in urls])
+        if rtt in exported or time.monotonic() > deadline:
+            break
+    assert exported[rtt] == ("histogram", frozenset({"To"}))
+    reference = grafana_check.load_reference()
+    assert {n: (exported[n], reference[n]) for n in exported
+            if n in reference and exported[n] != reference[n]} == {}
+    assert sorted(n for n in exported if n not in reference) == []
+
+
+def test_docs_name_every_panel() -> None:
+    doc = (ROOT / "docs" / "grafana.md").read_text()
+    for t in grafana_check.load_dashboard():
+        assert f"| {t.panel} |" in doc, t.panel
+
+
+def test_console_poller_on_raftnode(live) -> None:
+    cluster, urls = live
+    endpoints = [m.endpoint for m in cluster.members]
+    leader = cluster.wait_leader(15.0)
+
+    async def scenario():
+        poller = metrics.MetricsPoller(dict(zip(endpoints, urls)))
+        first = await poller.poll(endpoints, deadline=5.0)
+        channel = grpc.aio.insecure_channel(endpoints[leader])
+        kv = rpc_pb2_grpc.KVStub(channel)
+        for i in range(10):
+            await kv.Put(rpc_pb2.PutRequest(key=b"p%d" % i, value=b"x"), timeout=10)
+        await channel.close()
+        second = await poller.poll(endpoints, deadline=5.0)
+        # raftnode's gRPC port is no metrics URL: said so, within the deadline, and not retried at once
+        guess = metrics.MetricsPoller()
+        t0 = time.monotonic()
+        derived = await guess.poll(endpoints[:1], deadline=2.0)
+        took = time.monotonic() - t0
+        again = await guess.poll(endpoints[:1], deadline=2.0)
+        return first, second, derived, took, again
+
+    first, second, derived, took, again = asyncio.run(scenario())
+    assert all(r.wal_fsync is not None and r.wal_fsync.seconds is None for r in first.values())
+    for ep in endpoints:
+        r = second[ep]
+        assert r.note == "" and r.url
+        for q in (r.wal_fsync, r.backend_commit):
+            assert q is not None and q.observed >= 1 and 0 < q.seconds <= 8.192 and not q.held
+        if r.peer_rtt is not None:   # once the transport measures round trips (LEAD's probe)
+            assert r.peer_rtt.seconds is None or 0 <= r.peer_rtt.seconds <= 3.2768
+    assert derived[endpoints[0]] == metrics.MemberLatency(note=metrics.NO_URL)
+    assert took < 3.0
+    assert again[endpoints[0]].note == metrics.NO_URL
+
+
+def test_console_poller_on_etcd_client_url(etcd) -> None:
+    """etcd 3.4 serves /metrics on its plain-http client URL: found without
+    --metrics-urls; a 1-member etcd has no peers, so no round trip."""
+    ep = etcd.endpoints[0]
+
+    async def scenario():
+        poller = metrics.MetricsPoller()
+        await poller.poll([ep], deadline=5.0)
+        channel = grpc.aio.insecure_channel(ep)
+        kv = rpc_pb2_grpc.KVStub(channel)
+        for i in range(5):
+            await kv.Put(rpc_pb2.PutRequest(key=b"e%d" % i, value=b"x"), timeout=10)
+        await channel.close()
+        r = await poller.poll([ep], deadline=5.0)
+        fsync = r[ep].wal_fsync
+        # etcd commits its backend every 100 ms, not per put: scrape until a
+        # window saw a commit (a deadline, not a sleep)
+        deadline = time.monotonic() + 10
+        while r[ep].backend_commit is not None and not r[ep].backend_commit.observed:
+            assert time.monotonic() < deadline
+            r = await poller.poll([ep], deadline=5.0)
+        return r[ep], fsync
+
+    r, fsync = asyncio.run(scenario())
+    assert r.url == f"http://{ep}/metrics" and r.note == ""
+    assert fsync.observed >= 1 and math.isfinite(fsync.seconds)
+    assert r.backend_commit.observed >= 1 and math.isfinite(r.backend_commit.seconds)
+    assert r.peer_rtt is None
