@@ -6,6 +6,9 @@
                                                      look for the bug a mutation puts back
     python -m engine.sim --soak 500 --nodes 3 --profile joint --mutate no-joint-quorum
                                                      joint configs decided by C_new alone
+    python -m engine.sim --soak 500 --nodes 1 --learners 1 --mutate no-snapshot-sync \
+        --mutate strict-commit-load                  a snapshot's Ready unsynced, under
+                                                     etcd-io/raft's strict load of the commit
 """
 from __future__ import annotations
 
