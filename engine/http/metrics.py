@@ -12,7 +12,9 @@ Names, types, help texts, labels and units are etcd 3.4.23's (as its
     etcd_server_id, etcd_mvcc_db_total_size_in_bytes and _in_use_in_bytes,
     etcd_debugging_mvcc_db_total_size_in_bytes, etcd_debugging_mvcc_keys_total,
     and, once the store and the transport count them, etcd_mvcc_put/delete/
-    range/txn_total and etcd_network_peer_sent/received_bytes_total;
+    range/txn_total, etcd_network_peer_sent/received_bytes_total and
+    etcd_network_peer_sent_failures_total (messages lost before a peer got
+    them: queue full or stream down, as etcd counts them);
   * counted here: etcd_server_health_success / health_failures (/health),
     grpc_server_started_total, handled_total, msg_received_total,
     msg_sent_total and etcd_network_client_grpc_received/sent_bytes_total
@@ -226,6 +228,14 @@ class ServerCollector:
                 received.add_metric([f"{peer:x}"], into)
             yield sent
             yield received
+        failures = getattr(kvs, "peer_send_failures", None)
+        failures = {p: n for p, n in (failures() if failures is not None else {}).items() if n > 0}
+        if failures:   # etcd makes a peer's child on its first failure
+            family = CounterMetricFamily("etcd_network_peer_sent_failures_total",
+                                         "The total number of send failures from peers.", labels=["To"])
+            for peer, n in sorted(failures.items()):
+                family.add_metric([f"{peer:x}"], n)
+            yield family
 
 
 def _counts(kvs: KVServer) -> dict[str, int]:

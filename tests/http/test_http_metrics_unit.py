@@ -108,3 +108,17 @@ def test_disk_bucket_bounds_unchanged() -> None:
     les = re.findall(r'^etcd_disk_wal_fsync_duration_seconds_bucket\{le="([^"]+)"\}', text, re.M)
     assert les == ["0.001", "0.002", "0.004", "0.008", "0.016", "0.032", "0.064", "0.128", "0.256", "0.512",
                    "1.024", "2.048", "4.096", "8.192", "+Inf"]
+
+
+def test_peer_send_failures_only_for_peers_that_failed() -> None:
+    """etcd_network_peer_sent_failures_total{To}: etcd's counter (its alert
+    etcdMembersDown reads it), a child per peer from its first failure."""
+    class Failing(_FakeKVS):
+        def peer_send_failures(self) -> dict[int, int]:
+            return {0xab: 0, 0xcd: 7}
+    text = asyncio.run(Metrics(Failing()).render()).decode()
+    assert "# HELP etcd_network_peer_sent_failures_total The total number of send failures from peers.\n" in text
+    assert "# TYPE etcd_network_peer_sent_failures_total counter" in text
+    assert re.search(r'^etcd_network_peer_sent_failures_total\{To="cd"\} 7(\.0)?$', text, re.M)
+    assert 'sent_failures_total{To="ab"}' not in text
+    assert "sent_failures" not in asyncio.run(Metrics(_FakeKVS()).render()).decode()
