@@ -516,6 +516,12 @@ COMMANDS: tuple[Command, ...] = (
             (Field("key", "Key", _key_or_selected, escapes=True),), reads=True, group="keys", result_view="detail"),
     Command("view", "v", "View", "Show the highlighted key and its value whole (wrapped)", _view,
             needs="key", reads=True, group="keys", result_view="whole"),
+    Command("revisions", "R", "Revisions", "Scrub a key or prefix (key*) through its revisions: [ and ] step, "
+            "g jumps; the keys then, the diff from the revision before, compacted ones marked", None, (
+                Field("key", "Key", _key_or_selected, "foo or foo*", escapes=True, optional=True),
+                Field("revision", "Start at revision", lambda ctx: str(ctx.state.revision), "0: latest",
+                      integer=True),
+            ), reads=True, group="keys"),
     Command("filter", "slash", "Filter", "Show only keys with a prefix", None,
             (Field("prefix", "Prefix", "", "empty: all keys", optional=True, escapes=True),), reads=True, group="keys"),
     Command("watch", "W", "Watch", "Open a live watch on a key or prefix (key*)", None,

@@ -23,6 +23,7 @@ STYLESHEETS = [
     HERE / "rates.tcss",
     HERE / "dialogs.tcss",
     HERE / "links.tcss",
+    HERE / "scrub.tcss",
 ]
 
 __all__ = ["DEFAULT_THEME", "THEMES", "VARIABLE_DEFAULTS", "STYLESHEETS"]

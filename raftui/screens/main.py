@@ -42,6 +42,7 @@ from .command_line import CommandLineScreen, FilterLineScreen, completions, pars
 from .confirm import ConfirmScreen
 from .form import FormScreen
 from .links import LinksScreen
+from .scrub import ScrubScreen
 from .view import ViewScreen
 
 POLL_INTERVAL = 0.4          # seconds between the end of one poll and the next
@@ -572,6 +573,14 @@ class MainScreen(Screen):
     def _run_ui_command(self, cmd: Command, values: dict) -> None:
         if cmd.id == "filter":
             self._filter_to(values.get("prefix", ""))
+        elif cmd.id == "revisions":
+            key, prefix = split_prefix(values.get("key", ""))
+            if not key:
+                prefix = True          # nothing typed: every key
+            revision = int(str(values.get("revision", "0")).strip() or 0) or self.state.revision
+            self.app.push_screen(ScrubScreen(
+                key, prefix, revision, lambda rev: self.source.revision_view(key, prefix, rev),
+                lambda: (self.state.revision, self.state.compact_revision)))
         elif cmd.id == "watch":
             key, prefix = split_prefix(values["key"])
             self.open_watch(key, prefix)

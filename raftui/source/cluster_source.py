@@ -21,7 +21,7 @@ import itertools
 import time
 from typing import AsyncIterator, Callable
 
-from . import actions, faults, links, merge, poll, rates, timeline
+from . import actions, faults, links, merge, poll, rates, scrub, timeline
 from . import watch as watch_stream
 from .connection import Connections, Stubs, TlsFiles
 from .model import ActionResult, ClusterState, LiveWatch, Member, TimelineLine
@@ -445,6 +445,11 @@ class ClusterSource:
                         before: str | None = None, last: bool = False) -> ActionResult:
         """One page: data = a KeyPage (see actions.list_keys). Not put in the timeline (it is a refresh)."""
         return await actions.list_keys(self._preferred_stubs(), prefix, limit, after, before, last)
+
+    async def revision_view(self, key: str, prefix: bool, revision: int) -> "scrub.RevisionView":
+        """A key or prefix at one revision and what that revision changed in it
+        (the revision scrubber; not put in the timeline: it is browsing)."""
+        return await scrub.revision_view(self._preferred_stubs(), key, prefix, revision)
 
     async def wal_page(self, member_id: int, before_index: int, limit: int = WAL_PAGE) -> ActionResult:
         """Older WAL entries of one member (Inspect.WalTail with before_index):

@@ -54,7 +54,7 @@ NUMBER_COLUMNS = 22      # create, mod, ver and the cells' padding: what the key
 MIN_KEY_WIDTH = 12
 
 
-def _cut(value: str, width: int, style="") -> Text:
+def cut_cell(value: str, width: int, style="") -> Text:
     """A key or value as one line, at most `width` cells: cut with an ellipsis
     and its whole size, "vvvv…(10240 bytes)" (`v` shows it whole)."""
     text = safe_text(value, style, limit=None)     # escaped first: an escape is never cut in two
@@ -289,7 +289,7 @@ class KeysPanel(Vertical):
                     table.move_cursor(row=row, animate=False)
 
     def _key_row(self, kv: KeyValue) -> tuple[Text, ...]:
-        return (_cut(kv.key, self._key_width or 64), Text(str(kv.create_revision)), Text(str(kv.mod_revision)),
+        return (cut_cell(kv.key, self._key_width or 64), Text(str(kv.create_revision)), Text(str(kv.mod_revision)),
                 Text(str(kv.version)))
 
     def watch_detail(self, detail: Detail) -> None:
@@ -303,7 +303,7 @@ class KeysPanel(Vertical):
         room = (self._key_width or 64) + NUMBER_COLUMNS - 30
         key_width = max(MIN_KEY_WIDTH, room // 3)
         value_width = max(MIN_KEY_WIDTH, room - key_width)
-        table.add_rows([(_cut(kv.key, key_width), _cut(kv.value, value_width, value_style),
+        table.add_rows([(cut_cell(kv.key, key_width), cut_cell(kv.value, value_width, value_style),
                          Text(str(kv.create_revision)), Text(str(kv.mod_revision)), Text(str(kv.version)),
                          Text(f"{kv.lease:x}" if kv.lease else ""))
                         for kv in detail.rows])

@@ -110,3 +110,90 @@ def test_link_matrix_one_way_cut_leader_to_followers_elects_a_new_leader(hosted)
             await until(pilot, lambda: all("up" in r[COL["health"]] for r in cluster_rows(app))
                         and leader_row(app), timeout=ELECTION_WITHIN, what="a healthy cluster after heal")
     run(body(), timeout=90)
+
+
+# ------------------------------------------------------------ revision scrubber
+
+async def _puts(endpoint: str, items: list[tuple[str, str]]) -> list[int]:
+    """Set-up writes outside the console, one at a time; their revisions."""
+    from engine.proto import rpc_pb2, rpc_pb2_grpc
+
+    out = []
+    async with grpc.aio.insecure_channel(endpoint) as ch:
+        kv = rpc_pb2_grpc.KVStub(ch)
+        for key, value in items:
+            if value is None:
+                resp = await kv.DeleteRange(rpc_pb2.DeleteRangeRequest(key=key.encode()), timeout=10)
+            else:
+                resp = await kv.Put(rpc_pb2.PutRequest(key=key.encode(), value=value.encode()), timeout=10)
+            out.append(resp.header.revision)
+    return out
+
+
+async def _compact(endpoint: str, revision: int) -> None:
+    from engine.proto import rpc_pb2, rpc_pb2_grpc
+
+    async with grpc.aio.insecure_channel(endpoint) as ch:
+        await rpc_pb2_grpc.KVStub(ch).Compact(rpc_pb2.CompactionRequest(revision=revision), timeout=10)
+
+
+def test_scrubber_steps_through_three_revisions_and_marks_compacted_ones(hosted, key):
+    from raftui.screens.form import FormScreen
+    from raftui.screens.scrub import ScrubScreen
+
+    from .conftest import fill
+
+    async def body():
+        app = _app(hosted)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await ready(app, pilot)
+            endpoint = screen(app).state.leader.endpoint
+            r1, r2, r3, r4 = await _puts(endpoint, [(f"{key}/a", "one"), (f"{key}/a", "two"),
+                                                    (f"{key}/b", "bee"), (f"{key}/a", None)])
+            await until(pilot, lambda: screen(app).state.revision >= r4, what="the revision known")
+            await pilot.press("R")
+            await until(pilot, lambda: isinstance(app.screen, FormScreen), what="the form")
+            await fill(pilot, f"{key}/*", str(r3))
+            scrub = await until(pilot, lambda: isinstance(app.screen, ScrubScreen) and app.screen,
+                                what="the scrubber")
+
+            def shown(revision):
+                view = scrub.view
+                return view if view is not None and view.revision == revision else None
+
+            def rows():
+                table = scrub.query_one("#scrub-keys")
+                return [tuple(table.get_row_at(r)[c].plain for c in (0, 1)) for r in range(table.row_count)]
+
+            await until(pilot, lambda: shown(r3), what=f"revision {r3}")
+            assert rows() == [(f"{key}/a", "two"), (f"{key}/b", "bee")]
+            assert scrub.changes_shown() == [("added", f"{key}/b", "bee", "")]
+            await pilot.press("left_square_bracket")
+            await until(pilot, lambda: shown(r2), what=f"revision {r2}")
+            assert rows() == [(f"{key}/a", "two")]
+            assert scrub.changes_shown() == [("changed", f"{key}/a", "two", "one")]
+            await pilot.press("left_square_bracket")
+            await until(pilot, lambda: shown(r1), what=f"revision {r1}")
+            assert rows() == [(f"{key}/a", "one")]
+            assert scrub.changes_shown() == [("added", f"{key}/a", "one", "")]
+            await pilot.press("g")
+            await until(pilot, lambda: isinstance(app.screen, FormScreen), what="the jump form")
+            await fill(pilot, str(r4))
+            await until(pilot, lambda: shown(r4), what=f"revision {r4}")
+            assert rows() == [(f"{key}/b", "bee")]
+            assert scrub.changes_shown() == [("deleted", f"{key}/a", "", "two")]
+
+            await _compact(endpoint, r2)                      # r1 is gone now
+            await until(pilot, lambda: screen(app).state.compact_revision >= r2, what="the compaction known")
+            for _ in range(r4 - r1):
+                await pilot.press("left_square_bracket")
+            await until(pilot, lambda: shown(r1) and shown(r1).compacted, what=f"revision {r1} compacted")
+            status = scrub.query_one("#scrub-status").render().plain
+            assert "compacted, its history is gone" in status and rows() == [], status
+            assert scrub.query_one("#scrub-status").has_class("-compacted")
+            await pilot.press("right_square_bracket")         # the oldest revision left: no diff to show
+            await until(pilot, lambda: shown(r2), what=f"revision {r2} after the compaction")
+            assert rows() == [(f"{key}/a", "two")] and shown(r2).diff_compacted
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.screen, ScrubScreen), what="back to the dashboard")
+    run(body(), timeout=60)
