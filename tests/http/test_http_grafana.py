@@ -217,3 +217,35 @@ def test_console_poller_on_etcd_client_url(etcd) -> None:
     assert fsync.observed >= 1 and math.isfinite(fsync.seconds)
     assert r.backend_commit.observed >= 1 and math.isfinite(r.backend_commit.seconds)
     assert r.peer_rtt is None
+
+
+def test_cluster_source_carries_latency_to_the_rates(live) -> None:
+    """The console's data layer end to end: ClusterSource with the members'
+    metrics URLs files each member's p99s in the Rates sample."""
+    import inspect
+
+    from raftui.source import ClusterSource
+    if "metrics_urls" not in inspect.signature(ClusterSource).parameters:
+        pytest.skip("ClusterSource takes no metrics_urls yet (CONSOLE-A)")
+    cluster, urls = live
+    endpoints = [m.endpoint for m in cluster.members]
+    leader = cluster.wait_leader(15.0)
+
+    async def scenario():
+        source = ClusterSource(endpoints, metrics_urls=dict(zip(endpoints, urls)))
+        try:
+            await source.poll()
+            channel = grpc.aio.insecure_channel(endpoints[leader])
+            kv = rpc_pb2_grpc.KVStub(channel)
+            for i in range(10):
+                await kv.Put(rpc_pb2.PutRequest(key=b"s%d" % i, value=b"x"), timeout=10)
+            await channel.close()
+            return await source.poll()
+        finally:
+            await source.close()
+
+    state = asyncio.run(scenario())
+    latency = dict(state.rates[-1].latency)
+    assert sorted(latency) == sorted(m.label for m in state.members)
+    for lat in latency.values():
+        assert lat.note == "" and lat.wal_fsync.observed >= 1 and lat.wal_fsync.seconds > 0
