@@ -19,7 +19,7 @@ from typing import Awaitable, Callable
 from raftui.host import ClusterHost, HostError, default_data_dir
 from raftui.host.health import log_tail
 from raftui.render import escape, unescape
-from raftui.source import ActionResult, ClusterSource, ClusterState, Member, links
+from raftui.source import ActionResult, ClusterSource, ClusterState, Member, links, txn
 
 INT64_MAX = 2**63 - 1        # etcd's revisions, lease ids and TTLs are int64
 MAX_DELAY_MS = 60_000        # a peer-message delay beyond a minute is an outage, not a delay
@@ -82,7 +82,8 @@ class Command:
     needs: str = ""              # "member", "host", "key" (one highlighted in the keys panel), "link"
     footer: bool = False
     group: str = "cluster"
-    result_view: str = ""        # "detail": result data in the keys detail table; "whole": one key shown whole
+    result_view: str = ""        # "detail": result data in the keys detail table; "whole": one key shown whole;
+                                 # "txn": a txn's compares and what they met
     reads: bool = False          # changes nothing anywhere: offered in --readonly mode too
 
 
@@ -155,6 +156,16 @@ async def _view(ctx: Context, v: dict) -> ActionResult:
     if not got.ok:
         return got
     return ActionResult(True, f"read {ctx.key} whole", (got.data or [None])[0])
+
+
+async def _txn(ctx: Context, v: dict) -> ActionResult:
+    try:
+        compares = txn.parse_compares(v.get("compares", ""), unescape)
+        then = txn.parse_ops(v.get("then", ""), unescape)
+        otherwise = txn.parse_ops(v.get("otherwise", ""), unescape)
+    except txn.TxnSyntaxError as exc:
+        return ActionResult.fail(f"txn: {exc}")
+    return await ctx.source.txn(compares, then, otherwise)
 
 
 async def _history(ctx: Context, v: dict) -> ActionResult:
@@ -512,6 +523,13 @@ COMMANDS: tuple[Command, ...] = (
         # The current revision shown, to edit down from (0 also means the latest).
         Field("revision", "Revision", lambda ctx: str(ctx.state.revision), "0: latest", integer=True),
     ), footer=True, reads=True, group="keys", result_view="detail"),
+    Command("txn", "x", "Txn", "A transaction, etcdctl's way (if: mod(\"k\") > \"5\"; then/else: put k v; del k; "
+            "get k); shows each compare's actual value and which failed", _txn, (
+                Field("compares", "If (; between compares)", "", 'value("k") = "v"; mod("k") < "10"',
+                      optional=True, escapes=True),
+                Field("then", "Then (; between ops)", "", "put k v; del k2; get k*", optional=True, escapes=True),
+                Field("otherwise", "Else", "", "get k", optional=True, escapes=True),
+            ), group="keys", result_view="txn"),
     Command("history", "h", "History", "A key's versions across revisions", _history,
             (Field("key", "Key", _key_or_selected, escapes=True),), reads=True, group="keys", result_view="detail"),
     Command("view", "v", "View", "Show the highlighted key and its value whole (wrapped)", _view,

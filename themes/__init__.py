@@ -24,6 +24,7 @@ STYLESHEETS = [
     HERE / "dialogs.tcss",
     HERE / "links.tcss",
     HERE / "scrub.tcss",
+    HERE / "txn.tcss",
 ]
 
 __all__ = ["DEFAULT_THEME", "THEMES", "VARIABLE_DEFAULTS", "STYLESHEETS"]

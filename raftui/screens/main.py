@@ -30,6 +30,7 @@ from raftui.render import escape, safe_text, unescape
 from raftui.host import ClusterHost
 from raftui.host.health import with_process_health
 from raftui.source import ActionResult, ClusterSource, ClusterState
+from raftui.source.txn import TxnOutcome
 from raftui.widgets.cluster_panel import ClusterPanel
 from raftui.widgets.keys_panel import Detail, KeysPanel, Listing
 from raftui.widgets.rates_panel import RatesPanel
@@ -43,6 +44,7 @@ from .confirm import ConfirmScreen
 from .form import FormScreen
 from .links import LinksScreen
 from .scrub import ScrubScreen
+from .txn import TxnScreen
 from .view import ViewScreen
 
 POLL_INTERVAL = 0.4          # seconds between the end of one poll and the next
@@ -542,6 +544,8 @@ class MainScreen(Screen):
             self.query_one(KeysPanel).detail = Detail(result.text, tuple(result.data or ()), result.ok)
         elif cmd.result_view == "whole" and result.ok:
             self.app.push_screen(ViewScreen(result.text, result.data))
+        elif cmd.result_view == "txn" and isinstance(result.data, TxnOutcome):
+            self.app.push_screen(TxnScreen(result.data))
         self._show(self.source.state)
         if result.ok:
             self._keys_generation += 1

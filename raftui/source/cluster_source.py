@@ -21,7 +21,7 @@ import itertools
 import time
 from typing import AsyncIterator, Callable
 
-from . import actions, faults, links, merge, poll, rates, scrub, timeline
+from . import actions, faults, links, merge, poll, rates, scrub, timeline, txn
 from . import watch as watch_stream
 from .connection import Connections, Stubs, TlsFiles
 from .model import ActionResult, ClusterState, LiveWatch, Member, TimelineLine
@@ -445,6 +445,14 @@ class ClusterSource:
                         before: str | None = None, last: bool = False) -> ActionResult:
         """One page: data = a KeyPage (see actions.list_keys). Not put in the timeline (it is a refresh)."""
         return await actions.list_keys(self._preferred_stubs(), prefix, limit, after, before, last)
+
+    async def txn(self, compares: list, then: list, otherwise: list) -> ActionResult:
+        """Run a txn (raftui/source/txn.py); data = a TxnOutcome naming each compare's
+        actual value and which one failed. ok: the compares held (then-branch ran)."""
+        outcome = await txn.run(self._preferred_stubs(), compares, then, otherwise)
+        if isinstance(outcome, str):
+            return self._record(ActionResult.fail(f"txn: {outcome}"))
+        return self._record(ActionResult(outcome.succeeded, outcome.summary(), outcome), "txn")
 
     async def revision_view(self, key: str, prefix: bool, revision: int) -> "scrub.RevisionView":
         """A key or prefix at one revision and what that revision changed in it

@@ -197,3 +197,45 @@ def test_scrubber_steps_through_three_revisions_and_marks_compacted_ones(hosted,
             await pilot.press("escape")
             await until(pilot, lambda: not isinstance(app.screen, ScrubScreen), what="back to the dashboard")
     run(body(), timeout=60)
+
+
+# ------------------------------------------------------------ why a txn failed
+
+def test_txn_view_names_the_failing_compare_and_the_value_it_met(hosted, key):
+    from raftui.screens.form import FormScreen
+    from raftui.screens.txn import TxnScreen
+
+    from .conftest import fill
+
+    async def body():
+        app = _app(hosted)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await ready(app, pilot)
+            endpoint = screen(app).state.leader.endpoint
+            (created,) = await _puts(endpoint, [(f"{key}/k", "one")])
+            await pilot.press("x")
+            await until(pilot, lambda: isinstance(app.screen, FormScreen), what="the txn form")
+            await fill(pilot, f'value("{key}/k") = "one"; mod("{key}/k") > "{created}"; version("{key}/none") = "0"',
+                       f"put {key}/k two", f"get {key}/k")
+            txn = await until(pilot, lambda: isinstance(app.screen, TxnScreen) and app.screen, what="the txn view")
+            rows = txn.rows()
+            assert [r[1] for r in rows] == ["✓ held", "✗ FAILED", "✓ held"], rows
+            assert rows[1][2] == f'mod("{key}/k") > "{created}"' and rows[1][3] == str(created)
+            assert rows[0][3] == '"one"' and rows[2][3] == "no such key (0)"
+            summary = txn.query_one("#txn-summary").render().plain
+            assert summary.startswith(f"txn failed at revision {created}: compare 2 "), summary
+            assert f"(mod was {created} at revision {created})" in summary
+            assert txn.query_one("#txn-ran").render().plain == f'get {key}/k: {key}/k = "one"'
+            await pilot.press("escape")
+            await until(pilot, lambda: not isinstance(app.screen, TxnScreen), what="closed")
+            assert any(t.startswith("txn failed at revision") for t in
+                       [e.text for e in screen(app).state.timeline])
+            # The same txn, its compare now true: the then-branch writes, compares were read before it.
+            await pilot.press("x")
+            await until(pilot, lambda: isinstance(app.screen, FormScreen), what="the txn form again")
+            await fill(pilot, f'mod("{key}/k") = "{created}"', f"put {key}/k two", "")
+            txn = await until(pilot, lambda: isinstance(app.screen, TxnScreen) and app.screen, what="the txn view")
+            assert txn.outcome.succeeded and txn.outcome.compared_at == txn.outcome.revision - 1
+            assert txn.rows()[0][1] == "✓ held"
+            await pilot.press("escape")
+    run(body(), timeout=60)
