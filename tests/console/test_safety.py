@@ -111,7 +111,7 @@ def test_readonly_offers_only_what_changes_nothing():
             assert app.screen is screen(app) and app.source.ran == []          # nothing asked, nothing run
             # What help and the palette offer (they ask the same question; help: test_pilot).
             offered = {c.id for c in COMMANDS if not screen(app).unavailable(c)}
-            assert offered == {"read", "history", "view", "filter", "watch", "snapshot", "alarms", "links"}
+            assert offered == {"read", "history", "view", "filter", "watch", "snapshot", "alarms", "links", "revisions"}
             await pilot.press("r")
             await until(pilot, lambda: isinstance(app.screen, FormScreen), what="the read form")
     run(body())
