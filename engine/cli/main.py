@@ -152,7 +152,8 @@ async def serve(cfg: MemberConfig, ready: asyncio.Event | None = None) -> int:
     if cfg.enable_fault_injection:
         from engine.transport.fault_service import add_fault_service
         # With auth on, root only (issue 10).
-        add_fault_service(client, node.faults, node.member_id, admit=functools.partial(require_root, kvs))
+        add_fault_service(client, node.faults, node.member_id, admit=functools.partial(require_root, kvs),
+                          known_peers=lambda: node.transport.peers().keys())
     client_creds = (_server_credentials(cfg.cert_file, cfg.key_file, cfg.trusted_ca_file,
                                         cfg.client_cert_auth) if cfg.client_tls else None)
     _bind(client, cfg.listen_client_urls, client_creds)
