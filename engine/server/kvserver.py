@@ -182,6 +182,11 @@ class KVServer:
     def db_size_in_use(self) -> int:
         return self._node.applier.db_size_in_use()
 
+    def peer_send_failures(self) -> dict[int, int]:
+        """Messages per peer that could not be handed to it (its queue was
+        full or its stream down): etcd_network_peer_sent_failures_total."""
+        return {pid: p.dropped for pid, p in self._node.transport.peers().items()}
+
     def observe_peer_rtt(self, fn: Callable[[int, float], None] | None) -> None:
         """`fn(peer id, seconds)` for every answered peer probe (the
         transport's prober, every few seconds per peer); None detaches."""
