@@ -5,8 +5,9 @@
     session.status()                              # a LiveStatus for the panel (no I/O, cheap)
 
 Every `every` seconds the history recorded so far goes to the checker in a
-separate process (the search is CPU-bound Python; on the console's own
-process it would freeze the screen), never two checks at once. Operations
+separate process (`python -m raftui.lincheck.worker`: the search is
+CPU-bound Python; on the console's own interpreter it would freeze the
+screen), never two checks at once. Operations
 still running at that moment count as indeterminate, which is exactly the
 prefix rule: any prefix of a linearizable history is linearizable. So a
 violation found in a window is a violation of the whole run; the first one
@@ -19,10 +20,10 @@ workload.MAX_EVENTS. No UI here.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
-import multiprocessing
+import json
 import os
+import sys
 import time
 from typing import Sequence
 
@@ -62,6 +63,32 @@ class LiveStatus:
     checking: bool = False
     saved: str = ""                 # where the history was saved, once it was
     error: str = ""                 # the checker itself failed (never a verdict)
+
+
+async def check_in_subprocess(events: list[dict], budget: int = CHECK_BUDGET) -> Verdict:
+    """check_events in a child interpreter; killed (by its PID) if this is cancelled."""
+    import raftui
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(raftui.__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "raftui.lincheck.worker", str(budget), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    body = "".join(json.dumps(e, sort_keys=True, default=repr) + "\n" for e in events).encode()
+    try:
+        out, err = await proc.communicate(body)
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
+    if proc.returncode != 0:
+        tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"checker process exited {proc.returncode}: {tail[0][:200]}")
+    d = json.loads(out)
+    d["counterexample"] = tuple(OpLine(**x) for x in d["counterexample"])
+    return Verdict(**d)
 
 
 def check_events(events: list[dict], budget: int = CHECK_BUDGET) -> Verdict:
@@ -110,43 +137,37 @@ class LiveSession:
     async def run(self) -> LiveStatus:
         """Workload and checks until stop(), a violation, or a full history; then a last check
         of everything and the history saved. Returns the final status."""
-        pool = None
-        if not self.in_process:
-            pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         work = asyncio.create_task(self.workload.run())
         try:
-            loop = asyncio.get_running_loop()
             while not work.done():
                 try:
                     await asyncio.wait_for(asyncio.shield(work), self.every)
                 except asyncio.TimeoutError:
                     pass
-                await self._check(pool, loop)
+                await self._check()
                 if self._verdict is not None and self._verdict.valid is False:
                     self.workload.stop()
                     break
             await work
             if self._verdict is None or self._verdict.valid is not False:
-                await self._check(pool, loop)       # everything, the last ops included
+                await self._check()       # everything, the last ops included
         finally:
             self.workload.stop()
             if not work.done():
                 work.cancel()
                 await asyncio.gather(work, return_exceptions=True)
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
             self.save()
         return self.status()
 
-    async def _check(self, pool, loop) -> None:
+    async def _check(self) -> None:
         events = list(self.workload.events)         # a snapshot: the clients keep appending
         self._checking = True
         try:
-            if pool is None:
+            if self.in_process:
                 verdict = await asyncio.to_thread(check_events, events)
             else:
-                verdict = await loop.run_in_executor(pool, check_events, events)
-        except Exception as exc:   # a broken pool or a checker bug: said, never a crash of the console
+                verdict = await check_in_subprocess(events)
+        except Exception as exc:   # a checker process that failed, a checker bug: said, never a crash
             self._error = f"the check failed: {type(exc).__name__}: {exc}"
             return
         finally:

@@ -17,6 +17,7 @@ import dataclasses
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -197,9 +198,14 @@ class ScenarioScreen(Screen[Report | None]):
         self._start()
 
     def _show_state(self) -> None:
+        if not self.is_attached:        # a runner event after the screen was closed
+            return
         state = self.source.state
-        self.query_one(ClusterPanel).state = state
-        self.query_one(TimelinePanel).events = state.timeline
+        try:
+            self.query_one(ClusterPanel).state = state
+            self.query_one(TimelinePanel).events = state.timeline
+        except NoMatches:               # closing
+            pass
 
     def _start(self) -> None:
         self.report = None
@@ -212,8 +218,9 @@ class ScenarioScreen(Screen[Report | None]):
         self.source.note(f"scenario {self.script.name!r} started", kind="action")
 
         def on_event(ev: StepEvent) -> None:
-            self.panel.step_event(ev)
-            self._show_state()
+            if self.is_attached:
+                self.panel.step_event(ev)
+                self._show_state()
 
         try:
             report = await Runner(self.script, cluster, on_event=on_event).run()
@@ -221,7 +228,8 @@ class ScenarioScreen(Screen[Report | None]):
             self.running = False
             await cluster.close()
         self.report = report
-        self.panel.finished(report)
+        if self.is_attached:
+            self.panel.finished(report)
         first = report.text().splitlines()[0]
         self.source.note(first, ok=report.ok, kind="action" if report.ok else "error")
         self.notify(escape(first, limit=300), severity="information" if report.ok else "error", markup=False)

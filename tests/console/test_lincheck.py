@@ -23,6 +23,8 @@ from raftui.lincheck.workload import Config, Workload
 
 from .conftest import run
 
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
+
 
 class FakeKV(rpc_pb2_grpc.KVServicer):
     """A one-process register store. stale=True: every read answers the value
@@ -170,3 +172,96 @@ def test_bad_workload_configs_are_refused() -> None:
     for cfg in (Config(clients=0), Config(keys=99), Config(rate=-1), Config(deadline=0), Config(read=0, write=0, cas=0)):
         with pytest.raises(ValueError):
             Workload(["127.0.0.1:1"], cfg)
+
+
+# ------------------------------------------------------------------ the console's panel
+
+
+def _panel_app(status):
+    """A bare app with the console's theme variables, showing one LincheckPanel."""
+    import themes
+    from textual.app import App
+
+    from raftui.lincheck.ui import LincheckPanel
+
+    class PanelApp(App):
+        def get_theme_variable_defaults(self):
+            return dict(themes.VARIABLE_DEFAULTS)
+
+        def compose(self):
+            yield LincheckPanel(id="lincheck")
+
+        def on_mount(self):
+            self.query_one(LincheckPanel).status = status
+
+    return PanelApp()
+
+
+def _static_text(app, selector: str) -> str:
+    return str(app.screen.query_one(selector).render())
+
+
+def test_the_panel_draws_the_counterexample_as_a_timeline(tmp_path) -> None:
+    async def body():
+        server, endpoint = await _serve(FakeKV(stale=True))
+        try:
+            session = LiveSession([endpoint], Config(clients=2, keys=1, rate=0, seed=11),
+                                  save_dir=str(tmp_path), every=0.2, in_process=True)
+            status = await asyncio.wait_for(session.run(), 20)
+        finally:
+            await server.stop(None)
+        app = _panel_app(status)
+        async with app.run_test(size=(120, 30)) as pilot:
+            await pilot.pause()
+            return (_static_text(app, "#lincheck-verdict"), _static_text(app, "#lincheck-timeline"),
+                    _static_text(app, "#lincheck-saved"), status)
+
+    verdict, timeline, saved, status = run(body())
+    assert "NOT linearizable ✗" in verdict and status.verdict.key in verdict
+    rows = timeline.splitlines()
+    assert len(rows) == len(status.verdict.counterexample) >= 2
+    assert all("|" in r and " ms " in r for r in rows) and any("read ->" in r for r in rows)
+    assert "raftui lincheck" in saved
+
+
+def test_the_live_check_says_linearizable_on_a_healthy_hosted_cluster(raftnode_binary, tmp_path) -> None:
+    """The proof on real members: the console's own screen, the checker in its own process."""
+    from raftui.host import raftnode_host
+    from raftui.lincheck.ui import LincheckPanel, LincheckScreen, session_of
+    from raftui.scenario.headless import _stop_host
+
+    from .conftest import until
+    from .ui import make_app
+
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), saved or "") if p)
+    host = raftnode_host(tmp_path / "cluster", 3)
+
+    async def body():
+        app = make_app(host.endpoints, host=host)
+        async with app.run_test(size=(150, 40)) as pilot:
+            screen = LincheckScreen.open(app, app.source, Config(clients=4, keys=2, rate=80),
+                                         save_dir=str(tmp_path / "histories"))
+            assert not isinstance(screen, str), screen
+            app.push_screen(screen)
+            session = session_of(app)
+            await until(pilot, lambda: (st := session.status()).verdict is not None and st.verdict.ops >= 150,
+                        30.0, "150 ops checked")
+            await pilot.press("s")
+            await until(pilot, lambda: session.status().saved, 30.0, "the final check and the saved history")
+            await pilot.pause(0.6)          # the panel's next look at the status
+            return session.status(), _static_text(app, "#lincheck-verdict")
+
+    try:
+        host.start()
+        host.wait_listening(30.0)
+        status, verdict = run(body(), timeout=90)
+    finally:
+        _stop_host(host)
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+    assert status.verdict.valid is True and status.stats.ok >= 150 and not status.error
+    assert f"linearizable ✓ ({status.verdict.ops:,} ops)" in verdict
+    assert replay.main([status.saved]) == 0

@@ -223,3 +223,38 @@ def test_on_real_etcd_the_api_scenario_passes_and_faults_are_not_possible(real_e
     assert refused.returncode == 1
     assert "NOT POSSIBLE" in refused.stdout and "step 4 (line 13): isolate $old" in refused.stdout
     assert "Fault service" in refused.stdout
+
+
+def test_the_console_screen_marks_each_step_as_it_runs(hosted3) -> None:
+    """:run's screen on the hosted members: every step ends marked done, in order, and
+    a bad file is refused with its reason instead of a screen."""
+    from raftui.scenario.ui import ScenarioPanel, ScenarioScreen
+
+    from .conftest import until
+    from .ui import make_app
+
+    async def body():
+        app = make_app(hosted3.endpoints, host=hosted3)
+        async with app.run_test(size=(140, 40)) as pilot:
+            screen = ScenarioScreen.open("leader-transfer", app.source, hosted3)
+            assert not isinstance(screen, str), screen
+            seen_running = []
+            app.push_screen(screen)
+            await until(pilot, lambda: (screen.is_mounted and seen_running.append(screen.panel.current))
+                        or screen.report is not None,
+                        60.0, "the scenario to end")
+            panel = screen.query_one(ScenarioPanel)
+            lines = str(screen.query_one("#scenario-lines").render()).splitlines()
+            result = str(screen.query_one("#scenario-result").render())
+            await pilot.press("escape")
+            await until(pilot, lambda: type(app.screen).__name__ == "MainScreen", 10.0, "back to the dashboard")
+            return screen.report, [r.status for r in panel.rows], lines, result, seen_running
+
+    report, statuses, lines, result, seen = run(body(), timeout=90)
+    assert report.ok, report.text()
+    assert statuses == ["done"] * 14 and len(lines) == 14
+    assert all(line.startswith("✓") for line in lines) and "transfer leader to follower" in lines[3]
+    assert "PASSED, 14 steps" in result
+    assert any(c is not None for c in seen)
+    assert ScenarioScreen.open("frobnicate.toml", None).startswith("frobnicate.toml")
+    assert "read-only" in ScenarioScreen.open("leader-transfer", None, readonly=True)
