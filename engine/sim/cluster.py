@@ -208,6 +208,10 @@ class SimCluster:
             self.nodes[i] = self._new_node(i, MemoryStorage())
             if bootstrap:
                 self.nodes[i].rn.bootstrap([(j, b"") for j in ids], [(j, b"") for j in learners])
+                # Bootstrapping configures the core at once, before its
+                # founding entries are applied (again, changing nothing):
+                # so does the simulator's own view of the membership.
+                self.nodes[i].set_membership(pb.ConfState(voters=ids, learners=list(learners)))
         for n in list(self.nodes.values()):
             self.process(n)
 

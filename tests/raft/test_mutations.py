@@ -112,6 +112,18 @@ def test_no_snapshot_install_sync_alone_is_harmless_with_the_tolerant_load():
         run_schedule(seed, ScheduleConfig(nodes=1, learners=1, steps=500, mutations=("no-snapshot-sync",)))
 
 
+# The apply task lags behind the Ready loop (applied after the core advanced,
+# engine/server/applying.py); only the Ready's wait keeps a conf change from
+# being overtaken. Without it, the simulator -- which applies from a queue
+# it drains at random points, as the node's apply task does -- must find a
+# committed change some member cannot apply, or worse.
+def test_no_conf_change_wait_is_caught():
+    f = _search(ScheduleConfig(nodes=3, steps=500, profile="joint", mutations=("no-conf-change-wait",),
+                               check_commit_durability=False))
+    assert "cannot apply" in str(f.cause), f.cause
+    assert "--mutate no-conf-change-wait" in f.replay
+
+
 # Joint consensus reduced to its new config: C_new's majority alone commits
 # and elects while C_old's members that have not applied the change still
 # decide by C_old. The 'joint' profile makes membership change through
