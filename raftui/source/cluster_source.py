@@ -23,6 +23,7 @@ from typing import AsyncIterator, Callable
 
 from . import actions, faults, links, merge, poll, rates, scrub, timeline, txn
 from . import watch as watch_stream
+from .codec import encode
 from .connection import Connections, Stubs, TlsFiles
 from .model import ActionResult, ClusterState, LiveWatch, Member, TimelineLine
 from .status_stream import LeaderNote, StatusStreams
@@ -201,6 +202,8 @@ class ClusterSource:
         new = dataclasses.replace(new, compact_revision=max(new.compact_revision, state.compact_revision),
                                   **extras)
         new = self._with_faults(new, fault_views)
+        if "watchers" in extras:
+            new = dataclasses.replace(new, watchers=_marked(new.watchers, new))
         # Streamed statuses that arrived meanwhile are newer than its answers.
         if self._streams is not None:
             new = merge.overlay(new, self._streams.latest)
@@ -601,15 +604,23 @@ class ClusterSource:
         self._set_watch(live)
         what = f"{key}{'*' if prefix else ''}"
         self.note(f"watch opened on {what}", kind="watch")
-        async for batch in watch_stream.stream(self._preferred_stubs(), key, prefix, start_revision):
-            events = (live.events + tuple(batch))[-WATCH_EVENTS_KEPT:]
-            status = live.status
+        stubs = self._preferred_stubs()
+        live = dataclasses.replace(live, endpoint=stubs.endpoint)
+        async for batch in watch_stream.stream(stubs, key, prefix, start_revision):
+            marks = [e.mod_revision for e in batch if e.type == watch_stream.REVISION]
+            batch = [e for e in batch if e.type != watch_stream.REVISION]
+            changes: dict = {}
+            if marks:
+                changes["revision"] = max(live.revision, *marks)
+            if batch:
+                changes["events"] = (live.events + tuple(batch))[-WATCH_EVENTS_KEPT:]
             if batch and batch[0].type == "CREATED":
-                status = "watching"
+                changes["status"] = "watching"
+                changes["watch_id"] = _watch_id(batch[0].value)
             if batch and batch[-1].type == "CANCELED":
-                status = f"closed: {batch[-1].value}"
+                changes["status"] = f"closed: {batch[-1].value}"
                 self.note(f"watch on {what} closed: {batch[-1].value}", ok=False, kind="watch")
-            live = dataclasses.replace(live, events=events, status=status)
+            live = dataclasses.replace(live, **changes)
             self._set_watch(live)
             yield self._state
 
@@ -624,3 +635,24 @@ class ClusterSource:
 async def _none() -> None:
     return None
 
+
+def _watch_id(created_text: str) -> int:
+    """The id in a CREATED marker's text ("watch 3 on host:port")."""
+    parts = created_text.split()
+    return int(parts[1]) if len(parts) > 1 and parts[1].lstrip("-").isdigit() else -1
+
+
+def _marked(watchers: tuple, state: ClusterState) -> tuple:
+    """The members' watchers with this console's own live watch marked: the one
+    on the member it was opened on, with its watch id, key and range."""
+    live = state.watch
+    if live is None or live.watch_id < 0:
+        return watchers
+    member = next((m.label for m in state.members if m.endpoint == live.endpoint), None)
+    end = actions.prefix_end(encode(live.key)) if live.prefix else b""
+    out = []
+    for w in watchers:
+        mine = (w.member == member and w.watch_id == live.watch_id and w.key == live.key
+                and encode(w.range_end) == end)
+        out.append(dataclasses.replace(w, console=True) if mine and not w.console else w)
+    return tuple(out)

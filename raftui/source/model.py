@@ -140,6 +140,11 @@ class WatcherInfo:
     start_revision: int
     synced: bool
     events_sent: int
+    behind: int = 0                  # revisions between the member's head and what the watcher was sent up to
+    pending: int = 0                 # events the member holds for it, not yet taken by its stream
+    next_revision: int = 0
+    peer: str = ""                   # the client's address, as the member's gRPC saw it
+    console: bool = False            # this console's own live watch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,6 +163,15 @@ class LiveWatch:
     prefix: bool
     events: tuple[WatchEvent, ...] = ()
     status: str = "opening"          # opening / watching / closed: <why>
+    # The revision the stream said it is complete up to (its last response's
+    # header: events, or a progress answer, which the member gives only once
+    # the watch is synced): head - revision is how far behind it is.
+    revision: int = 0
+    endpoint: str = ""               # the member it is open on
+    watch_id: int = -1
+
+    def behind(self, head: int) -> int | None:
+        return max(0, head - self.revision) if self.revision and head else None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -256,9 +256,14 @@ async def watchers(stubs: Stubs, member: str, deadline: float = POLL_DEADLINE) -
         resp = await stubs.inspect.Watchers(inspect_pb2.WatchersRequest(limit=500), timeout=deadline)
     except grpc.aio.AioRpcError:
         return None
+    head = resp.current_revision
     return tuple(
         WatcherInfo(member, w.watch_id, _text(w.key), _text(w.range_end), w.start_revision,
-                    w.synced, w.events_sent)
+                    w.synced, w.events_sent,
+                    # A synced watcher has every revision (its next_revision moves only with
+                    # its own events); an unsynced one is catching up from next_revision.
+                    behind=0 if w.synced else max(0, head - w.next_revision + 1),
+                    pending=getattr(w, "pending_events", 0), next_revision=w.next_revision, peer=w.peer)
         for w in resp.watchers
     )
 

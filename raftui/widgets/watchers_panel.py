@@ -1,5 +1,9 @@
-"""Watchers panel: the members' watchers (Inspect), and the console's own
-live watch with its events streaming in, newest on top."""
+"""Watchers panel: the members' watchers (Inspect), each with how many
+revisions it is behind its member's head and how many events wait for its
+stream (the most behind first; the console's own watch marked), and the
+console's own live watch with its events streaming in, newest on top, and
+how far behind the head it is (from its stream's progress answers, so on
+etcd too)."""
 from __future__ import annotations
 
 import time
@@ -37,6 +41,10 @@ class WatchEventList(LineList[WatchEvent]):
                              (body, self.get_component_rich_style(style)))
 
 
+class WatchersTable(Table):
+    COMPONENT_CLASSES = {"watchers--late", "watchers--console"}
+
+
 class WatchersPanel(Vertical):
     state: reactive[ClusterState] = reactive(ClusterState, init=False, repaint=False)
 
@@ -54,8 +62,8 @@ class WatchersPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="watchers-note", classes="summary")
-        table = Table(id="watchers-table", cursor_type="row")
-        table.add_columns("member", "id", "key", "range end", "start", "synced", "sent")
+        table = WatchersTable(id="watchers-table", cursor_type="row")
+        table.add_columns("member", "id", "key", "behind", "pending", "synced", "sent", "start", "range end")
         yield table
         yield Static("no live watch · W: watch a key (end it with * for a prefix)",
                      id="watch-title", classes="summary")
@@ -68,16 +76,26 @@ class WatchersPanel(Vertical):
             self._note(NO_INSPECT)
             table.display = False
         else:
-            self._note(f"{len(state.watchers)} watchers on the members")
             table.display = True
+            lagging = sum(1 for w in state.watchers if w.behind or w.pending)
+            self._note(f"{len(state.watchers)} watchers on the members"
+                       + (f" · {lagging} behind or with events waiting" if lagging else ""))
             if state.watchers != self._shown_watchers:
                 self._shown_watchers = state.watchers
                 table.clear()
-                table.add_rows([(safe_text(w.member, limit=64), Text(str(w.watch_id)),
-                                 safe_text(w.key, limit=KEY_SHOWN), safe_text(w.range_end, limit=KEY_SHOWN),
-                                 Text(str(w.start_revision)), Text("yes" if w.synced else "catching up"),
-                                 Text(str(w.events_sent)))
-                                for w in state.watchers])
+                late = table.get_component_rich_style("watchers--late")
+                mine = table.get_component_rich_style("watchers--console")
+                # The most behind first: they are what the operator looks for.
+                ordered = sorted(state.watchers, key=lambda w: (-w.behind, -w.pending, w.member, w.watch_id))
+                table.add_rows([(safe_text(w.member + (" · console" if w.console else ""), mine if w.console else "",
+                                           limit=64),
+                                 Text(str(w.watch_id)), safe_text(w.key, limit=KEY_SHOWN),
+                                 Text(str(w.behind), style=late if w.behind else ""),
+                                 Text(str(w.pending), style=late if w.pending else ""),
+                                 Text("yes" if w.synced else "catching up", style="" if w.synced else late),
+                                 Text(str(w.events_sent)), Text(str(w.start_revision)),
+                                 safe_text(w.range_end, limit=KEY_SHOWN))
+                                for w in ordered])
         live = state.watch
         title = self.query_one("#watch-title", Static)
         events = self.query_one(WatchEventList)
@@ -85,7 +103,9 @@ class WatchersPanel(Vertical):
             events.set_items(())
             return
         what = f"{escape(live.key, limit=KEY_SHOWN)}{'*' if live.prefix else ''}"
-        text = f"live watch on '{what}': {escape(live.status)} · {len(live.events)} events"
+        behind = live.behind(state.revision)
+        text = (f"live watch on '{what}': {escape(live.status)} · {len(live.events)} events"
+                + (f" · {behind} behind (at {live.revision} of {state.revision})" if behind is not None else ""))
         if text != self._watch_title:
             self._watch_title = text
             title.update(Text(text), layout=False)

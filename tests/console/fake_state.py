@@ -57,7 +57,7 @@ STATE = ClusterState(
     members=MEMBERS, cluster_id=0xC1, revision=512, compact_revision=300, leader_id=0x1001, term=7,
     timeline=TIMELINE, rates=RATES, watch=WATCH, wal=WAL, wal_member=0x1001,
     watchers=(WatcherInfo("n1", 1, "/app/", "/app0", 0, True, 42),
-              WatcherInfo("n2", 1, "/jobs", "", 480, False, 3)),
+              WatcherInfo("n2", 1, "/jobs", "", 480, False, 3, behind=29, pending=12, next_revision=484)),
     polled_at=T0 + 40, inspect=True, fault=True,
 )
 

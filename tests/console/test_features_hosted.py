@@ -8,6 +8,7 @@ a deadline; members are stopped by PID at teardown.
 """
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import grpc
@@ -238,4 +239,56 @@ def test_txn_view_names_the_failing_compare_and_the_value_it_met(hosted, key):
             assert txn.outcome.succeeded and txn.outcome.compared_at == txn.outcome.revision - 1
             assert txn.rows()[0][1] == "✓ held"
             await pilot.press("escape")
+    run(body(), timeout=60)
+
+
+# ------------------------------------------------------------ watchers with lag
+
+def test_watchers_show_a_slow_watcher_behind_with_events_waiting_and_the_console_own_watch(hosted, key):
+    from engine.proto import rpc_pb2, rpc_pb2_grpc
+    from raftui.widgets.watchers_panel import WatchersPanel
+
+    from .conftest import fill
+
+    def rows(app):
+        table = screen(app).query_one("#watchers-table")
+        return [[table.get_row_at(r)[c].plain for c in range(5)] for r in range(table.row_count)]
+
+    async def body():
+        app = _app(hosted)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await ready(app, pilot)
+            endpoint = screen(app).state.leader.endpoint
+            await pilot.press("W")
+            await fill(pilot, f"{key}/live/*")
+            panel = screen(app).query_one(WatchersPanel)
+            await until(pilot, lambda: screen(app).state.watch and screen(app).state.watch.status == "watching",
+                        what="the console's live watch open")
+            # A client that opens a watch and never reads: its stream stops taking events.
+            slow = grpc.aio.insecure_channel(endpoint, options=[("grpc.http2.bdp_probe", 0)])
+            call = rpc_pb2_grpc.WatchStub(slow).Watch()
+            try:
+                prefix = f"{key}/slow/".encode()
+                await call.write(rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(
+                    key=prefix, range_end=prefix[:-1] + b"0")))
+                async with grpc.aio.insecure_channel(endpoint) as ch:
+                    kv = rpc_pb2_grpc.KVStub(ch)
+                    value = b"x" * 1024
+                    for i in range(0, 2000, 50):
+                        await asyncio.gather(*(kv.Put(rpc_pb2.PutRequest(key=prefix + b"%04d" % j, value=value),
+                                                      timeout=10) for j in range(i, i + 50)))
+                    await kv.Put(rpc_pb2.PutRequest(key=f"{key}/live/a".encode(), value=b"1"), timeout=10)
+                slow_row = await until(pilot, lambda: next((r for r in rows(app) if r[2] == prefix.decode()
+                                                            and int(r[3]) > 0 and int(r[4]) > 0), None),
+                                       timeout=20, what="the slow watcher behind, with events waiting")
+                assert rows(app)[0] == slow_row                       # the most behind first
+                mine = await until(pilot, lambda: next((r for r in rows(app) if r[0].endswith("· console")), None),
+                                   what="the console's own watch among the member's watchers")
+                assert mine[2] == f"{key}/live/" and mine[3] == "0"
+                await until(pilot, lambda: "· 0 behind (at " in panel.query_one("#watch-title").render().plain,
+                            what="the live watch's own lag in its title")
+                assert "behind or with events waiting" in panel.query_one("#watchers-note").render().plain
+            finally:
+                call.cancel()
+                await slow.close()
     run(body(), timeout=60)
