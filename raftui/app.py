@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 import themes
-from raftui.commands import COMMANDS, key_shown
+from raftui.commands import COMMANDS, LINE_COMMANDS, key_shown
 from raftui.host import ClusterHost
 from raftui.host.health import still_listening
 from raftui.screens.quit import QuitScreen
@@ -99,7 +99,7 @@ class RaftuiApp(App[None]):
                  ("tab / shift+tab", "Panels", "Next / previous panel", "next_panel, previous_panel"),
                  ("1-9, up/down", "Select member", "Select a member (also arrows in the cluster table)",
                   "member_1 .. member_9")]
-        offered = [c for c in COMMANDS if main is None or not main.unavailable(c)]
+        offered = [c for c in COMMANDS + LINE_COMMANDS if main is None or not main.unavailable(c)]
         rows += [(keys(c.id, c.key), c.title, c.help, c.id) for c in offered]
         left_out = sorted({main.unavailable(c) for c in COMMANDS if c not in offered}) if main else []
         rows += [("", "(not here)", reason, "") for reason in left_out]

@@ -607,4 +607,14 @@ LINK_COMMANDS: tuple[Command, ...] = (
             confirm=_confirm_link_value("delay", " ms"), needs="link", group="faults"),
 )
 
-BY_ID = {c.id: c for c in COMMANDS + LINK_COMMANDS}
+# Commands only the `:` line runs, with an argument (raftui/scenario and
+# raftui/lincheck open their own screens; shown in `?` as typed).
+LINE_COMMANDS: tuple[Command, ...] = (
+    Command("run", ":run NAME|FILE", "Scenario", "Run a scenario script, a shipped one by name or a file "
+            "(:run leader-isolation); its steps light up as they go", None, reads=True, group="scenarios"),
+    Command("lincheck", ":lincheck [N] [RATE]", "Live check", "Start (or show) the live linearizability check: "
+            "N clients, RATE ops/s (default 4 and 20); fault the cluster meanwhile", None, reads=True,
+            group="scenarios"),
+)
+
+BY_ID = {c.id: c for c in COMMANDS + LINK_COMMANDS + LINE_COMMANDS}

@@ -25,8 +25,10 @@ from textual.widgets import Footer, Static, Tab, Tabs
 from textual.worker import Worker, WorkerState, get_current_worker
 
 import themes
-from raftui.commands import BY_ID, COMMANDS, Command, Context, check_values, key_shown, split_prefix
+from raftui.commands import (BY_ID, COMMANDS, LINE_COMMANDS, Command, Context, check_values, key_shown,
+                             split_prefix)
 from raftui.render import escape, safe_text, unescape
+from raftui.scenario.library import names as scenario_names
 from raftui.host import ClusterHost
 from raftui.host.health import with_process_health
 from raftui.source import ActionResult, ClusterSource, ClusterState
@@ -467,9 +469,10 @@ class MainScreen(Screen):
         if self._asking:
             return
         self._asking = True
-        offered = {c.id for c in COMMANDS if not self.unavailable(c)}
+        offered = {c.id for c in COMMANDS + LINE_COMMANDS if not self.unavailable(c)}
         members = [m.label for m in self.state.members]
-        self.app.push_screen(CommandLineScreen(completions(offered, members)),
+        scenarios = [f"run {name}" for name in scenario_names()] if "run" in offered else []
+        self.app.push_screen(CommandLineScreen(completions(offered, members) + scenarios),
                              lambda text: self._command_line(text, offered))
 
     def _command_line(self, text: str | None, offered: set[str]) -> None:
@@ -495,6 +498,12 @@ class MainScreen(Screen):
     def _command_from_line(self, cmd: Command, arg: str) -> None:
         """`:defrag n2`: the member selected first; `:compact 1200`: the form's value given.
         Either way the command still asks its question."""
+        if cmd.id == "run":
+            self._open_scenario(arg)
+            return
+        if cmd.id == "lincheck":
+            self._open_lincheck(arg)
+            return
         if arg and cmd.needs in ("member", "host"):
             member = next((m for m in self.state.members if m.label == arg), None)
             if member is None:
@@ -506,6 +515,37 @@ class MainScreen(Screen):
             self._answered_form(cmd, self._command_context(), {"revision": arg})
             return
         self.action_command(cmd.id)
+
+    def _open_scenario(self, arg: str) -> None:
+        """`:run NAME|FILE`: the scenario's own screen (raftui/scenario/ui.py) runs it at once."""
+        from raftui.scenario.ui import ScenarioScreen
+
+        if not arg:
+            self._report(ActionResult.fail(f"run: which scenario? ({', '.join(scenario_names())} or a file)"))
+            return
+        screen = ScenarioScreen.open(arg, self.source, self.host, readonly=self.readonly)
+        if isinstance(screen, str):       # the file cannot run: one line naming its line or step
+            self._report(ActionResult.fail(screen), record=True)
+        else:
+            self.app.push_screen(screen)
+
+    def _open_lincheck(self, arg: str) -> None:
+        """`:lincheck [N] [RATE]`: the live check's screen (raftui/lincheck/ui.py); a run already
+        going is shown, not started again."""
+        from raftui.lincheck.ui import LincheckScreen
+        from raftui.lincheck.workload import Config
+
+        words = arg.split()
+        if len(words) > 2 or not all(w.isdigit() for w in words):
+            self._report(ActionResult.fail("lincheck: :lincheck [CLIENTS] [OPS PER SECOND], whole numbers"))
+            return
+        config = Config(**dict(zip(("clients", "rate"), (int(words[0]), float(words[1]))[:len(words)]
+                                   if len(words) == 2 else [int(w) for w in words])))
+        screen = LincheckScreen.open(self.app, self.source, config, readonly=self.readonly)
+        if isinstance(screen, str):       # refused: read-only, or a bad number
+            self._report(ActionResult.fail(screen))
+        else:
+            self.app.push_screen(screen)
 
     def _command_context(self) -> Context:
         return Context(self.source, self.host, self.state, self.state.member(self.selected),

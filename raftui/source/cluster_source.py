@@ -21,7 +21,7 @@ import itertools
 import time
 from typing import AsyncIterator, Callable
 
-from . import actions, faults, links, merge, poll, rates, scrub, timeline, txn
+from . import actions, faults, links, merge, metrics, poll, rates, scrub, timeline, txn
 from . import watch as watch_stream
 from .codec import encode
 from .connection import Connections, Stubs, TlsFiles
@@ -34,14 +34,21 @@ WAL_ENTRIES = 200
 WAL_PAGE = 1000               # entries per page when the WAL panel pages back
 WATCH_EVENTS_KEPT = 1000
 FOLLOW_GAP = 0.15              # at most this often does follow() yield (coalescing)
+METRICS_EVERY = 2.0            # seconds between /metrics scrapes (p99s over bucket deltas: any interval works)
 
 
 class ClusterSource:
     def __init__(self, endpoints: list[str], tls: TlsFiles | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, *,
+                 metrics_urls: dict[str, str] | None = None) -> None:
+        """`metrics_urls`: endpoint -> its member's /metrics URL (host mode knows
+        them; else each endpoint's own /metrics is tried, as etcd serves it)."""
         if not endpoints:
             raise ValueError("at least one endpoint is needed")
         self._conns = Connections(endpoints, tls)
+        self._metrics = metrics.MetricsPoller(metrics_urls or {}, tls=tls)
+        self._last_metrics = 0.0
+        self._latency: dict = {}                   # the last scrape's p99s by endpoint
         self._clock = clock
         self._since = clock()                          # events stamped earlier are history
         self._seq = itertools.count(1)                 # timeline order: the order events were learned
@@ -109,6 +116,7 @@ class ClusterSource:
         return result
 
     async def close(self) -> None:
+        await self._metrics.close()
         if self._streams is not None:
             await self._streams.close()
         await self._conns.close()
@@ -130,6 +138,7 @@ class ClusterSource:
         endpoints = list(self._conns.endpoints)
         preferred = self._preferred_stubs()
         probe_compact = now - self._last_compact_probe >= COMPACT_REVISION_EVERY
+        scrape = now - self._last_metrics >= METRICS_EVERY
         wanted = [ep for ep in endpoints if self._inspect_wanted(ep)]
         streams = self._streams
         if streams is not None:
@@ -144,7 +153,7 @@ class ClusterSource:
         wal_target, watcher_members = self._extras_wanted(wal_member, now)
 
         (statuses, member_list, compact, inspects, rate_results, fault_views, wal,
-         watchers) = await asyncio.gather(
+         watchers, latency) = await asyncio.gather(
             asyncio.gather(*(poll.status(self._conns.get(ep)) for ep in endpoints)),
             poll.member_list(preferred),
             poll.compact_revision(preferred) if probe_compact else _none(),
@@ -154,7 +163,11 @@ class ClusterSource:
             poll.wal_tail(self._conns.get(wal_target.endpoint), WAL_ENTRIES) if wal_target else _none(),
             asyncio.gather(*(poll.watchers(self._conns.get(m.endpoint), m.label) for m in watcher_members))
             if watcher_members is not None else _none(),
+            self._metrics.poll(endpoints) if scrape else _none(),
         )
+        if scrape:
+            self._last_metrics = now
+            self._latency = latency or {}
         # What the round taught about the endpoints (not the cluster's state).
         for ep, view in zip(fault_eps, fault_views):
             if view is False:
@@ -209,7 +222,7 @@ class ClusterSource:
             new = merge.overlay(new, self._streams.latest)
         served = {ep: r for ep, r in results.rates.items() if r is not None}
         new = dataclasses.replace(new, rates=rates.append(
-            state.rates, rates.sample(state, new, served, self._last_rates)))
+            state.rates, rates.sample(state, new, served, self._last_rates, latency=self._latency)))
         self._last_rates.update(served)
         # Stamped when learned, as every line the console sees itself: the
         # answers arrived between the round's start and now, and a status

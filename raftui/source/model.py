@@ -155,6 +155,7 @@ class RateSample:
     commit_per_s: tuple[tuple[str, float], ...]   # per member name
     apply_lag: tuple[tuple[str, int], ...]
     from_inspect: bool = False       # the members' own counters (Inspect.Rates), not polled deltas
+    latency: tuple = ()              # ((member label, raftui.source.metrics.MemberLatency), ...), from /metrics
 
 
 @dataclasses.dataclass(frozen=True)

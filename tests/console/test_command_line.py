@@ -66,3 +66,33 @@ def test_slash_filters_live_and_escape_clears():
             await pilot.press("slash", "escape")
             await until(pilot, lambda: app.screen is screen(app) and panel.listing.prefix == "", what="cleared")
     run(body())
+
+
+def test_run_and_lincheck_lines_reach_their_screens_or_say_why_not():
+    """`:run` and `:lincheck` open raftui/scenario's and raftui/lincheck's screens (their
+    tests run them on a cluster); here: completion, and each refusal as one line."""
+    from raftui.scenario.library import names
+
+    async def body():
+        app = RaftuiApp(Recording, live=False, readonly=True)
+        async with app.run_test(size=(120, 36)) as pilot:
+            await pilot.pause()
+            main = screen(app)
+            notes = []
+            main._report = lambda result, record=False: notes.append(result.text)
+            _burst(app, ":run lead")
+            line = await until(pilot, lambda: app.screen if isinstance(app.screen, CommandLineScreen) else None,
+                               what="the command line")
+            await until(pilot, lambda: line.query_one(Input).value == "run lead", what="typed")
+            await pilot.press("right", "enter")                      # completed to a shipped scenario
+            await until(pilot, lambda: notes, what="the read-only refusal")
+            assert "read-only" in notes[-1] and any(n.startswith("leader") for n in names())
+            for typed, says in ((":run", "run: which scenario?"), (":lincheck 4 x", "lincheck: :lincheck [CLIENTS]"),
+                                (":lincheck", "read-only")):
+                _burst(app, typed)
+                line = await until(pilot, lambda: app.screen if isinstance(app.screen, CommandLineScreen) else None,
+                                   what="the command line")
+                await until(pilot, lambda: line.query_one(Input).value == typed[1:], what="typed")
+                await pilot.press("enter")
+                await until(pilot, lambda: len(notes) and says in notes[-1], what=says)
+    run(body())
