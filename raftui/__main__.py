@@ -4,6 +4,7 @@
     raftui [--data-dir DIR] [--members 3]                  host raftnode members locally
     raftui run FILE|NAME [--members 5] [--endpoints ...]   a scenario script, headless (raftui/scenario)
     raftui lincheck FILE                                   check a saved history (raftui/lincheck)
+    raftui sim --seed S --nodes N                          step through a simulated schedule (raftui/sim)
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 SUBCOMMANDS = {
     "run": "raftui.scenario.headless",
     "lincheck": "raftui.lincheck.replay",
+    "sim": "raftui.sim.cli",
 }
 
 
