@@ -228,14 +228,16 @@ class MainScreen(Screen):
     def _title(self, state: ClusterState) -> None:
         """Where the console is and what is selected; the cluster's numbers are in the summary line."""
         member = state.member(self.selected)
+        auth, auth_failed = self._auth_text()
         parts = [
             "raftui",
             self._mode_text(state),
+            auth,
             f"selected {member.label}" if member else "",
             f"compacted {state.compact_revision}",
         ]
         parts = [p for p in parts if p]
-        # Narrow terminals lose the least useful parts first, never the selected member.
+        # Narrow terminals lose the least useful parts first, never the selected member nor auth.
         room = self.app.size.width - 2
         for drop in (f"compacted {state.compact_revision}", self._mode_text(state)):
             if len(" · ".join(parts)) > room and drop in parts:
@@ -243,7 +245,21 @@ class MainScreen(Screen):
         text = " · ".join(parts)
         if text != self._title_text:
             self._title_text = text
-            self.query_one("#title-bar", Static).update(safe_text(text, limit=None), layout=False)
+            bar = self.query_one("#title-bar", Static)
+            bar.update(safe_text(text, limit=None), layout=False)     # the user name is data
+            bar.set_class(auth_failed, "-auth-failed")
+
+    def _auth_text(self) -> tuple[str, bool]:
+        """The auth mark (--user): "auth on (root)", "auth off", "auth …" (not known yet),
+        or the members' refusal; "" when the console did not log in."""
+        auth = getattr(self.source, "auth", None)
+        if auth is None:
+            return "", False
+        if auth.error:
+            return f"auth: {auth.error}", True
+        if auth.enabled is True:
+            return f"auth on ({auth.user})", False
+        return ("auth off", False) if auth.enabled is False else ("auth …", False)
 
     def _mode_text(self, state: ClusterState) -> str:
         """Host mode counts the members the cluster has now (a learner added, a member removed)."""

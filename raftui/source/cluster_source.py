@@ -24,7 +24,7 @@ from typing import AsyncIterator, Callable
 from . import actions, faults, links, merge, metrics, poll, rates, scrub, timeline, txn
 from . import watch as watch_stream
 from .codec import encode
-from .connection import Connections, Stubs, TlsFiles
+from .connection import ClientAuth, Connections, Stubs, TlsFiles
 from .model import ActionResult, ClusterState, LiveWatch, Member, TimelineLine
 from .status_stream import LeaderNote, StatusStreams
 
@@ -40,12 +40,13 @@ METRICS_EVERY = 2.0            # seconds between /metrics scrapes (p99s over buc
 class ClusterSource:
     def __init__(self, endpoints: list[str], tls: TlsFiles | None = None,
                  clock: Callable[[], float] = time.time, *,
-                 metrics_urls: dict[str, str] | None = None) -> None:
+                 metrics_urls: dict[str, str] | None = None, auth: ClientAuth | None = None) -> None:
         """`metrics_urls`: endpoint -> its member's /metrics URL (host mode knows
-        them; else each endpoint's own /metrics is tried, as etcd serves it)."""
+        them; else each endpoint's own /metrics is tried, as etcd serves it).
+        `auth`: who the console is to the members (--user); every call carries its token."""
         if not endpoints:
             raise ValueError("at least one endpoint is needed")
-        self._conns = Connections(endpoints, tls)
+        self._conns = Connections(endpoints, tls, auth=auth)
         self._metrics = metrics.MetricsPoller(metrics_urls or {}, tls=tls)
         self._last_metrics = 0.0
         self._latency: dict = {}                   # the last scrape's p99s by endpoint
@@ -70,6 +71,12 @@ class ClusterSource:
     @property
     def state(self) -> ClusterState:
         return self._state
+
+    @property
+    def auth(self) -> ClientAuth | None:
+        """--user: .user, .enabled (True on / False off / None not known yet), .error
+        (etcd's text of the last failed authentication). None without --user."""
+        return self._conns.auth
 
     @property
     def endpoints(self) -> list[str]:
