@@ -36,6 +36,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      "~/.config/raftui/keymap.toml if it exists; ? lists the ids)")
     p.add_argument("--theme", choices=sorted(themes.THEMES), default=themes.DEFAULT_THEME,
                    help="colour theme (T cycles it at run time)")
+    p.add_argument("--user", help="NAME[:PASSWORD]: authenticate as this user, as etcdctl --user does "
+                                  "(the password is asked for, not echoed, when not given)")
+    p.add_argument("--auth", action="store_true",
+                   help="host mode: run the cluster with auth enabled, as root with the password "
+                        "asked for (or --user root:PASSWORD)")
+    p.add_argument("--metrics-urls", help="attach mode: each endpoint's /metrics URL, same order as --endpoints "
+                   "(empty entries allowed); default: try http(s)://<endpoint>/metrics, where etcd 3.4 serves it")
     return p.parse_args(argv)
 
 
@@ -59,16 +66,53 @@ def main(argv: list[str] | None = None) -> int:
     from raftui.host import HostError, default_data_dir, raftnode_host
     from raftui.source import ClusterSource, TlsFiles, parse_endpoints
 
+    from raftui.source.connection import AuthFailed, authenticate_now, console_auth
+
     tls = TlsFiles(args.cacert, args.cert, args.key) if (args.cacert or args.cert or args.key) else None
+    if args.auth and args.endpoints:
+        print("raftui: --auth is for host mode; attach with --user NAME[:PASSWORD]", file=sys.stderr)
+        return 2
+    if args.metrics_urls and not args.endpoints:
+        print("raftui: --metrics-urls is for attach mode (host mode knows its members' URLs)", file=sys.stderr)
+        return 2
+    try:
+        auth = console_auth(args.user, args.auth)      # asks for the password (not echoed) when needed
+    except ValueError as exc:
+        print(f"raftui: {exc}", file=sys.stderr)
+        return 2
+    if auth is not None:
+        import inspect
+
+        # Until ClusterSource takes auth= (CONSOLE-A), say so before starting or touching anything.
+        if "auth" not in inspect.signature(ClusterSource).parameters:
+            print("raftui: this console cannot authenticate its polls yet (--user/--auth need "
+                  "ClusterSource(auth=))", file=sys.stderr)
+            return 1
     keymap, problems = load_keymap(args.keymap, binding_ids())
     for problem in problems:
         print(f"raftui: {problem}", file=sys.stderr)
     host = None
+    metrics_urls: dict[str, str] = {}
     if args.endpoints:
         endpoints = parse_endpoints(args.endpoints)
         if not endpoints:
             print("raftui: --endpoints names no endpoint", file=sys.stderr)
             return 2
+        if args.metrics_urls:
+            from raftui.source.metrics import parse_metrics_urls
+            try:
+                metrics_urls = parse_metrics_urls(args.metrics_urls, endpoints)
+            except ValueError as exc:
+                print(f"raftui: {exc}", file=sys.stderr)
+                return 2
+        if auth is not None:
+            try:
+                authenticate_now(endpoints, tls, auth)
+            except AuthFailed as exc:
+                print(f"raftui: {exc}", file=sys.stderr)
+                return 1
+            except ConnectionError:
+                pass   # members down: the console retries as it polls
         label = f"attached to {len(endpoints)} endpoint(s)" + (", read-only" if args.readonly else "")
     else:
         data_dir = args.data_dir or str(default_data_dir())
@@ -78,15 +122,22 @@ def main(argv: list[str] | None = None) -> int:
                   f"data in {host.data_dir}", file=sys.stderr)
             host.start()
             host.wait_listening(timeout=15.0)
+            if auth is not None:
+                from raftui.host.auth import enable_root_auth
+                print(f"raftui: {enable_root_auth(host.endpoints, auth, tls)}", file=sys.stderr)
         except (HostError, OSError) as exc:
             if host is not None:
                 host.stop_all()
             print(f"raftui: {exc}", file=sys.stderr)
             return 1
         endpoints = host.endpoints
+        metrics_urls = dict(getattr(host, "metrics_urls", {}) or {})
         label = f"hosting {len(endpoints)} members"
 
-    app = RaftuiApp(lambda: ClusterSource(endpoints, tls), host=host, theme=args.theme, mode_label=label,
+    source_kwargs: dict = {"metrics_urls": metrics_urls}
+    if auth is not None:
+        source_kwargs["auth"] = auth
+    app = RaftuiApp(lambda: ClusterSource(endpoints, tls, **source_kwargs), host=host, theme=args.theme, mode_label=label,
                     readonly=args.readonly, keymap=keymap)
     try:
         app.run()

@@ -258,3 +258,14 @@ def test_the_console_screen_marks_each_step_as_it_runs(hosted3) -> None:
     assert any(c is not None for c in seen)
     assert ScenarioScreen.open("frobnicate.toml", None).startswith("frobnicate.toml")
     assert "read-only" in ScenarioScreen.open("leader-transfer", None, readonly=True)
+
+
+def test_the_command_line_refuses_conflicting_flags_before_starting_anything(capsys) -> None:
+    from raftui.__main__ import main
+
+    assert main(["--auth", "--endpoints", "127.0.0.1:1"]) == 2
+    assert "--auth is for host mode" in capsys.readouterr().err
+    assert main(["--metrics-urls", "http://127.0.0.1:1/metrics"]) == 2
+    assert "attach mode" in capsys.readouterr().err
+    assert main(["--endpoints", "127.0.0.1:1,127.0.0.1:2", "--metrics-urls", "http://127.0.0.1:1/metrics"]) == 2
+    assert main(["sim", "--nodes", "0"]) == 2 and main(["run", "--steps"]) == 0
