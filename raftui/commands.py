@@ -19,7 +19,7 @@ from typing import Awaitable, Callable
 from raftui.host import ClusterHost, HostError, default_data_dir
 from raftui.host.health import log_tail
 from raftui.render import escape, unescape
-from raftui.source import ActionResult, ClusterSource, ClusterState, Member, links, txn
+from raftui.source import ActionResult, ClusterSource, ClusterState, Member, links, recovery, txn
 
 INT64_MAX = 2**63 - 1        # etcd's revisions, lease ids and TTLs are int64
 MAX_DELAY_MS = 60_000        # a peer-message delay beyond a minute is an outage, not a delay
@@ -494,6 +494,17 @@ def _confirm_remove(ctx: Context, v: dict) -> str:
             + _quorum_after(ctx, {ctx.member.id}))
 
 
+def _confirm_guided(ctx: Context, which: str) -> str:
+    order = ", ".join(m.label + (" (leader)" if m.id == ctx.state.leader_id else "")
+                      for m in recovery.defrag_order(ctx.state)) or "every member"
+    if which == "nospace":
+        return (f"Recover from NOSPACE? This compacts the history up to revision {ctx.state.revision} (older "
+                f"revisions become unreadable), defragments {order} one at a time (each answers nothing while it "
+                "runs), disarms the alarms and writes a probe key to check. It stops at the first error.")
+    return (f"Defragment every member one at a time: {order}? Each answers nothing while it runs; the next "
+            "starts only once it answers again and has caught up. It stops at the first error.")
+
+
 def _snapshot_path(ctx: Context) -> str:
     """A new file under the cluster's data dir (host mode), else under the per-user data dir."""
     base = getattr(ctx.host, "data_dir", None)
@@ -555,6 +566,12 @@ COMMANDS: tuple[Command, ...] = (
             confirm=_confirm_transfer, needs="member", group="maintenance"),
     Command("snapshot", "S", "Snapshot", "Save a snapshot of the selected member to a file", _snapshot,
             (Field("path", "File", _snapshot_path),), confirm=_confirm_snapshot, reads=True, group="maintenance"),
+    Command("recover", "N", "NOSPACE fix", "NOSPACE recovery with progress: compact to the current revision, "
+            "defragment each member (the leader last), disarm, check a write", None,
+            confirm=lambda ctx, v: _confirm_guided(ctx, "nospace"), group="maintenance"),
+    Command("rolling_defrag", "G", "Rolling defrag", "Defragment every member one at a time, the leader last, "
+            "waiting for each to answer and catch up; stops at the first error", None,
+            confirm=lambda ctx, v: _confirm_guided(ctx, "rolling"), group="maintenance"),
     Command("alarms", "A", "Alarms", "List the cluster's alarms", _alarms, reads=True, group="maintenance"),
     Command("disarm", "exclamation_mark", "Disarm", "Disarm every alarm", _disarm,
             confirm=lambda ctx, v: "Disarm every alarm? Writes are accepted again; a db still over its quota "

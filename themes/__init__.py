@@ -25,6 +25,7 @@ STYLESHEETS = [
     HERE / "links.tcss",
     HERE / "scrub.tcss",
     HERE / "txn.tcss",
+    HERE / "recovery.tcss",
 ]
 
 __all__ = ["DEFAULT_THEME", "THEMES", "VARIABLE_DEFAULTS", "STYLESHEETS"]

@@ -31,7 +31,7 @@ from raftui.render import escape, safe_text, unescape
 from raftui.scenario.library import names as scenario_names
 from raftui.host import ClusterHost
 from raftui.host.health import with_process_health
-from raftui.source import ActionResult, ClusterSource, ClusterState
+from raftui.source import ActionResult, ClusterSource, ClusterState, recovery
 from raftui.source.txn import TxnOutcome
 from raftui.widgets.cluster_panel import ClusterPanel
 from raftui.widgets.keys_panel import Detail, KeysPanel, Listing
@@ -45,6 +45,7 @@ from .command_line import CommandLineScreen, FilterLineScreen, completions, pars
 from .confirm import ConfirmScreen
 from .form import FormScreen
 from .links import LinksScreen
+from .recovery import RecoveryScreen
 from .scrub import ScrubScreen
 from .txn import TxnScreen
 from .view import ViewScreen
@@ -641,10 +642,28 @@ class MainScreen(Screen):
             self.app.push_screen(ScrubScreen(
                 key, prefix, revision, lambda rev: self.source.revision_view(key, prefix, rev),
                 lambda: (self.state.revision, self.state.compact_revision)))
+        elif cmd.id in ("recover", "rolling_defrag"):
+            self._guided(cmd.id)
         elif cmd.id == "watch":
             key, prefix = split_prefix(values["key"])
             self.open_watch(key, prefix)
             self.active_panel = "watchers" if not self.has_class("-wide") else self.active_panel
+
+    def _guided(self, which: str) -> None:
+        """NOSPACE recovery or the rolling defrag, on the cluster as it is now, in its own screen."""
+        state = self.state
+        if which == "recover":
+            first = recovery.Runner(self.source, "NOSPACE recovery", recovery.plan_nospace(state)).progress
+            start = lambda: recovery.nospace_recovery(self.source, state)       # noqa: E731
+        else:
+            first = recovery.Runner(self.source, "rolling defrag", recovery.plan_rolling(state)).progress
+            start = lambda: recovery.rolling_defrag(self.source, state)         # noqa: E731
+
+        def finished(progress: recovery.Progress) -> None:
+            self.source.note(progress.summary, progress.ok is True, "defrag" if progress.ok else "error")
+            self._show(self.source.state)
+
+        self.app.push_screen(RecoveryScreen(first, start, finished))
 
     def _report(self, result: ActionResult, record: bool = False) -> None:
         if record:

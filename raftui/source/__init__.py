@@ -2,10 +2,10 @@
 
 Nothing in this package may import textual (tests/console/test_layers.py checks).
 """
-from . import links, txn
+from . import links, recovery, txn
 from .cluster_source import ClusterSource
 from .connection import TlsFiles, parse_endpoints
 from .model import ActionResult, ClusterState, KeyPage, KeyValue, Member, TimelineLine
 
-__all__ = ["links", "txn", "ClusterSource", "TlsFiles", "parse_endpoints", "ActionResult", "ClusterState",
+__all__ = ["links", "recovery", "txn", "ClusterSource", "TlsFiles", "parse_endpoints", "ActionResult", "ClusterState",
            "KeyPage", "KeyValue", "Member", "TimelineLine"]

@@ -446,6 +446,18 @@ class ClusterSource:
         st = await poll.status(self._conns.get(m.endpoint), deadline)
         return st.ok and (st.member_id == m.id or m.id <= 0)
 
+    async def status_of(self, member_id: int, deadline: float = 1.0) -> poll.StatusResult | None:
+        """One member's Status now (guided maintenance waits on it); None if it is not known."""
+        m = self._member(member_id)
+        if m is None or not m.endpoint:
+            return None
+        return await poll.status(self._conns.get(m.endpoint), deadline)
+
+    async def current_revision(self) -> int | None:
+        """The cluster's revision now, from the preferred member's Status (None: no answer)."""
+        st = await poll.status(self._preferred_stubs())
+        return st.revision if st.ok else None
+
     # ----------------------------------------------------------------- actions
 
     async def put(self, key: str, value: str, lease_ttl: int | None = None) -> ActionResult:

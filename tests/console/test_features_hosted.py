@@ -292,3 +292,68 @@ def test_watchers_show_a_slow_watcher_behind_with_events_waiting_and_the_console
                 call.cancel()
                 await slow.close()
     run(body(), timeout=60)
+
+
+# ------------------------------------------------------------ guided NOSPACE recovery
+
+QUOTA = 16 * 1024 * 1024
+
+
+def test_guided_nospace_recovery_on_a_16mib_quota_ends_with_writes_accepted(raftnode_binary, tmp_path):
+    from engine.cli.launch import raftnode_command
+    from engine.proto import rpc_pb2, rpc_pb2_grpc
+    from raftui.host.process_host import ProcessHost
+    from raftui.screens.recovery import RecoveryScreen
+
+    from .conftest import fill
+
+    host = ProcessHost(tmp_path / "cluster", 3, raftnode_command(), fault_injection=True, stop_together=True,
+                       extra_args=["--quota-backend-bytes", str(QUOTA)])
+
+    async def body():
+        app = _app(host)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await ready(app, pilot)
+            endpoint = screen(app).state.leader.endpoint
+            async with grpc.aio.insecure_channel(endpoint) as ch:        # fill one key until NOSPACE
+                kv = rpc_pb2_grpc.KVStub(ch)
+                value = b"x" * (1024 * 1024)
+                for _ in range(40):
+                    try:
+                        await kv.Put(rpc_pb2.PutRequest(key=b"big", value=value), timeout=10)
+                    except grpc.aio.AioRpcError as exc:
+                        assert "database space exceeded" in exc.details(), exc.details()
+                        break
+                else:
+                    raise AssertionError("no NOSPACE after 40 MiB of writes")
+            await until(pilot, lambda: any("NOSPACE" in m.alarms for m in screen(app).state.members),
+                        what="the NOSPACE alarm on screen")
+            await pilot.press("w")                                        # the console's own write is refused
+            await fill(pilot, "after", "refused", "")
+            await until(pilot, lambda: any("database space exceeded" in e.text for e in screen(app).state.timeline),
+                        what="the refused write")
+
+            await pilot.press("N")
+            confirm = await until(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen,
+                                  what="the question")
+            question = confirm.query_one("#confirm-question").render().plain
+            assert question.startswith("Recover from NOSPACE?") and "(leader)" in question, question
+            await pilot.press("y")
+            guided = await until(pilot, lambda: isinstance(app.screen, RecoveryScreen) and app.screen,
+                                 what="the recovery's progress")
+            await until(pilot, lambda: guided.progress.finished, timeout=90, what="every step")
+            assert guided.progress.ok, guided.progress.summary
+            states = [s for s, _ in guided.shown_steps()]
+            titles = [t for _, t in guided.shown_steps()]
+            assert states == ["done"] * 6 and "(the leader, last)" in titles[3], guided.shown_steps()
+            assert "recovery-check" in guided.progress.steps[-1].detail
+            await pilot.press("escape")
+            await until(pilot, lambda: not any(m.alarms for m in screen(app).state.members),
+                        what="no alarm on screen")
+            assert max(m.db_size for m in screen(app).state.members) < QUOTA
+            await pilot.press("w")                                        # and the console writes again
+            await fill(pilot, "after", "accepted", "")
+            await until(pilot, lambda: any(e.text.startswith("put after at revision") for e in
+                                           screen(app).state.timeline), what="the write accepted")
+    with hosted_cluster(None, host=host):
+        run(body(), timeout=150)
