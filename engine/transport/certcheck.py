@@ -19,6 +19,14 @@ against etcd 3.4.23:
   config carries the same check), with the text `client certificate
   authentication failed`. So a member whose certificate is not allowed can
   neither send to the others nor be sent to: it never receives any data.
+- The peer CRL is checked by the listener only: etcd's dialer does not
+  consult it. Measured on 3.4.23 (tests/tls/test_tls_process): a member
+  whose peer certificate is revoked still receives the cluster's data,
+  applies it and serves it, because the others dial it (rafthttp's
+  pipeline, and the streams they open to it carry its answers back).
+  raftnode's dialer checks the CRL too, so a revoked member gets nothing:
+  a deliberate difference, the one place where copying etcd would defeat
+  the CRL.
 
 What the refused side sees, measured: etcdctl prints `Error: context
 deadline exceeded` after its command timeout (clientv3 keeps retrying a
@@ -35,7 +43,8 @@ grpcio does show the other side's certificate:
   alike, as against etcd; the reason goes to the member's log, as etcd's.
 - Outgoing (dial_refusal): before a member streams to a peer, it opens a
   TLS connection of its own to the peer's address with its peer
-  credentials and checks the certificate the peer presents.
+  credentials and checks the certificate the peer presents (allowed
+  CN/hostname, and the peer CRL).
 
 Differences that remain (grpcio's, documented in the issue): the TCP/TLS
 connection of a refused client is accepted and stays open (every call on it
@@ -346,10 +355,11 @@ def client_ssl_context(ca_file: str, cert_file: str, key_file: str) -> ssl.SSLCo
 async def dial_refusal(rules: CertRules, target: str, ctx: ssl.SSLContext,
                        timeout: float = DIAL_TIMEOUT) -> str | None:
     """Why the peer at `target` (host:port) must not be sent to, or None:
-    the allowed CN/hostname checked on the certificate it presents (etcd's
-    peer client config checks them in its handshake). A peer that cannot be
-    reached is not refused here: the stream's own connect will say so."""
-    if not rules.identity_rule:
+    the allowed CN/hostname (etcd's peer client config checks them in its
+    handshake) and the CRL checked on the certificate it presents. A peer
+    that cannot be reached is not refused here: the stream's own connect
+    will say so."""
+    if not rules:
         return None
     host, _, port = target.rpartition(":")
     host = host.strip("[]")
@@ -370,15 +380,18 @@ async def dial_refusal(rules: CertRules, target: str, ctx: ssl.SSLContext,
             pass
     if not der:
         return AUTH_FAILED
-    return rules.identity_refusal(x509.load_der_x509_certificate(der))
+    cert = x509.load_der_x509_certificate(der)
+    rules._refresh_crl()
+    return rules.identity_refusal(cert) or rules.crl_refusal(cert)
 
 
 def peer_dial_check(cfg) -> Callable[[str], Any] | None:
     """For a member's peer transport: an async (target) -> reason | None
     checking a peer's certificate before streaming to it, or None when
-    there is no allowed CN/hostname (or no peer TLS)."""
-    rules = CertRules("", cfg.peer_cert_allowed_cn, cfg.peer_cert_allowed_hostname)
-    if not rules.identity_rule or not cfg.peer_cert_file:
+    there is no peer rule (or no peer TLS). The CRL too, where etcd's
+    dialer checks only the CN/hostname (see the module's docstring)."""
+    rules = listener_rules(cfg, "peer")
+    if rules is None or not cfg.peer_cert_file:
         return None
     ctx = client_ssl_context(cfg.peer_trusted_ca_file, cfg.peer_cert_file, cfg.peer_key_file)
 

@@ -195,6 +195,23 @@ def test_the_dialing_side_checks_the_listeners_certificate(pki):
                 assert got == expect
             finally:
                 await server.stop(0)
+        # The peer CRL is checked on the dialing side too (etcd's dialer does not: see certcheck).
+        server = grpc.aio.server()
+        p2 = Pki(pki.dir / "crl-dial")
+        p2.issue("member", "m")
+        p2.issue("gone", "m")
+        p2.revoke("gone")
+        p2.write_crl()
+        creds = grpc.ssl_server_credentials([(_read(p2.key("gone")), _read(p2.cert("gone")))],
+                                            root_certificates=_read(p2.ca), require_client_auth=True)
+        port = server.add_secure_port("127.0.0.1:0", creds)
+        await server.start()
+        try:
+            ctx = certcheck.client_ssl_context(p2.ca, p2.cert("member"), p2.key("member"))
+            got = await certcheck.dial_refusal(certcheck.CertRules(p2.crl, allowed_cn="m"), f"127.0.0.1:{port}", ctx)
+            assert got == f"transport: certificate serial {certcheck.serial_hex(p2.serial('gone'))} revoked"
+        finally:
+            await server.stop(0)
         # Nobody listening: not refused here (the stream's connect reports it).
         ctx = certcheck.client_ssl_context(pki.ca, pki.cert("member"), pki.key("member"))
         assert await certcheck.dial_refusal(certcheck.CertRules(allowed_cn="m"),
