@@ -121,14 +121,14 @@ class ClientAuth:
         self._lock: asyncio.Lock | None = None
 
     @classmethod
-    def from_flag(cls, text: str, prompt: Callable[[str], str] = getpass.getpass) -> "ClientAuth":
+    def from_flag(cls, text: str, prompt: Callable[[str], str] | None = None) -> "ClientAuth":
         """`NAME:PASSWORD`, or `NAME` and the password asked for without
-        echo (etcdctl's "Password: " prompt)."""
+        echo (etcdctl's "Password: " prompt; getpass unless `prompt`)."""
         name, sep, password = text.partition(":")
         if not name:
             raise ValueError("--user needs a user name (NAME or NAME:PASSWORD)")
         if not sep:
-            password = prompt("Password: ")
+            password = (prompt or getpass.getpass)("Password: ")
         return cls(name, password)
 
     def __repr__(self) -> str:
@@ -179,7 +179,7 @@ HOST_ROOT_PROMPT = "Password of the hosted cluster's root user: "
 
 
 def console_auth(user: str | None, host_auth: bool = False,
-                 prompt: Callable[[str], str] = getpass.getpass) -> ClientAuth | None:
+                 prompt: Callable[[str], str] | None = None) -> ClientAuth | None:
     """The console's --user / --auth flags: a ClientAuth, or None. With
     --auth (host mode) the user is root, its password from `--user
     root:PASSWORD` or asked for. Raises ValueError with a one-line message."""
@@ -187,7 +187,8 @@ def console_auth(user: str | None, host_auth: bool = False,
         name = (user or "root").partition(":")[0]
         if name != "root":
             raise ValueError("--auth runs the hosted cluster with its root user: give --user root[:PASSWORD] or no --user")
-        auth = ClientAuth.from_flag(user or "root", prompt=lambda _text: prompt(HOST_ROOT_PROMPT))
+        ask = prompt or getpass.getpass
+        auth = ClientAuth.from_flag(user or "root", prompt=lambda _text: ask(HOST_ROOT_PROMPT))
         if not auth.has_password:
             raise ValueError("--auth needs a root password")
         return auth
