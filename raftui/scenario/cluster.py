@@ -116,16 +116,22 @@ class ScenarioCluster:
 
     # ------------------------------------------------------------- faults
 
+    def _told(self, result: ActionResult, kind: str) -> ActionResult:
+        """Faults and process actions go into the console's timeline, as its own do (the
+        live linearizability check records them as nemesis events from there)."""
+        self.source.note(result.text, result.ok, kind if result.ok else "error")
+        return result
+
     async def partition(self, side_a: list[Member], side_b: list[Member]) -> ActionResult:
         label = "{" + ", ".join(m.label for m in side_a) + "} | {" + ", ".join(m.label for m in side_b) + "}"
-        return await faults.partition([(self.stubs(m), m.id) for m in side_a],
-                                      [(self.stubs(m), m.id) for m in side_b], label)
+        return self._told(await faults.partition([(self.stubs(m), m.id) for m in side_a],
+                                                 [(self.stubs(m), m.id) for m in side_b], label), "partition")
 
     async def heal(self, members: list[Member]) -> ActionResult:
         result = await faults.heal([self.stubs(m) for m in members])
         if result.ok:
             self._faults_set.clear()
-        return result
+        return self._told(result, "heal")
 
     async def drop_delay(self, m: Member, drop: int | None = None, delay_ms: int | None = None) -> ActionResult:
         """One member's drop rate and delay; the one not given stays as the scenario last set it."""
@@ -134,7 +140,7 @@ class ScenarioCluster:
         result = await faults.drop_delay(self.stubs(m), m.label, *new)
         if result.ok:
             self._faults_set[m.label] = new
-        return result
+        return self._told(result, "fault")
 
     # ------------------------------------------------------------- processes (host mode)
 
@@ -144,8 +150,8 @@ class ScenarioCluster:
         try:
             await asyncio.to_thread(getattr(self.host, method), m.name)
         except (HostError, OSError, KeyError) as exc:
-            return ActionResult.fail(f"{verb} {m.label}: {exc}")
-        return ActionResult(True, f"{verb} {m.label}")
+            return self._told(ActionResult.fail(f"{verb} {m.label}: {exc}"), "host")
+        return self._told(ActionResult(True, f"{verb} {m.label}"), "host")
 
     async def restart(self, m: Member) -> ActionResult:
         """Start a member's process again; done once it answers as itself."""
@@ -156,15 +162,16 @@ class ScenarioCluster:
         try:
             await asyncio.to_thread(self.host.restart, m.name)
         except (HostError, OSError, KeyError) as exc:
-            return ActionResult.fail(f"restart {m.label}: {exc}")
+            return self._told(ActionResult.fail(f"restart {m.label}: {exc}"), "host")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RESTART_ANSWER_WITHIN
         while True:
             if await self.source.answers(m.id):
-                return ActionResult(True, f"restarted {m.label}: it answers on {m.endpoint}")
+                return self._told(ActionResult(True, f"restarted {m.label}: it answers on {m.endpoint}"), "host")
             if self.host.state(m.name) not in ("running", "paused") or loop.time() >= deadline:
                 why = await asyncio.to_thread(log_tail, self.host, m.name)
-                return ActionResult.fail(f"restart {m.label} failed" + (f": {why}" if why else ""))
+                return self._told(ActionResult.fail(f"restart {m.label} failed" + (f": {why}" if why else "")),
+                                  "host")
             await asyncio.sleep(LOOK_EVERY)
 
     async def add_learner(self) -> ActionResult:

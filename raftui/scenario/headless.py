@@ -20,6 +20,8 @@ import signal
 import sys
 import tempfile
 
+from raftui.render import escape
+
 from .script import STEP_HELP, Script, ScriptError
 
 ETCD_UNKNOWN_FLAGS = ("--experimental-snapshot-catchup-entries",)   # etcd 3.4 has no such flag
@@ -53,9 +55,9 @@ def main(argv: list[str]) -> int:
         for name in library.names():
             try:
                 s = resolve(name)
-                print(f"{name:<22} {s.members} members  {s.description}")
+                print(f"{name:<22} {s.members} members  {escape(s.description, limit=300)}")
             except ScriptError as exc:      # a shipped file that does not parse is a bug to see
-                print(f"{name:<22} BROKEN: {exc}")
+                print(f"{name:<22} BROKEN: {escape(str(exc), limit=300)}")
         return 0
     if args.steps:
         print(STEP_HELP)
@@ -66,7 +68,7 @@ def main(argv: list[str]) -> int:
     try:
         script = resolve(args.scenario)
     except ScriptError as exc:
-        print(f"raftui run: {exc}", file=sys.stderr)
+        print(f"raftui run: {escape(str(exc), limit=2000)}", file=sys.stderr)
         return 2
     try:
         return asyncio.run(_run(script, args))
@@ -107,7 +109,8 @@ async def _run(script: Script, args) -> int:
                 print(f"hosting {size} {'etcd' if args.etcd else 'raftnode'} members in {data_dir}"
                       + (f" with {' '.join(script.flags)}" if script.flags else ""), flush=True)
         if not args.quiet:
-            print(f"scenario {script.name!r}: {script.description}", flush=True)
+            print(f"scenario {escape(repr(script.name), limit=200)}: {escape(script.description, limit=500)}",
+                  flush=True)
         cluster = ScenarioCluster(endpoints, host, tls)
         try:
             report = await Runner(script, cluster, on_event=say).run()

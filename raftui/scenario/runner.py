@@ -21,6 +21,7 @@ import dataclasses
 import time
 from typing import Callable
 
+from raftui.render import escape
 from raftui.source.model import ActionResult, ClusterState, Member
 
 from .cluster import LOOK_EVERY, ScenarioCluster
@@ -43,13 +44,15 @@ class StepEvent:
     iteration: tuple[int, ...] = ()     # loop counters around the step (1-based), outermost first
 
     def line(self) -> str:
+        """One printable line: the step and results escaped as every panel escapes server text
+        (raftui/render.py), so neither a file nor a member can send control sequences to a terminal."""
         if self.step is None:
-            return self.text
+            return escape(self.text, limit=2000)
         loop = "".join(f"[{i}]" for i in self.iteration)
         mark = {"start": "..", "done": "ok", "fail": "FAILED", "note": "--"}[self.kind]
-        what = f"  {self.text}" if self.text else ""
+        what = f"  {escape(self.text, limit=2000)}" if self.text else ""
         took = f" ({self.seconds:.1f}s)" if self.kind in ("done", "fail") else ""
-        return f"{mark:>6} {self.step.where}{loop}: {self.step.text}{took}{what}"
+        return f"{mark:>6} {self.step.where}{loop}: {escape(self.step.text, limit=500)}{took}{what}"
 
 
 @dataclasses.dataclass
@@ -63,17 +66,18 @@ class Report:
     seconds: float = 0.0
 
     def text(self) -> str:
-        head = f"scenario {self.script.name!r}"
+        """The verdict, escaped (see StepEvent.line)."""
+        head = f"scenario {escape(repr(self.script.name), limit=200)}"
         if self.not_possible:
             return "\n".join([f"{head}: NOT POSSIBLE on this cluster (nothing was run):",
-                              *(f"  {why}" for why in self.not_possible)])
+                              *(f"  {escape(why, limit=1000)}" for why in self.not_possible)])
         if self.ok:
             return f"{head}: PASSED, {self.steps_run} steps in {self.seconds:.1f}s"
         f = self.failed
         if f is None or f.step is None:
-            return f"{head}: FAILED: {f.text if f else 'stopped'}"
-        return (f"{head}: FAILED at {f.step.where}: {f.step.text}\n  {f.text}\n"
-                f"  ({self.steps_run} steps run, {self.seconds:.1f}s)")
+            return f"{head}: FAILED: {escape(f.text, limit=2000) if f else 'stopped'}"
+        return (f"{head}: FAILED at {f.step.where}: {escape(f.step.text, limit=500)}\n  "
+                f"{escape(f.text, limit=2000)}\n  ({self.steps_run} steps run, {self.seconds:.1f}s)")
 
 
 class Runner:

@@ -269,3 +269,15 @@ def test_the_command_line_refuses_conflicting_flags_before_starting_anything(cap
     assert "attach mode" in capsys.readouterr().err
     assert main(["--endpoints", "127.0.0.1:1,127.0.0.1:2", "--metrics-urls", "http://127.0.0.1:1/metrics"]) == 2
     assert main(["sim", "--nodes", "0"]) == 2 and main(["run", "--steps"]) == 0
+
+
+def test_printed_reports_carry_no_control_characters() -> None:
+    """A scenario file (or a member's error text) cannot send escape sequences to the terminal."""
+    from raftui.scenario.runner import Report, StepEvent
+
+    s = parse('[scenario]\nname = "\\u001b]0;pwned\\u0007"\nsteps = ["put \\"\\u001b[2J\\" v"]\n')
+    ev = StepEvent("fail", s.steps[0], "etcdserver: \x1b[31mred\x9b", 1.0)
+    report = Report(s, failed=ev)
+    for text in (ev.line(), report.text()):
+        assert not any(ord(c) < 0x20 and c != "\n" or 0x7f <= ord(c) < 0xa0 for c in text), repr(text)
+        assert "\\x1b" in text
