@@ -33,6 +33,18 @@ EVENT_KINDS = (("partition", "partition"), ("heal", "heal"), ("crash", "killed")
                ("slow", "partition"), ("cut", "partition"))
 
 
+LOG_TAIL = 24                  # entries of each node's log kept per frame (the last ones)
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeLog:
+    """The tail of one node's Raft log: the term of each entry, and how far it is committed."""
+    node: int
+    last: int
+    commit: int
+    terms: tuple[tuple[int, int], ...]     # (index, term), ascending
+
+
 @dataclasses.dataclass(frozen=True)
 class Frame:
     index: int
@@ -41,6 +53,7 @@ class Frame:
     message: bool                   # the note is a message between two nodes
     state: ClusterState
     lines: tuple[TimelineLine, ...]   # timeline lines this frame adds (oldest first)
+    logs: tuple[NodeLog, ...] = ()    # live nodes' log tails: where logs differ (Figure 8) shows here
 
 
 @dataclasses.dataclass
@@ -118,6 +131,22 @@ def _partitioned(members: list[Member], net) -> list[Member]:
     return out
 
 
+def log_tails(cluster, tail: int = LOG_TAIL) -> tuple[NodeLog, ...]:
+    out = []
+    for nid, node in sorted((getattr(cluster, "nodes", {}) or {}).items()):
+        if not getattr(node, "alive", True):
+            continue
+        log = getattr(getattr(getattr(node, "rn", None), "raft", None), "log", None)
+        try:
+            last = log.last_index()
+            first = log.first_index()
+            terms = tuple((i, log.term(i) or 0) for i in range(max(first, last - tail + 1), last + 1))
+        except Exception:       # a log the simulator is restoring: left out of this frame
+            continue
+        out.append(NodeLog(nid, last, getattr(log, "committed", 0), terms))
+    return tuple(out)
+
+
 def snapshot(cluster) -> ClusterState:
     nodes = getattr(cluster, "nodes", {}) or {}
     members = _partitioned([_member(n, cluster) for _, n in sorted(nodes.items())], getattr(cluster, "net", None))
@@ -169,7 +198,7 @@ def record(seed: int, nodes: int = 3, steps: int = 1000, *, learners: int = 0,
         if not is_msg:
             kind = next((k for word, k in EVENT_KINDS if text.startswith(word)), "action")
             lines = [TimelineLine(at, kind, text)] + lines
-        rec.frames.append(Frame(len(rec.frames), now, text, is_msg, state, tuple(lines)))
+        rec.frames.append(Frame(len(rec.frames), now, text, is_msg, state, tuple(lines), log_tails(cluster)))
         prev = state
 
     def on_note(text: str) -> None:
@@ -193,7 +222,7 @@ def record(seed: int, nodes: int = 3, steps: int = 1000, *, learners: int = 0,
         tick = rec.frames[-1].tick if rec.frames else 0
         rec.frames.append(Frame(len(rec.frames), tick, f"FAILED: {rec.failure}", False, state,
                                 (TimelineLine(tick * TICK_SECONDS, "error", f"simulator: {rec.failure}",
-                                              ok=False),)))
+                                              ok=False),), rec.frames[-1].logs if rec.frames else ()))
     if not rec.replay:
         from engine.sim.schedule import replay_command
         rec.replay = replay_command(seed, cfg)

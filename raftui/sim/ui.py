@@ -23,10 +23,49 @@ from raftui.render import escape
 from raftui.widgets.cluster_panel import ClusterPanel
 from raftui.widgets.timeline_panel import TimelinePanel
 
-from .recording import Recording
+from .recording import NodeLog, Recording
 
 SPEEDS = (1, 2, 5, 10, 25, 50, 100)     # events per second while playing
 MESSAGES_SHOWN = 40
+
+
+class LogsView(Static):
+    """Each live node's log tail on one shared index axis: the term of every entry, committed
+    entries plain, uncommitted ones marked -- where a deposed leader's entries differ (Figure 8)."""
+
+    DEFAULT_CSS = """
+    LogsView { height: auto; border: round $primary; padding: 0 1; }
+    LogsView > .logs--committed { color: $committed; }
+    LogsView > .logs--uncommitted { color: $uncommitted; text-style: $uncommitted-text-style; }
+    LogsView > .logs--muted { color: $muted; }
+    LogsView > .logs--leader { color: $leader; text-style: bold; }
+    """
+    COMPONENT_CLASSES = {"logs--committed", "logs--uncommitted", "logs--muted", "logs--leader"}
+    WIDTH = 16                      # entries shown
+
+    def show(self, logs: tuple[NodeLog, ...], leader: int) -> None:
+        style = self.get_component_rich_style
+        if not logs:
+            self.update(Text("no live node"))
+            return
+        top = max(x.last for x in logs)
+        lo = max(1, top - self.WIDTH + 1)
+        idx = range(lo, top + 1)
+        out = Text(no_wrap=True, end="")
+        out.append("index " + "".join(f"{i % 1000:>4}" for i in idx), style("logs--muted"))
+        for x in logs:
+            terms = dict(x.terms)
+            out.append("\n")
+            who = f"s{x.node}{' ★' if x.node == leader else '  '}"
+            out.append(f"{who:<6}", style("logs--leader") if x.node == leader else "")
+            for i in idx:
+                t = terms.get(i)
+                if t is None:
+                    out.append(f"{'·' if i > x.last else ' ':>4}", style("logs--muted"))
+                else:
+                    out.append(f"{t:>4}", style("logs--committed" if i <= x.commit else "logs--uncommitted"))
+            out.append(f"   commit {x.commit}", style("logs--muted"))
+        self.update(out)
 
 
 class SimApp(App[None]):
@@ -35,7 +74,7 @@ class SimApp(App[None]):
     DEFAULT_CSS = """
     #sim-body { height: 1fr; }
     #sim-left { width: 3fr; }
-    #sim-cluster { height: auto; max-height: 16; }
+    #sim-cluster { height: auto; max-height: 12; }
     #sim-messages { width: 2fr; border: round $primary; padding: 0 1; }
     #sim-status { height: auto; padding: 0 1; background: $panel; }
     #sim-status.-failed { color: $down; text-style: bold; }
@@ -74,6 +113,7 @@ class SimApp(App[None]):
         with Horizontal(id="sim-body"):
             with Vertical(id="sim-left"):
                 yield ClusterPanel(id="sim-cluster").add_class("-active")
+                yield LogsView("", id="sim-logs")
                 yield TimelinePanel(id="sim-timeline").add_class("-active")
             yield Static("", id="sim-messages")
         yield Static("", id="sim-note")
@@ -81,6 +121,7 @@ class SimApp(App[None]):
 
     def on_mount(self) -> None:
         self.query_one("#sim-messages", Static).border_title = "Messages (newest first)"
+        self.query_one(LogsView).border_title = "Logs: the term of each entry (uncommitted marked)"
         self.show()
 
     # ----------------------------------------------------------------- drawing
@@ -92,6 +133,7 @@ class SimApp(App[None]):
             return
         f = rec.frames[k]
         self.query_one(ClusterPanel).state = f.state
+        self.query_one(LogsView).show(f.logs, f.state.leader_id)
         self.query_one(TimelinePanel).events = rec.timeline_at(k)
         playing = f"  ▶ {SPEEDS[self.speed]}/s" if self.playing else ""
         verdict = ("FAILED" if rec.failure else "passed") if k == len(rec.frames) - 1 else ""

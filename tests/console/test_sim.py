@@ -21,6 +21,8 @@ def test_a_seed_is_recorded_as_cluster_states_and_replays_the_same() -> None:
     leader = led[0].state.leader
     assert leader.role == "leader" and leader.term == led[0].state.term
     assert any(line.kind == "leader" and "leader is now s" in line.text for f in a.frames for line in f.lines)
+    end = a.frames[-1]
+    assert end.logs and all(x.terms and x.terms[-1][0] == x.last and x.commit <= x.last for x in end.logs)
     b = record(3, 5, 600)
     assert [f.note for f in b.frames] == [f.note for f in a.frames]      # a seed is one schedule
     tl = a.timeline_at(len(a.frames) - 1)
@@ -77,6 +79,7 @@ def test_the_console_steps_through_the_schedule_with_keys() -> None:
             await pilot.press("end")
             seen.append(app.k)
             status = str(app.query_one("#sim-status").render())
+            logs = str(app.query_one("#sim-logs").render())
             cluster = app.query_one("#sim-cluster").state
             await pilot.press("home")
             seen.append(app.k)
@@ -84,9 +87,10 @@ def test_the_console_steps_through_the_schedule_with_keys() -> None:
             await pilot.pause(0.3)
             playing = app.playing and app.k > 0
             await pilot.press("space")
-            return seen, status, cluster, playing
+            return seen, status, cluster, playing, logs
 
-    seen, status, cluster, playing = run(body())
+    seen, status, cluster, playing, logs = run(body())
+    assert logs.startswith("index") and f"commit {rec.frames[-1].logs[0].commit}" in logs
     assert seen[:2] == [2, 1] and seen[2] == rec.next_change(1) and seen[3] == len(rec.frames) - 1
     assert seen[4] == 0 and playing
     assert f"event {len(rec.frames)}/{len(rec.frames)}" in status and "passed" in status
