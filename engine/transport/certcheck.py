@@ -187,6 +187,19 @@ class CertRules:
         self._verdicts[pem] = verdict
         return verdict
 
+    def refusal_der(self, der: bytes | None) -> str | None:
+        """refusal() for a certificate in DER, as Python's ssl gives it
+        (ssl_object.getpeercert(binary_form=True)); None passes (no
+        certificate: nothing to check, as with etcd)."""
+        if not der:
+            return None
+        self._refresh_crl()
+        try:
+            cert = x509.load_der_x509_certificate(der)
+        except ValueError as e:
+            return f"cannot parse the certificate: {e}"
+        return self.identity_refusal(cert) or self.crl_refusal(cert)
+
     def identity_refusal(self, cert: x509.Certificate) -> str | None:
         """--peer-cert-allowed-cn / --peer-cert-allowed-hostname."""
         if self.allowed_cn and common_name(cert) != self.allowed_cn:

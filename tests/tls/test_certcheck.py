@@ -85,6 +85,14 @@ def test_crl_pem_and_der(pki, tmp_path):
     assert certcheck.CertRules(str(der)).refusal(_pem(pki, "mallory")) == why
 
 
+def test_der_certificates_as_python_ssl_gives_them(pki):
+    from cryptography.hazmat.primitives.serialization import Encoding as E
+    rules = certcheck.CertRules(pki.crl)
+    assert rules.refusal_der(_cert(pki, "alice").public_bytes(E.DER)) is None
+    assert "revoked" in rules.refusal_der(_cert(pki, "mallory").public_bytes(E.DER))
+    assert rules.refusal_der(None) is None
+
+
 def test_unusable_crl_refuses_every_certificate(tmp_path, pki):
     # etcd starts, then rejects every connection with the read error.
     rules = certcheck.CertRules(str(tmp_path / "missing.crl"))
