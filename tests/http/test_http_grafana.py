@@ -219,14 +219,11 @@ def test_console_poller_on_etcd_client_url(etcd) -> None:
     assert r.peer_rtt is None
 
 
-def test_cluster_source_carries_latency_to_the_rates(live) -> None:
+def test_cluster_source_carries_latency_to_the_rates(live, monkeypatch) -> None:
     """The console's data layer end to end: ClusterSource with the members'
     metrics URLs files each member's p99s in the Rates sample."""
-    import inspect
-
-    from raftui.source import ClusterSource
-    if "metrics_urls" not in inspect.signature(ClusterSource).parameters:
-        pytest.skip("ClusterSource takes no metrics_urls yet (CONSOLE-A)")
+    from raftui.source import ClusterSource, cluster_source
+    monkeypatch.setattr(cluster_source, "METRICS_EVERY", 0.0)   # a scrape every round, not every 2 s
     cluster, urls = live
     endpoints = [m.endpoint for m in cluster.members]
     leader = cluster.wait_leader(15.0)
