@@ -204,11 +204,7 @@ def parse_args(argv: Sequence[str] | None = None) -> MemberConfig:
                ("--peer-cert-file", ns.peer_cert_file), ("--peer-key-file", ns.peer_key_file),
                ("--peer-trusted-ca-file", ns.peer_trusted_ca_file),
                ("--peer-client-cert-auth", ns.peer_client_cert_auth))
-    if ns.peer_cert_allowed_cn and ns.peer_cert_allowed_hostname:
-        # etcd's words (pkg/transport TLSInfo); it stops at start too.
-        raise FlagError(f"AllowedCN and AllowedHostname are mutually exclusive "
-                        f"(cn={_go_quote(ns.peer_cert_allowed_cn)}, "
-                        f"hostname={_go_quote(ns.peer_cert_allowed_hostname)})")
+    _check_cert_rules(ns.peer_cert_allowed_cn, ns.peer_cert_allowed_hostname)
 
     return MemberConfig(
         name=name,
@@ -299,8 +295,14 @@ def _initial_cluster(text: str) -> dict[str, list[str]]:
     return members
 
 
-def _go_quote(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def _check_cert_rules(allowed_cn: str, allowed_hostname: str) -> None:
+    """Mutually exclusive, as in etcd (which stops at start with these words)."""
+    from engine.transport.certcheck import CertRuleError, CertRules
+
+    try:
+        CertRules("", allowed_cn, allowed_hostname)
+    except CertRuleError as e:
+        raise FlagError(str(e)) from None
 
 
 def _check_timing(heartbeat: int, election: int) -> None:

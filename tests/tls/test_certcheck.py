@@ -225,3 +225,14 @@ def test_the_dialing_side_checks_the_listeners_certificate(pki):
         assert await certcheck.dial_refusal(certcheck.CertRules(allowed_cn="m"),
                                             f"127.0.0.1:{free_port()}", ctx) is None
     asyncio.run(main())
+
+
+def test_the_member_flags():
+    from engine.cli.flags import FlagError, parse_args
+    cfg = parse_args(["--client-crl-file", "/c.crl", "--peer-crl-file=/p.crl", "--peer-cert-allowed-cn", "m"])
+    assert (cfg.client_crl_file, cfg.peer_crl_file, cfg.peer_cert_allowed_cn) == ("/c.crl", "/p.crl", "m")
+    assert certcheck.listener_rules(cfg, "client").crl_file == "/c.crl"
+    assert certcheck.listener_rules(parse_args([]), "peer") is None
+    with pytest.raises(FlagError) as e:
+        parse_args(["--peer-cert-allowed-cn=m", "--peer-cert-allowed-hostname=h"])
+    assert str(e.value) == 'AllowedCN and AllowedHostname are mutually exclusive (cn="m", hostname="h")'
