@@ -139,7 +139,7 @@ async def _catch_up(source, member: Member, clock: Callable[[], float]) -> str:
         if clock() >= deadline:
             why = (mine.error if mine is not None and not mine.ok else
                    "no leader" if target is None else f"applied {mine.applied_index} of {target}")
-            raise StepFailed(f"{member.label} did not catch up within {CATCH_UP_WITHIN:.0f}s ({why})")
+            raise StepFailed(f"{member.label} did not catch up within {CATCH_UP_WITHIN:g}s ({why})")
         await asyncio.sleep(LOOK_EVERY)      # between two looks at a member catching up
 
 

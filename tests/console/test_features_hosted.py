@@ -43,6 +43,19 @@ async def _fault_status(endpoint: str) -> fault_pb2.FaultStatus:
         return await fault_pb2_grpc.FaultStub(ch).Status(fault_pb2.FaultStatusRequest(), timeout=5)
 
 
+async def _paste_fill(pilot, *values: str) -> None:
+    """Fill the open form like `fill`, each value pasted (one Paste event, as a
+    terminal delivers a paste) instead of typed key by key: long txn texts
+    cost seconds typed."""
+    from textual import events
+
+    for value in values:
+        await pilot.press("ctrl+u")
+        pilot.app.focused.post_message(events.Paste(value))
+        await pilot.pause()
+        await pilot.press("enter")
+
+
 async def _move_to(pilot, matrix: LinkMatrix, row: int, col: int) -> None:
     """The matrix cursor to (row, col) with arrow keys (col >= 1: the names column is not a link)."""
     for _ in range(8):
@@ -154,7 +167,7 @@ def test_scrubber_steps_through_three_revisions_and_marks_compacted_ones(hosted,
             await until(pilot, lambda: screen(app).state.revision >= r4, what="the revision known")
             await pilot.press("R")
             await until(pilot, lambda: isinstance(app.screen, FormScreen), what="the form")
-            await fill(pilot, f"{key}/*", str(r3))
+            await _paste_fill(pilot, f"{key}/*", str(r3))
             scrub = await until(pilot, lambda: isinstance(app.screen, ScrubScreen) and app.screen,
                                 what="the scrubber")
 
@@ -216,8 +229,8 @@ def test_txn_view_names_the_failing_compare_and_the_value_it_met(hosted, key):
             (created,) = await _puts(endpoint, [(f"{key}/k", "one")])
             await pilot.press("x")
             await until(pilot, lambda: isinstance(app.screen, FormScreen), what="the txn form")
-            await fill(pilot, f'value("{key}/k") = "one"; mod("{key}/k") > "{created}"; version("{key}/none") = "0"',
-                       f"put {key}/k two", f"get {key}/k")
+            await _paste_fill(pilot, f'value("{key}/k") = "one"; mod("{key}/k") > "{created}"; '
+                                     f'version("{key}/none") = "0"', f"put {key}/k two", f"get {key}/k")
             txn = await until(pilot, lambda: isinstance(app.screen, TxnScreen) and app.screen, what="the txn view")
             rows = txn.rows()
             assert [r[1] for r in rows] == ["✓ held", "✗ FAILED", "✓ held"], rows
@@ -234,7 +247,7 @@ def test_txn_view_names_the_failing_compare_and_the_value_it_met(hosted, key):
             # The same txn, its compare now true: the then-branch writes, compares were read before it.
             await pilot.press("x")
             await until(pilot, lambda: isinstance(app.screen, FormScreen), what="the txn form again")
-            await fill(pilot, f'mod("{key}/k") = "{created}"', f"put {key}/k two", "")
+            await _paste_fill(pilot, f'mod("{key}/k") = "{created}"', f"put {key}/k two", "")
             txn = await until(pilot, lambda: isinstance(app.screen, TxnScreen) and app.screen, what="the txn view")
             assert txn.outcome.succeeded and txn.outcome.compared_at == txn.outcome.revision - 1
             assert txn.rows()[0][1] == "✓ held"
@@ -244,6 +257,7 @@ def test_txn_view_names_the_failing_compare_and_the_value_it_met(hosted, key):
 
 # ------------------------------------------------------------ watchers with lag
 
+@pytest.mark.soak     # ~5 s of writes; the default run checks the same path with stand-ins (test_watchers_lag)
 def test_watchers_show_a_slow_watcher_behind_with_events_waiting_and_the_console_own_watch(hosted, key):
     from engine.proto import rpc_pb2, rpc_pb2_grpc
     from raftui.widgets.watchers_panel import WatchersPanel
@@ -274,7 +288,7 @@ def test_watchers_show_a_slow_watcher_behind_with_events_waiting_and_the_console
                 async with grpc.aio.insecure_channel(endpoint) as ch:
                     kv = rpc_pb2_grpc.KVStub(ch)
                     value = b"x" * 1024
-                    for i in range(0, 2000, 50):
+                    for i in range(0, 1300, 50):
                         await asyncio.gather(*(kv.Put(rpc_pb2.PutRequest(key=prefix + b"%04d" % j, value=value),
                                                       timeout=10) for j in range(i, i + 50)))
                     await kv.Put(rpc_pb2.PutRequest(key=f"{key}/live/a".encode(), value=b"1"), timeout=10)

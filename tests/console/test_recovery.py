@@ -65,7 +65,8 @@ async def _last(gen) -> recovery.Progress:
     return progress
 
 
-def test_nospace_recovery_compacts_defrags_leader_last_disarms_and_checks_a_write():
+def test_nospace_recovery_compacts_defrags_leader_last_disarms_and_checks_a_write(monkeypatch):
+    monkeypatch.setattr(recovery, "LOOK_EVERY", 0.01)
     cluster = Cluster(lag=3)
     done = asyncio.run(_last(recovery.nospace_recovery(cluster, UP)))
     assert done.ok and done.finished and all(s.state == "done" for s in done.steps)
@@ -88,11 +89,11 @@ def test_a_failed_step_stops_everything_after_it():
 
 
 def test_rolling_defrag_waits_for_catch_up_and_gives_up_at_its_deadline(monkeypatch):
-    monkeypatch.setattr(recovery, "CATCH_UP_WITHIN", 1.0)
-    monkeypatch.setattr(recovery, "LOOK_EVERY", 0.05)
+    monkeypatch.setattr(recovery, "CATCH_UP_WITHIN", 0.3)
+    monkeypatch.setattr(recovery, "LOOK_EVERY", 0.02)
     done = asyncio.run(_last(recovery.rolling_defrag(Cluster(stuck=N2), UP)))
     assert [s.state for s in done.steps] == ["done", "failed", "skipped", "skipped"]
-    assert done.steps[1].detail == "n2 did not catch up within 1s (applied 90 of 100)"
+    assert done.steps[1].detail == "n2 did not catch up within 0.3s (applied 90 of 100)"
 
     class Down(Cluster):
         async def status_of(self, member_id, deadline=1.0):
