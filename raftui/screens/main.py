@@ -234,6 +234,7 @@ class MainScreen(Screen):
             "raftui",
             self._mode_text(state),
             auth,
+            self._lincheck_text(),
             f"selected {member.label}" if member else "",
             f"compacted {state.compact_revision}",
         ]
@@ -249,6 +250,20 @@ class MainScreen(Screen):
             bar = self.query_one("#title-bar", Static)
             bar.update(safe_text(text, limit=None), layout=False)     # the user name is data
             bar.set_class(auth_failed, "-auth-failed")
+
+    def _lincheck_text(self) -> str:
+        """The live check's verdict while one exists (`:lincheck`): ✓ with its ops, ✗, or … (no verdict yet)."""
+        from raftui.lincheck.ui import session_of
+
+        session = session_of(self.app)
+        if session is None:
+            return ""
+        st = session.status()
+        ops = f"{st.stats.ops:,} ops" if st.stats is not None else ""
+        if st.verdict is not None and st.verdict.valid is False:
+            return "lincheck ✗ not linearizable"
+        mark = "✓" if st.verdict is not None and st.verdict.valid else "…"
+        return f"lincheck {mark} {ops}".rstrip()
 
     def _auth_text(self) -> tuple[str, bool]:
         """The auth mark (--user): "auth on (root)", "auth off", "auth …" (not known yet),
