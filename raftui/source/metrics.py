@@ -340,9 +340,10 @@ async def fetch(url: str, *, tls: ssl.SSLContext | None = None, max_body: int | 
     try:
         reader, writer = await asyncio.open_connection(host, port, ssl=ctx, limit=MAX_HEAD,
                                                        server_hostname=host if ctx else None)
-    except (OSError, ssl.SSLError) as e:
-        raise FetchError(f"metrics: cannot connect to {host}:{port}: {e.strerror or e}"
-                         if isinstance(e, OSError) else f"metrics: TLS: {e}") from None
+    except ssl.SSLError as e:   # (an OSError too: first)
+        raise FetchError(f"metrics: TLS with {host}:{port}: {e.reason or e}") from None
+    except OSError as e:
+        raise FetchError(f"metrics: cannot connect to {host}:{port}: {e.strerror or e}") from None
     try:
         netloc = f"[{host}]" if ":" in host else host
         writer.write(f"GET {path} HTTP/1.0\r\nHost: {netloc}:{port}\r\nAccept: text/plain\r\n"

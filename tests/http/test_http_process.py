@@ -91,3 +91,22 @@ def test_metrics_and_https_gateway_on_a_raftnode_process(tmp_path, certs) -> Non
                             'grpc_service="etcdserverpb.KV",grpc_type="unary"}') == 1
         assert _value(text, "etcd_server_proposals_applied_total") >= 2
         assert _value(text, "process_resident_memory_bytes") > 0
+
+        # The console's scraper over https with the client's TLS files (etcd 3.4
+        # serves /metrics on its https client URL the same way).
+        import asyncio
+
+        from raftui.source import metrics as console_metrics
+        from raftui.source.connection import TlsFiles
+        tls = TlsFiles(str(certs / "ca.crt"), str(certs / "m.crt"), str(certs / "m.key"))
+        ep = cluster.endpoints[0]
+
+        async def scrape_twice():
+            poller = console_metrics.MetricsPoller({ep: client_http + "/metrics"}, tls=tls)
+            await poller.poll([ep], deadline=5.0)
+            return await poller.poll([ep], deadline=5.0)
+        r = asyncio.run(scrape_twice())[ep]
+        assert r.note == "" and r.wal_fsync is not None and r.backend_commit is not None
+        without = asyncio.run(console_metrics.MetricsPoller({ep: client_http + "/metrics"}).poll([ep], 5.0))[ep]
+        assert without.note.startswith("metrics: TLS with 127.0.0.1:"), without.note   # our CA is not trusted
+        assert without.wal_fsync is None
