@@ -28,6 +28,9 @@ from .cluster import LOOK_EVERY, ScenarioCluster
 from .script import DEFAULT_WITHIN, Loop, Ref, Script, Step
 
 CONNECT_WITHIN = 20.0            # the cluster must answer this fast before the first step
+# A put expected to be refused gets this long: a member that cannot commit (cut off, no quorum)
+# answers only with the deadline, and a refusal it can give at once (NOSPACE) comes at once.
+EXPECT_FAIL_DEADLINE = 2.0
 FILL_CHUNK = 256 * 1024
 
 
@@ -316,7 +319,7 @@ class Runner:
             self.acked[key] = value
             return text
         m = self._member(a["on"]) if a["on"] is not None else self._kv_member(self.state)
-        result = await self.cluster.put(m, key, value)
+        result = await self.cluster.put(m, key, value, deadline=EXPECT_FAIL_DEADLINE)
         if result.ok:
             self.acked[key] = value
             raise StepFailed(f"the put was accepted ({result.text}); expected it refused"

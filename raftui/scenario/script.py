@@ -63,7 +63,7 @@ ALLOWED_FLAGS = ("--snapshot-count", "--experimental-snapshot-catchup-entries", 
                  "--auto-compaction-mode", "--max-request-bytes")
 
 STEP_HELP = """\
-put KEY VALUE [on MEMBER] [expect fail | expect TEXT]   write (expect: the put must be refused)
+put KEY VALUE [on MEMBER] [expect fail | expect TEXT]   write (expect: refused, or not done within 2s)
 delete KEY                                              delete one key
 fill KEY until nospace [max SIZE] | fill KEY SIZE       overwrite KEY with 256 KiB values
 assert committed KEY                                    KEY holds the value last acknowledged here
