@@ -8,6 +8,7 @@ after the end goes back. Server text is drawn through raftui/render.py.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import AsyncIterator, Callable
 
 from rich.text import Text
@@ -86,6 +87,13 @@ class RecoveryScreen(ModalScreen[Progress | None]):
     def action_close(self) -> None:
         if not self.progress.finished:
             self.workers.cancel_group(self, "recovery")
+            running = self.progress.running
+            at = self.progress.steps.index(running) + 1 if running is not None else 0
+            self.progress = dataclasses.replace(
+                self.progress, finished=True, ok=False,
+                summary=f"{self.progress.name} stopped by the operator" + (f" at step {at}" if at else ""))
+            if self._on_finish is not None:
+                self._on_finish(self.progress)
         self.dismiss(self.progress)
 
     def shown_steps(self) -> list[tuple[str, str]]:

@@ -17,6 +17,7 @@ from engine.transport.fault_service import add_fault_service
 from engine.transport.faults import MAX_PEERS, Direction, FaultFilter
 from raftui.app import RaftuiApp
 from raftui.screens.confirm import ConfirmScreen
+from raftui.screens.form import FormScreen
 from raftui.screens.links import LinksScreen
 from raftui.source import links
 from raftui.source.faults import IN, OUT, FaultView, view_of
@@ -191,6 +192,11 @@ class LinkSource(FakeSource):
         self.calls.append(("cut", src, dst, cut))
         return ActionResult(True, f"cut {src:x} -> {dst:x}")
 
+    async def link_drop_delay(self, src, dst, drop_percent=None, delay_ms=None):
+        from raftui.source import ActionResult
+        self.calls.append(("drop/delay", src, dst, drop_percent, delay_ms))
+        return ActionResult(True, "set")
+
     async def refresh_faults(self):
         return self.state
 
@@ -231,6 +237,18 @@ def test_the_matrix_at_80x24_shows_a_one_way_cut_and_asks_before_cutting():
             await pilot.press("left", "space")              # n1 -> n2 is cut: space opens it, unasked
             await until(pilot, lambda: source.calls[-1] == ("cut", N1, N2, False), what="the link opened")
             assert isinstance(app.screen, LinksScreen)
+            await pilot.press("d")                          # n1 -> n2's drop %: asked, then confirmed
+            form = await until(pilot, lambda: isinstance(app.screen, FormScreen) and app.screen, what="the form")
+            assert form.query_one("#field-drop").value == "0"
+            await pilot.press("ctrl+u", "3", "0", "enter")
+            confirm = await until(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen)
+            assert confirm.query_one("#confirm-question").render().plain.startswith("Drop 30% of n1 → n2's")
+            await pilot.press("y")
+            await until(pilot, lambda: source.calls[-1] == ("drop/delay", N1, N2, 30, None), what="the drop sent")
+            await pilot.press("l")
+            await until(pilot, lambda: isinstance(app.screen, FormScreen), what="the delay form")
+            await pilot.press("ctrl+u", "0", "enter")       # 0 clears the rule: nothing to ask
+            await until(pilot, lambda: source.calls[-1] == ("drop/delay", N1, N2, None, 0), what="the delay cleared")
             await pilot.press("escape")
             await until(pilot, lambda: not isinstance(app.screen, LinksScreen))
     run(body(), timeout=30)
