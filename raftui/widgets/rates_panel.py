@@ -37,35 +37,42 @@ class RateRow(Horizontal):
         self.query_one(Sparkline).data = values or [0.0]
 
 
+LATENCY_HEADER = "p99 since the last /metrics scrape"
+
+
 def duration(q: Quantile | None) -> Text:
-    """A p99 as a short text: 850µs, 12.3ms, 1.20s; '-' when not exported or
-    nothing observed yet; dim when held (nothing observed since the last scrape)."""
+    """A p99 in at most five characters: 850µs, 3.9ms, 31ms, 1.2s; '-' when
+    not exported or nothing observed yet; dim when held (nothing observed
+    since the last scrape)."""
     if q is None or q.seconds is None:
         return Text("-", style="dim")
     v = q.seconds
-    if v < 0.001:
+    # (the bounds are where rounding would make the next unit's text)
+    if v < 0.0009995:
         text = f"{v * 1e6:.0f}µs"
-    elif v < 1:
-        text = f"{v * 1e3:.3g}ms"
+    elif v < 0.00995:
+        text = f"{v * 1e3:.1f}ms"
+    elif v < 0.9995:
+        text = f"{v * 1e3:.0f}ms"
+    elif v < 9.95:
+        text = f"{v:.1f}s"
     else:
-        text = f"{v:.3g}s"
+        text = f"{min(v, 99999):.0f}s"
     return Text(text, style="dim" if q.held else "")
 
 
-def latency_line(name: str, lat: MemberLatency) -> Text:
-    """One member's latency row. Every string that came from outside (the
-    member's name, a server's error text) goes through safe_text."""
-    line = Text(no_wrap=True, end="")
-    line.append_text(safe_text(f"{name[:8]:<8} "))
+def latency_line(name: str, lat: MemberLatency, width: int = 8) -> Text:
+    """One member's latency row (~37 columns with a 2-letter name). Every
+    string that came from outside (the member's name, a server's error
+    text) goes through safe_text."""
+    line = Text(no_wrap=True, overflow="ellipsis", end="")
+    line.append_text(safe_text(f"{name[:8]:<{width}} "))
     if lat.note and lat.wal_fsync is None and lat.backend_commit is None and lat.peer_rtt is None:
         line.append_text(safe_text(lat.note, "dim", limit=120))
         return line
-    line.append("p99 fsync ")
-    line.append_text(duration(lat.wal_fsync))
-    line.append(" commit ")
-    line.append_text(duration(lat.backend_commit))
-    line.append(" rtt ")
-    line.append_text(duration(lat.peer_rtt))
+    for label, q in (("fsync", lat.wal_fsync), ("commit", lat.backend_commit), ("rtt", lat.peer_rtt)):
+        line.append(f"{label} " if label == "fsync" else f" {label} ")
+        line.append_text(duration(q))
     return line
 
 
@@ -110,17 +117,22 @@ class RatesPanel(Vertical):
         await self._show_latency(getattr(last, "latency", ()))
 
     async def _show_latency(self, latency: tuple[tuple[str, MemberLatency], ...]) -> None:
-        """A text row per member, mounted after the rate rows (none until the
-        source scrapes /metrics, so panels without it look as before)."""
+        """A header and a text row per member, mounted after the rate rows
+        (none until the source scrapes /metrics, so panels without it look
+        as before). One line each, cut with an ellipsis when narrow."""
         names = tuple(name for name, _ in latency)
         if names != self._latency_rows:
             await self.query(".latency-row").remove()
             self._latency_rows = names
-            await self.mount_all([Static("", id=f"rate-l{i}", classes="latency-row")
-                                  for i in range(len(names))])
+            rows = [Static(LATENCY_HEADER, id="rate-lh", classes="latency-row", markup=False)] if names else []
+            rows += [Static("", id=f"rate-l{i}", classes="latency-row") for i in range(len(names))]
+            for row in rows:
+                row.styles.height = 1
+            await self.mount_all(rows)
+        width = max((len(n[:8]) for n in names), default=2)
         for i, (name, lat) in enumerate(latency):
             try:
                 row = self.query_one(f"#rate-l{i}", Static)
             except NoMatches:
                 continue
-            row.update(latency_line(name, lat), layout=False)
+            row.update(latency_line(name, lat, width), layout=False)

@@ -262,9 +262,15 @@ def test_latency_line_is_plain_text() -> None:
     assert "[red]boom[/]" in line.plain and "\x1b" not in line.plain and "\x07" not in line.plain
     assert line.spans == [] or all(s.style in ("", "dim") for s in line.spans)
     ok = MemberLatency("u", Quantile(0.0012, 5), Quantile(0.0004, 3), Quantile(0.2, 0, held=True))
-    assert latency_line("n1", ok).plain == "n1       p99 fsync 1.2ms commit 400µs rtt 200ms"
-    assert latency_line("n2", MemberLatency("u", Quantile(None), None, None)).plain == \
-        "n2       p99 fsync - commit - rtt -"
+    assert latency_line("n1", ok, 2).plain == "n1 fsync 1.2ms commit 400µs rtt 200ms"
+    assert latency_line("n2", MemberLatency("u", Quantile(None), None, None), 2).plain == \
+        "n2 fsync - commit - rtt -"
+    from raftui.widgets.rates_panel import duration
+    shown = [duration(Quantile(v)).plain for v in (0.00085, 0.0039, 0.0314, 0.999, 1.2, 12.0, 0.0)]
+    assert shown == ["850µs", "3.9ms", "31ms", "999ms", "1.2s", "12s", "0µs"]
+    edges = (0.0009996, 0.009996, 0.9996, 9.96, 1e9)
+    assert [duration(Quantile(v)).plain for v in edges] == ["1.0ms", "10ms", "1.0s", "10s", "99999s"]
+    assert all(len(duration(Quantile(v)).plain) <= 6 for v in (*edges, 0.00099949, 0.0099499, 0.99949))
 
 
 def test_rates_panel_shows_latency_rows() -> None:
@@ -296,8 +302,10 @@ def test_rates_panel_shows_latency_rows() -> None:
             panel.rates = (sample(()), sample(lat))
             await pilot.pause()
             rows = [str(r.render()) for r in panel.query(".latency-row")]
-            assert rows == ["n1       p99 fsync 2.1ms commit 900µs rtt 300µs",
-                            "[b]n2    metrics: HTTP 500 [red]x[/]"]
+            assert rows == ["p99 since the last /metrics scrape",
+                            "n1    fsync 2.1ms commit 900µs rtt 300µs",
+                            "[b]n2 metrics: HTTP 500 [red]x[/]"]
+            assert all(r.region.height == 1 for r in panel.query(".latency-row"))
             children = list(panel.children)
             assert children.index(panel.query_one("#rate-l0")) > children.index(panel.query_one("#rate-m1"))
     asyncio.run(body())
