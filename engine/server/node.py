@@ -361,7 +361,8 @@ class Node(ReadyLoop, Applying, Housekeeping):
         deadline = time.monotonic() + 10
         while True:
             try:
-                info = await fetch_members(urls, tls=self._peer_credentials())
+                info = await fetch_members(urls, tls=self._peer_credentials(),
+                                           dial_check=certcheck.peer_dial_check(cfg))
                 break
             except ConnectionError as e:
                 if time.monotonic() > deadline:

@@ -904,11 +904,20 @@ class PeerTransport:
 
 
 async def fetch_members(urls: Sequence[str], timeout: float = 2.0,
-                        tls: grpc.ChannelCredentials | None = None) -> peer_pb2.MembersResponse:
-    """Ask the first peer that answers for the cluster's member list."""
-    last: Exception | None = None
+                        tls: grpc.ChannelCredentials | None = None,
+                        dial_check: Callable[[str], Awaitable[str | None]] | None = None,
+                        ) -> peer_pb2.MembersResponse:
+    """Ask the first peer that answers for the cluster's member list. A
+    peer whose certificate `dial_check` refuses is not asked (as the
+    transport's own dials)."""
+    last: Exception | str | None = None
     for url in urls:
         target, secure = url_target(url)
+        if secure and dial_check is not None:
+            refused = await dial_check(target)
+            if refused is not None:
+                last = f"certificate of {url} refused: {refused}"
+                continue
         channel = (grpc.aio.secure_channel(target, tls) if secure and tls is not None
                    else grpc.aio.insecure_channel(target))
         try:
@@ -918,7 +927,8 @@ async def fetch_members(urls: Sequence[str], timeout: float = 2.0,
             last = e
         finally:
             await channel.close()
-    raise ConnectionError(f"no peer answered at {', '.join(urls)}: {last and last.details()}")
+    why = last.details() if isinstance(last, grpc.aio.AioRpcError) else last
+    raise ConnectionError(f"no peer answered at {', '.join(urls)}: {why}")
 
 
 async def _close_channel(channel: grpc.aio.Channel) -> None:

@@ -224,3 +224,28 @@ def test_everything_the_core_sends_passes() -> None:
     for t in (raftpb.MsgApp, raftpb.MsgHeartbeat, raftpb.MsgVote, raftpb.MsgPreVote,
               raftpb.MsgSnap, raftpb.MsgAppResp):
         assert t in seen, t
+
+
+def test_a_joiner_does_not_ask_a_peer_whose_certificate_it_refuses():
+    """--initial-cluster-state existing: the member list is fetched only
+    from a peer whose certificate passes the dial check (allowed CN or
+    hostname, CRL), as every other dial of the transport."""
+    import asyncio
+
+    import grpc
+    import pytest
+
+    from engine.transport.transport import fetch_members
+
+    asked: list[str] = []
+
+    async def refuse(target: str) -> str:
+        asked.append(target)
+        return "CN intruder not allowed"
+
+    async def main():
+        with pytest.raises(ConnectionError, match="certificate of https://127.0.0.1:9 refused: CN intruder"):
+            await fetch_members(["https://127.0.0.1:9"], timeout=0.5,
+                                tls=grpc.ssl_channel_credentials(), dial_check=refuse)
+    asyncio.run(main())
+    assert asked == ["127.0.0.1:9"]
