@@ -246,3 +246,42 @@ def test_cluster_source_carries_latency_to_the_rates(live, monkeypatch) -> None:
     assert sorted(latency) == sorted(m.label for m in state.members)
     for lat in latency.values():
         assert lat.note == "" and lat.wal_fsync.observed >= 1 and lat.wal_fsync.seconds > 0
+
+
+@pytest.mark.soak
+def test_the_check_says_the_same_of_real_etcd(etcd_binaries, live, tmp_path) -> None:
+    """The tool itself against a 3-member etcd 3.4.23 with the same traffic:
+    every panel has data there too (the evaluator is not just agreeing with
+    raftnode), and etcd's peer RTT family, once written (5 s after start),
+    has the same type, labels and bucket bounds as raftnode's."""
+    from tests.support import etcd as support_etcd
+    real = support_etcd.start_etcd_cluster(tmp_path / "etcd3", size=3)
+    try:
+        urls = real.client_urls
+        traffic = _Traffic(real.endpoints[0])
+        try:
+            first, texts = _scrape_all(urls)
+            traffic.puts(20)
+            deadline = time.monotonic() + 20
+            while True:   # etcd commits its backend every 100 ms and writes RTT after 5 s
+                second, more = _scrape_all(urls)
+                rows = grafana_check.check([first, second], grafana_check.merged_families(texts + more),
+                                           grafana_check.load_reference(), grafana_check.load_dashboard())
+                if all(r.data for r in rows) and "etcd_network_peer_round_trip_time_seconds_bucket" in \
+                        grafana_check.families(more[0]) or time.monotonic() > deadline:
+                    break
+        finally:
+            traffic.close()
+        assert [r for r in rows if not r.data] == [], grafana_check.markdown(rows)
+
+        def bounds(text: str) -> list[str]:
+            import re
+            first_to = re.search(r'^etcd_network_peer_round_trip_time_seconds_bucket\{To="([0-9a-f]+)"', text, re.M)
+            return re.findall(rf'^etcd_network_peer_round_trip_time_seconds_bucket\{{To="{first_to.group(1)}",'
+                              r'le="([^"]+)"\}', text, re.M)
+        ours = grafana_check.scrape(live[1][0])
+        assert bounds(ours) == bounds(more[0]) and len(bounds(ours)) == 17
+        assert grafana_check.families(ours)["etcd_network_peer_round_trip_time_seconds_bucket"] == \
+            grafana_check.families(more[0])["etcd_network_peer_round_trip_time_seconds_bucket"]
+    finally:
+        real.stop()
