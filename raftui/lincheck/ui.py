@@ -40,7 +40,7 @@ from raftui.widgets.timeline_panel import TimelinePanel
 from .live import LiveSession, LiveStatus, OpLine, Verdict
 from .workload import Config
 
-BAR_WIDTH = 36
+BAR_WIDTH = 24
 NEMESIS_KINDS = {"partition", "heal", "fault", "host", "killed", "paused", "down", "up", "leader"}
 _SESSIONS: "weakref.WeakKeyDictionary[App, LiveSession]" = weakref.WeakKeyDictionary()
 
@@ -115,7 +115,7 @@ def _verdict_line(st: LiveStatus) -> str:
 def draw_counterexample(lines: tuple[OpLine, ...], width: int = BAR_WIDTH, ok_style="", bad_style="",
                         muted="") -> Text:
     """One bar per operation on a shared axis: |----| from invoke to completion, |~~~> never completed."""
-    out = Text(end="")
+    out = Text(end="", no_wrap=True, overflow="ellipsis")
     if not lines:
         return out
     end = max([x.end_ms for x in lines if x.end_ms is not None] + [x.start_ms for x in lines]) or 1.0
@@ -136,8 +136,8 @@ def draw_counterexample(lines: tuple[OpLine, ...], width: int = BAR_WIDTH, ok_st
             out.append("\n")
         out.append(f"{escape(x.process, limit=8):>5} ", muted)
         out.append(f"{bar:<{width}}", bad_style if n == len(lines) - 1 else ok_style)
-        out.append(f" {when} ms  ", muted)
-        out.append(escape(x.text, limit=120))
+        out.append(f"  {escape(x.text, limit=120)}")
+        out.append(f"  {when} ms", muted)
     return out
 
 
@@ -151,7 +151,7 @@ class LincheckPanel(Vertical):
     LincheckPanel > #lincheck-verdict.-ok { color: $up; }
     LincheckPanel > #lincheck-verdict.-bad { color: $down; }
     LincheckPanel > #lincheck-cex { height: 1fr; }
-    LincheckPanel #lincheck-timeline { text-wrap: nowrap; }
+    LincheckPanel #lincheck-timeline { text-wrap: nowrap; text-overflow: ellipsis; }
     LincheckPanel > #lincheck-saved { height: auto; color: $muted; }
     LincheckPanel > .lincheck--muted { color: $muted; }
     LincheckPanel > .lincheck--ok { color: $foreground; }

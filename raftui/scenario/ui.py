@@ -99,11 +99,13 @@ class ScenarioPanel(Vertical):
         self.rows = tuple(rows)
 
     def finished(self, report: Report) -> None:
+        """The verdict under the steps: the first line, and for a failure what was seen instead
+        (report.text() is escaped already; every line of it when the scenario was not possible)."""
         result = self.query_one("#scenario-result", Static)
-        result.update(Text(escape(report.text().splitlines()[0], limit=300)))
+        lines = report.text().splitlines()
+        shown = lines if report.not_possible else lines[:1] if report.ok else lines[:2]
+        result.update(Text("\n".join(shown)))
         result.set_classes("-pass" if report.ok else "-fail")
-        if report.not_possible:
-            result.update(Text("\n".join(escape(line, limit=300) for line in report.text().splitlines())))
 
     def watch_rows(self) -> None:
         self.query_one("#scenario-lines", Static).update(self._render_steps())
@@ -159,12 +161,13 @@ class ScenarioScreen(Screen[Report | None]):
     ]
 
     def __init__(self, script: Script, source: ClusterSource, host: ClusterHost | None = None,
-                 *, readonly: bool = False) -> None:
+                 *, readonly: bool = False, autostart: bool = True) -> None:
         super().__init__()
         self.script = script
         self.source = source
         self.host = host
         self.readonly = readonly
+        self.autostart = autostart          # False: shown, not run (snapshots feed it events)
         self.report: Report | None = None
         self.running = False
 
@@ -195,7 +198,8 @@ class ScenarioScreen(Screen[Report | None]):
     def on_mount(self) -> None:
         self._show_state()
         self.set_interval(0.5, self._show_state)
-        self._start()
+        if self.autostart:
+            self._start()
 
     def _show_state(self) -> None:
         if not self.is_attached:        # a runner event after the screen was closed

@@ -220,7 +220,7 @@ def test_the_panel_draws_the_counterexample_as_a_timeline(tmp_path) -> None:
     assert "NOT linearizable ✗" in verdict and status.verdict.key in verdict
     rows = timeline.splitlines()
     assert len(rows) == len(status.verdict.counterexample) >= 2
-    assert all("|" in r and " ms " in r for r in rows) and any("read ->" in r for r in rows)
+    assert all("|" in r and r.endswith(" ms") for r in rows) and any("read ->" in r for r in rows)
     assert "raftui lincheck" in saved
 
 
@@ -265,3 +265,39 @@ def test_the_live_check_says_linearizable_on_a_healthy_hosted_cluster(raftnode_b
     assert status.verdict.valid is True and status.stats.ok >= 150 and not status.error
     assert f"linearizable ✓ ({status.verdict.ops:,} ops)" in verdict
     assert replay.main([status.saved]) == 0
+
+
+class _FixedSession:
+    """What the screen reads from a run (status()), fixed: a snapshot needs no workload."""
+
+    def __init__(self, status) -> None:
+        self._status = status
+        self.workload = type("W", (), {"stats": lambda _self: status.stats})()
+
+    def status(self):
+        return self._status
+
+
+def test_lincheck_screen_snapshot(snap_compare, fixed_clock_and_tz, monkeypatch) -> None:
+    """README's picture: a violation's counterexample as the panel draws it (fixed data)."""
+    from raftui.app import RaftuiApp
+    from raftui.lincheck import ui
+    from raftui.lincheck.live import LiveStatus, OpLine, Verdict
+    from raftui.lincheck.workload import Stats
+
+    from .fake_state import STATE, FakeSource
+
+    cex = (OpLine("p2", 0.0, 1.2, "#5 p2 @m1 write 'c2-2'"), OpLine("p1", 0.4, 1.4, "#6 p1 @m1 write 'c1-2'"),
+           OpLine("p1", 1.4, 1.9, "#9 p1 @m1 read -> 'c2-2'"), OpLine("p0", 1.4, 2.5, "#10 p0 @m1 read -> 'c1-2'"))
+    status = LiveStatus(Stats(395, 380, 9, 6, 41.5, (("DEADLINE_EXCEEDED: Deadline Exceeded", 15),), False, False),
+                        Verdict(False, 395, 0.04, "lincheck/33fcddf9/k0", cex, ""), 0.0, True,
+                        "/home/op/.local/share/raftui/lincheck/lincheck-33fcddf9.jsonl")
+
+    async def show(pilot):
+        monkeypatch.setitem(ui._SESSIONS, pilot.app, _FixedSession(status))
+        pilot.app.push_screen(ui.LincheckScreen(pilot.app.source))
+        await pilot.pause(0.3)
+        await pilot.pause()
+
+    app = RaftuiApp(lambda: FakeSource(STATE), theme="dark", mode_label="hosting 3 members", live=False)
+    assert snap_compare(app, terminal_size=(120, 32), run_before=show)

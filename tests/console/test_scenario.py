@@ -281,3 +281,37 @@ def test_printed_reports_carry_no_control_characters() -> None:
     for text in (ev.line(), report.text()):
         assert not any(ord(c) < 0x20 and c != "\n" or 0x7f <= ord(c) < 0xa0 for c in text), repr(text)
         assert "\\x1b" in text
+
+
+def test_scenario_screen_snapshot(snap_compare, fixed_clock_and_tz) -> None:
+    """README's picture: leader isolation stopped at a failed step, fed fixed events (no cluster)."""
+    from raftui.app import RaftuiApp
+    from raftui.scenario.runner import Report
+    from raftui.scenario.ui import ScenarioPanel, ScenarioScreen
+
+    from .fake_state import STATE, FakeSource
+
+    script = resolve("leader-isolation")
+    steps = script.flat()
+    results = ["n1 leads term 7", "put iso/before at revision 512 (via n1)", "$old = n1",
+               "partitioned {n1} | {n2, n3}", "n2 leads term 8", "put iso/during at revision 513 (via n2)"]
+
+    from raftui.scenario.runner import StepEvent
+
+    async def show(pilot):
+        screen = ScenarioScreen(script, pilot.app.source, autostart=False)
+        pilot.app.push_screen(screen)
+        await pilot.pause(0.2)
+        panel = screen.query_one(ScenarioPanel)
+        for step, text in zip(steps, results):
+            panel.step_event(StepEvent("start", step))
+            panel.step_event(StepEvent("done", step, text, 0.3))
+        failed = StepEvent("fail", steps[6], "the put was accepted (put iso/lost at revision 514 (via n1)); "
+                                             "expected it refused", 0.1)
+        panel.step_event(StepEvent("start", steps[6]))
+        panel.step_event(failed)
+        panel.finished(Report(script, failed=failed, steps_run=7, seconds=6.4))
+        await pilot.pause()
+
+    app = RaftuiApp(lambda: FakeSource(STATE), theme="dark", mode_label="hosting 3 members", live=False)
+    assert snap_compare(app, terminal_size=(120, 32), run_before=show)

@@ -95,3 +95,18 @@ def test_the_console_steps_through_the_schedule_with_keys() -> None:
     assert seen[4] == 0 and playing
     assert f"event {len(rec.frames)}/{len(rec.frames)}" in status and "passed" in status
     assert cluster is rec.frames[-1].state
+
+
+def test_sim_screen_snapshot(snap_compare, fixed_clock_and_tz) -> None:
+    """README's picture: seed 3's schedule on 5 nodes at its first frame where a leader
+    stands and the logs differ (a seed is one schedule, so this frame is always the same)."""
+    rec = record(3, 5, 600)
+    k = next(f.index for f in rec.frames if f.state.leader_id and len({x.terms[-1][1] for x in f.logs if x.terms}) >= 2
+             and any(x.last > x.commit for x in f.logs))
+
+    async def show(pilot):
+        pilot.app.k = k
+        pilot.app.show()
+        await pilot.pause()
+
+    assert snap_compare(SimApp(rec), terminal_size=(120, 36), run_before=show)
