@@ -25,6 +25,7 @@ import dataclasses
 import email.utils
 import logging
 import ssl as _ssl
+import time
 import urllib.parse
 from typing import AsyncIterator, Awaitable, Callable
 
@@ -206,9 +207,16 @@ async def _read_chunked(reader: asyncio.StreamReader, max_body: int) -> bytes:
 class HttpServer:
     """Listeners on one or more addresses, all answered by `handler`."""
 
-    def __init__(self, handler: Handler, *, max_body: int) -> None:
+    def __init__(self, handler: Handler, *, max_body: int,
+                 refuse_peer: Callable[[bytes | None], str | None] | None = None) -> None:
+        """`refuse_peer(der)`: on a TLS connection, once its handshake is done,
+        why the client's certificate (DER, None without one) is refused, or
+        None; a refused connection is closed before anything is read, as
+        etcd's TLS listener closes it (its --client-crl-file)."""
         self._handler = handler
         self._max_body = max_body
+        self._refuse_peer = refuse_peer
+        self._last_refusal_log = float("-inf")
         self._servers: list[asyncio.base_events.Server] = []
         self._conns: set[asyncio.Task] = set()
         self._stopping = False
@@ -241,6 +249,8 @@ class HttpServer:
             return
         self._conns.add(task)
         try:
+            if self._refused(writer):
+                return
             await self._serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError, _ssl.SSLError):
             pass
@@ -251,6 +261,19 @@ class HttpServer:
         finally:
             self._conns.discard(task)
             writer.close()
+
+    def _refused(self, writer: asyncio.StreamWriter) -> bool:
+        ssl_object = writer.get_extra_info("ssl_object")
+        if self._refuse_peer is None or ssl_object is None:
+            return False
+        why = self._refuse_peer(ssl_object.getpeercert(binary_form=True))
+        if why is None:
+            return False
+        now = time.monotonic()
+        if now - self._last_refusal_log >= 1.0:   # a client retrying in a loop gets one line a second
+            self._last_refusal_log = now
+            log.warning("rejected connection from %r (error %r)", writer.get_extra_info("peername"), why)
+        return True
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         first = True

@@ -13,8 +13,9 @@ A metrics listener (etcd's --listen-metrics-urls) answers /metrics and
 with etcd's default CORS headers (`--cors=*`) and OPTIONS preflights. An
 https URL is served with the member's client TLS files (--cert-file,
 --key-file; a --trusted-ca-file or --client-cert-auth requires and verifies
-client certificates, as etcd does). The member is reached only through its
-KVServer.
+client certificates, as etcd does; a --client-crl-file refuses a revoked
+client's connection after the handshake, as etcd's listener does). The member
+is reached only through its KVServer.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import urllib.parse
 from typing import Iterable
 
 from engine.server.kvserver import KVServer
+from engine.transport import certcheck
 
 from . import health
 from .metrics import CONTENT_TYPE, Metrics
@@ -71,7 +73,12 @@ class HttpService:
         else:
             cfg = self.kvs.config
             handler, max_body = self._client_handler, 2 * cfg.max_request_bytes + (1 << 20)
-        server = HttpServer(handler, max_body=max_body)
+        # etcd's TLS listeners check --client-crl-file on every connection,
+        # HTTP ones included (its metrics URLs take the client TLS files too).
+        rules = certcheck.listener_rules(self.kvs.config, "client") \
+            if any(u.startswith("https:") for u in urls) else None
+        server = HttpServer(handler, max_body=max_body,
+                            refuse_peer=rules.refusal_der if rules is not None else None)
         self._servers.append(server)
         bound = []
         for url in urls:
