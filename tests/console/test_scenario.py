@@ -315,3 +315,24 @@ def test_scenario_screen_snapshot(snap_compare, fixed_clock_and_tz) -> None:
 
     app = RaftuiApp(lambda: FakeSource(STATE), theme="dark", mode_label="hosting 3 members", live=False)
     assert snap_compare(app, terminal_size=(120, 32), run_before=show)
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("name", library.names())
+def test_every_shipped_scenario_passes_headless_on_hosted_raftnode(raftnode_binary, tmp_path, name) -> None:
+    """Soak (-m soak, ~90 s in all): each shipped scenario, `raftui run NAME` hosting its own members."""
+    proc = subprocess.run([sys.executable, "-m", "raftui", "run", name, "--data-dir", str(tmp_path / "d")],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "PASSED" in proc.stdout
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("name", ["rolling-restart", "nospace-recovery", "leader-transfer"])
+def test_process_scenarios_pass_on_hosted_etcd(etcd_binaries, tmp_path, name) -> None:
+    """Soak: the scenarios without Fault steps on hosted real etcd 3.4.23 (raftui run --etcd)."""
+    etcd, _ = etcd_binaries
+    proc = subprocess.run([sys.executable, "-m", "raftui", "run", name, "--etcd", str(etcd),
+                           "--data-dir", str(tmp_path / "d")], cwd=ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
