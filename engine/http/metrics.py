@@ -14,7 +14,8 @@ Names, types, help texts, labels and units are etcd 3.4.23's (as its
     and, once the store and the transport count them, etcd_mvcc_put/delete/
     range/txn_total, etcd_network_peer_sent/received_bytes_total and
     etcd_network_peer_sent_failures_total (messages lost before a peer got
-    them: queue full or stream down, as etcd counts them);
+    them: queue full or stream down, as etcd counts them) and
+    etcd_network_active_peers{Local,Remote};
   * counted here: etcd_server_health_success / health_failures (/health),
     grpc_server_started_total, handled_total, msg_received_total,
     msg_sent_total and etcd_network_client_grpc_received/sent_bytes_total
@@ -149,6 +150,7 @@ class ServerCollector:
         self._kvs = kvs
         self.health_success = 0
         self.health_failures = 0
+        self._ever_active: set[int] = set()   # peers whose stream was up at a scrape
 
     def collect(self) -> Iterator[Metric]:
         kvs = self._kvs
@@ -228,6 +230,7 @@ class ServerCollector:
                 received.add_metric([f"{peer:x}"], into)
             yield sent
             yield received
+        yield from self._active_peers(kvs, traffic)
         failures = getattr(kvs, "peer_send_failures", None)
         failures = {p: n for p, n in (failures() if failures is not None else {}).items() if n > 0}
         if failures:   # etcd makes a peer's child on its first failure
@@ -236,6 +239,26 @@ class ServerCollector:
             for peer, n in sorted(failures.items()):
                 family.add_metric([f"{peer:x}"], n)
             yield family
+
+
+    def _active_peers(self, kvs: KVServer, peers) -> Iterator[Metric]:
+        """etcd_network_active_peers{Local,Remote}: etcd increments a peer's
+        gauge when its stream comes up and decrements it when it goes down,
+        so a peer that was ever active is written, 1 or 0."""
+        active = getattr(kvs, "peer_active_since", None)
+        if active is None:
+            return
+        for peer in peers:
+            if active(peer) is not None:
+                self._ever_active.add(peer)
+        if not self._ever_active:
+            return
+        family = GaugeMetricFamily("etcd_network_active_peers", "The current number of active peer connections.",
+                                   labels=["Local", "Remote"])
+        for peer in sorted(self._ever_active):
+            family.add_metric([f"{kvs.member_id:x}", f"{peer:x}"],
+                              1 if peer in peers and active(peer) is not None else 0)
+        yield family
 
 
 def _counts(kvs: KVServer) -> dict[str, int]:

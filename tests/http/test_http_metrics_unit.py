@@ -122,3 +122,23 @@ def test_peer_send_failures_only_for_peers_that_failed() -> None:
     assert re.search(r'^etcd_network_peer_sent_failures_total\{To="cd"\} 7(\.0)?$', text, re.M)
     assert 'sent_failures_total{To="ab"}' not in text
     assert "sent_failures" not in asyncio.run(Metrics(_FakeKVS()).render()).decode()
+
+
+def test_active_peers_as_etcd_counts_them() -> None:
+    """etcd_network_active_peers{Local,Remote}: 1 while the peer's stream is
+    up, 0 once it went down (etcd's gauge is incremented and decremented, its
+    child stays), nothing for a peer never seen up."""
+    up = {0xab: 1.0, 0xcd: None}
+
+    class Peers(_FakeKVS):
+        def peer_active_since(self, peer: int):
+            return up.get(peer)
+    m = Metrics(Peers())
+    text = asyncio.run(m.render()).decode()
+    assert "# HELP etcd_network_active_peers The current number of active peer connections.\n" in text
+    assert "# TYPE etcd_network_active_peers gauge" in text
+    assert re.search(r'^etcd_network_active_peers\{Local="10",Remote="ab"\} 1(\.0)?$', text, re.M)
+    assert 'Remote="cd"' not in text
+    up[0xab] = None
+    text = asyncio.run(m.render()).decode()
+    assert re.search(r'^etcd_network_active_peers\{Local="10",Remote="ab"\} 0(\.0)?$', text, re.M)
