@@ -71,10 +71,23 @@ def main(argv: list[str]) -> int:
         print(f"raftui run: {escape(str(exc), limit=2000)}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_run(script, args))
-    except KeyboardInterrupt:
-        print("raftui run: interrupted", file=sys.stderr)
+        return asyncio.run(_interruptible(_run(script, args)))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("raftui run: interrupted; the members it started were stopped", file=sys.stderr)
         return 1
+
+
+async def _interruptible(coro):
+    """SIGTERM (a CI timeout, kill) and SIGINT cancel the run, so its finally stops the hosted
+    members: they run in their own session and would otherwise outlive the runner."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, task.cancel)
+        except (NotImplementedError, RuntimeError, ValueError):   # not the main thread, or no signals
+            pass
+    return await coro
 
 
 async def _run(script: Script, args) -> int:

@@ -336,3 +336,32 @@ def test_process_scenarios_pass_on_hosted_etcd(etcd_binaries, tmp_path, name) ->
                            "--data-dir", str(tmp_path / "d")], cwd=ROOT, env=_env(), capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+
+
+def test_raftui_run_stops_its_members_when_terminated(raftnode_binary, tmp_path) -> None:
+    """SIGTERM (a CI timeout, kill) mid-scenario: the members it hosts are stopped, not left behind
+    (they run in their own session, so nothing else would stop them)."""
+    import signal
+
+    script = tmp_path / "long.toml"
+    script.write_text('steps = ["wait leader within 15s", "note waiting", "wait 60s"]\n')
+    proc = subprocess.Popen([sys.executable, "-m", "raftui", "run", str(script), "--members", "1",
+                             "--data-dir", str(tmp_path / "d")], cwd=ROOT, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:            # waits on the runner's own output, line by line
+            if "waiting" in line:
+                proc.send_signal(signal.SIGTERM)
+                break
+        out = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1 and "the members it started were stopped" in out
+    assert not list((tmp_path / "d").glob("*.pid"))
+    from raftui.host.layout import ClusterLayout
+    from engine.cli import launch
+
+    layout = ClusterLayout.load(tmp_path / "d")
+    assert layout is not None and not any(launch.listening(m.client_port, "127.0.0.1") for m in layout.members)
