@@ -23,13 +23,16 @@ def main(argv: list[str]) -> int:
     p.add_argument("--learners", type=int, default=0, help="founding learners")
     p.add_argument("--steps", type=int, default=1000, help="simulator steps (default 1000, at most 20000)")
     p.add_argument("--mutate", action="append", default=[], help="put back a known bug (engine/sim/mutations.py)")
+    p.add_argument("--profile", default="", help="the simulator's weather (calm, lossy, crashy, partitions, "
+                                                "asymmetric, stalls, churn, joint, storm; default: drawn from the seed)")
     p.add_argument("--print", action="store_true", help="print the events instead of opening the console")
     p.add_argument("--theme", default=None)
     args = p.parse_args(argv)
     from .recording import record
 
     try:
-        rec = record(args.seed, args.nodes, args.steps, learners=args.learners, mutate=tuple(args.mutate))
+        rec = record(args.seed, args.nodes, args.steps, learners=args.learners, mutate=tuple(args.mutate),
+                     profile=args.profile)
     except ValueError as exc:
         print(f"raftui sim: {exc}", file=sys.stderr)
         return 2

@@ -66,6 +66,7 @@ class Recording:
     replay: str = ""                # python -m engine.sim ... for the same schedule
     summary: str = ""               # the simulator's result line when it passes
     truncated: bool = False         # more events than MAX_FRAMES: the rest were not recorded
+    profile: str = ""               # the weather the seed drew (or was given): calm, storm, partitions, ...
 
     def timeline_at(self, k: int, limit: int = tl.TIMELINE_LIMIT) -> tuple[TimelineLine, ...]:
         """The timeline as it stood at frame k, newest first."""
@@ -159,7 +160,7 @@ def snapshot(cluster) -> ClusterState:
 
 
 def record(seed: int, nodes: int = 3, steps: int = 1000, *, learners: int = 0,
-           mutate: tuple[str, ...] = (), max_frames: int = MAX_FRAMES) -> Recording:
+           mutate: tuple[str, ...] = (), profile: str = "", max_frames: int = MAX_FRAMES) -> Recording:
     """Run the simulator's schedule for `seed` once, keeping a frame per reported event."""
     from engine.sim import mutations
     from engine.sim.schedule import Schedule, ScheduleConfig, ScheduleFailure
@@ -171,7 +172,7 @@ def record(seed: int, nodes: int = 3, steps: int = 1000, *, learners: int = 0,
     unknown = [m for m in mutate if m not in mutations.NAMES]
     if unknown:
         raise ValueError(f"unknown mutation {unknown[0]!r} (known: {', '.join(mutations.NAMES)})")
-    cfg = ScheduleConfig(nodes=nodes, learners=learners, steps=steps,
+    cfg = ScheduleConfig(nodes=nodes, learners=learners, steps=steps, profile=profile,
                          durable_self_ack="no-durable-self-ack" not in mutate,
                          mutations=tuple(m for m in mutate if m not in mutations.CONFIG_MUTATIONS))
     rec = Recording(seed, nodes, steps, [])
@@ -207,8 +208,12 @@ def record(seed: int, nodes: int = 3, steps: int = 1000, *, learners: int = 0,
 
     try:
         with mutations.applied(cfg.mutations):
-            sched = Schedule(seed, cfg, verbose=on_note)
+            try:
+                sched = Schedule(seed, cfg, verbose=on_note)
+            except KeyError as exc:
+                raise ValueError(f"unknown profile {profile!r}") from None
             holder["s"] = sched
+            rec.profile = str(getattr(getattr(sched, "cfg", None), "profile", "") or "")
             pending[:] = [f"seed {seed}: {nodes} voters" + (f", {learners} learners" if learners else "")]
             try:
                 result = sched.run()

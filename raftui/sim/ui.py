@@ -137,7 +137,8 @@ class SimApp(App[None]):
         self.query_one(TimelinePanel).events = rec.timeline_at(k)
         playing = f"  ▶ {SPEEDS[self.speed]}/s" if self.playing else ""
         verdict = ("FAILED" if rec.failure else "passed") if k == len(rec.frames) - 1 else ""
-        status = (f"seed {rec.seed} · {rec.nodes} voters · {rec.steps} steps · event {k + 1}/{len(rec.frames)}"
+        weather = f" · {rec.profile}" if rec.profile else ""
+        status = (f"seed {rec.seed} · {rec.nodes} voters{weather} · {rec.steps} steps · event {k + 1}/{len(rec.frames)}"
                   f" · tick {f.tick}{playing}" + (f" · {verdict}" if verdict else "")
                   + (" · (recording truncated)" if rec.truncated else ""))
         st = self.query_one("#sim-status", Static)

@@ -110,3 +110,10 @@ def test_sim_screen_snapshot(snap_compare, fixed_clock_and_tz) -> None:
         await pilot.pause()
 
     assert snap_compare(SimApp(rec), terminal_size=(120, 36), run_before=show)
+
+
+def test_a_profile_can_be_chosen_and_a_bad_one_is_refused(capsys) -> None:
+    assert record(4, 3, 200, profile="storm").profile == "storm"
+    assert record(4, 3, 200).profile                      # drawn from the seed, and shown
+    assert cli.main(["--profile", "nosuch", "--print"]) == 2
+    assert "unknown profile" in capsys.readouterr().err
