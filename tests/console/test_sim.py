@@ -97,15 +97,51 @@ def test_the_console_steps_through_the_schedule_with_keys() -> None:
     assert cluster is rec.frames[-1].state
 
 
+def _election_story():
+    """A hand-made recording (engine/sim changes under the Raft work; a picture must not): s1 led
+    term 2 and took an entry it could not commit, was cut off, and s3 won term 3."""
+    from raftui.sim.recording import Frame, NodeLog, Recording
+    from raftui.source.model import ClusterState, Member, TimelineLine
+
+    def state(roles, terms, health=("up", "up", "up"), leader=0):
+        members = tuple(Member(name=f"s{i}", id=i, endpoint=f"sim:{i}", role=r, health=h, term=t,
+                               commit_index=6, applied_index=6, last_index=7 if i == 1 else 6 + (r == "leader"),
+                               leader_id=leader)
+                        for i, (r, t, h) in enumerate(zip(roles, terms, health), 1))
+        return ClusterState(members=members, leader_id=leader, term=max(terms))
+
+    logs_before = (NodeLog(1, 7, 6, tuple((i, 1 if i < 5 else 2) for i in range(1, 8))),
+                   NodeLog(2, 6, 6, tuple((i, 1 if i < 5 else 2) for i in range(1, 7))),
+                   NodeLog(3, 6, 6, tuple((i, 1 if i < 5 else 2) for i in range(1, 7))))
+    logs_after = logs_before[:2] + (NodeLog(3, 7, 6, tuple((i, 1 if i < 5 else 2 if i < 7 else 3)
+                                                              for i in range(1, 8))),)
+    cut = ("partitioned", "up", "up")
+    frames = [
+        Frame(0, 40, "propose 1", False, state(("leader", "follower", "follower"), (2, 2, 2), leader=1),
+              (TimelineLine(4.0, "action", "propose 1"),), logs_before),
+        Frame(1, 41, "partition [1] | [2, 3]", False,
+              state(("leader", "follower", "follower"), (2, 2, 2), cut, leader=1),
+              (TimelineLine(4.1, "partition", "partition [1] | [2, 3]"),), logs_before),
+        Frame(2, 52, "3->2 MsgPreVote Term:3 Log:2/6", True,
+              state(("leader", "follower", "candidate"), (2, 2, 2), cut), (), logs_before),
+        Frame(3, 53, "3->2 MsgVote Term:3 Log:2/6", True,
+              state(("leader", "follower", "candidate"), (2, 2, 3), cut), (), logs_before),
+        Frame(4, 53, "2->3 MsgVoteResp Term:3", True,
+              state(("leader", "follower", "leader"), (2, 3, 3), cut, leader=3),
+              (TimelineLine(5.3, "leader", "leader is now s3 (term 3)"),), logs_after),
+        Frame(5, 54, "3->2 MsgApp Term:3 Log:2/6 Commit:6 Entries:[3/7]", True,
+              state(("leader", "follower", "leader"), (2, 3, 3), cut, leader=3), (), logs_after),
+    ]
+    return Recording(8, 3, 600, frames, summary="(a hand-made story for the picture)", profile="partitions")
+
+
 def test_sim_screen_snapshot(snap_compare, fixed_clock_and_tz) -> None:
-    """README's picture: seed 3's schedule on 5 nodes at its first frame where a leader
-    stands and the logs differ (a seed is one schedule, so this frame is always the same)."""
-    rec = record(3, 5, 600)
-    k = next(f.index for f in rec.frames if f.state.leader_id and len({x.terms[-1][1] for x in f.logs if x.terms}) >= 2
-             and any(x.last > x.commit for x in f.logs))
+    """README's picture: a deposed leader's uncommitted entry beside the new leader's (Figure 8's
+    starting point), on a hand-made recording."""
+    rec = _election_story()
 
     async def show(pilot):
-        pilot.app.k = k
+        pilot.app.k = 5
         pilot.app.show()
         await pilot.pause()
 
