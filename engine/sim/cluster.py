@@ -55,7 +55,7 @@ CRASH_AFTER_SNAP = 3    # snapshot installed, its WAL marker fsynced; hard state
 CRASH_BEFORE_SYNC = 4   # entries + hard state written, fsync not returned
 CRASH_AFTER_SYNC = 5    # durable (if the write is synced), nothing sent (not a leader)
 CRASH_AFTER_MSGS = 6    # written and sent, nothing handed to the applier
-CRASH_AFTER_HANDOFF = 7  # committed entries handed over (a conf change among them applied)
+CRASH_AFTER_HANDOFF = 7  # committed entries handed to the apply queue, not yet applied
 CRASH_BEFORE_ADVANCE = 8  # reads answered, advance() not called
 CRASH_POINTS = 9
 CRASH_NAMES = ("before", "after-send", "after-wait", "after-snap", "before-sync", "after-sync",
@@ -344,6 +344,9 @@ class SimCluster:
                     for rs in step.read_states:
                         n.read_results.append((rs.request_ctx, rs.index))
                 elif kind is ready_steps.Advance:
+                    # Every Ready ends here: a crash armed at any point
+                    # fires within this Ready, whichever steps it had.
+                    self._at(n, CRASH_BEFORE_ADVANCE)
                     n.rn.advance(rd)
                 else:
                     raise AssertionError(f"unknown Ready step {step!r}")

@@ -14,6 +14,8 @@ from engine.sim.cluster import (
     CRASH_AFTER_SNAP,
     CRASH_AFTER_SYNC,
     CRASH_BEFORE,
+    CRASH_NAMES,
+    CRASH_POINTS,
     SimCluster,
 )
 from engine.sim.disk import SimDisk
@@ -200,3 +202,20 @@ def test_paused_leader_resumes_into_a_newer_term():
     assert all(ctx != b"stale?" for ctx, _ in lead.read_results)
     tick_until(c, lambda: lead.sm.applied == new.sm.applied)
     assert b"new" in lead.sm.values
+
+
+@pytest.mark.parametrize("point", range(CRASH_POINTS))
+@pytest.mark.parametrize("role", ["leader", "follower"])
+def test_an_armed_crash_fires_within_the_next_ready(point, role):
+    """Every crash point fires inside the next Ready the node handles,
+    whichever steps that Ready has: a point past the Ready's last step
+    fires before advance. (Found by review: once the Ready's steps came
+    from ready_steps.plan, before-advance only fired in a Ready that
+    answered reads, and stayed armed for Readies on end.)"""
+    c = SimCluster([1, 2, 3], seed=1)
+    lead = _leader(c)
+    node = lead if role == "leader" else next(n for n in c.live() if n.id != lead.id)
+    c.arm_crash(node.id, point)
+    c.propose(lead.id, b"x")
+    c.deliver_all()
+    assert not node.alive and node.id not in c.armed, CRASH_NAMES[point]
