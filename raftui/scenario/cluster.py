@@ -43,6 +43,9 @@ class ScenarioCluster:
         self.host = host
         self._conns = Connections(list(endpoints), tls)
         self._faults_set: dict[str, tuple[int, int]] = {}   # name -> (drop %, delay ms) the scenario set
+        # Told of every fault and process action (result, kind): `raftui run --lincheck` records them
+        # in the history as nemesis events.
+        self.on_action: list = []
 
     async def close(self) -> None:
         await self._conns.close()
@@ -120,6 +123,8 @@ class ScenarioCluster:
         """Faults and process actions go into the console's timeline, as its own do (the
         live linearizability check records them as nemesis events from there)."""
         self.source.note(result.text, result.ok, kind if result.ok else "error")
+        for listener in self.on_action:
+            listener(result, kind)
         return result
 
     async def partition(self, side_a: list[Member], side_b: list[Member]) -> ActionResult:

@@ -4,6 +4,8 @@
     raftui run my.toml --members 5                  ... of 5 members
     raftui run rolling-restart --etcd /usr/bin/etcd hosted real etcd members (no Fault service)
     raftui run leader-transfer --endpoints h:p,...  an attached cluster (only the steps it allows)
+    raftui run flapping-network --lincheck 40       ... with the live linearizability check running
+                                                    (40 ops/s); not linearizable fails the run
     raftui run --list                               the shipped scenarios
 
 Exit status: 0 every step passed; 1 a step failed (the report names it and
@@ -43,6 +45,11 @@ def parser() -> argparse.ArgumentParser:
                                       "directory, removed afterwards)")
     p.add_argument("--etcd", metavar="BINARY", help="host mode: run this etcd binary instead of raftnode "
                                                     "(no Fault service: fault steps are not possible)")
+    p.add_argument("--lincheck", type=float, metavar="RATE", default=None,
+                   help="run the live linearizability workload (4 clients, RATE ops/s) through the "
+                        "scenario and check its history; a violation fails the run (exit 1)")
+    p.add_argument("--history", metavar="FILE", help="with --lincheck: save the history here "
+                                                     "(replay: raftui lincheck FILE)")
     p.add_argument("--quiet", action="store_true", help="print only the final report")
     return p
 
@@ -125,17 +132,64 @@ async def _run(script: Script, args) -> int:
             print(f"scenario {escape(repr(script.name), limit=200)}: {escape(script.description, limit=500)}",
                   flush=True)
         cluster = ScenarioCluster(endpoints, host, tls)
+        live = None
+        if args.lincheck is not None:
+            live = _start_lincheck(endpoints, tls, args.lincheck, cluster)
+            if isinstance(live, str):
+                print(f"raftui run: {live}", file=sys.stderr)
+                return 2
         try:
             report = await Runner(script, cluster, on_event=say).run()
         finally:
             await cluster.close()
+            checked = await _finish_lincheck(live, args.history) if live is not None else None
         print(report.text(), flush=True)
+        if checked is not None:
+            print(checked[1], flush=True)
+            if not checked[0]:
+                return 1
         return 0 if report.ok else 1
     finally:
         if host is not None:
             await asyncio.to_thread(_stop_host, host)
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def _start_lincheck(endpoints, tls, rate: float, cluster):
+    """The live check beside the scenario: (session, task), or why it cannot start.
+    The scenario's faults and process actions go into its history as nemesis events."""
+    from raftui.lincheck.live import LiveSession
+    from raftui.lincheck.workload import Config
+
+    try:
+        session = LiveSession(endpoints, Config(clients=4, rate=rate), tls)
+    except ValueError as exc:
+        return f"--lincheck: {exc}"
+    cluster.on_action.append(lambda result, kind: result.ok and session.nemesis(result.text))
+    return session, asyncio.create_task(session.run())
+
+
+async def _finish_lincheck(live, path: str | None) -> tuple[bool, str]:
+    """Stop the workload, check everything once more, save the history if asked: (passed, text)."""
+    session, task = live
+    session.stop()
+    status = await task
+    saved = session.save(path) if path else ""
+    v = status.verdict
+    ops = status.stats.ops if status.stats else 0
+    where = f"; history saved to {escape(saved, limit=300)}" if saved else ""
+    if status.error:
+        return False, f"linearizability: {escape(status.error, limit=500)}{where}"
+    if v is None:
+        return False, f"linearizability: no verdict ({ops} ops){where}"
+    if v.valid:
+        return True, (f"linearizable ✓ ({v.ops:,} ops: ok {status.stats.ok:,}, fail {status.stats.fail:,}, "
+                      f"info {status.stats.info:,}){where}")
+    if v.valid is None:
+        return False, f"linearizability UNDECIDED after {v.ops:,} ops (search budget){where}"
+    report = "\n".join(escape(line, limit=500) for line in v.report.splitlines())
+    return False, f"NOT LINEARIZABLE ✗\n{report}{where}"
 
 
 def _start_host(data_dir: str, size: int, script: Script, etcd: str | None):

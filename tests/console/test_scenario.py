@@ -201,12 +201,19 @@ def test_raftui_run_hosts_its_own_cluster(raftnode_binary, tmp_path) -> None:
     script = tmp_path / "s.toml"
     script.write_text('[scenario]\nname = "one"\nsteps = ["wait leader within 15s", "put a/k v1", "kill leader as x",'
                       ' "restart $x", "wait healthy within 20s", "assert committed a/k"]\n')
+    history = tmp_path / "history.jsonl"
     proc = subprocess.run([sys.executable, "-m", "raftui", "run", str(script), "--members", "1",
-                           "--data-dir", str(tmp_path / "d")], cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=120)
+                           "--data-dir", str(tmp_path / "d"), "--lincheck", "60", "--history", str(history)],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PASSED, 6 steps" in proc.stdout and "restarted n1" in proc.stdout
     assert not list((tmp_path / "d").glob("*.pid")), "members left running"
+    # The live check ran through it: judged, saved, the kill and restart in its history.
+    assert "linearizable ✓" in proc.stdout
+    from raftui.lincheck import history as saved
+
+    _, events = saved.load(str(history))
+    assert {e["what"] for e in events if e["type"] == "nemesis"} >= {"killed n1"}
 
 
 def test_on_real_etcd_the_api_scenario_passes_and_faults_are_not_possible(real_etcd3) -> None:
