@@ -132,6 +132,16 @@ class ScenarioCluster:
         return self._told(await faults.partition([(self.stubs(m), m.id) for m in side_a],
                                                  [(self.stubs(m), m.id) for m in side_b], label), "partition")
 
+    async def link_cut(self, src: Member, dst: Member, cut: bool) -> ActionResult:
+        """Cut (or open) the one-way link src -> dst (ClusterSource's link matrix call; it notes it)."""
+        link = getattr(self.source, "link_cut", None)
+        if link is None:
+            return ActionResult.fail("one-way cuts need a console with the link matrix (ClusterSource.link_cut)")
+        result = await link(src.id, dst.id, cut)
+        for listener in self.on_action:
+            listener(result, "partition")
+        return result
+
     async def heal(self, members: list[Member]) -> ActionResult:
         result = await faults.heal([self.stubs(m) for m in members])
         if result.ok:

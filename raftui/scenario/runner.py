@@ -478,6 +478,19 @@ class Runner:
             raise StepFailed("a member is on both sides")
         return self._ok(await self.cluster.partition(side_a, side_b))
 
+    async def _step_cut(self, a: dict) -> str:
+        """One-way cuts: every link from a member of A to a member of B (the console's link matrix call)."""
+        named_b = [self._member(r) for r in a["b"] if r.text not in ("rest", "each", "followers")]
+        src = self._group(a["a"], named_b)
+        dst = self._group(a["b"], src)
+        links = [(x, y) for x in src for y in dst if x.id != y.id]
+        if not links:
+            raise StepFailed("no link between the two groups")
+        for x, y in links:
+            self._ok(await self.cluster.link_cut(x, y, a["cut"]))
+        verb = "cut" if a["cut"] else "opened"
+        return f"{verb} {len(links)} link(s) one way: " + ", ".join(f"{x.label}->{y.label}" for x, y in links)
+
     async def _step_heal(self, a: dict) -> str:
         up = [m for m in self.state.members if m.health in ("up", "partitioned")]
         return self._ok(await self.cluster.heal(up))

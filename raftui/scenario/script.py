@@ -78,6 +78,8 @@ wait alarm NOSPACE [within DURATION]
 let NAME = MEMBER                                       bind $NAME (e.g. let old = leader)
 partition [A, B] | [C, rest]                            cut the two sides apart (Fault service)
 isolate MEMBER                                          partition [MEMBER] | [rest]
+cut A -> B | uncut A -> B                               one way only: A's messages to B are lost
+                                                        (A, B: members or groups; B hears nothing of A)
 heal                                                    remove every cut, drop and delay
 drop MEMBER|each PERCENT%                               drop that share of its peer messages (0 stops)
 delay MEMBER|each Nms                                   delay its peer messages (0 stops)
@@ -177,7 +179,7 @@ class Script:
         return out
 
 
-FAULT_VERBS = {"partition", "heal", "drop", "delay"}
+FAULT_VERBS = {"partition", "heal", "drop", "delay", "cut"}
 HOST_VERBS = {"kill", "restart", "pause", "resume", "add_learner"}
 KEYWORDS = {"leader", "follower", "rest", "each", "followers"}
 
@@ -270,6 +272,14 @@ def parse_step(text: str) -> tuple[str, dict]:
         if any(r.text == "rest" for r in a) and any(r.text == "rest" for r in b):
             raise ValueError("only one side of a partition may be `rest`")
         return "partition", {"a": a, "b": b}
+    m = re.match(r"^(un)?cut\s+(\[[^\]]*\]|[^\s\[]+)\s*->\s*(\[[^\]]*\]|\S+)$", t)
+    if m:
+        src, dst = group(m.group(2)), group(m.group(3))
+        if any(r.text == "rest" for r in src) and any(r.text == "rest" for r in dst):
+            raise ValueError("only one end of a cut may be `rest`")
+        return "cut", {"a": src, "b": dst, "cut": not m.group(1)}
+    if re.match(r"^(un)?cut\b", t):
+        raise ValueError("usage: cut A -> B | uncut A -> B (A, B: a member, [a, b], rest)")
     try:
         words = shlex.split(t)
     except ValueError as exc:

@@ -41,7 +41,7 @@ def _env() -> dict:
 def test_every_shipped_scenario_parses_and_says_what_it_needs() -> None:
     names = library.names()
     assert {"leader-isolation", "split-brain", "flapping-network", "learner-catch-up", "rolling-restart",
-            "nospace-recovery", "leader-churn", "leader-transfer"} <= set(names)
+            "nospace-recovery", "leader-churn", "leader-transfer", "asymmetric-leader"} <= set(names)
     for name in names:
         s = resolve(name)
         assert s.description and s.steps, name
@@ -75,6 +75,7 @@ def test_a_small_script_parses_with_loops_variables_and_lines() -> None:
     ("put 'a key' 'a value' on leader expect fail", "put"), ("fill blob until nospace max 32MiB", "fill"),
     ("transfer leader to follower", "transfer"), ("add learner as l", "add_learner"),
     ("assert leader == n1", "assert_leader"), ("wait caught up each", "wait_caught_up"),
+    ("cut n1 -> [n2, n3]", "cut"), ("uncut $x -> rest", "cut"),
 ])
 def test_the_issue_steps_parse(step: str, verb: str) -> None:
     assert parse_step(step)[0] == verb
@@ -102,6 +103,8 @@ BAD = [
     ('steps = ["partition [n1] | "]\n', "two sides", "step 1"),
     ('steps = ["partition [rest] | [rest]"]\n', "only one side", "step 1"),
     ('steps = ["partition [] | [n1]"]\n', "empty group", "step 1"),
+    ('steps = ["cut n1 n2"]\n', "usage: cut A -> B", "step 1"),
+    ('steps = ["cut rest -> rest"]\n', "only one end", "step 1"),
     ('steps = ["kill [red]x"]\n', "not a member", "step 1"),
     ('steps = ["put k \\"unclosed"]\n', "cannot split", "step 1"),
     ('steps = ["drop n1 140%"]\n', "percentage", "step 1"),
