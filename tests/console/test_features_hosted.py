@@ -116,6 +116,14 @@ def test_link_matrix_one_way_cut_leader_to_followers_elects_a_new_leader(hosted)
             reach = links_screen.query_one("#link-reach").render().plain
             assert f"{old.label} reaches " in reach and "←" in reach, reach
 
+            # The member itself refuses a stranger (raftnode tells its Fault service who its peers are).
+            async with grpc.aio.insecure_channel(old.endpoint) as ch:
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await fault_pb2_grpc.FaultStub(ch).Cut(
+                        fault_pb2.CutRequest(peers=[0xDEAD], direction=fault_pb2.OUT), timeout=5)
+                assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "not a peer of member" in refused.value.details()
+
             await pilot.press("H")                                   # heal, from the matrix
             await until(pilot, lambda: not any(l.active for l in (matrix.link(a, b) for a in ids for b in ids
                                                                    if a != b) if l),
