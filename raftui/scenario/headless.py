@@ -24,7 +24,7 @@ import tempfile
 
 from raftui.render import escape
 
-from .script import STEP_HELP, Script, ScriptError
+from .script import STEP_HELP, Loop, Script, ScriptError
 
 ETCD_UNKNOWN_FLAGS = ("--experimental-snapshot-catchup-entries",)   # etcd 3.4 has no such flag
 
@@ -107,7 +107,14 @@ async def _run(script: Script, args) -> int:
     tls = TlsFiles(args.cacert, args.cert, args.key) if (args.cacert or args.cert or args.key) else None
     host = None
     temp = None
-    say = (lambda e: None) if args.quiet else (lambda e: e.kind != "start" and print(e.line(), flush=True))
+    def say(e) -> None:
+        # Steps as they end; a loop's rounds only when its body is more than one step
+        # ("repeat 120 { put }" prints its 120 puts, not 120 round lines as well).
+        if args.quiet or e.kind == "start":
+            return
+        if e.kind == "note" and isinstance(e.step, Loop) and len(e.step.body) == 1:
+            return
+        print(e.line(), flush=True)
     try:
         if args.endpoints:
             endpoints = parse_endpoints(args.endpoints)

@@ -338,7 +338,7 @@ def test_every_shipped_scenario_passes_headless_on_hosted_raftnode(raftnode_bina
 
 
 @pytest.mark.soak
-@pytest.mark.parametrize("name", ["rolling-restart", "nospace-recovery", "leader-transfer"])
+@pytest.mark.parametrize("name", ["rolling-restart", "nospace-recovery", "leader-transfer", "learner-catch-up"])
 def test_process_scenarios_pass_on_hosted_etcd(etcd_binaries, tmp_path, name) -> None:
     """Soak: the scenarios without Fault steps on hosted real etcd 3.4.23 (raftui run --etcd)."""
     etcd, _ = etcd_binaries
