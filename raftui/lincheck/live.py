@@ -75,7 +75,8 @@ async def check_in_subprocess(events: list[dict], budget: int = CHECK_BUDGET) ->
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "raftui.lincheck.worker", str(budget), stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
-    body = "".join(json.dumps(e, sort_keys=True, default=repr) + "\n" for e in events).encode()
+    # Encoding 200,000 events takes seconds: on a thread, so the console's loop keeps drawing.
+    body = await asyncio.to_thread(_encode, events)
     try:
         out, err = await proc.communicate(body)
     except BaseException:
@@ -89,6 +90,10 @@ async def check_in_subprocess(events: list[dict], budget: int = CHECK_BUDGET) ->
     d = json.loads(out)
     d["counterexample"] = tuple(OpLine(**x) for x in d["counterexample"])
     return Verdict(**d)
+
+
+def _encode(events: list[dict]) -> bytes:
+    return "".join(json.dumps(e, sort_keys=True, default=repr) + "\n" for e in events).encode()
 
 
 def check_events(events: list[dict], budget: int = CHECK_BUDGET) -> Verdict:
@@ -156,7 +161,8 @@ class LiveSession:
             if not work.done():
                 work.cancel()
                 await asyncio.gather(work, return_exceptions=True)
-            self.save()
+            # Seconds for a long history: off the loop (cancelled meanwhile, the thread still finishes it).
+            await asyncio.to_thread(self.save)
         return self.status()
 
     async def _check(self) -> None:
