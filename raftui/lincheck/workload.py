@@ -37,7 +37,7 @@ from raftui.source.connection import Stubs, TlsFiles
 from .checker import CAS, FAIL, INFO, OK, READ, WRITE
 
 NEVER_SENT = "failed to connect to all addresses"
-MAX_EVENTS = 400_000            # two per op: recording stops (and says so) past 200,000 ops
+MAX_EVENTS = 200_000            # two per op (~40 MB per 100,000 events): recording stops, and says so, at 100,000 ops
 RATE_WINDOW = 5.0               # seconds over which ops/s is measured
 
 
