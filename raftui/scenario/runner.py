@@ -162,11 +162,15 @@ class Runner:
                 await self._run_items(loop.body, iteration + (i + 1,))
             return
         self.state = await self.cluster.refresh()
-        if isinstance(loop.over, str):
-            members = self._each(self.state) if loop.over == "each" else self._followers(self.state)
-            names = [m.name for m in members]
-        else:
-            names = [self._member(Ref(x)).name for x in loop.over]
+        try:
+            if isinstance(loop.over, str):
+                members = self._each(self.state) if loop.over == "each" else self._followers(self.state)
+                names = [m.name for m in members]
+            else:
+                names = [self._member(Ref(x)).name for x in loop.over]
+        except StepFailed as exc:        # a member of the list is gone: the loop is the failed step
+            self.report.failed = self._emit("fail", loop, str(exc), iteration=iteration)
+            raise
         self._emit("note", loop, f"over {', '.join(names) or 'nobody'}", iteration=iteration)
         saved = self.vars.get(loop.var)
         for i, name in enumerate(names):
