@@ -656,7 +656,8 @@ class MainScreen(Screen):
             revision = int(str(values.get("revision", "0")).strip() or 0) or self.state.revision
             self.app.push_screen(ScrubScreen(
                 key, prefix, revision, lambda rev: self.source.revision_view(key, prefix, rev),
-                lambda: (self.state.revision, self.state.compact_revision)))
+                lambda: (self.state.revision, self.state.compact_revision),
+                lambda rev, forward: self.source.scrub_change(key, prefix, rev, forward)))
         elif cmd.id in ("recover", "rolling_defrag"):
             self._guided(cmd.id)
         elif cmd.id == "watch":

@@ -1,7 +1,8 @@
 """The revision scrubber: one key or prefix, revision by revision.
 
-`[` and `]` step back and forward one revision, `g` jumps to one, `home`
-goes to the oldest revision left (the compacted one), `end` to the head.
+`[` and `]` step back and forward one revision, `{` and `}` go to the
+previous and next revision that changed the key or prefix, `g` jumps to one,
+`home` goes to the oldest revision left (the compacted one), `end` to the head.
 Each revision shows the keyspace as it was then (key, value, create, mod,
 version) and what that revision changed in it (added / changed / deleted,
 with the value before). A revision below the compacted one is shown as
@@ -33,7 +34,9 @@ from raftui.widgets.table import Table
 from .form import FormScreen
 
 Load = Callable[[int], Awaitable[RevisionView]]
-HINT = "[ ]: previous / next revision · g: go to revision · home / end: oldest / head · escape: back"
+Find = Callable[[int, bool], Awaitable["int | str"]]
+HINT = ("[ ]: previous / next revision · { }: previous / next change · g: go to revision · "
+        "home / end: oldest / head · escape: back")
 KEY_SHARE = 3                # the key column gets 1/KEY_SHARE of the room, the value the rest
 
 
@@ -45,6 +48,8 @@ class ScrubScreen(ModalScreen[None]):
     BINDINGS = [
         Binding("left_square_bracket", "step(-1)", "Previous revision", priority=True),
         Binding("right_square_bracket", "step(1)", "Next revision", priority=True),
+        Binding("left_curly_bracket", "change(False)", "Previous change", priority=True),
+        Binding("right_curly_bracket", "change(True)", "Next change", priority=True),
         Binding("g", "jump", "Go to revision", priority=True),
         Binding("home", "oldest", "Oldest", priority=True),
         Binding("end", "head", "Head", priority=True),
@@ -52,18 +57,22 @@ class ScrubScreen(ModalScreen[None]):
     ]
 
     def __init__(self, key: str, prefix: bool, revision: int, load: Load,
-                 known: Callable[[], tuple[int, int]]) -> None:
-        """`known()`: the (head, compacted) revisions the dashboard knows now."""
+                 known: Callable[[], tuple[int, int]], find: Find | None = None) -> None:
+        """`known()`: the (head, compacted) revisions the dashboard knows now;
+        `find(revision, forward)`: the next / previous revision that changed what is shown."""
         super().__init__(classes="dialog-screen")
         self.key, self.prefix = key, prefix
         self.wanted = revision
         self.view: RevisionView | None = None
+        self.note = ""                       # why { or } did not move (shown under the title)
         self._load = load
         self._known = known
+        self._find = find
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog scrub"):
             yield Static("", id="scrub-title", classes="dialog-title")
+            yield Static("", id="scrub-note")
             yield Static("", id="scrub-status")
             keys = ScrubTable(id="scrub-keys", cursor_type="row")
             keys.add_columns("key", "value", "create", "mod", "ver")
@@ -112,6 +121,27 @@ class ScrubScreen(ModalScreen[None]):
 
     def action_close(self) -> None:
         self.dismiss(None)
+
+    def action_change(self, forward: bool) -> None:
+        if self._find is not None:
+            self.find_change(self.wanted, forward)
+
+    @work(exclusive=True, group="scrub-find", exit_on_error=False)
+    async def find_change(self, start: int, forward: bool) -> None:
+        """{ / }: to the previous / next revision that changed the key or prefix (a watch from history)."""
+        self._say(f"looking for the {'next' if forward else 'previous'} change…")
+        found = await self._find(start, forward)
+        if not self.is_attached or start != self.wanted:
+            return          # the operator moved on meanwhile
+        if isinstance(found, str):
+            self._say(found)
+        else:
+            self._say("")
+            self._go(found)
+
+    def _say(self, text: str) -> None:
+        self.note = text
+        self.query_one("#scrub-note", Static).update(safe_text(text, limit=200))
 
     @work(exclusive=True, group="scrub", exit_on_error=False)
     async def read(self, revision: int) -> None:

@@ -494,6 +494,15 @@ class ClusterSource:
         (the revision scrubber; not put in the timeline: it is browsing)."""
         return await scrub.revision_view(self._preferred_stubs(), key, prefix, revision)
 
+    async def scrub_change(self, key: str, prefix: bool, revision: int, forward: bool) -> int | str:
+        """The next (or previous) revision that changed the key or prefix, from `revision`;
+        a string when there is none (the scrubber's { and })."""
+        stubs = self._preferred_stubs()
+        if forward:
+            head = await self.current_revision() or self._state.revision
+            return await scrub.next_change(stubs, key, prefix, revision, head)
+        return await scrub.previous_change(stubs, key, prefix, revision, self._state.compact_revision)
+
     async def wal_page(self, member_id: int, before_index: int, limit: int = WAL_PAGE) -> ActionResult:
         """Older WAL entries of one member (Inspect.WalTail with before_index):
         data = (entries ascending, the member's first index). Not put in the

@@ -111,3 +111,90 @@ async def revision_view(stubs: Stubs, key: str, prefix: bool, revision: int) -> 
 
 async def _empty() -> None:
     return None
+
+
+# ---------------------------------------------------------- the next / previous change
+
+CHANGE_DEADLINE = 2.0        # seconds a search for a change waits (a watch that sees nothing ends here)
+CHANGE_EVENTS = 10_000       # events looked at, at most, in one search
+
+
+async def _change_revisions(stubs: Stubs, key: str, prefix: bool, start: int, below: int,
+                            first: bool = False) -> list[int] | str:
+    """The revisions >= `start` and < `below` at which `key` (or the prefix)
+    changed, from a Watch started at `start` (history first, as etcd sends it);
+    `first`: only the first. Stops at an event at or past `below`, at a
+    response of events complete up to `below` - 1 (its header revision: etcd
+    sends a catching-up watcher's history up to it in that response), after
+    CHANGE_EVENTS events, or at CHANGE_DEADLINE (nothing more in history: a
+    watch with nothing to send sends nothing). A string: why it could not look."""
+    k = encode(key)
+    create = rpc_pb2.WatchCreateRequest(key=(k or b"\x00") if prefix else k,
+                                        range_end=(prefix_end(k) if k else b"\x00") if prefix else b"",
+                                        start_revision=start)
+    call = stubs.watch.Watch()
+    found: list[int] = []
+    seen = 0
+
+    async def read() -> str:
+        nonlocal seen
+        await call.write(rpc_pb2.WatchRequest(create_request=create))
+        async for resp in call:
+            if resp.compact_revision:
+                return f"history before {resp.compact_revision} is compacted"
+            if resp.canceled:
+                return resp.cancel_reason or "the watch was cancelled"
+            for e in resp.events:
+                seen += 1
+                if e.kv.mod_revision >= below or seen > CHANGE_EVENTS:
+                    return ""
+                if not found or found[-1] != e.kv.mod_revision:
+                    found.append(e.kv.mod_revision)
+                if first:
+                    return ""
+            if resp.events and resp.header.revision >= below - 1:
+                return ""
+        return ""
+
+    try:
+        why = await asyncio.wait_for(read(), CHANGE_DEADLINE)
+    except asyncio.TimeoutError:
+        why = ""                 # history exhausted: nothing more before `below`
+    except grpc.aio.AioRpcError as exc:
+        why = errors.describe(exc)
+    finally:
+        call.cancel()
+    return why if why and not found else found
+
+
+async def next_change(stubs: Stubs, key: str, prefix: bool, revision: int, head: int) -> int | str:
+    """The first revision after `revision` (up to `head`) that changed the key or
+    prefix; a string when there is none (or it could not be read)."""
+    if revision >= head:
+        return f"revision {revision} is the head"
+    got = await _change_revisions(stubs, key, prefix, revision + 1, head + 1, first=True)
+    if isinstance(got, str):
+        return got
+    return got[0] if got else f"no change after revision {revision} up to the head ({head})"
+
+
+async def previous_change(stubs: Stubs, key: str, prefix: bool, revision: int, compacted: int) -> int | str:
+    """The last revision before `revision` that changed the key or prefix: the
+    newest put among the keys as they were at `revision` - 1, then any delete
+    after it (a watch from there), so deletions are not skipped."""
+    if revision <= max(1, compacted):
+        return f"nothing before revision {revision} (compacted at {compacted})"
+    view = await revision_view(stubs, key, prefix, revision - 1)
+    if view.compacted:
+        return f"revision {revision - 1} is compacted"
+    if view.error:
+        return view.error
+    latest = max((kv.mod_revision for kv in view.kvs), default=0)
+    got = await _change_revisions(stubs, key, prefix, max(latest, compacted) + 1, revision)
+    if isinstance(got, str):
+        return got
+    if got:
+        return got[-1]
+    if latest and latest >= compacted:
+        return latest
+    return f"no change before revision {revision} since the compacted revision {compacted}"

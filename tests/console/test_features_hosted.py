@@ -170,9 +170,12 @@ def test_scrubber_steps_through_three_revisions_and_marks_compacted_ones(hosted,
         async with app.run_test(size=(80, 24)) as pilot:
             await ready(app, pilot)
             endpoint = screen(app).state.leader.endpoint
-            r1, r2, r3, r4 = await _puts(endpoint, [(f"{key}/a", "one"), (f"{key}/a", "two"),
-                                                    (f"{key}/b", "bee"), (f"{key}/a", None)])
-            await until(pilot, lambda: screen(app).state.revision >= r4, what="the revision known")
+            other = f"{key}-other"                         # outside the prefix: revisions between its changes
+            revs = await _puts(endpoint, [(f"{key}/a", "one"), (other, "x"), (f"{key}/a", "two"), (other, "y"),
+                                          (other, "z"), (f"{key}/b", "bee"), (other, "w"), (f"{key}/a", None),
+                                          (other, "v")])
+            r1, r2, r3, r4, r5 = revs[0], revs[2], revs[5], revs[7], revs[8]
+            await until(pilot, lambda: screen(app).state.revision >= r5, what="the revision known")
             await pilot.press("R")
             await until(pilot, lambda: isinstance(app.screen, FormScreen), what="the form")
             await _paste_fill(pilot, f"{key}/*", str(r3))
@@ -190,30 +193,52 @@ def test_scrubber_steps_through_three_revisions_and_marks_compacted_ones(hosted,
             await until(pilot, lambda: shown(r3), what=f"revision {r3}")
             assert rows() == [(f"{key}/a", "two"), (f"{key}/b", "bee")]
             assert scrub.changes_shown() == [("added", f"{key}/b", "bee", "")]
-            await pilot.press("left_square_bracket")
+            await pilot.press("left_square_bracket")              # one revision back: the other key's
+            await until(pilot, lambda: shown(r3 - 1), what=f"revision {r3 - 1}")
+            assert rows() == [(f"{key}/a", "two")] and scrub.changes_shown() == []
+            await pilot.press("left_curly_bracket")               # the previous change of the prefix
             await until(pilot, lambda: shown(r2), what=f"revision {r2}")
             assert rows() == [(f"{key}/a", "two")]
             assert scrub.changes_shown() == [("changed", f"{key}/a", "two", "one")]
-            await pilot.press("left_square_bracket")
+            await pilot.press("right_curly_bracket")              # and the next one
+            await until(pilot, lambda: shown(r3), what=f"revision {r3} again")
+            await pilot.press("left_curly_bracket")
+            await until(pilot, lambda: shown(r2), what=f"revision {r2} again")
+            await pilot.press("left_curly_bracket")
             await until(pilot, lambda: shown(r1), what=f"revision {r1}")
             assert rows() == [(f"{key}/a", "one")]
             assert scrub.changes_shown() == [("added", f"{key}/a", "one", "")]
             await pilot.press("g")
             await until(pilot, lambda: isinstance(app.screen, FormScreen), what="the jump form")
-            await fill(pilot, str(r4))
-            await until(pilot, lambda: shown(r4), what=f"revision {r4}")
-            assert rows() == [(f"{key}/b", "bee")]
+            await fill(pilot, str(r5))
+            await until(pilot, lambda: shown(r5), what=f"revision {r5}")
+            assert rows() == [(f"{key}/b", "bee")] and scrub.changes_shown() == []
+            await pilot.press("left_curly_bracket")               # the delete is a change too
+            await until(pilot, lambda: shown(r4), what=f"revision {r4}, the delete")
             assert scrub.changes_shown() == [("deleted", f"{key}/a", "", "two")]
 
-            await _compact(endpoint, r2)                      # r1 is gone now
+            await pilot.press("escape")                       # compact to r2 from the console: r1 is gone
+            await until(pilot, lambda: not isinstance(app.screen, ScrubScreen), what="back to the dashboard")
+            await pilot.press("c")
+            await until(pilot, lambda: isinstance(app.screen, FormScreen), what="the compact form")
+            await fill(pilot, str(r2))
+            await until(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="compact's question")
+            await pilot.press("y")
             await until(pilot, lambda: screen(app).state.compact_revision >= r2, what="the compaction known")
-            for _ in range(r4 - r1):
-                await pilot.press("left_square_bracket")
+            await pilot.press("R")
+            await until(pilot, lambda: isinstance(app.screen, FormScreen), what="the form again")
+            await _paste_fill(pilot, f"{key}/*", str(r4))
+            scrub = await until(pilot, lambda: isinstance(app.screen, ScrubScreen) and app.screen,
+                                what="the scrubber again")
+            await until(pilot, lambda: shown(r4), what=f"revision {r4}")
+            await pilot.press("g")
+            await until(pilot, lambda: isinstance(app.screen, FormScreen), what="the jump form")
+            await fill(pilot, str(r1))
             await until(pilot, lambda: shown(r1) and shown(r1).compacted, what=f"revision {r1} compacted")
             status = scrub.query_one("#scrub-status").render().plain
             assert "compacted, its history is gone" in status and rows() == [], status
             assert scrub.query_one("#scrub-status").has_class("-compacted")
-            await pilot.press("right_square_bracket")         # the oldest revision left: no diff to show
+            await pilot.press("home")                         # the oldest revision left: no diff to show
             await until(pilot, lambda: shown(r2), what=f"revision {r2} after the compaction")
             assert rows() == [(f"{key}/a", "two")] and shown(r2).diff_compacted
             await pilot.press("escape")

@@ -125,3 +125,30 @@ def test_faults_and_moves_report_etcd_answers(real_etcd3):
     assert not cut.ok and "Fault service" in cut.text
     assert same.ok and "already the leader" in same.text
     assert not bogus.ok and bogus.text.endswith("etcdserver: can only promote a learner member")
+
+
+def test_scrubber_reads_and_txn_checks_agree_with_real_etcd(real_etcd3, prefix):
+    """The revision scrubber's reads, its previous/next change (a watch from
+    history) and the txn view's compare check, against etcd 3.4 itself."""
+    from raftui.source import txn
+
+    async def body():
+        source = ClusterSource(real_etcd3.endpoints)
+        try:
+            await _ready(source)
+            a, other = prefix + "s/a", prefix + "other"
+            revs = [(await source.put(k, v)).data for k, v in ((a, "one"), (other, "x"), (a, "two"), (other, "y"))]
+            await source.delete(a)
+            gone = (await source.put(other, "z")).data - 1
+            view = await source.revision_view(prefix + "s/", True, revs[2])
+            assert [(kv.key, kv.value) for kv in view.kvs] == [(a, "two")]
+            assert [(c.kind, c.before) for c in view.changes] == [("changed", "one")]
+            assert await source.scrub_change(prefix + "s/", True, revs[2], forward=False) == revs[0]
+            assert await source.scrub_change(prefix + "s/", True, revs[0], forward=True) == revs[2]
+            assert await source.scrub_change(prefix + "s/", True, gone + 1, forward=False) == gone   # the delete
+            failed = await source.txn(txn.parse_compares(f'mod("{other}") < "{revs[1]}"'),
+                                      [], txn.parse_ops(f"get {other}"))
+            assert not failed.ok and failed.data.failed == (1,) and failed.data.checks[0].actual.mod_revision == gone + 1
+        finally:
+            await source.close()
+    run(body())
