@@ -346,7 +346,8 @@ def test_watchers_show_a_slow_watcher_behind_with_events_waiting_and_the_console
 QUOTA = 16 * 1024 * 1024
 
 
-def test_guided_nospace_recovery_on_a_16mib_quota_ends_with_writes_accepted(raftnode_binary, tmp_path):
+def test_guided_nospace_recovery_on_a_16mib_quota_ends_with_writes_accepted_then_a_rolling_defrag(
+        raftnode_binary, tmp_path):
     from engine.cli.launch import raftnode_command
     from engine.proto import rpc_pb2, rpc_pb2_grpc
     from raftui.host.process_host import ProcessHost
@@ -402,5 +403,18 @@ def test_guided_nospace_recovery_on_a_16mib_quota_ends_with_writes_accepted(raft
             await fill(pilot, "after", "accepted", "")
             await until(pilot, lambda: any(e.text.startswith("put after at revision") for e in
                                            screen(app).state.timeline), what="the write accepted")
+
+            await pilot.press("G")                                        # the rolling defrag, on the same cluster
+            confirm = await until(pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen,
+                                  what="the rolling defrag's question")
+            assert confirm.query_one("#confirm-question").render().plain.startswith("Defragment every member")
+            await pilot.press("y")
+            rolling = await until(pilot, lambda: isinstance(app.screen, RecoveryScreen) and app.screen,
+                                  what="the rolling defrag's progress")
+            await until(pilot, lambda: rolling.progress.finished, timeout=60, what="every member defragmented")
+            assert rolling.progress.ok and [s for s, _ in rolling.shown_steps()] == ["done"] * 4, \
+                rolling.progress.summary
+            assert all("caught up" in step.detail or "≥ the leader's commit" in step.detail
+                       for step in rolling.progress.steps[1:])
     with hosted_cluster(None, host=host):
         run(body(), timeout=150)
