@@ -252,8 +252,6 @@ def test_txn_view_names_the_failing_compare_and_the_value_it_met(hosted, key):
     from raftui.screens.form import FormScreen
     from raftui.screens.txn import TxnScreen
 
-    from .conftest import fill
-
     async def body():
         app = _app(hosted)
         async with app.run_test(size=(80, 24)) as pilot:
