@@ -573,7 +573,8 @@ class MainScreen(Screen):
             return
         config = Config(**dict(zip(("clients", "rate"), (int(words[0]), float(words[1]))[:len(words)]
                                    if len(words) == 2 else [int(w) for w in words])))
-        screen = LincheckScreen.open(self.app, self.source, config, readonly=self.readonly)
+        screen = LincheckScreen.open(self.app, self.source, config, readonly=self.readonly,
+                                     tls=getattr(self.source, "tls", None))
         if isinstance(screen, str):       # refused: read-only, or a bad number
             self._report(ActionResult.fail(screen))
         else:

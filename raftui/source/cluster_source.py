@@ -73,6 +73,11 @@ class ClusterSource:
         return self._state
 
     @property
+    def tls(self) -> TlsFiles | None:
+        """The client TLS files the console dials with (tools it starts dial the same way)."""
+        return self._conns.tls
+
+    @property
     def auth(self) -> ClientAuth | None:
         """--user: .user, .enabled (True on / False off / None not known yet), .error
         (etcd's text of the last failed authentication). None without --user."""
