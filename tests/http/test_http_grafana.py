@@ -32,7 +32,8 @@ from tests.support.raftnode import RaftnodeCluster, RaftnodeMember, _member_args
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def start_with_metrics(root: pathlib.Path, size: int = 3) -> tuple[RaftnodeCluster, list[str]]:
+def start_with_metrics(root: pathlib.Path, size: int = 3, *,
+                       fault_injection: bool = False) -> tuple[RaftnodeCluster, list[str]]:
     """start_raftnode_cluster, with a metrics URL of its own for each member."""
     allocated = ports.free_ports(3 * size)
     token = f"raftui-grafana-{uuid.uuid4().hex[:12]}"
@@ -40,10 +41,11 @@ def start_with_metrics(root: pathlib.Path, size: int = 3) -> tuple[RaftnodeClust
                               data_dir=root / f"n{i + 1}.data", log_path=root / f"n{i + 1}.log")
                for i in range(size)]
     urls = [f"http://127.0.0.1:{allocated[3 * i + 2]}" for i in range(size)]
-    cluster = RaftnodeCluster(members=members, data_dir=root, token=token, fault_injection=False)
+    cluster = RaftnodeCluster(members=members, data_dir=root, token=token, fault_injection=fault_injection)
     for m, url in zip(members, urls):
         m.member_id = _member_id(m.peer_url, token)
-        m.args = _member_args(m, cluster.initial_cluster, "new", token, False, [f"--listen-metrics-urls={url}"])
+        m.args = _member_args(m, cluster.initial_cluster, "new", token, fault_injection,
+                              [f"--listen-metrics-urls={url}"])
     cluster.track()
     try:
         for m in members:
@@ -285,3 +287,44 @@ def test_the_check_says_the_same_of_real_etcd(etcd_binaries, live, tmp_path) -> 
             grafana_check.families(more[0])["etcd_network_peer_round_trip_time_seconds_bucket"]
     finally:
         real.stop()
+
+
+@pytest.mark.soak
+def test_a_delayed_member_shows_in_the_round_trip(tmp_path) -> None:
+    """A 100 ms delay on every link of n1 (the Fault service) shows in n1's
+    peer round-trip p99 as the console computes it, and not in the RTT
+    between the two other members."""
+    from engine.proto import fault_pb2, fault_pb2_grpc
+    cluster, urls = start_with_metrics(tmp_path, fault_injection=True)
+    try:
+        endpoints = [m.endpoint for m in cluster.members]
+        with grpc.insecure_channel(endpoints[0]) as ch:
+            fault_pb2_grpc.FaultStub(ch).Delay(fault_pb2.DelayRequest(all=True, ms=100), timeout=10)
+
+        async def watch():
+            poller = metrics.MetricsPoller(dict(zip(endpoints, urls)))
+            seen: dict[str, list[float]] = {ep: [] for ep in endpoints}
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                for ep, r in (await poller.poll(endpoints, deadline=5.0)).items():
+                    if r.peer_rtt is not None and r.peer_rtt.observed and r.peer_rtt.seconds is not None:
+                        seen[ep].append(r.peer_rtt.seconds)
+                if len(seen[endpoints[0]]) >= 2 and all(seen.values()):
+                    break
+                await asyncio.sleep(0.5)   # the scrape interval (the console's is 2 s), not synchronisation
+            return seen
+
+        seen = asyncio.run(watch())
+        assert len(seen[endpoints[0]]) >= 2, seen
+        assert min(seen[endpoints[0]]) >= 0.1, seen        # out and back through n1's delayed links
+        assert all(seen[ep] for ep in endpoints[1:]), seen
+        # n2's own histogram, peer by peer: its probes to n1 since the delay
+        # took over 100 ms (its first ones, before, did not); most of those to
+        # n3 far less (one of 2 cores under load may stall one).
+        n1, n3 = (f"{cluster.members[i].member_id:x}" for i in (0, 2))
+        hist = metrics.parse(grafana_check.scrape(urls[1]), [metrics.PEER_RTT]).histogram(metrics.PEER_RTT)
+        to_n1, to_n3 = dict(hist[(("To", n1),)]), dict(hist[(("To", n3),)])
+        assert to_n1[math.inf] - to_n1[0.1024] >= 1, to_n1
+        assert to_n3[0.0512] >= 0.5 * to_n3[math.inf] > 0, to_n3
+    finally:
+        cluster.stop()
