@@ -89,6 +89,15 @@ def test_every_kvserver_member_works_on_a_running_node(tmp_path) -> None:
             counts = use("metric_counts")()
             assert counts["keys"] == 1 and counts["put_total"] >= 1
             assert all(sent >= 0 and received >= 0 for sent, received in use("peer_traffic")().values())
+            assert use("peer_send_failures")() == {}    # one member: no peers
+            rtts: list = []
+            use("observe_peer_rtt")(lambda peer, s: rtts.append((peer, s)))
+            assert node.transport.on_peer_rtt is not None
+            node.transport.on_peer_rtt(7, 0.5)          # an observer is called through the guard
+            s.observe_peer_rtt(lambda peer, s: 1 / 0)
+            node.transport.on_peer_rtt(7, 0.5)          # its exception is logged, never raised
+            s.observe_peer_rtt(None)
+            assert rtts == [(7, 0.5)] and node.transport.on_peer_rtt is None
 
             cc = raft_pb2.ConfChange(type=raft_pb2.ConfChangeUpdateNode, node_id=node.member_id,
                                      context=internal_pb2.ConfChangeContext(member=rpc_pb2.Member(
