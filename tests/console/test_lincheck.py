@@ -300,3 +300,110 @@ def test_lincheck_screen_snapshot(snap_compare, fixed_clock_and_tz, monkeypatch)
 
     app = RaftuiApp(lambda: FakeSource(STATE), theme="dark", mode_label="hosting 3 members", live=False)
     assert snap_compare(app, terminal_size=(120, 32), run_before=show)
+
+
+# ------------------------------------------------------------------ windows from cuts (incremental.py)
+
+
+def _register_history(rng, key: str, procs: int = 4, per_proc: int = 10, p_info: float = 0.15,
+                      t0: float = 0.0) -> list[dict]:
+    """A true atomic register's history as the workload records it: every op takes effect at
+    one instant in its interval (ok), or anywhere after its invocation or never (info)."""
+    ops = []
+    written: list[str] = []
+    for p in range(procs):
+        t = t0 + rng.random() * 3
+        for n in range(per_proc):
+            start = t + rng.random()
+            end = start + rng.random() * 3
+            f = rng.choice(["read", "read", "write", "cas"])
+            status = "ok"
+            if f != "read" and rng.random() < p_info:
+                status = "info"
+                point = None if rng.random() < 0.4 else start + rng.random() * 8
+            else:
+                point = start + rng.random() * (end - start)
+            value = None
+            if f == "write":
+                value = f"{key}-{p}-{n}"
+                written.append(value)
+            elif f == "cas":
+                new = f"{key}-{p}-{n}"
+                old = rng.choice(written) if written else None
+                value = [old, new]
+                written.append(new)
+            ops.append(dict(id=f"{key}{p}.{n}", p=p, f=f, value=value, start=start, end=end, point=point,
+                            status=status))
+            t = end + rng.random() * 0.5
+    state = None
+    for o in sorted((o for o in ops if o["point"] is not None), key=lambda o: o["point"]):
+        if o["f"] == "read":
+            o["got"] = state
+        elif o["f"] == "write":
+            state = o["value"]
+        else:
+            o["swapped"] = state == o["value"][0]
+            if o["swapped"]:
+                state = o["value"][1]
+            else:
+                o["current"] = state
+    events = []
+    for o in ops:
+        base = dict(id=o["id"], process=o["p"], f=o["f"], key=key)
+        events.append(dict(base, type="invoke", value=o["value"], time=o["start"]))
+        done = dict(base, type=o["status"], value=o.get("got") if o["f"] == "read" else o["value"], time=o["end"])
+        if o["f"] == "cas" and o["status"] == "ok":
+            done["swapped"] = o["swapped"]
+            if not o["swapped"]:
+                done["current"] = o["current"]
+        events.append(done)
+    return events
+
+
+def _windowed(events: list[dict], every: int) -> bool | None:
+    """What the live session's windows conclude, window after window over the growing history."""
+    from raftui.lincheck.incremental import Incremental
+    from raftui.lincheck.live import check_segments
+
+    inc = Incremental()
+    verdict = None
+    for n in list(range(every, len(events), every)) + [len(events)]:
+        v, cuts = check_segments(inc.segments(events[:n]))
+        if v.valid is False:
+            return False
+        verdict = v.valid
+        for key, cut in cuts:
+            inc.advance(key, cut)
+    return verdict
+
+
+def test_windows_from_cuts_agree_with_checking_the_whole_history() -> None:
+    """Random register histories (two keys, indeterminate ops that took effect late or never,
+    ops still running at each window), half of them with one read's answer changed: the
+    windowed verdict equals the whole check's every time, and cuts are really made."""
+    import random
+
+    rng = random.Random(20261206)
+    cuts_made = violations = 0
+    for round_ in range(250):
+        events = sorted(_register_history(rng, "a") + _register_history(rng, "b", procs=3),
+                        key=lambda e: e["time"])
+        if round_ % 2:
+            reads = [e for e in events if e["f"] == "read" and e["type"] == "ok"]
+            victim = rng.choice(reads)
+            victim["value"] = rng.choice([None, "a-0-0", "b-1-1", victim["value"]])
+        whole = check_events(events).valid
+        assert whole is not None
+        violations += whole is False
+        windowed = _windowed(events, every=rng.choice((3, 7, 15)))
+        assert windowed == whole, (round_, whole, windowed)
+        from raftui.lincheck.incremental import Incremental
+        from raftui.lincheck.live import check_segments
+
+        inc = Incremental()
+        for n in range(10, len(events), 10):
+            v, cuts = check_segments(inc.segments(events[:n]))
+            for key, cut in cuts:
+                inc.advance(key, cut)
+        cuts_made += sum(c.cuts for c in inc.cursors.values())
+    assert violations > 40 and cuts_made > 100, (violations, cuts_made)
