@@ -37,6 +37,13 @@ def key() -> str:
     return f"f{uuid.uuid4().hex[:6]}"
 
 
+async def _heal_all(endpoints: list[str]) -> None:
+    """Every fault undone (a failed test must not leave the module's cluster cut)."""
+    for endpoint in endpoints:
+        async with grpc.aio.insecure_channel(endpoint) as ch:
+            await fault_pb2_grpc.FaultStub(ch).Heal(fault_pb2.HealRequest(), timeout=5)
+
+
 async def _fault_status(endpoint: str) -> fault_pb2.FaultStatus:
     """A member's fault status read directly (not through the console)."""
     async with grpc.aio.insecure_channel(endpoint) as ch:
@@ -72,6 +79,12 @@ async def _move_to(pilot, matrix: LinkMatrix, row: int, col: int) -> None:
 
 def test_link_matrix_one_way_cut_leader_to_followers_elects_a_new_leader(hosted):
     async def body():
+        try:
+            await cut_and_see()
+        finally:
+            await _heal_all(hosted.endpoints)
+
+    async def cut_and_see():
         app = _app(hosted)
         async with app.run_test(size=(80, 24)) as pilot:
             await ready(app, pilot)
@@ -107,10 +120,12 @@ def test_link_matrix_one_way_cut_leader_to_followers_elects_a_new_leader(hosted)
                 assert matrix.table.get_cell(str(old.id), str(f.id)).plain == "✗ cut"
 
             # ... and the followers, no longer hearing heartbeats, elect one of themselves.
+            # (The leader's id can arrive from a status stream before its row's term: wait for both.)
             new_leader = await until(pilot, lambda: (lambda s: s.leader if s.leader and s.leader.id != old.id
-                                                     and s.leader.health == "up" else None)(screen(app).state),
-                                     timeout=ELECTION_WITHIN, what="a new leader among the followers")
-            assert new_leader.id in {f.id for f in followers} and new_leader.term > old.term
+                                                     and s.leader.health == "up" and s.leader.term > old.term
+                                                     else None)(screen(app).state),
+                                     timeout=ELECTION_WITHIN, what="a new leader among the followers, newer term")
+            assert new_leader.id in {f.id for f in followers}
             await until(pilot, lambda: row_of(app, old.label) and "partitioned" in row_of(app, old.label)[COL["health"]],
                         what="the old leader marked partitioned (it reaches no one both ways)")
             reach = links_screen.query_one("#link-reach").render().plain
