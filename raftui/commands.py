@@ -534,8 +534,7 @@ COMMANDS: tuple[Command, ...] = (
         # The current revision shown, to edit down from (0 also means the latest).
         Field("revision", "Revision", lambda ctx: str(ctx.state.revision), "0: latest", integer=True),
     ), footer=True, reads=True, group="keys", result_view="detail"),
-    Command("txn", "x", "Txn", "A transaction, etcdctl's way (if: mod(\"k\") > \"5\"; then/else: put k v; del k; "
-            "get k); shows each compare's actual value and which failed", _txn, (
+    Command("txn", "x", "Txn", "A txn in etcdctl's syntax; shows each compare's actual value and which one failed", _txn, (
                 Field("compares", "If (; between compares)", "", 'value("k") = "v"; mod("k") < "10"',
                       optional=True, escapes=True),
                 Field("then", "Then (; between ops)", "", "put k v; del k2; get k*", optional=True, escapes=True),
@@ -545,8 +544,7 @@ COMMANDS: tuple[Command, ...] = (
             (Field("key", "Key", _key_or_selected, escapes=True),), reads=True, group="keys", result_view="detail"),
     Command("view", "v", "View", "Show the highlighted key and its value whole (wrapped)", _view,
             needs="key", reads=True, group="keys", result_view="whole"),
-    Command("revisions", "R", "Revisions", "Scrub a key or prefix (key*) through its revisions: [ and ] step, "
-            "g jumps; the keys then, the diff from the revision before, compacted ones marked", None, (
+    Command("revisions", "R", "Revisions", "Scrub a key or prefix (key*) through revisions: [ ] step, { } changes, g jumps", None, (
                 Field("key", "Key", _key_or_selected, "foo or foo*", escapes=True, optional=True),
                 Field("revision", "Start at revision", lambda ctx: str(ctx.state.revision), "0: latest",
                       integer=True),
@@ -566,11 +564,9 @@ COMMANDS: tuple[Command, ...] = (
             confirm=_confirm_transfer, needs="member", group="maintenance"),
     Command("snapshot", "S", "Snapshot", "Save a snapshot of the selected member to a file", _snapshot,
             (Field("path", "File", _snapshot_path),), confirm=_confirm_snapshot, reads=True, group="maintenance"),
-    Command("recover", "N", "NOSPACE fix", "NOSPACE recovery with progress: compact to the current revision, "
-            "defragment each member (the leader last), disarm, check a write", None,
+    Command("recover", "N", "NOSPACE fix", "NOSPACE recovery: compact, defrag each member (leader last), disarm, check a write", None,
             confirm=lambda ctx, v: _confirm_guided(ctx, "nospace"), group="maintenance"),
-    Command("rolling_defrag", "G", "Rolling defrag", "Defragment every member one at a time, the leader last, "
-            "waiting for each to answer and catch up; stops at the first error", None,
+    Command("rolling_defrag", "G", "Rolling defrag", "Defrag every member one at a time, the leader last, waiting for each to catch up", None,
             confirm=lambda ctx, v: _confirm_guided(ctx, "rolling"), group="maintenance"),
     Command("alarms", "A", "Alarms", "List the cluster's alarms", _alarms, reads=True, group="maintenance"),
     Command("disarm", "exclamation_mark", "Disarm", "Disarm every alarm", _disarm,
@@ -606,8 +602,7 @@ COMMANDS: tuple[Command, ...] = (
                 Field("drop", "Drop %", "0", integer=True, maximum=100),
                 Field("delay", "Delay (ms)", "0", integer=True, maximum=MAX_DELAY_MS),
             ), confirm=_confirm_drop_delay, needs="member", group="faults"),
-    Command("links", "L", "Links", "The link matrix: every directed link (cut, drop, delay); "
-            "space cuts/opens one way, d drop, l delay", None, reads=True, group="faults"),
+    Command("links", "L", "Links", "The link matrix: every directed link; space cuts one way, d drop, l delay", None, reads=True, group="faults"),
 )
 
 # The link matrix's own keys (raftui/screens/links.py): commands of the table
@@ -627,10 +622,8 @@ LINK_COMMANDS: tuple[Command, ...] = (
 # Commands only the `:` line runs, with an argument (raftui/scenario and
 # raftui/lincheck open their own screens; shown in `?` as typed).
 LINE_COMMANDS: tuple[Command, ...] = (
-    Command("run", ":run NAME|FILE", "Scenario", "Run a scenario script, a shipped one by name or a file "
-            "(:run leader-isolation); its steps light up as they go", None, reads=True, group="scenarios"),
-    Command("lincheck", ":lincheck [N] [RATE]", "Live check", "Start (or show) the live linearizability check: "
-            "N clients, RATE ops/s (default 4 and 20); fault the cluster meanwhile", None, reads=True,
+    Command("run", ":run NAME|FILE", "Scenario", "Run a scenario script: a shipped one by name or a file (:run leader-isolation)", None, reads=True, group="scenarios"),
+    Command("lincheck", ":lincheck [N] [RATE]", "Live check", "Start or show the live linearizability check: N clients, RATE ops/s (4, 20)", None, reads=True,
             group="scenarios"),
 )
 
