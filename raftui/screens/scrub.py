@@ -68,6 +68,7 @@ class ScrubScreen(ModalScreen[None]):
         self._load = load
         self._known = known
         self._find = find
+        self._finding: tuple[bool, int] | None = None     # a { / } search running: (forward, presses left)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog scrub"):
@@ -123,21 +124,41 @@ class ScrubScreen(ModalScreen[None]):
         self.dismiss(None)
 
     def action_change(self, forward: bool) -> None:
-        if self._find is not None:
-            self.find_change(self.wanted, forward)
+        """{ / }: pressed again while a search runs, the next search starts where it ends (two
+        presses, two changes); the other way cancels it and starts over from where the view is."""
+        if self._find is None:
+            return
+        if self._finding is not None and self._finding[0] == forward:
+            self._finding = (forward, self._finding[1] + 1)
+            return
+        self._finding = (forward, 1)
+        self.find_change(self.wanted, forward)
 
     @work(exclusive=True, group="scrub-find", exit_on_error=False)
     async def find_change(self, start: int, forward: bool) -> None:
-        """{ / }: to the previous / next revision that changed the key or prefix (a watch from history)."""
+        """To the previous / next revision that changed the key or prefix (a watch from history)."""
         self._say(f"looking for the {'next' if forward else 'previous'} change…")
-        found = await self._find(start, forward)
-        if not self.is_attached or start != self.wanted:
-            return          # the operator moved on meanwhile
-        if isinstance(found, str):
-            self._say(found)
-        else:
-            self._say("")
-            self._go(found)
+        at = start
+        try:
+            while True:
+                found = await self._find(at, forward)
+                if not self.is_attached or start != self.wanted:
+                    return          # the operator moved on meanwhile
+                if isinstance(found, str):
+                    self._say(found)
+                    if at != start:
+                        self._go(at)        # as far as the presses got
+                    return
+                at = found
+                left = self._finding[1] - 1 if self._finding is not None else 0
+                if left <= 0:
+                    self._say("")
+                    self._go(at)
+                    return
+                self._finding = (forward, left)
+        finally:
+            if self._finding is not None and self._finding[0] == forward:
+                self._finding = None
 
     def _say(self, text: str) -> None:
         self.note = text
