@@ -4,13 +4,14 @@ with progress.
 NOSPACE recovery is etcd's documented procedure (op-guide/maintenance.md,
 "Space quota") in one go:
 
+    0. check that every member answers (nothing is changed otherwise)
     1. compact the history up to the current revision
     2. defragment every member, one at a time, the leader last, waiting after
        each for it to answer again and catch up with the leader
     3. disarm the alarms
     4. check that a write goes through (a probe key put, then deleted)
 
-A rolling defrag is step 2 alone, and first checks that every member is up.
+A rolling defrag is steps 0 and 2.
 Both stop at the first step that fails and say why; nothing after it runs.
 The leader goes last so the cluster changes leader at most once, at the end,
 and the members defragmented first are there to take over if it must.
@@ -63,7 +64,7 @@ def defrag_order(state: ClusterState) -> list[Member]:
 
 
 def plan_nospace(state: ClusterState) -> list[str]:
-    return (["compact the history to the current revision"]
+    return (["check that every member is up", "compact the history to the current revision"]
             + [f"defragment {m.label}{' (the leader, last)' if m.id == state.leader_id else ''}, "
                "then wait until it answers and has caught up" for m in defrag_order(state)]
             + ["disarm the alarms", "check that a write goes through"])
@@ -178,7 +179,9 @@ def nospace_recovery(source, state: ClusterState, clock: Callable[[], float] = t
         await source.delete(PROBE_KEY)
         return f"wrote and deleted {PROBE_KEY} (revision {put.data})"
 
-    actions = [compact] + [_defrag_then_wait(source, m, clock) for m in defrag_order(state)] + [disarm, probe]
+    members = defrag_order(state)
+    actions = ([_all_up(source, members), compact] + [_defrag_then_wait(source, m, clock) for m in members]
+               + [disarm, probe])
     return runner.run(actions)
 
 
@@ -186,15 +189,19 @@ def rolling_defrag(source, state: ClusterState, clock: Callable[[], float] = tim
                    ) -> AsyncIterator[Progress]:
     runner = Runner(source, "rolling defrag", plan_rolling(state), clock)
     members = defrag_order(state)
+    actions = [_all_up(source, members)] + [_defrag_then_wait(source, m, clock) for m in members]
+    return runner.run(actions)
 
-    async def all_up() -> str:
+
+def _all_up(source, members: list[Member]) -> Callable[[], Awaitable[str]]:
+    """Every member answers and one is the leader: checked before anything is changed
+    (a member that cannot be defragmented would stop the run halfway)."""
+    async def step() -> str:
         answers = await asyncio.gather(*(source.status_of(m.id) for m in members))
         down = [m.label for m, st in zip(members, answers) if st is None or not st.ok]
         if down:
-            raise StepFailed(f"{', '.join(down)} not answering: a rolling defrag needs every member up")
+            raise StepFailed(f"{', '.join(down)} not answering: every member must be up")
         if not any(st.leader_id for st in answers):
             raise StepFailed("no leader")
         return f"{len(members)} members answer"
-
-    actions = [all_up] + [_defrag_then_wait(source, m, clock) for m in members]
-    return runner.run(actions)
+    return step

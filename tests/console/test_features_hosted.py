@@ -406,7 +406,7 @@ def test_guided_nospace_recovery_on_a_16mib_quota_ends_with_writes_accepted_then
             assert guided.progress.ok, guided.progress.summary
             states = [s for s, _ in guided.shown_steps()]
             titles = [t for _, t in guided.shown_steps()]
-            assert states == ["done"] * 6 and "(the leader, last)" in titles[3], guided.shown_steps()
+            assert states == ["done"] * 7 and "(the leader, last)" in titles[4], guided.shown_steps()
             assert "recovery-check" in guided.progress.steps[-1].detail
             await pilot.press("escape")
             await until(pilot, lambda: not any(m.alarms for m in screen(app).state.members),

@@ -73,17 +73,17 @@ def test_nospace_recovery_compacts_defrags_leader_last_disarms_and_checks_a_writ
     assert [c for c in cluster.calls if c[0] == "defrag"] == [("defrag", N2), ("defrag", N3), ("defrag", N1)]
     assert cluster.calls[0] == ("compact", 600) and cluster.calls[-3:] == [
         ("disarm",), ("put", recovery.PROBE_KEY), ("delete", recovery.PROBE_KEY)]
-    assert "caught up" not in done.steps[1].detail and "applied 100 ≥ the leader's commit 100" in done.steps[1].detail
-    assert done.steps[3].title.startswith("defragment n1 (the leader, last)")
+    assert "applied 100 ≥ the leader's commit 100" in done.steps[2].detail
+    assert done.steps[4].title.startswith("defragment n1 (the leader, last)")
 
 
 def test_a_failed_step_stops_everything_after_it():
     cluster = Cluster(fail_defrag=N3)
     done = asyncio.run(_last(recovery.nospace_recovery(cluster, UP)))
-    assert done.ok is False and [s.state for s in done.steps] == ["done", "done", "failed", "skipped", "skipped",
-                                                                   "skipped"]
+    assert done.ok is False and [s.state for s in done.steps] == ["done", "done", "done", "failed", "skipped",
+                                                                   "skipped", "skipped"]
     assert ("defrag", N1) not in cluster.calls and ("disarm",) not in cluster.calls
-    assert done.summary.startswith("NOSPACE recovery stopped at step 3") and "context deadline" in done.summary
+    assert done.summary.startswith("NOSPACE recovery stopped at step 4") and "context deadline" in done.summary
     refused = asyncio.run(_last(recovery.nospace_recovery(Cluster(refuse_put=True), UP)))
     assert refused.ok is False and refused.steps[-1].detail.startswith("a write is still refused")
 
@@ -105,3 +105,6 @@ def test_rolling_defrag_waits_for_catch_up_and_gives_up_at_its_deadline(monkeypa
     refused = asyncio.run(_last(recovery.rolling_defrag(cluster, UP)))
     assert refused.steps[0].state == "failed" and "n3 not answering" in refused.steps[0].detail
     assert not [c for c in cluster.calls if c[0] == "defrag"]
+    cluster = Down()                                     # NOSPACE recovery: nothing compacted either
+    refused = asyncio.run(_last(recovery.nospace_recovery(cluster, UP)))
+    assert refused.steps[0].state == "failed" and cluster.calls == []
