@@ -56,9 +56,16 @@ class _EmptyAio(rpc_pb2_grpc.MaintenanceServicer):
         return rpc_pb2.StatusResponse()
 
 
-def _serve_aio(port: int, ready) -> None:
+class _PassThrough(grpc.aio.ServerInterceptor):
+    """A server interceptor that changes nothing: what having one costs."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        return await continuation(handler_call_details)
+
+
+def _serve_aio(port: int, ready, intercept: bool = False) -> None:
     async def main():
-        server = grpc.aio.server()
+        server = grpc.aio.server(interceptors=[_PassThrough()] if intercept else None)
         rpc_pb2_grpc.add_MaintenanceServicer_to_server(_EmptyAio(), server)
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
@@ -101,7 +108,8 @@ def measure(pid: int, endpoint: str, calls: int) -> tuple[float, float]:
 def server_rows(calls: int) -> list[tuple[str, float, float]]:
     rows = []
     ctx = multiprocessing.get_context("spawn")
-    variants = [("grpc.aio (asyncio)", _serve_aio, ())]
+    variants = [("grpc.aio (asyncio)", _serve_aio, ()),
+                ("grpc.aio + a pass-through interceptor", _serve_aio, (True,))]
     variants += [(f"grpc sync, {n} threads", _serve_sync, (n,)) for n in (1, 4, 16)]
     for name, target, extra in variants:
         port = free_port()

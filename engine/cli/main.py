@@ -145,14 +145,17 @@ async def serve(cfg: MemberConfig, ready: asyncio.Event | None = None) -> int:
     # requests fail in grpc, smaller ones over the limit get "request is too large".
     client = make_server([("grpc.max_receive_message_length", max_req + 512 * 1024),
                           ("grpc.max_send_message_length", 2**31 - 1)],
-                         # The certificate check first: a refused call is not counted as served.
-                         interceptors=[*certcheck.server_interceptors(certcheck.listener_rules(cfg, "client"), "client"),
-                                       http.grpc_interceptor])
-    add_services(client, kvs)
+                         # A call the certificate check refuses never reaches a
+                         # handler, so it is not counted as served either.
+                         interceptors=certcheck.server_interceptors(certcheck.listener_rules(cfg, "client"), "client"))
+    # Services register through `counted`: every method's handler is wrapped
+    # for the grpc_server_* metrics once, not by an interceptor per call.
+    counted = http.instrumented(client)
+    add_services(counted, kvs)
     if cfg.enable_fault_injection:
         from engine.transport.fault_service import add_fault_service
         # With auth on, root only (issue 10).
-        add_fault_service(client, node.faults, node.member_id, admit=functools.partial(require_root, kvs),
+        add_fault_service(counted, node.faults, node.member_id, admit=functools.partial(require_root, kvs),
                           known_peers=lambda: node.transport.peers().keys())
     client_creds = (_server_credentials(cfg.cert_file, cfg.key_file, cfg.trusted_ca_file,
                                         cfg.client_cert_auth) if cfg.client_tls else None)

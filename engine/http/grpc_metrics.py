@@ -86,6 +86,12 @@ class GrpcCollector:
                 self.known.add((grpc_type(m.client_streaming, m.server_streaming), service.full_name, m.name))
         self.interceptor = _Interceptor(self)
 
+    def instrumented(self, server) -> "InstrumentedServer":
+        """`server` for the generated add_*Servicer_to_server functions,
+        every method's handler wrapped once with the counting (cheaper than
+        the interceptor, see InstrumentedServer)."""
+        return InstrumentedServer(server, self)
+
     def collect(self) -> Iterator[Metric]:
         labels = ["grpc_method", "grpc_service", "grpc_type"]
         keys = sorted(self.known | set(self.started))
@@ -170,56 +176,87 @@ class _Interceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         service, method = _split(handler_call_details.method)
-        key = (grpc_type(handler.request_streaming, handler.response_streaming), service, method)
-        name = {"unary": "unary_unary", "server_stream": "unary_stream",
-                "client_stream": "stream_unary", "bidi_stream": "stream_stream"}[key[0]]
-        inner = getattr(handler, name)
-        if inner is None:
-            return handler
-        return handler._replace(**{name: self._wrap(key, inner, handler.request_streaming)})
+        return instrument_handler(self._c, service, method, handler)
 
-    def _wrap(self, key: Key, inner, request_streaming: bool):
-        c = self._c
 
-        def enter(request, context):
-            c.started[key] += 1
-            if request_streaming:
-                request = self._counted(key, request)
-            else:
-                c.on_received(key, request)
-            if key[0] == "unary":
-                return request, context   # nothing is written through it
-            return request, _CountingContext(context, c, key)
+def _wrap(c: GrpcCollector, key: Key, inner, request_streaming: bool):
+    """`inner` (a method's behaviour) with its calls and messages counted."""
 
-        if inspect.isasyncgenfunction(inner):
-            async def gen(request, context):
-                request, ctx = enter(request, context)
-                error: BaseException | None = None
-                try:
-                    async for msg in inner(request, ctx):
-                        c.on_sent(key, msg)
-                        yield msg
-                except BaseException as e:
-                    error = e
-                    raise
-                finally:
-                    c.on_done(key, context, error)
-            return gen
+    def enter(request, context):
+        c.started[key] += 1
+        if request_streaming:
+            request = _counted(c, key, request)
+        else:
+            c.on_received(key, request)
+        if key[0] == "unary":
+            return request, context   # nothing is written through it
+        return request, _CountingContext(context, c, key)
 
-        async def call(request, context):
+    if inspect.isasyncgenfunction(inner):
+        async def gen(request, context):
             request, ctx = enter(request, context)
+            error: BaseException | None = None
             try:
-                resp = await inner(request, ctx)
+                async for msg in inner(request, ctx):
+                    c.on_sent(key, msg)
+                    yield msg
             except BaseException as e:
-                c.on_done(key, context, e)
+                error = e
                 raise
-            if resp is not None and key[0] in ("unary", "client_stream"):
-                c.on_sent(key, resp)
-            c.on_done(key, context, None)
-            return resp
-        return call
+            finally:
+                c.on_done(key, context, error)
+        return gen
 
-    async def _counted(self, key: Key, iterator):
-        async for msg in iterator:
-            self._c.on_received(key, msg)
-            yield msg
+    async def call(request, context):
+        request, ctx = enter(request, context)
+        try:
+            resp = await inner(request, ctx)
+        except BaseException as e:
+            c.on_done(key, context, e)
+            raise
+        if resp is not None and key[0] in ("unary", "client_stream"):
+            c.on_sent(key, resp)
+        c.on_done(key, context, None)
+        return resp
+    return call
+
+
+async def _counted(c: GrpcCollector, key: Key, iterator):
+    async for msg in iterator:
+        c.on_received(key, msg)
+        yield msg
+
+
+def instrument_handler(c: GrpcCollector, service: str, method: str,
+                       handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """One method's handler with its behaviour wrapped by _wrap."""
+    key = (grpc_type(handler.request_streaming, handler.response_streaming), service, method)
+    name = {"unary": "unary_unary", "server_stream": "unary_stream",
+            "client_stream": "stream_unary", "bidi_stream": "stream_stream"}[key[0]]
+    inner = getattr(handler, name)
+    if inner is None:
+        return handler
+    return handler._replace(**{name: _wrap(c, key, inner, handler.request_streaming)})
+
+
+class InstrumentedServer:
+    """Stands in for a grpc.aio.Server where services are registered: every
+    method handler is wrapped with the counting once, at registration. A
+    grpc.aio ServerInterceptor does the same work on every call, plus the
+    handler lookup and a new handler tuple: ~33 µs of CPU per call
+    (bench/bench_grpc_floor.py: 162 µs an empty call, 195 with an
+    interceptor that does nothing), 7 % of a serializable range."""
+
+    def __init__(self, server, collector: GrpcCollector) -> None:
+        self._server = server
+        self._c = collector
+
+    def add_generic_rpc_handlers(self, handlers) -> None:
+        # The same methods come again through add_registered_method_handlers
+        # (the generated code calls both); they are registered from there.
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict) -> None:
+        wrapped = {m: instrument_handler(self._c, service, m, h) for m, h in handlers.items()}
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, wrapped),))
+        self._server.add_registered_method_handlers(service, wrapped)

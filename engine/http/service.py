@@ -57,8 +57,14 @@ class HttpService:
 
     @property
     def grpc_interceptor(self):
-        """A grpc.aio.ServerInterceptor counting the client server's RPCs."""
+        """A grpc.aio.ServerInterceptor counting the client server's RPCs
+        (for a server whose services are registered elsewhere)."""
         return self.metrics.grpc.interceptor
+
+    def instrumented(self, server):
+        """`server` to register the client services on, each method counted
+        (grpc_server_* metrics) without an interceptor's per-call cost."""
+        return self.metrics.grpc.instrumented(server)
 
     # -- listeners ----------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import asyncio
 import re
 
 import grpc
+import pytest
 
 from engine.api import add_services
 from engine.http import HttpService
@@ -26,14 +27,22 @@ def _value(text: str, name: str, **labels: str) -> float:
     raise AssertionError(f"{name}{labels} not in the metrics")
 
 
-def test_rpcs_are_counted_by_method_type_and_code(tmp_path) -> None:
+@pytest.mark.parametrize("how", ["registered", "interceptor"])
+def test_rpcs_are_counted_by_method_type_and_code(tmp_path, how) -> None:
+    """Counted the same whether the handlers are wrapped at registration
+    (http.instrumented, what raftnode does: no per-call interceptor cost)
+    or by the interceptor."""
     async def main() -> str:
         c = InProcCluster(str(tmp_path), 1)
         await c.start_all()
         node = await c.leader()
         http = HttpService(KVServer(node))
-        server = grpc.aio.server(interceptors=[http.grpc_interceptor])
-        add_services(server, node)
+        if how == "interceptor":
+            server = grpc.aio.server(interceptors=[http.grpc_interceptor])
+            add_services(server, node)
+        else:
+            server = grpc.aio.server()
+            add_services(http.instrumented(server), node)
         port = free_port()
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
