@@ -158,8 +158,9 @@ def check_segments(segments: list, budget: int = CHECK_BUDGET, ops: int = 0) -> 
 
 class LiveSession:
     def __init__(self, endpoints: Sequence[str], config: Config = Config(), tls: TlsFiles | None = None, *,
-                 save_dir: str | None = None, every: float = CHECK_EVERY, in_process: bool = False) -> None:
-        self.workload = Workload(endpoints, config, tls)
+                 save_dir: str | None = None, every: float = CHECK_EVERY, in_process: bool = False,
+                 auth=None) -> None:
+        self.workload = Workload(endpoints, config, tls, auth=auth)
         self.every = every
         self.save_dir = os.path.expanduser(save_dir) if save_dir else None
         self.in_process = in_process      # tests: check on a thread instead of a process

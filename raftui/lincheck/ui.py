@@ -63,7 +63,7 @@ def start(app: App, source: ClusterSource, config: Config = Config(), *, tls: Tl
         return old
     try:
         session = LiveSession(source.endpoints, config, tls, save_dir=save_dir or default_save_dir(),
-                              in_process=in_process)
+                              in_process=in_process, auth=getattr(source, "auth", None))
     except ValueError as exc:
         return f"lincheck: {exc}"
     _SESSIONS[app] = session

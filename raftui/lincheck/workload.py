@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 import grpc
 
 from engine.proto import rpc_pb2
-from raftui.source.connection import Stubs, TlsFiles
+from raftui.source.connection import ClientAuth, Stubs, TlsFiles
 
 from .checker import CAS, FAIL, INFO, OK, READ, WRITE
 
@@ -82,7 +82,7 @@ class Stats:
 
 class Workload:
     def __init__(self, endpoints: Sequence[str], config: Config = Config(), tls: TlsFiles | None = None,
-                 *, clock: Callable[[], int] = time.monotonic_ns) -> None:
+                 *, clock: Callable[[], int] = time.monotonic_ns, auth: ClientAuth | None = None) -> None:
         problem = config.check()
         if problem:
             raise ValueError(problem)
@@ -91,6 +91,7 @@ class Workload:
         self.config = config
         self.endpoints = list(endpoints)
         self.tls = tls
+        self.auth = auth   # --user: every call carries its token (an auth-enabled cluster)
         self.run_id = uuid.uuid4().hex[:8]
         self.keys = [f"{config.prefix}{self.run_id}/k{i}" for i in range(config.keys)]
         self.events: list[dict] = []
@@ -166,7 +167,7 @@ class _Client:
     def stub(self) -> Stubs:
         s = self.stubs.get(self.member)
         if s is None:
-            s = self.stubs[self.member] = Stubs(self.wl.endpoints[self.member], self.wl.tls)
+            s = self.stubs[self.member] = Stubs(self.wl.endpoints[self.member], self.wl.tls, self.wl.auth)
         return s
 
     async def close(self) -> None:

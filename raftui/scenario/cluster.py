@@ -19,7 +19,7 @@ from raftui.host.health import log_tail, with_process_health
 from raftui.source import ClusterSource, TlsFiles
 from raftui.source import actions, errors, faults
 from raftui.source.codec import decode, encode
-from raftui.source.connection import Connections, Stubs
+from raftui.source.connection import ClientAuth, Connections, Stubs
 from raftui.source.model import ActionResult, ClusterState, Member
 
 KV_DEADLINE = 5.0                 # etcdctl's --command-timeout
@@ -37,11 +37,13 @@ class Agreement:
 
 class ScenarioCluster:
     def __init__(self, endpoints: list[str], host: ClusterHost | None = None, tls: TlsFiles | None = None,
-                 source: ClusterSource | None = None) -> None:
-        self.source = source or ClusterSource(endpoints, tls)
+                 source: ClusterSource | None = None, auth: ClientAuth | None = None) -> None:
+        # `auth` (--user): every call carries its token; with a given source, the source's.
+        auth = auth if source is None else source.auth
+        self.source = source or ClusterSource(endpoints, tls, **({"auth": auth} if auth is not None else {}))
         self._own_source = source is None
         self.host = host
-        self._conns = Connections(list(endpoints), tls)
+        self._conns = Connections(list(endpoints), tls, auth=auth)
         self._faults_set: dict[str, tuple[int, int]] = {}   # name -> (drop %, delay ms) the scenario set
         # Told of every fault and process action (result, kind): `raftui run --lincheck` records them
         # in the history as nemesis events.

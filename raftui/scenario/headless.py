@@ -41,6 +41,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cacert")
     p.add_argument("--cert")
     p.add_argument("--key")
+    p.add_argument("--user", help="with --endpoints: NAME[:PASSWORD], as etcdctl --user (the password "
+                                  "is asked for when not given, never echoed)")
     p.add_argument("--data-dir", help="host mode: keep the members' data here (default: a temporary "
                                       "directory, removed afterwards)")
     p.add_argument("--etcd", metavar="BINARY", help="host mode: run this etcd binary instead of raftnode "
@@ -115,12 +117,27 @@ async def _run(script: Script, args) -> int:
         if e.kind == "note" and isinstance(e.step, Loop) and len(e.step.body) == 1:
             return
         print(e.line(), flush=True)
+    auth = None
+    if args.user is not None and not args.endpoints:
+        print("raftui run: --user goes with --endpoints (a hosted cluster runs without auth)", file=sys.stderr)
+        return 2
     try:
         if args.endpoints:
             endpoints = parse_endpoints(args.endpoints)
             if not endpoints:
                 print("raftui run: --endpoints names no endpoint", file=sys.stderr)
                 return 2
+            if args.user is not None:
+                from raftui.source.connection import AuthFailed, authenticate_now, console_auth
+                try:
+                    auth = console_auth(args.user)
+                    await asyncio.to_thread(authenticate_now, endpoints, tls, auth)
+                except (ValueError, AuthFailed) as exc:
+                    print(f"raftui run: {exc}", file=sys.stderr)
+                    return 1
+                except ConnectionError as exc:
+                    print(f"raftui run: {exc}", file=sys.stderr)
+                    return 1
         else:
             size = args.members or max(3, script.members)
             if args.data_dir is None:
@@ -138,10 +155,10 @@ async def _run(script: Script, args) -> int:
         if not args.quiet:
             print(f"scenario {escape(repr(script.name), limit=200)}: {escape(script.description, limit=500)}",
                   flush=True)
-        cluster = ScenarioCluster(endpoints, host, tls)
+        cluster = ScenarioCluster(endpoints, host, tls, auth=auth)
         live = None
         if args.lincheck is not None:
-            live = _start_lincheck(endpoints, tls, args.lincheck, cluster)
+            live = _start_lincheck(endpoints, tls, args.lincheck, cluster, auth)
             if isinstance(live, str):
                 print(f"raftui run: {live}", file=sys.stderr)
                 return 2
@@ -163,14 +180,14 @@ async def _run(script: Script, args) -> int:
             shutil.rmtree(temp, ignore_errors=True)
 
 
-def _start_lincheck(endpoints, tls, rate: float, cluster):
+def _start_lincheck(endpoints, tls, rate: float, cluster, auth=None):
     """The live check beside the scenario: (session, task), or why it cannot start.
     The scenario's faults and process actions go into its history as nemesis events."""
     from raftui.lincheck.live import LiveSession
     from raftui.lincheck.workload import Config
 
     try:
-        session = LiveSession(endpoints, Config(clients=4, rate=rate), tls)
+        session = LiveSession(endpoints, Config(clients=4, rate=rate), tls, auth=auth)
     except ValueError as exc:
         return f"--lincheck: {exc}"
     cluster.on_action.append(lambda result, kind: result.ok and session.nemesis(result.text))
