@@ -29,6 +29,8 @@ import time
 import urllib.parse
 from typing import AsyncIterator, Awaitable, Callable
 
+from engine.transport.certcheck import peer_chain_der
+
 log = logging.getLogger("engine.http")
 
 MAX_HEAD_BYTES = 16 * 1024
@@ -208,8 +210,8 @@ class HttpServer:
     """Listeners on one or more addresses, all answered by `handler`."""
 
     def __init__(self, handler: Handler, *, max_body: int,
-                 refuse_peer: Callable[[bytes | None], str | None] | None = None) -> None:
-        """`refuse_peer(der)`: on a TLS connection, once its handshake is done,
+                 refuse_peer: Callable[[bytes | None, list[bytes]], str | None] | None = None) -> None:
+        """`refuse_peer(der, chain_der)`: on a TLS connection, once its handshake is done,
         why the client's certificate (DER, None without one) is refused, or
         None; a refused connection is closed before anything is read, as
         etcd's TLS listener closes it (its --client-crl-file)."""
@@ -266,7 +268,7 @@ class HttpServer:
         ssl_object = writer.get_extra_info("ssl_object")
         if self._refuse_peer is None or ssl_object is None:
             return False
-        why = self._refuse_peer(ssl_object.getpeercert(binary_form=True))
+        why = self._refuse_peer(ssl_object.getpeercert(binary_form=True), peer_chain_der(ssl_object))
         if why is None:
             return False
         now = time.monotonic()

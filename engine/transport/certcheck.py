@@ -51,10 +51,13 @@ connection of a refused client is accepted and stays open (every call on it
 is refused, none reaches a handler, so no data leaves); the check runs per
 call instead of per connection, so a certificate revoked after a client
 connected is refused from its next call on (etcd lets an open connection
-live); only the leaf is checked against the CRL, because grpcio shows the
-leaf alone (etcd also checks intermediates the client sends); the dialing
-side's check is a separate handshake to the same address just before the
-stream opens, not the stream's own handshake.
+live); the dialing side's check is a separate handshake to the same
+address just before the stream opens, not the stream's own handshake, so it
+refuses whenever it cannot complete (a peer that stalls or resets that
+handshake is not sent to: it fails closed). Every certificate of the chain
+the other side sent is looked up in the CRL, the leaf and its
+intermediates (grpcio's `x509_pem_cert_chain`, Python's unverified chain),
+so a revoked intermediate CA revokes what it issued, as in etcd.
 """
 from __future__ import annotations
 
@@ -65,6 +68,7 @@ import ipaddress
 import logging
 import os
 import ssl
+import stat
 import time
 from typing import Any, Callable
 
@@ -136,7 +140,9 @@ def valid_for_host(cert: x509.Certificate, host: str) -> bool:
 
 @dataclasses.dataclass
 class _Crl:
-    stamp: tuple[int, int] | None = None     # (mtime_ns, size) of the file read
+    # (inode, mtime_ns, ctime_ns, size) of the file read: a file replaced
+    # with the same size and a kept mtime (cp -p) changes inode or ctime.
+    stamp: tuple[int, ...] | None = None
     revoked: frozenset[int] | None = None
     error: str | None = None                  # why the file could not be used
 
@@ -171,34 +177,50 @@ class CertRules:
 
     # -- checks ---------------------------------------------------------------------
 
-    def refusal(self, pem: bytes) -> str | None:
-        """Why the other side's leaf certificate (PEM) must be refused, or None."""
+    def refusal(self, pem: bytes, chain_pem: bytes = b"") -> str | None:
+        """Why the other side's certificate must be refused, or None: the
+        leaf (PEM) against every rule, and every certificate of the chain it
+        came with (PEM blocks, the leaf first; grpcio's
+        x509_pem_cert_chain) against the CRL."""
         self._refresh_crl()
-        if pem in self._verdicts:
-            return self._verdicts[pem]
+        key = (pem, chain_pem)
+        if key in self._verdicts:
+            return self._verdicts[key]
         try:
             cert = x509.load_pem_x509_certificate(pem)
+            chain = x509.load_pem_x509_certificates(chain_pem) if chain_pem.strip() else []
         except ValueError as e:
             verdict: str | None = f"cannot parse the certificate: {e}"
         else:
-            verdict = self.identity_refusal(cert) or self.crl_refusal(cert)
+            verdict = self.identity_refusal(cert) or self.chain_crl_refusal([cert, *chain])
         if len(self._verdicts) >= MAX_CACHED:
             self._verdicts.clear()
-        self._verdicts[pem] = verdict
+        self._verdicts[key] = verdict
         return verdict
 
-    def refusal_der(self, der: bytes | None) -> str | None:
+    def refusal_der(self, der: bytes | None, chain_der: "list[bytes] | tuple[bytes, ...]" = ()) -> str | None:
         """refusal() for a certificate in DER, as Python's ssl gives it
-        (ssl_object.getpeercert(binary_form=True)); None passes (no
+        (ssl_object.getpeercert(binary_form=True); `chain_der`: the chain
+        the other side sent, peer_chain_der()); None passes (no
         certificate: nothing to check, as with etcd)."""
         if not der:
             return None
         self._refresh_crl()
         try:
             cert = x509.load_der_x509_certificate(der)
+            chain = [x509.load_der_x509_certificate(c) for c in chain_der]
         except ValueError as e:
             return f"cannot parse the certificate: {e}"
-        return self.identity_refusal(cert) or self.crl_refusal(cert)
+        return self.identity_refusal(cert) or self.chain_crl_refusal([cert, *chain])
+
+    def chain_crl_refusal(self, certs: "list[x509.Certificate]") -> str | None:
+        """The CRL against every certificate given (etcd's checkCRL looks
+        at every certificate of the peer's chain)."""
+        for c in certs:
+            why = self.crl_refusal(c)
+            if why is not None:
+                return why
+        return None
 
     def identity_refusal(self, cert: x509.Certificate) -> str | None:
         """--peer-cert-allowed-cn / --peer-cert-allowed-hostname."""
@@ -227,12 +249,17 @@ class CertRules:
         self._crl_looked = now
         try:
             st = os.stat(self.crl_file)
-            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+            stamp: tuple[int, ...] | None = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
         except OSError:
             stamp = None
-        if stamp is not None and stamp == self._crl.stamp:
+        if stamp is not None and stamp == self._crl.stamp and os.access(self.crl_file, os.R_OK):
             return
-        self._crl = load_crl(self.crl_file, stamp)
+        if stamp is not None and not stat.S_ISREG(st.st_mode):
+            # A FIFO or a device would block the member's loop on open():
+            # refused like any file that cannot be used.
+            self._crl = _Crl(stamp, None, f"open {self.crl_file}: not a regular file")
+        else:
+            self._crl = load_crl(self.crl_file, stamp)
         self._verdicts.clear()
 
     # -- describing -----------------------------------------------------------------
@@ -291,12 +318,25 @@ def call_refusal(rules: CertRules, context) -> str | None:
     a certificate passes: the TLS layer already demanded one when a CA file
     was given, and etcd checks nothing when there is none."""
     try:
-        pem = context.auth_context().get("x509_pem_cert")
+        auth = context.auth_context()
     except Exception:  # no auth context (an insecure port)
         return None
+    pem = auth.get("x509_pem_cert")
     if not pem:
         return None
-    return rules.refusal(pem[0])
+    chain = auth.get("x509_pem_cert_chain") or [b""]
+    return rules.refusal(pem[0], chain[0])
+
+
+def peer_chain_der(ssl_object) -> list[bytes]:
+    """The certificates the other side of a TLS connection sent (DER, leaf
+    first), or [] when Python cannot say (a private API of Python's ssl)."""
+    try:
+        chain = ssl_object._sslobj.get_unverified_chain()
+        import _ssl
+        return [c.public_bytes(_ssl.ENCODING_DER) for c in chain or ()]
+    except Exception:
+        return []
 
 
 class CertRuleInterceptor(grpc.aio.ServerInterceptor):
@@ -369,9 +409,10 @@ async def dial_refusal(rules: CertRules, target: str, ctx: ssl.SSLContext,
                        timeout: float = DIAL_TIMEOUT) -> str | None:
     """Why the peer at `target` (host:port) must not be sent to, or None:
     the allowed CN/hostname (etcd's peer client config checks them in its
-    handshake) and the CRL checked on the certificate it presents. A peer
-    that cannot be reached is not refused here: the stream's own connect
-    will say so."""
+    handshake) and the CRL checked on every certificate it presents. Fails
+    closed: a handshake that cannot complete (refused, reset, stalled past
+    `timeout`) refuses, so a peer cannot dodge the check by stalling it
+    while the stream's own connection is up."""
     if not rules:
         return None
     host, _, port = target.rpartition(":")
@@ -381,10 +422,14 @@ async def dial_refusal(rules: CertRules, target: str, ctx: ssl.SSLContext,
             asyncio.open_connection(host, int(port), ssl=ctx), timeout)
     except ssl.SSLError as e:
         return f"TLS handshake with {target} failed: {e.reason or e}"
-    except (OSError, asyncio.TimeoutError, ValueError):
-        return None
+    except asyncio.TimeoutError:
+        return f"no TLS handshake with {target} within {timeout:g}s"
+    except (OSError, ValueError) as e:
+        return f"no TLS handshake with {target}: {e}"
     try:
-        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True)
+        chain = peer_chain_der(ssl_object)
     finally:
         writer.close()
         try:
@@ -393,9 +438,7 @@ async def dial_refusal(rules: CertRules, target: str, ctx: ssl.SSLContext,
             pass
     if not der:
         return AUTH_FAILED
-    cert = x509.load_der_x509_certificate(der)
-    rules._refresh_crl()
-    return rules.identity_refusal(cert) or rules.crl_refusal(cert)
+    return rules.refusal_der(der, chain) or None
 
 
 def peer_dial_check(cfg) -> Callable[[str], Any] | None:

@@ -309,6 +309,7 @@ class _Peer:
         # check); the prober borrows it (no second connection) and does
         # nothing while there is none.
         self.channel: grpc.aio.Channel | None = None
+        self.channel_target: tuple[str, bool] = ("", False)   # (host:port, TLS) of that channel
         # The last probe's round trip in seconds, None before the first.
         self.rtt: float | None = None
         self.snapshots: set[asyncio.Task] = set()
@@ -564,6 +565,7 @@ class PeerTransport:
                         continue
                 started = time.monotonic()
                 peer.channel = stub_channel  # the prober's, while the stream is up
+                peer.channel_target = (target, secure)
                 try:
                     error = await self._stream(peer, stub_channel)
                 finally:
@@ -608,6 +610,17 @@ class PeerTransport:
             await peer_pb2_grpc.PeerStub(channel).Probe(request, timeout=PROBE_TIMEOUT)
         except grpc.aio.AioRpcError as e:
             if e.code() == REFUSED_CODE and (e.details() or "").startswith(REMOVED_DETAILS):
+                # grpc may have reconnected the channel on its own since the
+                # writer's dial check: whoever says "removed" (which stops
+                # this member) must pass the check now, or it is not heard.
+                target, secure = peer.channel_target
+                if secure and self.dial_check is not None:
+                    refused = await self.dial_check(target)
+                    if refused is not None:
+                        self._warn.warn(("probe-refused", peer.member_id),
+                                        "ignoring 'removed' from peer %x at %s: its certificate is refused (%s)",
+                                        peer.member_id, target, refused)
+                        return "failed"
                 log.error("peer %x refused our probe: %s", peer.member_id, e.details())
                 if self.on_removed is not None:
                     self._notify(self.on_removed, peer.member_id)

@@ -23,6 +23,8 @@ def pki(tmp_path_factory):
     p.issue("alice", cn="alice", server=False)
     p.issue("mallory", cn="mallory", server=False)
     p.revoke("mallory")
+    p.issue_under_intermediate("eve", "eve", "inter")   # her intermediate CA is revoked
+    p.revoke("inter")
     p.write_crl()
     return p
 
@@ -51,8 +53,9 @@ def test_revoked_clients_get_nothing_on_https_listeners(pki, tmp_path) -> None:
         [metrics] = members.lt.call(h.listen(["https://127.0.0.1:0"], metrics_only=True))
         for url in (client, metrics):
             assert _get(url, pki, "alice") == 200
-            with pytest.raises((OSError, http.client.HTTPException)):
-                _get(url, pki, "mallory")
+            for revoked in ("mallory", "eve"):
+                with pytest.raises((OSError, http.client.HTTPException)):
+                    _get(url, pki, revoked)
         assert _get(client, pki, "alice", "/v3/kv/range") in (200, 405)   # served (a GET: etcd's 405)
         # Plain http listeners of the same member are not TLS: nothing to check there.
         assert members.metrics_url["n1"].startswith("http://")

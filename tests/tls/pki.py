@@ -91,6 +91,36 @@ class Pki:
         self._serials[name] = serial
         return self.cert(name)
 
+    def issue_under_intermediate(self, name: str, cn: str, intermediate: str = "inter") -> str:
+        """A client leaf signed by a new intermediate CA (itself signed by
+        the CA); the leaf's file holds the leaf then the intermediate, as a
+        client sends its chain. The intermediate's serial is serial(intermediate)."""
+        ikey = ec.generate_private_key(ec.SECP256R1())
+        iserial = x509.random_serial_number()
+        inter = (x509.CertificateBuilder().subject_name(_name(intermediate)).issuer_name(self._ca.subject)
+                 .public_key(ikey.public_key()).serial_number(iserial)
+                 .not_valid_before(self._now).not_valid_after(self._now + datetime.timedelta(days=2))
+                 .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                 .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                              content_commitment=False, key_encipherment=False,
+                                              data_encipherment=False, key_agreement=False,
+                                              encipher_only=False, decipher_only=False), critical=True)
+                 .sign(self._ca_key, hashes.SHA256()))
+        key = ec.generate_private_key(ec.SECP256R1())
+        serial = x509.random_serial_number()
+        leaf = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(inter.subject)
+                .public_key(key.public_key()).serial_number(serial)
+                .not_valid_before(self._now).not_valid_after(self._now + datetime.timedelta(days=2))
+                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+                .sign(ikey, hashes.SHA256()))
+        (self.dir / f"{name}.crt").write_bytes(leaf.public_bytes(serialization.Encoding.PEM)
+                                               + inter.public_bytes(serialization.Encoding.PEM))
+        _write_key(self.dir / f"{name}.key", key)
+        self._serials[name] = serial
+        self._serials[intermediate] = iserial
+        return self.cert(name)
+
     def revoke(self, name: str) -> None:
         self._revoked.append(self._serials[name])
 

@@ -220,10 +220,20 @@ def test_the_dialing_side_checks_the_listeners_certificate(pki):
             assert got == f"transport: certificate serial {certcheck.serial_hex(p2.serial('gone'))} revoked"
         finally:
             await server.stop(0)
-        # Nobody listening: not refused here (the stream's connect reports it).
+        # Fails closed: nobody listening, or a peer that accepts and then
+        # stalls the handshake (it could otherwise dodge the check while the
+        # stream's own connection is up), is refused.
         ctx = certcheck.client_ssl_context(pki.ca, pki.cert("member"), pki.key("member"))
-        assert await certcheck.dial_refusal(certcheck.CertRules(allowed_cn="m"),
-                                            f"127.0.0.1:{free_port()}", ctx) is None
+        got = await certcheck.dial_refusal(certcheck.CertRules(allowed_cn="m"), f"127.0.0.1:{free_port()}", ctx)
+        assert got is not None and got.startswith("no TLS handshake with 127.0.0.1:"), got
+        stall = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)   # accepts, never answers
+        port = stall.sockets[0].getsockname()[1]
+        try:
+            got = await certcheck.dial_refusal(certcheck.CertRules(allowed_cn="m"), f"127.0.0.1:{port}", ctx,
+                                               timeout=0.3)
+            assert got == f"no TLS handshake with 127.0.0.1:{port} within 0.3s", got
+        finally:
+            stall.close()
     asyncio.run(main())
 
 
@@ -236,3 +246,69 @@ def test_the_member_flags():
     with pytest.raises(FlagError) as e:
         parse_args(["--peer-cert-allowed-cn=m", "--peer-cert-allowed-hostname=h"])
     assert str(e.value) == 'AllowedCN and AllowedHostname are mutually exclusive (cn="m", hostname="h")'
+
+
+# -- found by review: chains, replaced CRL files, FIFOs ---------------------------------
+
+def test_a_revoked_intermediate_revokes_the_leaves_it_issued(tmp_path):
+    """etcd's checkCRL looks at every certificate the client sent: a leaf
+    under a revoked intermediate CA is refused (grpcio's auth context
+    carries the chain as x509_pem_cert_chain)."""
+    p = Pki(tmp_path / "pki")
+    p.issue("member", "m")
+    p.issue("alice", "alice", server=False)
+    p.issue_under_intermediate("eve", "eve", "inter")
+    p.revoke("inter")
+    p.write_crl()
+    leaf, inter = x509.load_pem_x509_certificates(_pem(p, "eve"))
+    rules = certcheck.CertRules(p.crl)
+    revoked = f"transport: certificate serial {certcheck.serial_hex(p.serial('inter'))} revoked"
+    assert rules.refusal_der(leaf.public_bytes(Encoding.DER)) is None       # the leaf alone is not revoked
+    assert rules.refusal_der(leaf.public_bytes(Encoding.DER),
+                             [leaf.public_bytes(Encoding.DER), inter.public_bytes(Encoding.DER)]) == revoked
+
+    async def main():
+        server, port, kv, _ = await _serve(p, certcheck.CertRules(p.crl))
+        try:
+            async with _channel(p, port, "alice") as ch:
+                assert (await rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"s"), timeout=10)).kvs
+            async with _channel(p, port, "eve") as ch:
+                with pytest.raises(grpc.aio.AioRpcError) as e:
+                    await rpc_pb2_grpc.KVStub(ch).Range(rpc_pb2.RangeRequest(key=b"s"), timeout=10)
+                assert e.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert kv.calls == 1
+        finally:
+            await server.stop(0)
+    asyncio.run(main())
+
+
+def test_a_crl_replaced_with_the_same_size_and_mtime_is_read_again(tmp_path):
+    """cp -p / rsync -t keep the mtime; a new CRL of the same size must
+    still be read (the stamp has the inode and ctime too)."""
+    p = Pki(tmp_path / "pki")
+    p.issue("bob", "bob", server=False)
+    p.issue("carol", "carol", server=False)
+    p.revoke("carol")
+    old = pathlib.Path(p.write_crl()).read_bytes()
+    p._revoked = [p.serial("bob")]
+    new = pathlib.Path(p.write_crl()).read_bytes()
+    width = max(len(old), len(new))
+    crl = pathlib.Path(p.crl)
+    crl.write_bytes(old.ljust(width, b"\n"))
+    now = [0.0]
+    rules = certcheck.CertRules(p.crl, clock=lambda: now[0])
+    assert rules.refusal(_pem(p, "bob")) is None
+    st = crl.stat()
+    tmp = tmp_path / "new.crl"
+    tmp.write_bytes(new.ljust(width, b"\n"))
+    os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(tmp, crl)
+    assert (crl.stat().st_size, crl.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    now[0] += certcheck.CRL_RECHECK
+    assert rules.refusal(_pem(p, "bob")) is not None
+
+
+def test_a_fifo_as_crl_refuses_everyone_without_blocking(tmp_path, pki):
+    fifo = tmp_path / "crl.fifo"
+    os.mkfifo(fifo)
+    assert certcheck.CertRules(str(fifo)).refusal(_pem(pki, "alice")) == f"open {fifo}: not a regular file"
