@@ -80,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"raftui: {exc}", file=sys.stderr)
         return 2
+    finally:
+        # The password now lives only behind auth's Secret: not in args,
+        # where a crash report showing locals would print it.
+        if args.user:
+            args.user = args.user.partition(":")[0]
     if auth is not None:
         import inspect
 

@@ -131,6 +131,7 @@ async def _run(script: Script, args) -> int:
                 from raftui.source.connection import AuthFailed, authenticate_now, console_auth
                 try:
                     auth = console_auth(args.user)
+                    args.user = args.user.partition(":")[0]   # the password only behind auth's Secret
                     await asyncio.to_thread(authenticate_now, endpoints, tls, auth)
                 except (ValueError, AuthFailed) as exc:
                     print(f"raftui run: {exc}", file=sys.stderr)
