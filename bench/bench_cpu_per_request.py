@@ -1,6 +1,6 @@
 """Server CPU per request, per member, raftnode vs real etcd, same client.
 
-    python bench/bench_cpu_per_request.py [OPS] [--profile]
+    python bench/bench_cpu_per_request.py [OPS] [--profile] [--raftnode-only]
 
 A fresh 3-member cluster of each system in turn (bench/cluster.py); OPS puts
 of 256 bytes, then OPS serializable single-key ranges, 64 in flight over the
@@ -9,7 +9,8 @@ stime from /proc before and after, divided by OPS: microseconds of server
 CPU per request ("leader", the others, and the total over the three). With
 --profile, raftnode only, and py-spy (a measuring tool, not a dependency:
 `pip install py-spy`) records each member during the puts into
-/tmp/raftui-profile/put-<member>.txt (raw format: one stack and its count a line).
+/tmp/raftui-profile/<put|range-s>-<member>.txt (raw format: one stack and
+its count a line). --raftnode-only skips etcd (for A/B runs of raftnode builds).
 """
 import asyncio
 import os
@@ -47,7 +48,7 @@ def measure(kind, ops, profile):
             for name, work in (("put", lambda: b.bench_put(c.endpoints, 64, ops, b"v" * 256)),
                                ("range-s", lambda: b.bench_range(c.endpoints, 64, ops, 100, True))):
                 spies = []
-                if profile and kind == "raftnode" and name == "put":
+                if profile and kind == "raftnode":
                     PROFILE_DIR.mkdir(exist_ok=True)
                     for i, pid in enumerate(pids):
                         o = str(PROFILE_DIR / f"{name}-{'leader' if i == li else 'follower%d' % i}.txt")
@@ -73,7 +74,8 @@ def main() -> None:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     ops = int(args[0]) if args else 5000
     profile = "--profile" in sys.argv
-    for kind in (("raftnode",) if profile else ("etcd", "raftnode")):
+    only = "--raftnode-only" in sys.argv
+    for kind in (("raftnode",) if profile or only else ("etcd", "raftnode")):
         print(kind, measure(kind, ops, profile), flush=True)
 
 
