@@ -403,7 +403,9 @@ def parse_step(text: str) -> tuple[str, dict]:
         raise ValueError("usage: add learner [as NAME]")
     if verb == "note":
         return "note", {"text": " ".join(rest)}
-    raise ValueError(f"unknown step {verb!r}; the steps are:\n{STEP_HELP}")
+    known = sorted({alt.split()[0] for line in STEP_HELP.splitlines() if line and not line[0].isspace()
+                    for alt in re.split(r"  +", line)[0].split(" | ") if alt.split()[0].isalpha()} - {"expect"})
+    raise ValueError(f"unknown step {verb!r} (steps: {', '.join(known)}; `raftui run --steps` explains each)")
 
 
 def _refs_of(s: Step | Loop) -> list[Ref]:

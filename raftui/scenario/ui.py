@@ -23,7 +23,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from raftui.render import escape
+from raftui.render import escape, safe_text
 from raftui.host import ClusterHost
 from raftui.source import ClusterSource
 from raftui.widgets.cluster_panel import ClusterPanel
@@ -69,7 +69,7 @@ class ScenarioPanel(Vertical):
         super().__init__(id=id)
         self.script = script
         self.flat = script.flat()
-        self.border_title = escape(f"Scenario: {script.name}", limit=80)
+        self.border_title = safe_text(f"Scenario: {script.name}", limit=80)   # a file's text: never markup
         self.set_reactive(ScenarioPanel.rows, tuple(StepRow() for _ in self.flat))
         self.current: int | None = None
 
@@ -144,6 +144,20 @@ class ScenarioPanel(Vertical):
                            style if row.status == "fail" else muted)
         return out
 
+
+
+def scenario_question(script) -> str:
+    """What the console asks before running `script` on the cluster shown."""
+    needs = script.needs()
+    does = []
+    if needs["faults"]:
+        does.append("cut, drop or delay links")
+    if needs["host"]:
+        does.append("kill, pause or restart members")
+    does.append("write keys")
+    steps = len(script.flat())
+    return (f"Run scenario '{escape(script.name, limit=200)}' on this cluster now? It will "
+            f"{', '.join(does)} ({steps} steps). {escape(script.description, limit=500)}").strip()
 
 class ScenarioScreen(Screen[Report | None]):
     """A scenario running against the console's cluster, with the cluster and timeline beside it."""

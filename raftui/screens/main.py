@@ -29,6 +29,7 @@ from raftui.commands import (BY_ID, COMMANDS, LINE_COMMANDS, Command, Context, c
                              split_prefix)
 from raftui.render import escape, safe_text, unescape
 from raftui.scenario.library import names as scenario_names
+from raftui.scenario.ui import scenario_question
 from raftui.host import ClusterHost
 from raftui.host.health import with_process_health
 from raftui.source import ActionResult, ClusterSource, ClusterState, recovery
@@ -558,8 +559,11 @@ class MainScreen(Screen):
         screen = ScenarioScreen.open(arg, self.source, self.host, readonly=self.readonly)
         if isinstance(screen, str):       # the file cannot run: one line naming its line or step
             self._report(ActionResult.fail(screen), record=True)
-        else:
-            self.app.push_screen(screen)
+            return
+        # A scenario cuts links, kills members and writes keys: it asks first,
+        # as every disruptive command does (only y runs it).
+        self.app.push_screen(ConfirmScreen(scenario_question(screen.script)),
+                             lambda yes: yes and self.app.push_screen(screen))
 
     def _open_lincheck(self, arg: str) -> None:
         """`:lincheck [N] [RATE]`: the live check's screen (raftui/lincheck/ui.py); a run already

@@ -12,6 +12,7 @@ command), 2 for bad arguments.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -37,9 +38,13 @@ def main(argv: list[str]) -> int:
         print(f"raftui sim: {exc}", file=sys.stderr)
         return 2
     if args.print:
-        for f in rec.frames:
-            print(f"{f.tick:6d}  {f.note}")
-        print(f"FAILED: {rec.failure}\nreplay: {rec.replay}" if rec.failure else rec.summary)
+        try:
+            for f in rec.frames:
+                print(f"{f.tick:6d}  {f.note}")
+            print(f"FAILED: {rec.failure}\nreplay: {rec.replay}" if rec.failure else rec.summary)
+            sys.stdout.flush()
+        except BrokenPipeError:   # `raftui sim --print | head`: the reader has enough
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1 if rec.failure else 0
     import themes
 

@@ -219,7 +219,11 @@ def record(seed: int, nodes: int = 3, steps: int = 1000, *, learners: int = 0,
                 result = sched.run()
             finally:
                 settle()
-        rec.summary = str(result)
+        rec.summary = (f"passed: {getattr(result, 'steps', '?')} steps, {getattr(result, 'committed', '?')} "
+                       f"committed, {getattr(result, 'leaders', '?')} leaders, "
+                       f"{getattr(result, 'snapshots_sent', '?')} snapshots, "
+                       f"{getattr(result, 'conf_changes', '?')} conf changes, "
+                       f"{getattr(result, 'crashes_in_ready', 0)} crashes inside a Ready")
     except ScheduleFailure as f:
         rec.failure = str(f.cause) if getattr(f, "cause", None) is not None else str(f)
         rec.replay = getattr(f, "replay", "")

@@ -49,7 +49,11 @@ class LogsView(Static):
             self.update(Text("no live node"))
             return
         top = max(x.last for x in logs)
-        lo = max(1, top - self.WIDTH + 1)
+        # As many entries as fit the panel (4 columns each beside the node
+        # and its commit), so a row never wraps and indexes stay aligned.
+        room = self.content_size.width
+        width = self.WIDTH if room <= 0 else max(3, min(self.WIDTH, (room - 6 - 14) // 4))
+        lo = max(1, top - width + 1)
         idx = range(lo, top + 1)
         out = Text(no_wrap=True, end="")
         out.append("index " + "".join(f"{i % 1000:>4}" for i in idx), style("logs--muted"))

@@ -96,3 +96,27 @@ def test_run_and_lincheck_lines_reach_their_screens_or_say_why_not():
                 await pilot.press("enter")
                 await until(pilot, lambda: len(notes) and says in notes[-1], what=says)
     run(body())
+
+
+def test_run_asks_before_a_scenario_touches_the_cluster():
+    """:run cuts links, kills members and writes keys: it asks first, the
+    question says so, and only y starts it (found by a first-time user:
+    :run leader-isolation cut the leader off at once)."""
+    from raftui.scenario.ui import ScenarioScreen
+
+    async def body():
+        app = RaftuiApp(Recording, live=False)
+        async with app.run_test(size=(120, 36)) as pilot:
+            await pilot.pause()
+            _burst(app, ":run leader-isolation")
+            line = await until(pilot, lambda: app.screen if isinstance(app.screen, CommandLineScreen) else None,
+                               what="the command line")
+            await until(pilot, lambda: line.query_one(Input).value == "run leader-isolation", what="typed")
+            await pilot.press("enter")
+            ask = await until(pilot, lambda: app.screen if isinstance(app.screen, ConfirmScreen) else None,
+                              what="the question")
+            assert "leader isolation" in ask.question and "cut, drop or delay links" in ask.question
+            await pilot.press("enter")                      # enter is No
+            await until(pilot, lambda: not isinstance(app.screen, ConfirmScreen), what="the answer")
+            assert not isinstance(app.screen, ScenarioScreen)
+    run(body())
