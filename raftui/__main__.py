@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import themes
@@ -75,8 +76,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.metrics_urls and not args.endpoints:
         print("raftui: --metrics-urls is for attach mode (host mode knows its members' URLs)", file=sys.stderr)
         return 2
+    prompt = None
+    if args.auth and not os.path.exists(os.path.join(args.data_dir or str(default_data_dir()), "cluster.json")):
+        # A new cluster's root password is set from what is typed: asked
+        # twice, as etcdctl user add asks, so a typo cannot lock the operator out.
+        def prompt(text: str) -> str:
+            import getpass
+            first = getpass.getpass(text)
+            if getpass.getpass("Again: ") != first:
+                raise ValueError("the two passwords differ")
+            return first
     try:
-        auth = console_auth(args.user, args.auth)      # asks for the password (not echoed) when needed
+        auth = console_auth(args.user, args.auth, prompt=prompt)   # asks (not echoed) when needed
     except ValueError as exc:
         print(f"raftui: {exc}", file=sys.stderr)
         return 2

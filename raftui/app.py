@@ -114,7 +114,14 @@ class RaftuiApp(App[None]):
 
     def reattach_command(self) -> str:
         data_dir = getattr(self.host, "data_dir", None)
-        return f"raftui --data-dir {data_dir}" if data_dir else "raftui --endpoints " + ",".join(self.host.endpoints)
+        # A cluster run with auth needs the user again to be read (the
+        # password is never kept: it is asked for).
+        auth = getattr(getattr(self, "source", None), "auth", None)
+        user = getattr(auth, "user", None) if auth is not None else None
+        who = (" --auth" if user == "root" else f" --user {user}") if user else ""
+        if data_dir:
+            return f"raftui --data-dir {data_dir}{who}"
+        return "raftui --endpoints " + ",".join(self.host.endpoints) + who
 
     async def _quit_hosted(self) -> None:
         answer = await self.push_screen_wait(QuitScreen(len(self.host.names), self.reattach_command()))

@@ -88,7 +88,8 @@ def test_console_user_and_host_auth(tmp_path, home, monkeypatch, capsys):
     monkeypatch.setattr(RaftuiApp, "run", _drive(hosted))
     try:
         assert console_main.main(["--auth", "--data-dir", str(data), "--members", "1"]) == 0
-        assert prompts == ["Password of the hosted cluster's root user: "]
+        # A new cluster: asked twice, as etcdctl user add asks.
+        assert prompts == ["Password of the hosted cluster's root user: ", "Again: "]
         ep = seen["endpoints"][0]
 
         async def attached(app, pilot):
@@ -116,3 +117,11 @@ def test_console_user_and_host_auth(tmp_path, home, monkeypatch, capsys):
     assert PASSWORD not in out.out + out.err
     assert _files_containing(tmp_path, PASSWORD.encode()) == []
     assert (data / "cluster.json").exists() and list(data.glob("*.log"))   # the console did write files
+
+
+def test_a_new_clusters_root_password_is_asked_twice_and_must_match(tmp_path, monkeypatch, capsys):
+    answers = iter(["first-typing", "second-typo"])
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="Password: ": next(answers))
+    assert console_main.main(["--auth", "--data-dir", str(tmp_path / "fresh"), "--members", "1"]) == 2
+    assert "the two passwords differ" in capsys.readouterr().err
+    assert not (tmp_path / "fresh" / "cluster.json").exists()     # nothing was started
