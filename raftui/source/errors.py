@@ -24,6 +24,13 @@ def is_unimplemented(exc: BaseException) -> bool:
     return isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
+def no_inspect(exc: BaseException) -> bool:
+    """Inspect is not ours to read: the member has none (etcd), or it
+    answers root only (auth on, the console logged in as another user)."""
+    return is_unimplemented(exc) or (isinstance(exc, grpc.aio.AioRpcError)
+                                     and exc.code() == grpc.StatusCode.PERMISSION_DENIED)
+
+
 def is_transport_failure(exc: BaseException) -> bool:
     """The member did not answer (down, paused, cut off) -- as opposed to answering with an error."""
     if not isinstance(exc, grpc.aio.AioRpcError):

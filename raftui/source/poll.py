@@ -175,7 +175,7 @@ async def inspect_status(stubs: Stubs, deadline: float = POLL_DEADLINE) -> Inspe
     try:
         resp = await stubs.inspect.RaftStatus(inspect_pb2.RaftStatusRequest(), timeout=deadline)
     except grpc.aio.AioRpcError as exc:
-        if errors.is_unimplemented(exc):
+        if errors.no_inspect(exc):
             return InspectResult(stubs.endpoint, available=False)
         return None
     return inspect_result(stubs.endpoint, resp)

@@ -99,7 +99,7 @@ class StatusStreams:
                         for le in event.leader_events)
                     self._on_change()
             except grpc.aio.AioRpcError as exc:
-                if errors.is_unimplemented(exc):
+                if errors.no_inspect(exc):
                     self.unsupported.add(endpoint)
                     self.latest.pop(endpoint, None)
                     return

@@ -26,7 +26,7 @@ from raftui.source.model import ClusterState, WalEntry
 
 from .line_list import LineList
 
-NO_INSPECT = "WAL entries need raftnode's Inspect service (etcd has none)"
+NO_INSPECT = "WAL entries need raftnode's Inspect service (etcd has none; with auth on, root only)"
 
 
 class WalList(LineList[WalEntry]):

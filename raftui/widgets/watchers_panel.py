@@ -20,7 +20,7 @@ from raftui.source.model import ClusterState, WatchEvent
 from .line_list import LineList
 from .table import Table
 
-NO_INSPECT = "watchers need raftnode's Inspect service (etcd has none)"
+NO_INSPECT = "watchers need raftnode's Inspect service (etcd has none; with auth on, root only)"
 
 
 KEY_SHOWN = 512
