@@ -498,7 +498,9 @@ def _confirm_guided(ctx: Context, which: str) -> str:
     order = ", ".join(m.label + (" (leader)" if m.id == ctx.state.leader_id else "")
                       for m in recovery.defrag_order(ctx.state)) or "every member"
     if which == "nospace":
-        return (f"Recover from NOSPACE? This compacts the history up to revision {ctx.state.revision} (older "
+        raised = any("NOSPACE" in m.alarms for m in ctx.state.members)
+        lead = "" if raised else "No NOSPACE alarm is raised now. "
+        return (f"{lead}Recover from NOSPACE? This compacts the history up to revision {ctx.state.revision} (older "
                 f"revisions become unreadable), defragments {order} one at a time (each answers nothing while it "
                 "runs), disarms the alarms and writes a probe key to check. It stops at the first error.")
     return (f"Defragment every member one at a time: {order}? Each answers nothing while it runs; the next "
@@ -570,8 +572,9 @@ COMMANDS: tuple[Command, ...] = (
             confirm=lambda ctx, v: _confirm_guided(ctx, "rolling"), group="maintenance"),
     Command("alarms", "A", "Alarms", "List the cluster's alarms", _alarms, reads=True, group="maintenance"),
     Command("disarm", "exclamation_mark", "Disarm", "Disarm every alarm", _disarm,
-            confirm=lambda ctx, v: "Disarm every alarm? Writes are accepted again; a db still over its quota "
-                                   "raises NOSPACE again.", group="maintenance"),
+            confirm=lambda ctx, v: ("Disarm every alarm? Writes are accepted again; a db still over its quota "
+                                    "raises NOSPACE again." if any(m.alarms for m in ctx.state.members) else
+                                    "No alarm is raised now. Send a disarm anyway?"), group="maintenance"),
     # --- membership
     Command("add_learner", "a", "Add learner",
             "Add a learner (host mode: leave the URL empty and a new local member is started)",
