@@ -494,6 +494,14 @@ def _confirm_remove(ctx: Context, v: dict) -> str:
             + _quorum_after(ctx, {ctx.member.id}))
 
 
+def _confirm_compact(ctx: Context, v: dict) -> str:
+    rev, head = int(v["revision"]), ctx.state.revision
+    past = (f" It is past the head as last seen ({head}): the members will refuse it "
+            "(etcd's 'required revision is a future revision') unless it was reached meanwhile."
+            if head and rev > head else "")
+    return f"Compact history up to revision {rev}? Older revisions become unreadable.{past}"
+
+
 def _confirm_guided(ctx: Context, which: str) -> str:
     order = ", ".join(m.label + (" (leader)" if m.id == ctx.state.leader_id else "")
                       for m in recovery.defrag_order(ctx.state)) or "every member"
@@ -557,7 +565,7 @@ COMMANDS: tuple[Command, ...] = (
             (Field("key", "Key", _key_or_selected, "foo or foo*", escapes=True),), reads=True, group="keys"),
     Command("compact", "c", "Compact", "Compact the key-value history up to a revision", _compact,
             (Field("revision", "Revision", lambda ctx: str(ctx.state.revision), integer=True, minimum=1),),
-            confirm=lambda ctx, v: f"Compact history up to revision {v['revision']}? Older revisions become unreadable.",
+            confirm=lambda ctx, v: _confirm_compact(ctx, v),
             group="keys"),
     # --- maintenance
     Command("defrag", "g", "Defrag", "Defragment the selected member's backend", _defrag,
