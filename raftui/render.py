@@ -92,3 +92,8 @@ def unescape(text: str) -> str:
         return chr(code)
 
     return _ESCAPE.sub(one, text)
+
+
+def count(n: int, noun: str) -> str:
+    """'1 watcher', '2 watchers': a number and its noun, in English."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"

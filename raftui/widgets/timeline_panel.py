@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.reactive import reactive
 
-from raftui.render import escape
+from raftui.render import count, escape
 from raftui.source.model import TimelineLine
 
 from .line_list import LineList
@@ -51,4 +51,4 @@ class TimelinePanel(Vertical):
 
     def watch_events(self, events: tuple[TimelineLine, ...]) -> None:
         self.query_one(TimelineList).set_items(events)
-        self.border_subtitle = f"{len(events)} events"
+        self.border_subtitle = count(len(events), "event")

@@ -14,7 +14,7 @@ from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from raftui.render import escape, safe_text
+from raftui.render import count, escape, safe_text
 from raftui.source.model import ClusterState, WatchEvent
 
 from .line_list import LineList
@@ -78,7 +78,7 @@ class WatchersPanel(Vertical):
         else:
             table.display = True
             lagging = sum(1 for w in state.watchers if w.behind or w.pending)
-            self._note(f"{len(state.watchers)} watchers on the members"
+            self._note(f"{count(len(state.watchers), 'watcher')} on the members"
                        + (f" · {lagging} behind or with events waiting" if lagging else ""))
             if state.watchers != self._shown_watchers:
                 self._shown_watchers = state.watchers
@@ -104,7 +104,7 @@ class WatchersPanel(Vertical):
             return
         what = f"{escape(live.key, limit=KEY_SHOWN)}{'*' if live.prefix else ''}"
         behind = live.behind(state.revision)
-        text = (f"live watch on '{what}': {escape(live.status)} · {len(live.events)} events"
+        text = (f"live watch on '{what}': {escape(live.status)} · {count(len(live.events), 'event')}"
                 + (f" · {behind} behind (at {live.revision} of {state.revision})" if behind is not None else ""))
         if text != self._watch_title:
             self._watch_title = text
