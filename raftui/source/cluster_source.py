@@ -33,6 +33,10 @@ WATCHERS_EVERY = 1.0
 WAL_ENTRIES = 200
 WAL_PAGE = 1000               # entries per page when the WAL panel pages back
 WATCH_EVENTS_KEPT = 1000
+# A live watch the member ended is opened again after this many seconds,
+# doubling up to the max while it keeps ending before it is created.
+WATCH_REOPEN_MIN = 1.0
+WATCH_REOPEN_MAX = 8.0
 FOLLOW_GAP = 0.15              # at most this often does follow() yield (coalescing)
 METRICS_EVERY = 2.0            # seconds between /metrics scrapes (p99s over bucket deltas: any interval works)
 
@@ -645,30 +649,46 @@ class ClusterSource:
                     start_revision: int = 0) -> AsyncIterator[ClusterState]:
         """Open a live watch; yields the new state after every batch of events.
 
-        Only one live watch at a time: the caller cancels the iteration to stop."""
+        Only one live watch at a time: the caller cancels the iteration to stop.
+        A stream the member ends (it lost its leader, it went down) is opened
+        again, on the preferred member then, from the revision after the last
+        one it was complete up to, so no event is lost or shown twice (after
+        a compaction past it: from the current revision)."""
         live = LiveWatch(key=key, prefix=prefix)
         self._set_watch(live)
         what = f"{key}{'*' if prefix else ''}"
         self.note(f"watch opened on {what}", kind="watch")
-        stubs = self._preferred_stubs()
-        live = dataclasses.replace(live, endpoint=stubs.endpoint)
-        async for batch in watch_stream.stream(stubs, key, prefix, start_revision):
-            marks = [e.mod_revision for e in batch if e.type == watch_stream.REVISION]
-            batch = [e for e in batch if e.type != watch_stream.REVISION]
-            changes: dict = {}
-            if marks:
-                changes["revision"] = max(live.revision, *marks)
-            if batch:
-                changes["events"] = (live.events + tuple(batch))[-WATCH_EVENTS_KEPT:]
-            if batch and batch[0].type == "CREATED":
-                changes["status"] = "watching"
-                changes["watch_id"] = _watch_id(batch[0].value)
-            if batch and batch[-1].type == "CANCELED":
-                changes["status"] = f"closed: {batch[-1].value}"
-                self.note(f"watch on {what} closed: {batch[-1].value}", ok=False, kind="watch")
-            live = dataclasses.replace(live, **changes)
-            self._set_watch(live)
-            yield self._state
+        resume = start_revision
+        pause = WATCH_REOPEN_MIN
+        while True:
+            stubs = self._preferred_stubs()
+            live = dataclasses.replace(live, endpoint=stubs.endpoint)
+            async for batch in watch_stream.stream(stubs, key, prefix, resume):
+                marks = [e.mod_revision for e in batch if e.type == watch_stream.REVISION]
+                batch = [e for e in batch if e.type != watch_stream.REVISION]
+                changes: dict = {}
+                if marks:
+                    changes["revision"] = max(live.revision, *marks)
+                    resume = max(resume, max(marks) + 1)
+                for e in batch:
+                    if e.type in ("PUT", "DELETE"):
+                        resume = max(resume, e.mod_revision + 1)
+                    elif e.type == "COMPACTED":
+                        resume = 0
+                if batch:
+                    changes["events"] = (live.events + tuple(batch))[-WATCH_EVENTS_KEPT:]
+                if batch and batch[0].type == "CREATED":
+                    changes["status"] = "watching"
+                    changes["watch_id"] = _watch_id(batch[0].value)
+                    pause = WATCH_REOPEN_MIN
+                if batch and batch[-1].type == "CANCELED":
+                    changes["status"] = f"closed: {batch[-1].value}; reopening in {pause:g}s"
+                    self.note(f"watch on {what} closed: {batch[-1].value}; reopening", ok=False, kind="watch")
+                live = dataclasses.replace(live, **changes)
+                self._set_watch(live)
+                yield self._state
+            await asyncio.sleep(pause)   # the pace of reopening, not a wait for an event
+            pause = min(pause * 2, WATCH_REOPEN_MAX)
 
     def _set_watch(self, live: LiveWatch | None) -> None:
         self._fold(lambda state: (dataclasses.replace(state, watch=live), []))
