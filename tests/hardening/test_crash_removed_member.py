@@ -16,6 +16,7 @@ from the cluster"). Both pass since the fix (requests-SERVER.md #3).
 from __future__ import annotations
 
 import grpc
+import pytest
 
 from engine.proto import rpc_pb2, rpc_pb2_grpc
 
@@ -86,6 +87,7 @@ def test_a_member_that_applies_its_own_removal_exits(hard_cluster_factory):
     wait_for(lambda: not m.running(), EXIT_WITHIN, f"the removed member {m.name} to exit")
 
 
+@pytest.mark.soak   # CI time: the learner variant below and test_server_removed cover the default run
 def test_a_member_removed_while_down_exits_when_restarted(hard_cluster_factory):
     c = hard_cluster_factory(3)
     idx, mid = _add_voter(c)

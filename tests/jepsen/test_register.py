@@ -112,6 +112,7 @@ def test_register_linearizable_under_faults(raftnode_cluster_factory):
     _checker_bites(res)
 
 
+@pytest.mark.soak   # CI time: the 3-member nemesis run and the whole-cluster crash stay in the default run
 def test_register_linearizable_under_faults_5_members(raftnode_cluster_factory):
     seed = harness.seed_from_env()
     print(f"\nseed {seed}")
