@@ -18,6 +18,7 @@ from typing import Awaitable, Callable
 
 from raftui.host import ClusterHost, HostError, default_data_dir
 from raftui.host.health import log_tail
+from raftui.host.learner import add_hosted_learner
 from raftui.render import escape, unescape
 from raftui.source import ActionResult, ClusterSource, ClusterState, Member, links, recovery, txn
 
@@ -196,17 +197,7 @@ async def _add_learner(ctx: Context, v: dict) -> ActionResult:
             return ActionResult.fail("add learner: its peer URL is needed (attach mode starts no process)")
         return await ctx.source.add_learner(url)
     # Host mode: pick ports, tell the cluster, then start the process that joins.
-    planned = await asyncio.to_thread(plan)
-    added = await ctx.source.add_learner(planned.peer_url)
-    if not added.ok:
-        return added
-    _, members = added.data
-    try:
-        m = await asyncio.to_thread(ctx.host.start_joining, planned, members)
-    except (HostError, OSError) as exc:
-        result = ActionResult.fail(f"{added.text}, but its process did not start: {exc}")
-    else:
-        result = ActionResult(True, f"started learner {m.name} on {m.endpoint} (peer {m.peer_url})")
+    result, _ = await add_hosted_learner(ctx.source, ctx.host)
     ctx.source.note(result.text, result.ok, "host" if result.ok else "error")
     return result
 

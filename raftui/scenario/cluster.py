@@ -16,6 +16,7 @@ import grpc
 from engine.proto import rpc_pb2
 from raftui.host import ClusterHost, HostError
 from raftui.host.health import log_tail, with_process_health
+from raftui.host.learner import add_hosted_learner
 from raftui.source import ClusterSource, TlsFiles
 from raftui.source import actions, errors, faults
 from raftui.source.codec import decode, encode
@@ -197,14 +198,7 @@ class ScenarioCluster:
         plan = getattr(self.host, "plan_member", None)
         if self.host is None or plan is None:
             return ActionResult.fail("add learner: needs host mode (a process to start)")
-        planned = await asyncio.to_thread(plan)
-        added = await self.source.add_learner(planned.peer_url)
-        if not added.ok:
-            return added
-        _, members = added.data
-        try:
-            started = await asyncio.to_thread(self.host.start_joining, planned, members)
-        except (HostError, OSError) as exc:
-            return ActionResult.fail(f"{added.text}, but its process did not start: {exc}")
-        self._conns.add(started.endpoint)
-        return ActionResult(True, f"started learner {started.name} on {started.endpoint}", started.name)
+        result, started = await add_hosted_learner(self.source, self.host)
+        if started is not None:
+            self._conns.add(started.endpoint)
+        return result

@@ -107,6 +107,11 @@ class Ref:
         return self.text[1:] if self.text.startswith("$") else None
 
 
+def _where(index: int, line: int | None) -> str:
+    """How a report names a step or loop: 'step 3 (line 12)'."""
+    return f"step {index + 1}" + (f" (line {line})" if line else "")
+
+
 @dataclasses.dataclass(frozen=True)
 class Step:
     index: int                      # position in the script, 0.. in reading order (loops included)
@@ -118,7 +123,7 @@ class Step:
 
     @property
     def where(self) -> str:
-        return f"step {self.index + 1}" + (f" (line {self.line})" if self.line else "")
+        return _where(self.index, self.line)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +139,7 @@ class Loop:
 
     @property
     def where(self) -> str:
-        return f"step {self.index + 1}" + (f" (line {self.line})" if self.line else "")
+        return _where(self.index, self.line)
 
 
 @dataclasses.dataclass(frozen=True)
