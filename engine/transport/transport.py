@@ -584,16 +584,18 @@ class PeerTransport:
     async def _run_prober(self, peer: _Peer) -> None:
         """Probe the peer forever: measure the round trip, and hear a
         refusal "removed member" (then tell the host, which stops)."""
-        answered = False
+        delay = PROBE_FIRST_INTERVAL
         while True:
-            await asyncio.sleep(PROBE_INTERVAL if answered else PROBE_FIRST_INTERVAL)
+            await asyncio.sleep(delay)
             channel = peer.channel
             if channel is None:
                 continue
             verdict = await self._probe(peer, channel)
             if verdict == "removed":
                 return
-            answered = answered or verdict == "ok"
+            # Answered: every PROBE_INTERVAL. Failing (a joiner not known
+            # yet, a member without Probe): backing off to that pace too.
+            delay = PROBE_INTERVAL if verdict == "ok" else min(delay * 2, PROBE_INTERVAL)
 
     async def _probe(self, peer: _Peer, channel: grpc.aio.Channel) -> str:
         """One probe through the fault filter: "ok", "removed", or "failed"."""
