@@ -25,16 +25,12 @@ sys.path.insert(0, str(ROOT))
 
 from bench import bench_vs_etcd as b  # noqa: E402
 from bench.cluster import start_cluster  # noqa: E402
+from bench.procstat import cpu_seconds as cpu  # noqa: E402  (the same count as bench_vs_etcd's)
 
 PROFILE_DIR = pathlib.Path("/tmp/raftui-profile")
 
-TICK = os.sysconf("SC_CLK_TCK")
 # e.g. RAFTUI_PYSPY="--gil": sample only the thread holding the GIL (CPU in Python, not waits)
 PYSPY_EXTRA = os.environ.get("RAFTUI_PYSPY", "").split()
-
-def cpu(pid):
-    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / TICK
 
 def measure(kind, ops, profile):
     with tempfile.TemporaryDirectory() as d:

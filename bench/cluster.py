@@ -55,6 +55,9 @@ class BenchCluster:
     def endpoints(self) -> list[str]:
         return [f"{launch.HOST}:{p}" for p in self.client_ports]
 
+    def data_dir(self, name: str) -> pathlib.Path:
+        return self.root / f"{name}.data"
+
     def _url(self, port: int) -> str:
         return f"http://{launch.HOST}:{port}"
 
@@ -71,7 +74,7 @@ class BenchCluster:
             env = launch.clean_env({"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"})
             cwd = ROOT
         for name, cport, pport in zip(self.names, self.client_ports, self.peer_ports):
-            flags = launch.member_flags(name, self.root / f"{name}.data", self._url(cport), self._url(pport),
+            flags = launch.member_flags(name, self.data_dir(name), self._url(cport), self._url(pport),
                                         initial, self.token, fault_injection=self.fault_injection)
             self.procs.append(launch.spawn([*command, *flags, *tail], self.root / f"{name}.log",
                                            env=env, cwd=cwd, die_with_parent=True))
