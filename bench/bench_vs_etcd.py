@@ -253,8 +253,9 @@ def parse_check_perf(text: str) -> dict:
     The verdict is the last line that is exactly PASS or FAIL. etcdctl prints
     it only after deleting its keys; when that delete times out (30 s) it
     exits with an error and no verdict at all, which counts as a FAIL here."""
-    lines = [ln.strip() for ln in re.split(r"[\r\n]", text)
-             if re.match(r"\s*(PASS|FAIL|Throughput|Slowest|Stddev)", ln)]
+    # The bar's last redraw and the first verdict line can share a line: search, not match.
+    found = (re.search(r"(PASS|FAIL|Slowest request|Stddev).*", seg) for seg in re.split(r"[\r\n]", text))
+    lines = [m.group(0).strip() for m in found if m]
     verdicts = [ln for ln in lines if ln in ("PASS", "FAIL")]
     m = re.search(r"Throughput (?:is|too low: )?\s*(\d+) writes/s", text)
     s = re.search(r"Slowest request took (?:too long: )?([0-9.]+)s", text)
@@ -275,7 +276,7 @@ def check_perf(endpoints: list[str], load: str) -> dict:
     t0 = time.monotonic()
     r = etcdctl(endpoints, "check", "perf", f"--load={load}", timeout=600)
     out = {"load": load, **parse_check_perf(r.stdout), "returncode": r.returncode,
-           "seconds": time.monotonic() - t0, "stderr": r.stderr[-500:]}
+           "seconds": time.monotonic() - t0, "stdout": r.stdout[-2000:], "stderr": r.stderr[-500:]}
     # Whatever etcdctl's own clean-up did: the next check refuses to start on a non-empty prefix.
     asyncio.run(delete_prefix(endpoints[0], CHECK_PERF_PREFIX))
     return out
