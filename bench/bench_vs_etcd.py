@@ -26,9 +26,9 @@ Around each workload it reads every member's utime+stime from /proc: server
 CPU per request on the leader, on each follower, and summed over the three
 (an idle member's ticks and heartbeats are in it, as they are in production).
 
-Then, on a second fresh cluster (so the workloads and the checks above run
-on an empty store, and the memory figures are not inflated by their
-history), memory: VmRSS and data-dir size of every member empty, and after
+Then, on a second fresh cluster (so the memory figures carry none of the
+workloads' and checks' history, and the checks never run against a million
+keys), memory: VmRSS and data-dir size of every member empty, and after
 loading each total in --rss-keys (keys rss/%08d, --value-size values, Txns
 of 128 puts, etcd's default --max-txn-ops, LOAD_IN_FLIGHT at a time).
 
