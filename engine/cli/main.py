@@ -18,7 +18,7 @@ import grpc
 
 from engine.cli.flags import FlagError, MemberConfig, parse_args
 from engine.transport import add_peer_service, certcheck, make_server
-from engine.transport.transport import peer_receive_limit, url_target
+from engine.transport.transport import peer_port, peer_receive_limit, url_target
 from engine.wal import fsutil
 
 log = logging.getLogger("raftnode")
@@ -117,6 +117,17 @@ def _bind(server: grpc.aio.Server, urls, creds) -> None:
             raise FlagError(f"cannot listen on {url}")
 
 
+async def _listen_peer_port(front, urls) -> None:
+    for url in urls:
+        target, _ = url_target(url)
+        host, _, port = target.rpartition(":")
+        host = host.strip("[]")
+        try:
+            await front.listen("127.0.0.1" if host in ("localhost", "") else host, int(port))
+        except OSError as e:
+            raise FlagError(f"cannot listen on {url}: {e.strerror or e}") from None
+
+
 async def _listen_http(http, urls, *, metrics_only: bool) -> None:
     try:
         await http.listen(urls, metrics_only=metrics_only)
@@ -163,10 +174,22 @@ async def serve(cfg: MemberConfig, ready: asyncio.Event | None = None) -> int:
     peer = make_server([("grpc.max_receive_message_length", peer_receive_limit(cfg.max_request_bytes))],
                        interceptors=certcheck.server_interceptors(certcheck.listener_rules(cfg, "peer"), "peer"))
     add_peer_service(peer, node.transport)
-    peer_creds = (_server_credentials(cfg.peer_cert_file, cfg.peer_key_file, cfg.peer_trusted_ca_file,
-                                      cfg.peer_client_cert_auth) if cfg.peer_tls else None)
-    _bind(peer, cfg.listen_peer_urls, peer_creds)
-    await peer.start()
+    node.transport.receive_limit = peer_receive_limit(cfg.max_request_bytes)
+    peer_front = None
+    if cfg.peer_tls:
+        peer_creds = _server_credentials(cfg.peer_cert_file, cfg.peer_key_file, cfg.peer_trusted_ca_file,
+                                         cfg.peer_client_cert_auth)
+        _bind(peer, cfg.listen_peer_urls, peer_creds)
+        await peer.start()
+    else:
+        # Plain TCP peer URLs: raft streams as frames of our own, the rest
+        # gRPC behind the same port (engine/transport/peerwire).
+        internal = peer.add_insecure_port("127.0.0.1:0")
+        if not internal:
+            raise FlagError("cannot listen on an internal port for the peer gRPC server")
+        await peer.start()
+        peer_front = peer_port(node.transport, internal)
+        await _listen_peer_port(peer_front, cfg.listen_peer_urls)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     _watch_signals(loop, stop.set)
@@ -211,6 +234,8 @@ async def serve(cfg: MemberConfig, ready: asyncio.Event | None = None) -> int:
         publishing.cancel()
         await http.stop()
         await client.stop(0.5)
+        if peer_front is not None:
+            await peer_front.close()
         await peer.stop(0.5)
         try:
             await asyncio.wait_for(node.stop(), SHUTDOWN_GRACE / 2)

@@ -61,7 +61,7 @@ from google.protobuf.message import DecodeError
 
 from engine.proto import peer_pb2, peer_pb2_grpc
 from engine.proto import raft_pb2 as raftpb
-from engine.transport import snapfile
+from engine.transport import peerwire, snapfile
 from engine.transport.faults import Direction, FaultFilter
 from engine.transport.urls import URLError, dial_target
 
@@ -123,6 +123,11 @@ HEALTHY_STREAM_SECONDS = 1.0
 PROBE_INTERVAL = 4.0
 PROBE_FIRST_INTERVAL = 0.2
 PROBE_TIMEOUT = 2.0
+# A peer whose port does not speak peerwire's plain-TCP stream (a member
+# without the PeerPort listener) gets Peer.Stream; asked again this often.
+RAW_RETRY_SECONDS = 30.0
+# Write buffer above which the plain-TCP stream waits for the socket.
+RAW_HIGH_WATER = 1 << 20
 
 # Server options: keepalive as in etcd-compat.md trap 2 (grpc-go clients
 # ping often; a default grpcio server answers with GOAWAY too_many_pings),
@@ -313,6 +318,9 @@ class _Peer:
         # The last probe's round trip in seconds, None before the first.
         self.rtt: float | None = None
         self.snapshots: set[asyncio.Task] = set()
+        # time.monotonic() before which the plain-TCP stream is not tried
+        # (the peer's port did not speak it).
+        self.raw_retry_at = 0.0
         # None: never connected yet (messages wait); False: down (messages
         # are dropped); True: a stream is up.
         self.up: bool | None = None
@@ -353,6 +361,7 @@ class PeerTransport:
         queue_size: int = QUEUE_SIZE,
         snapshot_dir: str | None = None,
         max_snapshot_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES,
+        raw_streams: bool = True,
     ) -> None:
         if member_id <= 0 or cluster_id <= 0:
             raise ValueError("member and cluster ids are non-zero")
@@ -389,6 +398,12 @@ class PeerTransport:
         self.snapshot_dir = snapshot_dir
         self.max_snapshot_bytes = max_snapshot_bytes
         self._snapshot_receives = 0
+        # Raft streams to http peers over peerwire's plain TCP (falling back
+        # to Peer.Stream for a peer that does not speak it).
+        self.raw_streams = raw_streams
+        # The largest frame a peer's stream may send us (the peer gRPC
+        # server's max_receive_message_length says the same for Peer.Stream).
+        self.receive_limit = PEER_RECEIVE_BYTES
         self._warn = _RateLimitedLog()
         # Counters for tests and the console: what was refused or dropped.
         self.refused_streams = 0
@@ -567,7 +582,13 @@ class PeerTransport:
                 peer.channel = stub_channel  # the prober's, while the stream is up
                 peer.channel_target = (target, secure)
                 try:
-                    error = await self._stream(peer, stub_channel)
+                    error = None
+                    if not secure and self.raw_streams and started >= peer.raw_retry_at:
+                        error, fall_back = await self._try_raw_stream(peer, url, target)
+                        if fall_back:
+                            error = await self._stream(peer, stub_channel)
+                    else:
+                        error = await self._stream(peer, stub_channel)
                 finally:
                     peer.channel = None
                 self._mark_down(peer, error)
@@ -661,6 +682,92 @@ class PeerTransport:
                 peer.sent_bytes += batch.ByteSize()
         finally:
             call.cancel()
+
+    async def _try_raw_stream(self, peer: _Peer, url: str, target: str) -> tuple[str | None, bool]:
+        """Stream to the peer over peerwire's plain TCP: (why it stopped,
+        False), or (None, True) when the peer's port does not speak it."""
+        host, _, port = target.rpartition(":")
+        try:
+            opened = await peerwire.open_stream(host.strip("[]"), int(port))
+        except (OSError, asyncio.TimeoutError, ValueError) as e:
+            return f"no stream connection to {url}: {_describe_error(e)}", False
+        if opened is None:
+            peer.raw_retry_at = time.monotonic() + RAW_RETRY_SECONDS
+            log.info("peer %x at %s does not take plain TCP streams: using Peer.Stream", peer.member_id, url)
+            return None, True
+        return await self._raw_stream(peer, *opened), False
+
+    async def _raw_stream(self, peer: _Peer, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> str:
+        """Write batches as frames until the connection fails, the peer
+        refuses the stream, or it stops acknowledging; returns why."""
+        state = _RawStreamState()
+        peer.up = True
+        peer.active_since = time.time()
+        log.info("stream to peer %x up", peer.member_id)
+        helpers = [self._spawn(self._raw_answers(peer, reader, state), f"peer-{peer.member_id:x}-answers"),
+                   self._spawn(self._raw_watchdog(peer, state), f"peer-{peer.member_id:x}-watchdog")]
+        transport = writer.transport
+        try:
+            while state.ended is None:
+                if not peer.queue:
+                    peer.wakeup.clear()
+                    await peer.wakeup.wait()
+                    continue
+                batch = self._take_batch(peer)
+                data = batch.SerializeToString()
+                writer.write(peerwire.frame(data))
+                if state.unacked_since is None:
+                    state.unacked_since = time.monotonic()
+                peer.sent += len(batch.msgs)
+                peer.sent_bytes += len(data)
+                if transport.get_write_buffer_size() > RAW_HIGH_WATER:
+                    try:
+                        await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+                    except asyncio.TimeoutError:
+                        return f"write to peer {peer.member_id:x} stalled for {WRITE_TIMEOUT}s"
+                    except OSError as e:
+                        return f"stream to peer {peer.member_id:x} failed: {_describe_error(e)}"
+            return state.ended
+        finally:
+            for task in helpers:
+                task.cancel()
+            writer.close()
+
+    async def _raw_answers(self, peer: _Peer, reader: asyncio.StreamReader, state: "_RawStreamState") -> None:
+        """Read what the peer sends back on a plain-TCP stream: acks, or
+        the refusal that ends it."""
+        try:
+            while True:
+                body = await peerwire.read_frame(reader, 1 << 16)
+                kind = body[0] if body else 0
+                if kind == peerwire.KIND_ACK:
+                    state.unacked_since = None
+                    continue
+                if kind == peerwire.KIND_END and len(body) >= 2:
+                    code = _STATUS_BY_NUMBER.get(body[1], grpc.StatusCode.UNKNOWN)
+                    details = body[2:].decode("utf-8", "replace")
+                    if code == REFUSED_CODE and details.startswith(REMOVED_DETAILS):
+                        log.error("peer %x refused our stream: %s", peer.member_id, details)
+                        if self.on_removed is not None:
+                            self._notify(self.on_removed, peer.member_id)
+                    state.ended = f"stream to peer {peer.member_id:x} failed: {code.name}: {details}"
+                else:
+                    state.ended = f"stream to peer {peer.member_id:x}: unexpected answer (kind {kind})"
+                return
+        except (asyncio.IncompleteReadError, OSError, ValueError) as e:
+            state.ended = f"stream to peer {peer.member_id:x} closed: {_describe_error(e)}"
+        finally:
+            peer.wakeup.set()
+
+    async def _raw_watchdog(self, peer: _Peer, state: "_RawStreamState") -> None:
+        """End a stream whose peer stopped acknowledging what we write."""
+        while state.ended is None:
+            await asyncio.sleep(peerwire.ACK_INTERVAL)
+            since = state.unacked_since
+            if since is not None and time.monotonic() - since > peerwire.DEAD_AFTER:
+                state.ended = f"peer {peer.member_id:x} acknowledged nothing for {peerwire.DEAD_AFTER:.0f}s"
+                peer.wakeup.set()
 
     async def _check_removed(self, peer: _Peer, call) -> None:
         """The stream ended: if the peer refused it as from a removed
@@ -957,6 +1064,8 @@ async def _close_channel(channel: grpc.aio.Channel) -> None:
 def _describe_error(e: BaseException) -> str:
     if isinstance(e, grpc.aio.AioRpcError):
         return f"{e.code().name}: {e.details()}"
+    if isinstance(e, asyncio.IncompleteReadError):
+        return "connection closed by the peer"
     return type(e).__name__ + (f": {e}" if str(e) else "")
 
 
@@ -1052,6 +1161,136 @@ async def _frames(t: PeerTransport, request_iterator):
         raise _Refused(grpc.StatusCode.INVALID_ARGUMENT, "undecodable frame") from None
 
 
+_STATUS_BY_NUMBER = {c.value[0]: c for c in grpc.StatusCode}
+
+
+class _RawStreamState:
+    """A plain-TCP stream's dialer side: why it ended (None while up) and
+    since when written batches wait for an ack."""
+
+    __slots__ = ("ended", "unacked_since")
+
+    def __init__(self) -> None:
+        self.ended: str | None = None
+        self.unacked_since: float | None = None
+
+
+class _StreamGate:
+    """The checks every received batch passes, on Peer.Stream and on the
+    plain-TCP stream alike: the first batch names the stream's sender, a
+    current member talking to this cluster and this member; later batches
+    keep that sender; at most MAX_BATCH_MSGS messages; each message checked
+    on its own (bad ones dropped, not fatal)."""
+
+    def __init__(self, t: PeerTransport) -> None:
+        self.t = t
+        self.sender: int | None = None
+
+    def admit(self, batch: peer_pb2.MessageBatch) -> tuple[grpc.StatusCode, str] | None:
+        """None, or the status and why the stream must end now."""
+        t = self.t
+        sender = self.sender
+        if sender is None:
+            why = t._check_incoming(batch.from_member, batch.cluster_id, batch.to_member)
+            if why is not None:
+                t._refuse(batch.from_member, why)
+                return REFUSED_CODE, why
+            sender = self.sender = batch.from_member
+        elif (batch.from_member != sender or batch.cluster_id != t.cluster_id
+              or batch.to_member != t.member_id):
+            why = (f"stream of {sender:x} switched to sender {batch.from_member:x} "
+                   f"(cluster {batch.cluster_id:x}, to {batch.to_member:x})")
+            t._refuse(sender, why)
+            return grpc.StatusCode.FAILED_PRECONDITION, why
+        if t._closed:
+            return grpc.StatusCode.UNAVAILABLE, "transport closed"
+        if sender not in t._peers:
+            # Removed while its stream was open.
+            why = t._check_incoming(sender, t.cluster_id, t.member_id) or "not a peer any more"
+            t._refuse(sender, why)
+            return REFUSED_CODE, why
+        if len(batch.msgs) > MAX_BATCH_MSGS:
+            why = f"batch of {len(batch.msgs)} messages (at most {MAX_BATCH_MSGS})"
+            t._refuse(sender, why)
+            return grpc.StatusCode.INVALID_ARGUMENT, why
+        return None
+
+    def deliver(self, batch: peer_pb2.MessageBatch, size: int) -> None:
+        """An admitted batch (no await since admit): its good messages to the core."""
+        t = self.t
+        sender = self.sender
+        t._peers[sender].received_bytes += size
+        good = []
+        for m in batch.msgs:
+            why = check_message(m, sender, t.member_id)
+            if why is None:
+                good.append(m)
+            else:
+                t._drop_incoming(sender, why)
+        if good:
+            t._receive(sender, good)
+
+
+async def serve_raw_stream(t: PeerTransport, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> None:
+    """The receiving side of a plain-TCP stream (peerwire.PeerPort calls it
+    after the MAGIC exchange): frames of MessageBatch, checked as on
+    Peer.Stream; a refusal is sent back as KIND_END before closing."""
+    loop = asyncio.get_running_loop()
+    gate = _StreamGate(t)
+    last_ack = -peerwire.ACK_INTERVAL
+    pending_ack: asyncio.TimerHandle | None = None
+
+    def send_ack() -> None:
+        nonlocal last_ack, pending_ack
+        pending_ack = None
+        last_ack = loop.time()
+        if not writer.is_closing():
+            writer.write(peerwire.ack_frame())
+
+    async def refuse(code: grpc.StatusCode, why: str) -> None:
+        writer.write(peerwire.end_frame(code.value[0], why))
+        await peerwire.linger(reader, writer)
+
+    try:
+        while True:
+            try:
+                body = await peerwire.read_frame(reader, t.receive_limit)
+            except ValueError as e:
+                t._refuse(gate.sender or 0, str(e))
+                await refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+                return
+            except (asyncio.IncompleteReadError, OSError):
+                return  # the dialer went away
+            try:
+                batch = peer_pb2.MessageBatch.FromString(body)
+            except DecodeError as e:
+                t.refused_streams += 1
+                t._warn.warn(("undecodable",), "refusing peer stream: undecodable frame (%s)", e)
+                await refuse(grpc.StatusCode.INVALID_ARGUMENT, "undecodable frame")
+                return
+            refusal = gate.admit(batch)
+            if refusal is not None:
+                await refuse(*refusal)
+                return
+            gate.deliver(batch, len(body))
+            if pending_ack is None:
+                wait = last_ack + peerwire.ACK_INTERVAL - loop.time()
+                if wait <= 0:
+                    send_ack()
+                else:
+                    pending_ack = loop.call_later(wait, send_ack)
+    finally:
+        if pending_ack is not None:
+            pending_ack.cancel()
+
+
+def peer_port(t: PeerTransport, grpc_port: int) -> peerwire.PeerPort:
+    """The listener for a member's http peer URLs, in front of its gRPC peer
+    server on 127.0.0.1:`grpc_port` (engine/transport/peerwire)."""
+    return peerwire.PeerPort(lambda r, w: serve_raw_stream(t, r, w), grpc_port)
+
+
 class _PeerServicer(peer_pb2_grpc.PeerServicer):
     def __init__(self, transport: PeerTransport) -> None:
         self._t = transport
@@ -1063,44 +1302,12 @@ class _PeerServicer(peer_pb2_grpc.PeerServicer):
             await context.abort(e.code, e.why)
 
     async def _stream(self, request_iterator, context):
-        t = self._t
-        sender: int | None = None
-        async for batch in _frames(t, request_iterator):
-            if sender is None:
-                # The first batch names the stream's sender; it must be a
-                # current member, talking to this cluster and this member.
-                why = t._check_incoming(batch.from_member, batch.cluster_id, batch.to_member)
-                if why is not None:
-                    t._refuse(batch.from_member, why)
-                    await context.abort(REFUSED_CODE, why)
-                sender = batch.from_member
-            elif (batch.from_member != sender or batch.cluster_id != t.cluster_id
-                  or batch.to_member != t.member_id):
-                why = (f"stream of {sender:x} switched to sender {batch.from_member:x} "
-                       f"(cluster {batch.cluster_id:x}, to {batch.to_member:x})")
-                t._refuse(sender, why)
-                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, why)
-            if t._closed:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, "transport closed")
-            if sender not in t._peers:
-                # Removed while its stream was open.
-                why = t._check_incoming(sender, t.cluster_id, t.member_id) or "not a peer any more"
-                t._refuse(sender, why)
-                await context.abort(REFUSED_CODE, why)
-            if len(batch.msgs) > MAX_BATCH_MSGS:
-                why = f"batch of {len(batch.msgs)} messages (at most {MAX_BATCH_MSGS})"
-                t._refuse(sender, why)
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, why)
-            t._peers[sender].received_bytes += batch.ByteSize()
-            good = []
-            for m in batch.msgs:
-                why = check_message(m, sender, t.member_id)
-                if why is None:
-                    good.append(m)
-                else:
-                    t._drop_incoming(sender, why)
-            if good:
-                t._receive(sender, good)
+        gate = _StreamGate(self._t)
+        async for batch in _frames(self._t, request_iterator):
+            refusal = gate.admit(batch)
+            if refusal is not None:
+                await context.abort(*refusal)
+            gate.deliver(batch, batch.ByteSize())
         return peer_pb2.StreamAck()
 
     async def SendSnapshot(self, request_iterator, context):

@@ -11,6 +11,7 @@ from typing import Awaitable, Callable, TypeVar
 from engine.proto import raft_pb2 as raftpb
 from engine.transport import PeerTransport, add_peer_service, make_server
 from engine.transport.faults import FaultFilter
+from engine.transport.transport import peer_port
 
 T = TypeVar("T")
 CLUSTER = 0x1C1
@@ -45,8 +46,13 @@ class Member:
     """One member's transport and peer server, recording every callback."""
 
     def __init__(self, member_id: int, cluster_id: int = CLUSTER, *,
-                 faults: FaultFilter | None = None) -> None:
+                 faults: FaultFilter | None = None, peer_port: bool = True) -> None:
+        # peer_port: the port as raftnode serves it (plain-TCP raft streams,
+        # gRPC behind it); False: the gRPC server alone (a member that only
+        # speaks Peer.Stream, which dialers fall back to).
         self.id = member_id
+        self.use_peer_port = peer_port
+        self.front = None
         self.cluster_id = cluster_id
         self.faults = faults
         self.batches: list[list[raftpb.Message]] = []
@@ -78,11 +84,21 @@ class Member:
     async def start_server(self, port: int = 0) -> None:
         self.server = make_server()
         add_peer_service(self.server, self.transport)
-        self.port = self.server.add_insecure_port(f"{HOST}:{port}")
-        assert self.port, "could not bind"
+        if not self.use_peer_port:
+            self.port = self.server.add_insecure_port(f"{HOST}:{port}")
+            assert self.port, "could not bind"
+            await self.server.start()
+            return
+        internal = self.server.add_insecure_port(f"{HOST}:0")
+        assert internal, "could not bind"
         await self.server.start()
+        self.front = peer_port(self.transport, internal)
+        self.port = await self.front.listen(HOST, port)
 
     async def stop_server(self) -> None:
+        if self.front is not None:
+            await self.front.close()
+            self.front = None
         if self.server is not None:
             await self.server.stop(None)
             self.server = None

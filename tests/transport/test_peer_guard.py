@@ -17,6 +17,7 @@ import pytest
 
 from engine.proto import peer_pb2, peer_pb2_grpc
 from engine.proto import raft_pb2 as raftpb
+from engine.transport import peerwire
 from engine.transport.transport import (MAX_BATCH_MSGS, PEER_RECEIVE_BYTES, check_message)
 from tests.transport.helpers import CLUSTER, HOST, Member, close_all, cluster, msg, run, wait_until
 
@@ -24,8 +25,8 @@ ME = 2
 PEER = 1
 
 
-async def push(port: int, batches: list[peer_pb2.MessageBatch]) -> grpc.StatusCode:
-    """Write `batches` on one Stream; the status it ended with."""
+async def push_grpc(port: int, batches: list[peer_pb2.MessageBatch]) -> grpc.StatusCode:
+    """Write `batches` on one Peer.Stream; the status it ended with."""
     async with grpc.aio.insecure_channel(f"{HOST}:{port}") as ch:
         call = peer_pb2_grpc.PeerStub(ch).Stream(timeout=10)
         try:
@@ -39,6 +40,39 @@ async def push(port: int, batches: list[peer_pb2.MessageBatch]) -> grpc.StatusCo
             return grpc.StatusCode.OK
         except grpc.aio.AioRpcError as e:
             return e.code()
+
+
+async def push_tcp(port: int, batches: list[peer_pb2.MessageBatch]) -> grpc.StatusCode:
+    """Write `batches` as frames on one plain-TCP stream (peerwire), then
+    close our side; the status the member's refusal carried, OK if none."""
+    opened = await peerwire.open_stream(HOST, port)
+    assert opened is not None, "the peer port did not answer MAGIC"
+    reader, writer = opened
+    try:
+        try:
+            for b in batches:
+                writer.write(peerwire.frame(b.SerializeToString()))
+                await writer.drain()
+            writer.write_eof()
+        except OSError:
+            pass  # refused mid-way: the answer says why
+        while True:
+            try:
+                body = await asyncio.wait_for(peerwire.read_frame(reader, 1 << 16), 10)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return grpc.StatusCode.OK
+            if body[0] == peerwire.KIND_END:
+                return {c.value[0]: c for c in grpc.StatusCode}[body[1]]
+            assert body == bytes([peerwire.KIND_ACK]), body
+    finally:
+        writer.close()
+
+
+@pytest.fixture(params=["grpc", "tcp"])
+def push(request):
+    """Both ways a peer's raft stream arrives: Peer.Stream (gRPC, proxied by
+    the peer port) and the plain-TCP stream; the same checks must hold."""
+    return push_grpc if request.param == "grpc" else push_tcp
 
 
 def batch(msgs, frm: int = PEER, to: int = ME, cluster_id: int = CLUSTER) -> peer_pb2.MessageBatch:
@@ -56,7 +90,7 @@ async def member_pair():
     return b
 
 
-def test_non_member_is_refused() -> None:
+def test_non_member_is_refused(push) -> None:
     async def main():
         b = await member_pair()
         try:
@@ -83,7 +117,7 @@ def test_non_member_is_refused() -> None:
     run(main())
 
 
-def test_a_stream_has_one_sender() -> None:
+def test_a_stream_has_one_sender(push) -> None:
     async def main():
         b = await member_pair()
         b.transport.add_peer(3, [f"http://{HOST}:1"])
@@ -140,7 +174,7 @@ def test_check_message_refuses(name: str) -> None:
     assert check_message(MALFORMED[name], PEER, ME) is not None
 
 
-def test_malformed_messages_are_dropped_with_few_warnings(caplog) -> None:
+def test_malformed_messages_are_dropped_with_few_warnings(caplog, push) -> None:
     caplog.set_level(logging.WARNING, "engine.transport")
 
     async def main():
@@ -158,7 +192,7 @@ def test_malformed_messages_are_dropped_with_few_warnings(caplog) -> None:
     assert 1 <= len(drops) <= 2, [r.getMessage() for r in drops]
 
 
-def test_oversized_frames_and_batches_are_refused() -> None:
+def test_oversized_frames_and_batches_are_refused(push) -> None:
     async def main():
         b = await member_pair()
         try:
