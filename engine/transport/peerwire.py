@@ -53,7 +53,7 @@ DEAD_AFTER = 10.0
 # A connection that has not said what it is within this long is closed.
 SNIFF_TIMEOUT = 10.0
 # How long a dialer waits for the listener's MAGIC.
-HANDSHAKE_TIMEOUT = 1.0
+HANDSHAKE_TIMEOUT = 2.0
 PROXY_CHUNK = 1 << 16
 # After refusing a stream: how long, and how much of what the dialer still
 # sends, the listener reads and drops before closing (see linger()).
@@ -188,9 +188,10 @@ async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
 
 async def open_stream(host: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
     """Dial a peer's stream: (reader, writer) once the listener answered
-    MAGIC; None if whatever listens there does not speak it (a member
-    without PeerPort: use gRPC). Raises OSError / asyncio.TimeoutError when
-    nothing answers."""
+    MAGIC; None if what listens there answered something else (a member
+    without PeerPort: its HTTP/2 server sends its SETTINGS at once; use
+    gRPC). Silence or a closed connection proves nothing (a busy member, one
+    shutting down): OSError / asyncio.TimeoutError, as when nothing listens."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=1 << 16),
                                             HANDSHAKE_TIMEOUT)
     try:
@@ -198,10 +199,10 @@ async def open_stream(host: str, port: int) -> tuple[asyncio.StreamReader, async
         writer.write(MAGIC)
         try:
             answer = await asyncio.wait_for(reader.readexactly(len(MAGIC)), HANDSHAKE_TIMEOUT)
-        except asyncio.IncompleteReadError:
-            answer = b""
-        except asyncio.TimeoutError:
-            answer = b""
+        except asyncio.IncompleteReadError as e:
+            if not e.partial:
+                raise ConnectionResetError("closed before answering") from None
+            answer = e.partial
         if answer != MAGIC:
             writer.close()
             return None

@@ -167,3 +167,32 @@ def test_frames_over_the_limit_are_refused_before_they_are_read() -> None:
         finally:
             await b.close()
     run(main())
+
+
+def test_only_a_definite_answer_means_the_peer_does_not_speak_it(monkeypatch) -> None:
+    """open_stream: gRPC's SETTINGS -> None (fall back to Peer.Stream);
+    silence or a closed connection -> an error (a busy or stopping member
+    must not be talked to over gRPC for good)."""
+    monkeypatch.setattr(peerwire, "HANDSHAKE_TIMEOUT", 0.3)
+
+    async def main():
+        grpc_only = await Member(2, peer_port=False).start()
+
+        async def silent(reader, writer):
+            await reader.read()
+
+        async def hangs_up(reader, writer):
+            await reader.readexactly(len(peerwire.MAGIC))
+            writer.close()
+        servers = [await asyncio.start_server(h, HOST, 0) for h in (silent, hangs_up)]
+        try:
+            assert await peerwire.open_stream(HOST, grpc_only.port) is None
+            with pytest.raises(asyncio.TimeoutError):
+                await peerwire.open_stream(HOST, servers[0].sockets[0].getsockname()[1])
+            with pytest.raises(ConnectionError):
+                await peerwire.open_stream(HOST, servers[1].sockets[0].getsockname()[1])
+        finally:
+            for s in servers:
+                s.close()
+            await grpc_only.close()
+    run(main())
