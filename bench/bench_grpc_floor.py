@@ -74,6 +74,30 @@ def _serve_aio(port: int, ready, intercept: bool = False) -> None:
     asyncio.run(main())
 
 
+def _serve_grpclib(port: int, ready) -> None:
+    """The same empty Status on grpclib (pure Python HTTP/2 on asyncio, the
+    other gRPC server stack Python has; not a dependency: the row is left
+    out unless it is installed, e.g. `pip install grpclib`)."""
+    from grpclib.const import Cardinality, Handler
+    from grpclib.server import Server
+
+    class Maintenance:
+        async def status(self, stream):
+            await stream.recv_message()
+            await stream.send_message(rpc_pb2.StatusResponse())
+
+        def __mapping__(self):
+            return {"/etcdserverpb.Maintenance/Status": Handler(
+                self.status, Cardinality.UNARY_UNARY, rpc_pb2.StatusRequest, rpc_pb2.StatusResponse)}
+
+    async def main():
+        server = Server([Maintenance()])
+        await server.start("127.0.0.1", port)
+        ready.set()
+        await server.wait_closed()
+    asyncio.run(main())
+
+
 def _serve_sync(port: int, ready, threads: int) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads))
     rpc_pb2_grpc.add_MaintenanceServicer_to_server(_Empty(), server)
@@ -111,6 +135,11 @@ def server_rows(calls: int) -> list[tuple[str, float, float]]:
     variants = [("grpc.aio (asyncio)", _serve_aio, ()),
                 ("grpc.aio + a pass-through interceptor", _serve_aio, (True,))]
     variants += [(f"grpc sync, {n} threads", _serve_sync, (n,)) for n in (1, 4, 16)]
+    try:
+        import grpclib  # noqa: F401
+        variants.append(("grpclib (pure Python HTTP/2)", _serve_grpclib, ()))
+    except ImportError:
+        pass
     for name, target, extra in variants:
         port = free_port()
         ready = ctx.Event()
