@@ -569,8 +569,9 @@ def test_keys_exact_count_paging_end_in_one_read_long_key_cut_and_shown_whole(ho
             assert table.virtual_size.width <= table.size.width
 
             await pilot.press("v")                                          # the whole key
-            view = await until(pilot, lambda: app.screen if isinstance(app.screen, ViewScreen) else None,
-                               what="the key shown whole")
+            # The screen is pushed before its widgets are mounted: wait for the key's widget too.
+            view = await until(pilot, lambda: app.screen if isinstance(app.screen, ViewScreen)
+                               and app.screen.query("#view-key") else None, what="the key shown whole")
             assert str(view.query_one("#view-key").render()).replace("\n", "") == long_key
             await pilot.press("escape")
             await pilot.press("home")
