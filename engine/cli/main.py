@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 import grpc
 
@@ -28,6 +29,46 @@ log = logging.getLogger("raftnode")
 SHUTDOWN_GRACE = 3.0
 # Exit status of a member that stopped because it could not go on.
 EXIT_FATAL = 1
+
+
+def _raise_open_file_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit, as Go's runtime does for
+    etcd: every peer, client and proxied peer-port connection is a
+    descriptor, and running out breaks the WAL and snapshot files too."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+class _QuietAcceptErrors:
+    """The loop's exception handler: asyncio logs a traceback for every
+    failed accept() when descriptors run out (tens of thousands a second
+    while a flood lasts); one line every few seconds says the same."""
+
+    INTERVAL = 5.0
+
+    def __init__(self) -> None:
+        self._last = float("-inf")
+        self._skipped = 0
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        if "out of system resource" in str(context.get("message", "")):
+            now = time.monotonic()
+            if now - self._last < self.INTERVAL:
+                self._skipped += 1
+                return
+            self._last = now
+            skipped, self._skipped = self._skipped, 0
+            log.error("%s: %r (%d more since the last report)", context["message"],
+                      context.get("exception"), skipped)
+            return
+        loop.default_exception_handler(context)
 
 
 def _watch_signals(loop: asyncio.AbstractEventLoop, on_stop) -> None:
@@ -145,6 +186,7 @@ async def serve(cfg: MemberConfig, ready: asyncio.Event | None = None) -> int:
     from engine.http import HttpService
     from engine.server.kvserver import KVServer
 
+    asyncio.get_running_loop().set_exception_handler(_QuietAcceptErrors())
     node = Node(cfg)
     await node.start()
     kvs = KVServer(node)
@@ -251,6 +293,7 @@ def run_member(argv: list[str]) -> int:
     except FlagError as e:
         print(f"raftnode: {e}", file=sys.stderr)
         return 2
+    _raise_open_file_limit()
     logging.basicConfig(
         level=getattr(logging, cfg.log_level.upper(), logging.INFO),
         format=f"%(asctime)s {cfg.name} %(levelname)s %(name)s: %(message)s")

@@ -22,7 +22,11 @@ talking to a member without this listener, whose HTTP/2 server rejects the
 bytes, falls back to `Peer.Stream`):
 
 - dialer -> listener: frames of a 4-byte big-endian length and a serialized
-  MessageBatch, checked exactly as `Peer.Stream` checks them;
+  MessageBatch, checked exactly as `Peer.Stream` checks them. The first
+  names sender, cluster and recipient and carries no messages: it must come
+  within SNIFF_TIMEOUT of the accept and fit HELLO_LIMIT, so a stranger
+  gets neither a large buffer nor an idle connection before the gate
+  admitted it;
 - listener -> dialer: frames of a 4-byte length, one kind byte and a body:
   KIND_ACK (empty; sent at most every ACK_INTERVAL while batches arrive: the
   dialer's proof that the member behind the port is alive, as grpc's
@@ -35,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from typing import Awaitable, Callable
 
 log = logging.getLogger("engine.transport")
@@ -64,6 +69,7 @@ LINGER_BYTES = 64 << 20
 KEEPALIVE_IDLE = 10
 KEEPALIVE_INTERVAL = 2
 KEEPALIVE_COUNT = 5
+USER_TIMEOUT_MS = 30_000
 
 
 def frame(payload: bytes) -> bytes:
@@ -87,33 +93,101 @@ def keepalive(sock: socket.socket | None) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Unacknowledged data this old ends the connection (keepalive alone
+        # does not run while data waits to be acknowledged).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, USER_TIMEOUT_MS)
     except (OSError, AttributeError):  # not TCP, or a platform without these
         pass
 
 
-RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+# The first frame (a header-only MessageBatch naming sender, cluster and
+# recipient) is read under this limit, within SNIFF_TIMEOUT of the accept:
+# nobody gets the full frame size or an idle connection before the gate
+# has admitted them.
+HELLO_LIMIT = 4096
+# Connections not admitted yet (still greeting, or before their first frame
+# passed the gate) and gRPC connections piped through: beyond these the
+# listener closes new ones at once (an honest cluster needs a few per peer).
+MAX_PENDING = 64
+MAX_PROXIED = 256
+WARN_INTERVAL = 5.0
+
+# (reader, writer, deadline for the first frame in loop time, admitted):
+# serves one stream; calls admitted() once its first frame passed the gate.
+RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, float, Callable[[], None]],
+                      Awaitable[None]]
+
+
+class _Throttled:
+    """One warning per key every WARN_INTERVAL seconds, the rest counted."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def warn(self, key: str, fmt: str, *args) -> None:
+        now = time.monotonic()
+        at, skipped = self._last.get(key, (-WARN_INTERVAL, 0))
+        if now - at < WARN_INTERVAL:
+            self._last[key] = (at, skipped + 1)
+            return
+        self._last[key] = (now, 0)
+        if skipped:
+            fmt += " (%d more since the last warning)"
+            args = (*args, skipped)
+        log.warning(fmt, *args)
+
+
+def _dual_stack_socket(port: int) -> socket.socket | None:
+    """A listening [::] socket that takes IPv4 too (what gRPC binds for
+    0.0.0.0 and [::]; asyncio alone would make it IPv6-only). None where
+    the host has no IPv6."""
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError:
+        return None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", port))
+        sock.listen(socket.SOMAXCONN)
+        sock.setblocking(False)
+        return sock
+    except OSError:
+        sock.close()
+        raise
 
 
 class PeerPort:
     """The listener in front of a member's gRPC peer server (plain TCP only).
 
-    `handle_raw(reader, writer)` serves a connection that sent MAGIC (the
-    listener has already answered MAGIC); other connections are piped to
-    `grpc_port` on 127.0.0.1."""
+    A connection that sends MAGIC gets MAGIC back and is served by
+    `handle_raw`; other connections are piped to `grpc_port` on 127.0.0.1.
+    Both kinds are bounded (MAX_PENDING, MAX_PROXIED, SNIFF_TIMEOUT): the
+    port is open to anyone who can reach it."""
 
     def __init__(self, handle_raw: RawHandler, grpc_port: int) -> None:
         self._handle_raw = handle_raw
         self._grpc_port = grpc_port
         self._servers: list[asyncio.AbstractServer] = []
         self._conns: set[asyncio.Task] = set()
-        # Connections so far, by what they turned out to be (tests, Inspect).
+        self._pending = 0
+        self._proxied_open = 0
+        self._warn = _Throttled()
+        # Counters (tests, Inspect): streams whose first frame was admitted,
+        # connections piped to gRPC, connections closed for the caps.
         self.raw_streams = 0
         self.proxied = 0
+        self.turned_away = 0
 
     async def listen(self, host: str, port: int) -> int:
-        """Listen on host:port; returns the port bound (for port 0)."""
-        server = await asyncio.start_server(self._on_connection, host, port,
-                                            reuse_address=True, limit=1 << 16)
+        """Listen on host:port; returns the port bound (for port 0). A
+        wildcard host (0.0.0.0, ::) takes IPv4 and IPv6, as gRPC's does."""
+        sock = _dual_stack_socket(port) if host in ("0.0.0.0", "::") else None
+        if sock is not None:
+            server = await asyncio.start_server(self._on_connection, sock=sock, limit=1 << 16)
+        else:
+            server = await asyncio.start_server(self._on_connection, host, port,
+                                                reuse_address=True, limit=1 << 16)
         self._servers.append(server)
         return server.sockets[0].getsockname()[1]
 
@@ -127,28 +201,57 @@ class PeerPort:
         self._servers.clear()
 
     async def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._pending >= MAX_PENDING:
+            self.turned_away += 1
+            self._warn.warn("pending", "peer port: %d connections not admitted yet; closing new ones",
+                            self._pending)
+            writer.close()
+            return
         task = asyncio.current_task()
         self._conns.add(task)
+        self._pending += 1
+        pending = True
+
+        def admitted() -> None:
+            nonlocal pending
+            if pending:
+                pending = False
+                self._pending -= 1
+                self.raw_streams += 1
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SNIFF_TIMEOUT
         try:
             try:
                 head = await asyncio.wait_for(reader.readexactly(len(MAGIC)), SNIFF_TIMEOUT)
-            except asyncio.IncompleteReadError as e:
-                head = e.partial   # a short connection: gRPC's server says what is wrong
-            except (asyncio.TimeoutError, OSError):
-                return
+            except (asyncio.IncompleteReadError, asyncio.TimeoutError, OSError):
+                return   # closed or silent before saying what it is
             if head == MAGIC:
-                self.raw_streams += 1
                 keepalive(writer.get_extra_info("socket"))
                 writer.write(MAGIC)
-                await self._handle_raw(reader, writer)
-            else:
-                self.proxied += 1
+                await self._handle_raw(reader, writer, deadline, admitted)
+                return
+            admitted_as_grpc = self._proxied_open < MAX_PROXIED
+            pending = False
+            self._pending -= 1
+            if not admitted_as_grpc:
+                self.turned_away += 1
+                self._warn.warn("proxied", "peer port: %d gRPC connections open; closing new ones",
+                                self._proxied_open)
+                return
+            self.proxied += 1
+            self._proxied_open += 1
+            try:
                 await self._proxy(head, reader, writer)
+            finally:
+                self._proxied_open -= 1
         except asyncio.CancelledError:
             pass
         except Exception:  # one connection's bug must not touch the others
             log.exception("peer connection failed")
         finally:
+            if pending:
+                self._pending -= 1
             self._conns.discard(task)
             writer.close()
 
@@ -158,7 +261,7 @@ class PeerPort:
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._grpc_port)
         except OSError as e:
-            log.warning("peer port: internal gRPC server unreachable: %s", e)
+            self._warn.warn("upstream", "peer port: internal gRPC server unreachable: %s", e)
             return
         try:
             up_writer.write(head)

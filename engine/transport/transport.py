@@ -124,7 +124,8 @@ PROBE_INTERVAL = 4.0
 PROBE_FIRST_INTERVAL = 0.2
 PROBE_TIMEOUT = 2.0
 # A peer whose port does not speak peerwire's plain-TCP stream (a member
-# without the PeerPort listener) gets Peer.Stream; asked again this often.
+# without the PeerPort listener) gets Peer.Stream for this long; then the
+# stream ends between batches and the plain one is asked for again.
 RAW_RETRY_SECONDS = 30.0
 # Write buffer above which the plain-TCP stream waits for the socket.
 RAW_HIGH_WATER = 1 << 20
@@ -583,14 +584,19 @@ class PeerTransport:
                 peer.channel_target = (target, secure)
                 try:
                     error = None
-                    if not secure and self.raw_streams and started >= peer.raw_retry_at:
-                        error, fall_back = await self._try_raw_stream(peer, url, target)
-                        if fall_back:
-                            error = await self._stream(peer, stub_channel)
-                    else:
-                        error = await self._stream(peer, stub_channel)
+                    until = None
+                    if not secure and self.raw_streams:
+                        if started >= peer.raw_retry_at:
+                            error = await self._try_raw_stream(peer, url, target)
+                        # Peer.Stream for a peer that did not speak the
+                        # plain stream, asked again when its time is up.
+                        until = peer.raw_retry_at
+                    if error is None:
+                        error = await self._stream(peer, stub_channel, until)
                 finally:
                     peer.channel = None
+                if error is None:
+                    continue  # Peer.Stream's time is up, nothing lost: ask again at once
                 self._mark_down(peer, error)
                 if time.monotonic() - started >= HEALTHY_STREAM_SECONDS:
                     backoff = BACKOFF_MIN
@@ -656,20 +662,26 @@ class PeerTransport:
             self._notify(self.on_peer_rtt, peer.member_id, peer.rtt)
         return "ok"
 
-    async def _stream(self, peer: _Peer, channel: grpc.aio.Channel) -> str:
-        """Write batches until a write fails; returns why it stopped."""
+    async def _stream(self, peer: _Peer, channel: grpc.aio.Channel, until: float | None = None) -> str | None:
+        """Write batches on Peer.Stream until a write fails; returns why it
+        stopped. With `until` (time.monotonic()), it also ends at the first
+        moment after it with nothing queued, returning None (nothing lost)."""
         stub = peer_pb2_grpc.PeerStub(channel)
         # No deadline: the stream lives as long as the connection. It ends by
         # a failed or stalled write (WRITE_TIMEOUT), keepalive, or cancel.
         call = stub.Stream()
+        if not peer.up:
+            log.info("stream to peer %x up (Peer.Stream)", peer.member_id)
+            peer.active_since = time.time()
         peer.up = True
-        peer.active_since = time.time()
-        log.info("stream to peer %x up", peer.member_id)
         try:
             while True:
                 if not peer.queue:
+                    if until is not None and time.monotonic() >= until:
+                        return None
                     peer.wakeup.clear()
                     await peer.wakeup.wait()
+                    continue  # (a wakeup with nothing queued is possible)
                 batch = self._take_batch(peer)
                 try:
                     await asyncio.wait_for(call.write(batch), WRITE_TIMEOUT)
@@ -683,31 +695,38 @@ class PeerTransport:
         finally:
             call.cancel()
 
-    async def _try_raw_stream(self, peer: _Peer, url: str, target: str) -> tuple[str | None, bool]:
-        """Stream to the peer over peerwire's plain TCP: (why it stopped,
-        False), or (None, True) when the peer's port does not speak it."""
+    async def _try_raw_stream(self, peer: _Peer, url: str, target: str) -> str | None:
+        """Stream to the peer over peerwire's plain TCP; returns why it
+        stopped, or None when the peer's port does not speak it (then
+        Peer.Stream, until RAW_RETRY_SECONDS from now)."""
         host, _, port = target.rpartition(":")
         try:
             opened = await peerwire.open_stream(host.strip("[]"), int(port))
         except (OSError, asyncio.TimeoutError, ValueError) as e:
-            return f"no stream connection to {url}: {_describe_error(e)}", False
+            return f"no stream connection to {url}: {_describe_error(e)}"
         if opened is None:
             peer.raw_retry_at = time.monotonic() + RAW_RETRY_SECONDS
-            log.info("peer %x at %s does not take plain TCP streams: using Peer.Stream", peer.member_id, url)
-            return None, True
-        return await self._raw_stream(peer, *opened), False
+            log.info("peer %x at %s does not take plain TCP streams: Peer.Stream for %.0f s",
+                     peer.member_id, url, RAW_RETRY_SECONDS)
+            return None
+        return await self._raw_stream(peer, *opened)
 
     async def _raw_stream(self, peer: _Peer, reader: asyncio.StreamReader,
                           writer: asyncio.StreamWriter) -> str:
         """Write batches as frames until the connection fails, the peer
         refuses the stream, or it stops acknowledging; returns why."""
         state = _RawStreamState()
+        if not peer.up:
+            log.info("stream to peer %x up", peer.member_id)
+            peer.active_since = time.time()
         peer.up = True
-        peer.active_since = time.time()
-        log.info("stream to peer %x up", peer.member_id)
         helpers = [self._spawn(self._raw_answers(peer, reader, state), f"peer-{peer.member_id:x}-answers"),
                    self._spawn(self._raw_watchdog(peer, state), f"peer-{peer.member_id:x}-watchdog")]
         transport = writer.transport
+        # The first frame names us and nothing else (peerwire.HELLO_LIMIT).
+        writer.write(peerwire.frame(peer_pb2.MessageBatch(
+            from_member=self.member_id, cluster_id=self.cluster_id,
+            to_member=peer.member_id).SerializeToString()))
         try:
             while state.ended is None:
                 if not peer.queue:
@@ -1232,10 +1251,13 @@ class _StreamGate:
 
 
 async def serve_raw_stream(t: PeerTransport, reader: asyncio.StreamReader,
-                           writer: asyncio.StreamWriter) -> None:
+                           writer: asyncio.StreamWriter, deadline: float,
+                           admitted: Callable[[], None]) -> None:
     """The receiving side of a plain-TCP stream (peerwire.PeerPort calls it
     after the MAGIC exchange): frames of MessageBatch, checked as on
-    Peer.Stream; a refusal is sent back as KIND_END before closing."""
+    Peer.Stream; a refusal is sent back as KIND_END before closing. The
+    first frame must come by `deadline` (loop time) and within
+    peerwire.HELLO_LIMIT bytes; once the gate admitted it, `admitted()`."""
     loop = asyncio.get_running_loop()
     gate = _StreamGate(t)
     last_ack = -peerwire.ACK_INTERVAL
@@ -1252,10 +1274,17 @@ async def serve_raw_stream(t: PeerTransport, reader: asyncio.StreamReader,
         writer.write(peerwire.end_frame(code.value[0], why))
         await peerwire.linger(reader, writer)
 
+    first = True
     try:
         while True:
             try:
-                body = await peerwire.read_frame(reader, t.receive_limit)
+                if first:
+                    body = await asyncio.wait_for(peerwire.read_frame(reader, peerwire.HELLO_LIMIT),
+                                                  max(0.0, deadline - loop.time()))
+                else:
+                    body = await peerwire.read_frame(reader, t.receive_limit)
+            except asyncio.TimeoutError:
+                return  # greeted, then silent: not a member's dialer
             except ValueError as e:
                 t._refuse(gate.sender or 0, str(e))
                 await refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
@@ -1273,6 +1302,9 @@ async def serve_raw_stream(t: PeerTransport, reader: asyncio.StreamReader,
             if refusal is not None:
                 await refuse(*refusal)
                 return
+            if first:
+                first = False
+                admitted()
             gate.deliver(batch, len(body))
             if pending_ack is None:
                 wait = last_ack + peerwire.ACK_INTERVAL - loop.time()
@@ -1288,7 +1320,8 @@ async def serve_raw_stream(t: PeerTransport, reader: asyncio.StreamReader,
 def peer_port(t: PeerTransport, grpc_port: int) -> peerwire.PeerPort:
     """The listener for a member's http peer URLs, in front of its gRPC peer
     server on 127.0.0.1:`grpc_port` (engine/transport/peerwire)."""
-    return peerwire.PeerPort(lambda r, w: serve_raw_stream(t, r, w), grpc_port)
+    return peerwire.PeerPort(lambda r, w, deadline, admitted: serve_raw_stream(t, r, w, deadline, admitted),
+                             grpc_port)
 
 
 class _PeerServicer(peer_pb2_grpc.PeerServicer):

@@ -50,6 +50,11 @@ async def push_tcp(port: int, batches: list[peer_pb2.MessageBatch]) -> grpc.Stat
     reader, writer = opened
     try:
         try:
+            # As the member's dialer: a header-only first frame, then the batches.
+            first = batches[0]
+            hello = peer_pb2.MessageBatch(from_member=first.from_member, cluster_id=first.cluster_id,
+                                          to_member=first.to_member)
+            writer.write(peerwire.frame(hello.SerializeToString()))
             for b in batches:
                 writer.write(peerwire.frame(b.SerializeToString()))
                 await writer.drain()

@@ -80,6 +80,26 @@ def test_a_removed_member_hears_it_on_the_plain_stream() -> None:
     run(main())
 
 
+def test_a_removed_member_with_nothing_to_send_hears_it_from_its_greeting() -> None:
+    """The dialer's first frame (header only) is checked at once, so a
+    restarted removed learner, which has no raft message to send, is told
+    on connecting (Peer.Stream opened nothing before a message: there only
+    the prober could tell, tests/hardening/test_server_removed.py)."""
+    async def main():
+        a, b = await Member(1).start(), await Member(2).start()
+        removed: list[int] = []
+        a.transport.on_removed = removed.append
+        try:
+            b.transport.add_peer(1, [f"http://{HOST}:1"])
+            b.transport.remove_peer(1)          # b applied a's removal
+            a.transport.add_peer(2, [b.url])    # a sends nothing
+            await wait_until(lambda: removed == [2], 10, "a to learn it was removed")
+            assert b.transport.refused_streams >= 1   # by the stream, not (only) a probe
+        finally:
+            await close_all([a, b])
+    run(main())
+
+
 def test_a_member_that_stops_answering_is_marked_down(monkeypatch) -> None:
     """b stops sending acks (its ack timer patched out): a marks b down
     within DEAD_AFTER and reconnects."""
@@ -149,23 +169,109 @@ def test_connections_that_are_neither_are_closed(monkeypatch) -> None:
 
 
 def test_frames_over_the_limit_are_refused_before_they_are_read() -> None:
+    """The first frame is held to HELLO_LIMIT (nobody gets a big buffer
+    before the gate admitted them); later ones to the receive limit."""
     async def main():
         b = await Member(2).start()
         b.transport.add_peer(1, [f"http://{HOST}:1"])
-        b.transport.receive_limit = 1000
+        b.transport.receive_limit = 100_000
         try:
-            reader, writer = await peerwire.open_stream(HOST, b.port)
+            async def refusal(frames: list[bytes]) -> bytes:
+                reader, writer = await peerwire.open_stream(HOST, b.port)
+                try:
+                    for f in frames:
+                        writer.write(f)
+                    body = await asyncio.wait_for(peerwire.read_frame(reader, 1 << 16), 5)
+                    while body == bytes([peerwire.KIND_ACK]):
+                        body = await asyncio.wait_for(peerwire.read_frame(reader, 1 << 16), 5)
+                    assert await asyncio.wait_for(reader.read(), 5) == b""  # and closed
+                    return body
+                finally:
+                    writer.close()
             # Announce 2 GB and send none of it: the answer comes at once.
-            writer.write((2 << 30).to_bytes(4, "big"))
-            body = await asyncio.wait_for(peerwire.read_frame(reader, 1 << 16), 5)
-            assert body[0] == peerwire.KIND_END
-            assert body[1] == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
-            assert b"at most 1000" in body[2:]
-            assert await asyncio.wait_for(reader.read(), 5) == b""  # and closed
-            writer.close()
+            body = await refusal([(2 << 30).to_bytes(4, "big")])
+            assert body[:2] == bytes([peerwire.KIND_END, grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]])
+            assert f"at most {peerwire.HELLO_LIMIT}".encode() in body
+            hello = peerwire.frame(peer_pb2.MessageBatch(from_member=1, cluster_id=b.cluster_id,
+                                                         to_member=2).SerializeToString())
+            body = await refusal([hello, (200_000).to_bytes(4, "big")])
+            assert body[:2] == bytes([peerwire.KIND_END, grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]])
+            assert b"at most 100000" in body
             assert b.received == []
         finally:
             await b.close()
+    run(main())
+
+
+def test_connections_are_bounded(monkeypatch) -> None:
+    """Connections not admitted yet are capped and timed: a stranger who
+    greets and then says nothing is closed at the deadline, and beyond
+    MAX_PENDING new connections are closed at once; members still get in."""
+    monkeypatch.setattr(peerwire, "MAX_PENDING", 3)
+    monkeypatch.setattr(peerwire, "SNIFF_TIMEOUT", 1.5)
+
+    async def main():
+        a, b = await cluster(2)
+        held = []
+        try:
+            await wait_until(lambda: b.front.raw_streams >= 1, what="a's stream",
+                             poll=lambda: a.transport.send([hb(2, 1, 1)]))
+            for _ in range(3):
+                r, w = await asyncio.open_connection(HOST, b.port)
+                w.write(peerwire.MAGIC)   # greets, sends no first frame
+                held.append((r, w))
+            await wait_until(lambda: b.front._pending == 3, what="three pending")
+            r, w = await asyncio.open_connection(HOST, b.port)
+            assert await asyncio.wait_for(r.read(), 5) == b""   # turned away at once
+            w.close()
+            assert b.front.turned_away == 1
+            for r, w in held:   # the held ones end at the deadline
+                assert await asyncio.wait_for(r.read(), 10) == peerwire.MAGIC
+                assert await asyncio.wait_for(r.read(), 10) == b""
+                w.close()
+            await wait_until(lambda: b.front._pending == 0, what="none pending")
+            # The member's own stream was never disturbed.
+            before = len(b.received)
+            a.transport.send([hb(2, 1, 2)])
+            await wait_until(lambda: len(b.received) > before, what="delivery")
+        finally:
+            for _, w in held:
+                w.close()
+            await close_all([a, b])
+    run(main())
+
+
+def test_peer_stream_gives_way_to_the_plain_stream_when_the_peer_learns_it(monkeypatch) -> None:
+    """A peer that spoke only Peer.Stream restarts on a build with the peer
+    port: its dialer moves to the plain stream once RAW_RETRY_SECONDS are
+    up, while the Peer.Stream it had was still healthy."""
+    from engine.transport import transport as tr
+    monkeypatch.setattr(tr, "RAW_RETRY_SECONDS", 1.0)
+
+    async def main():
+        a = await Member(1).start()
+        b = await Member(2, peer_port=False).start()
+        try:
+            a.transport.add_peer(2, [b.url])
+            b.transport.add_peer(1, [a.url])
+            await wait_until(lambda: len(b.received) >= 1, what="delivery over Peer.Stream",
+                             poll=lambda: a.transport.send([hb(2, 1, 1)]))
+            first_ask = a.transport._peers[2].raw_retry_at
+            assert first_ask > 0
+            # While b still speaks only Peer.Stream, a asks again when the
+            # time is up, without ever calling b unreachable.
+            await wait_until(lambda: a.transport._peers[2].raw_retry_at > first_ask, timeout=10,
+                             what="asked again", poll=lambda: a.transport.send([hb(2, 1, 1)]))
+            assert 2 not in a.unreachable
+            # b gets the peer port in front of the same gRPC server, same address.
+            port = b.port
+            await b.stop_server()
+            b.use_peer_port = True
+            await b.start_server(port)
+            await wait_until(lambda: b.front.raw_streams >= 1, timeout=10, what="the plain stream",
+                             poll=lambda: a.transport.send([hb(2, 1, 2)]))
+        finally:
+            await close_all([a, b])
     run(main())
 
 
