@@ -94,8 +94,17 @@ def _missing(acked: list[tuple[str, str]], have: dict[str, str]) -> list[tuple[s
     return [(k, v) for k, v in acked if have.get(k) != v]
 
 
-def test_leader_kill_loses_no_acknowledged_write(raftnode_cluster_factory) -> None:
-    cluster = raftnode_cluster_factory(3)
+def _every_member_running(cluster) -> None:
+    """The module's two tests share one cluster (CI time): a member a failed test left
+    killed is started again first (the partition test heals in its finally)."""
+    for i, m in enumerate(cluster.members):
+        if not m.running():
+            cluster.restart(i)
+
+
+def test_leader_kill_loses_no_acknowledged_write(raftnode3) -> None:
+    cluster = raftnode3
+    _every_member_running(cluster)
     old = cluster.wait_leader(15)
     stream = PutStream(cluster.endpoints, "dur/").start()
     try:
@@ -132,8 +141,9 @@ def _hashkv(endpoints: list[str]) -> list[str]:
     return [line.rsplit(", ", 1)[1] for line in r.stdout.splitlines() if line.strip()]
 
 
-def test_partitioned_leader_minority_refuses_majority_serves_heal_converges(raftnode_cluster_factory) -> None:
-    cluster = raftnode_cluster_factory(3)
+def test_partitioned_leader_minority_refuses_majority_serves_heal_converges(raftnode3) -> None:
+    cluster = raftnode3
+    _every_member_running(cluster)
     old = cluster.wait_leader(15)
     others = [i for i in range(3) if i != old]
     old_ep = cluster.endpoints[old]
