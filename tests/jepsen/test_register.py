@@ -55,6 +55,23 @@ def _faulthandler(monkeypatch):
     monkeypatch.setenv("PYTHONFAULTHANDLER", "1")
 
 
+@pytest.fixture(scope="module")
+def cluster3(raftnode_binary, tmp_path_factory):
+    """One 3-member cluster (CLUSTER_ARGS) for the nemesis run and the whole-cluster crash (CI
+    time: one start fewer). Their keys differ (tagged by test and seed) and each run ends with
+    every member resumed, restarted and healed and a leader (harness.heal_all)."""
+    from tests.support.raftnode import start_raftnode_cluster
+
+    env = pytest.MonkeyPatch()
+    env.setenv("PYTHONFAULTHANDLER", "1")      # as _faulthandler, for the members started here
+    cluster = start_raftnode_cluster(tmp_path_factory.mktemp("jepsen3"), 3, extra_args=CLUSTER_ARGS)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        env.undo()
+
+
 def _keys(tag: str) -> list[str]:
     return [f"/jepsen/{tag}/r{i}" for i in range(N_KEYS)]
 
@@ -103,10 +120,10 @@ def _checker_bites(res: harness.RunResult) -> None:
     assert any(o.process == "final" for o in kv.counterexample), kv.report
 
 
-def test_register_linearizable_under_faults(raftnode_cluster_factory):
+def test_register_linearizable_under_faults(cluster3):
     seed = harness.seed_from_env()
     print(f"\nseed {seed}")
-    cluster = raftnode_cluster_factory(3, CLUSTER_ARGS)
+    cluster = cluster3
     res = asyncio.run(harness.run(cluster, seed=seed, keys=_keys(f"s{seed}"), duration=DURATION))
     _judge(res, cluster, "register3", kinds=harness.STANDARD_FAULTS)
     _checker_bites(res)
@@ -124,10 +141,10 @@ def test_register_linearizable_under_faults_5_members(raftnode_cluster_factory):
     _judge(res, cluster, "register5", kinds=kinds, min_ok=MIN_OK_OPS // 2)
 
 
-def test_no_acknowledged_write_lost_when_every_member_crashes(raftnode_cluster_factory):
+def test_no_acknowledged_write_lost_when_every_member_crashes(cluster3):
     seed = harness.seed_from_env()
     print(f"\nseed {seed}")
-    cluster = raftnode_cluster_factory(3, CLUSTER_ARGS)
+    cluster = cluster3
 
     async def schedule(nemesis: harness.Nemesis) -> None:
         for _ in range(2):
