@@ -1,7 +1,8 @@
 """lease grant / revoke / keep-alive / timetolive --keys / list, put --lease, expiry.
 
-A fresh pair of clusters for this module: `lease list` shows every lease in
-the cluster, so no other test's leases may be around.
+A pair of clusters no test on the shared judge uses (conftest's spare_judge,
+shared with test_membership, which creates no leases): `lease list` shows every
+lease in the cluster, so no other test's leases may be around.
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ _GRANTED = re.compile(r"^lease ([0-9a-f]+) granted with TTL\((\d+)s\)$", re.M)
 
 
 @pytest.fixture(scope="module")
-def lease_judge(judge_factory) -> Judge:
-    return judge_factory()
+def lease_judge(spare_judge) -> Judge:
+    return spare_judge
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
 """member list / add / add --learner / promote / remove, with the new member processes started.
 
-A fresh pair of clusters for this module. After `member add` the new member
+A pair of clusters no test on the shared judge uses (conftest's spare_judge,
+shared with test_lease, which changes no members; each test here removes what
+it added). After `member add` the new member
 is started with --initial-cluster-state existing and the ETCD_INITIAL_CLUSTER
 that `member add` printed, for etcd and raftnode alike.
 """
@@ -21,8 +23,8 @@ _IN_SYNC = "can only promote a learner member which is in sync with leader"
 
 
 @pytest.fixture(scope="module")
-def member_judge(judge_factory) -> Judge:
-    return judge_factory()
+def member_judge(spare_judge) -> Judge:
+    return spare_judge
 
 
 def _members(side: Side) -> list[dict]:
