@@ -409,7 +409,9 @@ def test_member_named_with_markup_is_shown_literally(raftnode_binary, tmp_path):
     from tests.support.raftnode import start_raftnode_cluster
 
     name = "[red]x"
-    cluster = start_raftnode_cluster(tmp_path / "named", 1)
+    # A short election (CI time: a lone member waits a whole election timeout; the name is what is tested).
+    cluster = start_raftnode_cluster(tmp_path / "named", 1,
+                                     extra_args=("--heartbeat-interval=50", "--election-timeout=250"))
     try:
         planned = cluster.plan_member(name)
 
