@@ -514,12 +514,14 @@ def main(argv=None) -> int:
     if etcd_binary() is None or etcdctl_binary() is None:
         print("etcd/etcdctl not installed (Debian: etcd-server, etcd-client)", file=sys.stderr)
         return 2
-    machine = machine_line()
+    # The machine may be shared: the load around the run says how far to trust it.
+    machine = f"{machine_line()}, load average {os.getloadavg()[0]:.1f} at start"
     print(f"# {machine}", file=sys.stderr, flush=True)
     results = {}
     for kind in ("etcd", "raftnode"):
         if not args.only or kind == args.only:
             results[kind] = run_system(kind, args)
+    machine += f", {os.getloadavg()[0]:.1f} at end"
     print(report(results, args, machine), flush=True)
     if args.json:
         with open(args.json, "w") as f:
