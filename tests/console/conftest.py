@@ -99,3 +99,27 @@ def hosted_cluster(data_dir, size: int = 3, host=None) -> Iterator[object]:
         yield host
     finally:
         stop_by_pid(host)
+
+
+@pytest.fixture(scope="package")
+def shared_hosted(raftnode_binary, tmp_path_factory):
+    """One hosted 3-member raftnode cluster (raftnode_host's defaults) for every console module
+    that drives a healthy 3-member cluster and leaves it healthy after each test: test_features_hosted,
+    test_hosted, test_hostile and test_scenario (CI time: one start instead of four). Each test
+    writes under its own keys; none counts on a fresh revision or an empty keyspace. Members
+    import this checkout (PYTHONPATH, whatever pip installed). Stopped by PID after the last
+    console test."""
+    import pathlib
+
+    root = str(pathlib.Path(__file__).resolve().parents[2])
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, saved or "") if p)
+    try:
+        with hosted_cluster(tmp_path_factory.mktemp("hosted") / "cluster", 3) as host:
+            yield host
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+

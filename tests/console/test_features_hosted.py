@@ -2,8 +2,9 @@
 by key presses at 80x24: the link matrix, the revision scrubber, why a txn
 failed, watchers with lag.
 
-One hosted 3-member cluster serves the module; each test leaves it healthy
-(healed, a leader) for the next. Every wait is on what the screen shows, with
+One hosted 3-member cluster serves the module (conftest's shared_hosted, with
+the console's other hosted modules); each test leaves it healthy (healed, a
+leader) for the next. Every wait is on what the screen shows, with
 a deadline; members are stopped by PID at teardown.
 """
 from __future__ import annotations
@@ -27,9 +28,8 @@ ELECTION_WITHIN = 15.0
 
 
 @pytest.fixture(scope="module")
-def hosted(raftnode_binary, tmp_path_factory):
-    with hosted_cluster(tmp_path_factory.mktemp("features") / "cluster", 3) as host:
-        yield host
+def hosted(shared_hosted):
+    return shared_hosted        # conftest: one hosted cluster for the console's hosted modules
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """The console in host mode on real raftnode members, driven by key presses.
 
 One hosted 3-member cluster (raftui's own ProcessHost, fault injection on)
-serves the module; each test leaves it healthy for the next. Every wait is
+serves the module -- and the console's other hosted modules (conftest's
+shared_hosted); each test leaves it healthy for the next. Every wait is
 on what the screen shows (a table cell, a panel's state) with a deadline;
 nothing sleeps to synchronise. Members are stopped by PID at teardown.
 """
@@ -25,7 +26,7 @@ from raftui.widgets.keys_panel import DetailTable, KeysPanel
 from raftui.widgets.timeline_panel import TimelinePanel
 from raftui.widgets.wal_panel import WalList, WalPanel
 
-from .conftest import fill, hosted_cluster, run, stop_by_pid, until
+from .conftest import fill, run, stop_by_pid, until
 from .ui import (COL, cell_text, cluster_panel, cluster_rows, key_rows, leader_row, make_app, ready,
                  row_of, screen, timeline)
 
@@ -35,9 +36,8 @@ ELECTION_WITHIN = 10.0      # a new leader after the old one is killed
 
 
 @pytest.fixture(scope="module")
-def hosted(raftnode_binary, tmp_path_factory):
-    with hosted_cluster(tmp_path_factory.mktemp("hosted") / "cluster", 3) as host:
-        yield host
+def hosted(shared_hosted):
+    return shared_hosted        # conftest: one hosted cluster for the console's hosted modules
 
 
 @pytest.fixture

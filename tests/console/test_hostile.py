@@ -34,7 +34,7 @@ from raftui.widgets.timeline_panel import TimelineList, TimelinePanel
 from raftui.widgets.wal_panel import WalList
 from raftui.widgets.watchers_panel import WatchEventList
 
-from .conftest import hosted_cluster, run, until
+from .conftest import run, until
 from .fake_state import STATE, FakeSource
 from .ui import COL, cell_text, cluster_rows, make_app, ready, screen
 
@@ -71,9 +71,8 @@ def shown_str(text: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def hosted(raftnode_binary, tmp_path_factory):
-    with hosted_cluster(tmp_path_factory.mktemp("hostile") / "cluster", 3) as host:
-        yield host
+def hosted(shared_hosted):
+    return shared_hosted        # conftest: one hosted cluster for the console's hosted modules
 
 
 @pytest.fixture

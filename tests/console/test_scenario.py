@@ -147,19 +147,14 @@ def test_the_package_imports_no_textual() -> None:
 
 
 @pytest.fixture(scope="module")
-def hosted3(raftnode_binary, tmp_path_factory):
-    from raftui.host import raftnode_host
-    from raftui.scenario.headless import _stop_host
-
+def hosted3(shared_hosted):
+    """conftest's hosted cluster, shared with the console's other hosted modules (CI time);
+    members restarted by a scenario import this checkout, as the members it started."""
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = _env()["PYTHONPATH"]
-    host = raftnode_host(tmp_path_factory.mktemp("scenario") / "cluster", 3)
     try:
-        host.start()
-        host.wait_listening(30.0)
-        yield host
+        yield shared_hosted
     finally:
-        _stop_host(host)                     # by PID, SIGKILL after the deadline
         if saved is None:
             os.environ.pop("PYTHONPATH", None)
         else:
