@@ -105,7 +105,8 @@ def hosted_cluster(data_dir, size: int = 3, host=None) -> Iterator[object]:
 def shared_hosted(raftnode_binary, tmp_path_factory):
     """One hosted 3-member raftnode cluster (raftnode_host's defaults) for every console module
     that drives a healthy 3-member cluster and leaves it healthy after each test: test_features_hosted,
-    test_hosted, test_hostile and test_scenario (CI time: one start instead of four). Each test
+    test_hosted, test_hostile, test_scenario and test_lincheck's live check (CI time: one start
+    instead of five). Each test
     writes under its own keys; none counts on a fresh revision or an empty keyspace. Members
     import this checkout (PYTHONPATH, whatever pip installed). Stopped by PID after the last
     console test."""

@@ -224,18 +224,18 @@ def test_the_panel_draws_the_counterexample_as_a_timeline(tmp_path) -> None:
     assert "raftui lincheck" in saved
 
 
-def test_the_live_check_says_linearizable_on_a_healthy_hosted_cluster(raftnode_binary, tmp_path) -> None:
-    """The proof on real members: the console's own screen, the checker in its own process."""
-    from raftui.host import raftnode_host
+def test_the_live_check_says_linearizable_on_a_healthy_hosted_cluster(shared_hosted, tmp_path) -> None:
+    """The proof on real members: the console's own screen, the checker in its own process.
+    The members: conftest's hosted cluster, shared with the console's other hosted modules
+    (CI time); the live check's keys are its own."""
     from raftui.lincheck.ui import LincheckPanel, LincheckScreen, session_of
-    from raftui.scenario.headless import _stop_host
 
     from .conftest import until
     from .ui import make_app
 
     saved = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), saved or "") if p)
-    host = raftnode_host(tmp_path / "cluster", 3)
+    host = shared_hosted
 
     async def body():
         app = make_app(host.endpoints, host=host)
@@ -252,11 +252,8 @@ def test_the_live_check_says_linearizable_on_a_healthy_hosted_cluster(raftnode_b
             return session.status(), _static_text(app, "#lincheck-verdict")
 
     try:
-        host.start()
-        host.wait_listening(30.0)
         status, verdict = run(body(), timeout=90)
     finally:
-        _stop_host(host)
         if saved is None:
             os.environ.pop("PYTHONPATH", None)
         else:
