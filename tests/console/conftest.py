@@ -124,3 +124,17 @@ def shared_hosted(raftnode_binary, tmp_path_factory):
         else:
             os.environ["PYTHONPATH"] = saved
 
+
+@pytest.fixture(scope="package")
+def real_etcd3(etcd_binaries, tmp_path_factory):
+    """tests/conftest.py's 3-member real etcd, one for the console package instead of one per
+    module (CI time: test_pilot, test_scenario and test_source; each test writes under its own
+    keys, nothing there counts on a fresh revision, and none leaves a member down)."""
+    from tests.support import etcd as support_etcd
+
+    cluster = support_etcd.start_etcd_cluster(tmp_path_factory.mktemp("etcd3"), size=3)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
