@@ -105,6 +105,8 @@ def _build_parser() -> _Parser:
     s("--peer-cert-allowed-cn", default="", help="the CN a peer's certificate must have")
     s("--peer-cert-allowed-hostname", default="",
       help="the hostname or IP a peer's certificate must be valid for")
+    s("--initial-election-tick-advance", type=_bool, nargs="?", const=True, default=True,
+      help="fast-forward the election ticks at start (etcd's default: true)")
     s("--enable-fault-injection", type=_bool, nargs="?", const=True, default=False,
       help="serve the Fault service (cut/drop/delay); never on a production network")
     s("--log-level", default="info", help="|".join(LOG_LEVELS))
@@ -238,6 +240,7 @@ def parse_args(argv: Sequence[str] | None = None) -> MemberConfig:
         peer_cert_allowed_cn=ns.peer_cert_allowed_cn,
         peer_cert_allowed_hostname=ns.peer_cert_allowed_hostname,
         enable_fault_injection=ns.enable_fault_injection,
+        initial_election_tick_advance=ns.initial_election_tick_advance,
         log_level=ns.log_level,
         auth_token=ns.auth_token,
         auth_token_ttl=ns.auth_token_ttl,

@@ -204,6 +204,8 @@ class Node(ReadyLoop, Applying, Housekeeping):
         # took over SLOW_APPLY (etcd counts requests over 100 ms).
         self.leader_changes = 0
         self.proposals_pending = 0
+        # Election ticks fast-forwarded at start (etcd's adjustTicks), 0 if none.
+        self.boot_ticks_advanced = 0
         self.proposals_failed = 0
         self.slow_applies = 0
 
@@ -289,6 +291,7 @@ class Node(ReadyLoop, Applying, Housekeeping):
                        loop.create_task(self._housekeeping(), name="housekeeping")]
         for t in self._tasks:
             t.add_done_callback(self._task_done)
+        self._background(self._advance_ticks_at_boot())
 
     def _task_done(self, task: asyncio.Task) -> None:
         """Every task of self._tasks runs until stop(): one that ends

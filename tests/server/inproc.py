@@ -10,6 +10,7 @@ from engine.cli.flags import parse_args
 from engine.proto import internal_pb2, rpc_pb2
 from engine.server.node import Node
 from engine.transport import add_peer_service, make_server
+from engine.transport.transport import peer_port
 from tests.support.ports import free_port
 
 
@@ -42,11 +43,15 @@ class InProcCluster:
     async def start(self, name: str, state: str = "new") -> Node:
         node = Node(parse_args(self.args(name, state)))
         await node.start()
+        # The peer port as raftnode serves it (engine/cli/main.py): the
+        # plain-TCP raft streams in front of the peer gRPC server.
         server = make_server()
         add_peer_service(server, node.transport)
-        server.add_insecure_port(f"127.0.0.1:{self.peer_ports[name]}")
+        internal = server.add_insecure_port("127.0.0.1:0")
         await server.start()
-        self.nodes[name], self.servers[name] = node, server
+        front = peer_port(node.transport, internal)
+        await front.listen("127.0.0.1", self.peer_ports[name])
+        self.nodes[name], self.servers[name] = node, (front, server)
         return node
 
     async def start_all(self) -> None:
@@ -54,7 +59,8 @@ class InProcCluster:
             await self.start(n)
 
     async def stop(self, name: str) -> None:
-        node, server = self.nodes.pop(name), self.servers.pop(name)
+        node, (front, server) = self.nodes.pop(name), self.servers.pop(name)
+        await front.close()
         await server.stop(0)
         await node.stop()
 
