@@ -19,6 +19,7 @@ one message per request and in batches of 64, CPU of both processes summed.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import multiprocessing
 import os
 import pathlib
@@ -135,11 +136,8 @@ def server_rows(calls: int) -> list[tuple[str, float, float]]:
     variants = [("grpc.aio (asyncio)", _serve_aio, ()),
                 ("grpc.aio + a pass-through interceptor", _serve_aio, (True,))]
     variants += [(f"grpc sync, {n} threads", _serve_sync, (n,)) for n in (1, 4, 16)]
-    try:
-        import grpclib  # noqa: F401
+    if importlib.util.find_spec("grpclib") is not None:
         variants.append(("grpclib (pure Python HTTP/2)", _serve_grpclib, ()))
-    except ImportError:
-        pass
     for name, target, extra in variants:
         port = free_port()
         ready = ctx.Event()

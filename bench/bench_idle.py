@@ -12,7 +12,6 @@ floor, paid by every cluster on the machine all day.
 """
 from __future__ import annotations
 
-import os
 import pathlib
 import sys
 import tempfile
@@ -22,23 +21,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.cluster import start_cluster  # noqa: E402
-from bench.procstat import cpu_seconds  # noqa: E402
+from bench.procstat import context_switches, cpu_seconds  # noqa: E402
 
 SETTLE_SECONDS = 3.0
-
-
-def context_switches(pid: int) -> int:
-    """Voluntary + involuntary context switches of every thread of `pid`."""
-    total = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/status") as f:
-                for line in f:
-                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                        total += int(line.split()[1])
-        except FileNotFoundError:  # a thread that ended meanwhile
-            pass
-    return total
 
 
 def measure(kind: str, seconds: float) -> list[tuple[float, float]]:

@@ -20,6 +20,7 @@ import grpc
 from engine.cli.flags import FlagError, MemberConfig, parse_args
 from engine.transport import add_peer_service, certcheck, make_server
 from engine.transport.transport import peer_port, peer_receive_limit, url_target
+from engine.transport.urls import split_host_port
 from engine.wal import fsutil
 
 log = logging.getLogger("raftnode")
@@ -160,9 +161,7 @@ def _bind(server: grpc.aio.Server, urls, creds) -> None:
 
 async def _listen_peer_port(front, urls) -> None:
     for url in urls:
-        target, _ = url_target(url)
-        host, _, port = target.rpartition(":")
-        host = host.strip("[]")
+        host, port = split_host_port(url_target(url)[0])
         try:
             await front.listen("127.0.0.1" if host in ("localhost", "") else host, int(port))
         except OSError as e:

@@ -102,7 +102,7 @@ class MemberConfig:
     peer_cert_allowed_hostname: str = ""
     # etcd's --initial-election-tick-advance (default true): at start, fast-
     # forward the election clock so a fresh cluster elects in about one
-    # heartbeat instead of a whole election timeout (ready_loop.advance_ticks_at_boot).
+    # heartbeat instead of a whole election timeout (ReadyLoop._advance_ticks_at_boot).
     initial_election_tick_advance: bool = True
 
     @property

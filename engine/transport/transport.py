@@ -63,7 +63,7 @@ from engine.proto import peer_pb2, peer_pb2_grpc
 from engine.proto import raft_pb2 as raftpb
 from engine.transport import peerwire, snapfile
 from engine.transport.faults import Direction, FaultFilter
-from engine.transport.urls import URLError, dial_target
+from engine.transport.urls import URLError, dial_target, split_host_port
 
 log = logging.getLogger("engine.transport")
 
@@ -699,10 +699,10 @@ class PeerTransport:
         """Stream to the peer over peerwire's plain TCP; returns why it
         stopped, or None when the peer's port does not speak it (then
         Peer.Stream, until RAW_RETRY_SECONDS from now)."""
-        host, _, port = target.rpartition(":")
         try:
-            opened = await peerwire.open_stream(host.strip("[]"), int(port))
-        except (OSError, asyncio.TimeoutError, ValueError) as e:
+            host, port = split_host_port(target)
+            opened = await peerwire.open_stream(host, int(port))
+        except (OSError, asyncio.TimeoutError, ValueError) as e:   # (URLError is a ValueError)
             return f"no stream connection to {url}: {_describe_error(e)}"
         if opened is None:
             peer.raw_retry_at = time.monotonic() + RAW_RETRY_SECONDS
@@ -766,10 +766,7 @@ class PeerTransport:
                 if kind == peerwire.KIND_END and len(body) >= 2:
                     code = _STATUS_BY_NUMBER.get(body[1], grpc.StatusCode.UNKNOWN)
                     details = body[2:].decode("utf-8", "replace")
-                    if code == REFUSED_CODE and details.startswith(REMOVED_DETAILS):
-                        log.error("peer %x refused our stream: %s", peer.member_id, details)
-                        if self.on_removed is not None:
-                            self._notify(self.on_removed, peer.member_id)
+                    self._stream_refused(peer, code, details)
                     state.ended = f"stream to peer {peer.member_id:x} failed: {code.name}: {details}"
                 else:
                     state.ended = f"stream to peer {peer.member_id:x}: unexpected answer (kind {kind})"
@@ -796,7 +793,12 @@ class PeerTransport:
             details = await asyncio.wait_for(call.details(), 1.0)
         except Exception:  # no status to read (cancelled, closing)
             return
-        if code == REFUSED_CODE and (details or "").startswith(REMOVED_DETAILS):
+        self._stream_refused(peer, code, details or "")
+
+    def _stream_refused(self, peer: _Peer, code: grpc.StatusCode, details: str) -> None:
+        """A stream (either wire) ended with this status: if the peer
+        refused it as from a removed member, tell the host."""
+        if code == REFUSED_CODE and details.startswith(REMOVED_DETAILS):
             log.error("peer %x refused our stream: %s", peer.member_id, details)
             if self.on_removed is not None:
                 self._notify(self.on_removed, peer.member_id)

@@ -113,16 +113,10 @@ def shared_hosted(raftnode_binary, tmp_path_factory):
     import pathlib
 
     root = str(pathlib.Path(__file__).resolve().parents[2])
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, saved or "") if p)
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTHONPATH", os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p))
         with hosted_cluster(tmp_path_factory.mktemp("hosted") / "cluster", 3) as host:
             yield host
-    finally:
-        if saved is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = saved
 
 
 @pytest.fixture(scope="package")

@@ -11,7 +11,6 @@ the fault scenario is refused as not possible, naming its steps.
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import pathlib
 import subprocess
@@ -149,16 +148,9 @@ def test_the_package_imports_no_textual() -> None:
 @pytest.fixture(scope="module")
 def hosted3(shared_hosted):
     """conftest's hosted cluster, shared with the console's other hosted modules (CI time);
-    members restarted by a scenario import this checkout, as the members it started."""
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = _env()["PYTHONPATH"]
-    try:
-        yield shared_hosted
-    finally:
-        if saved is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = saved
+    members restarted by a scenario import this checkout, as the members it started
+    (shared_hosted puts this checkout first on PYTHONPATH while it lives)."""
+    return shared_hosted
 
 
 def test_leader_isolation_passes_on_hosted_raftnode(hosted3) -> None:

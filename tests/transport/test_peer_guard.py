@@ -288,3 +288,47 @@ def test_a_joiner_does_not_ask_a_peer_whose_certificate_it_refuses():
                                 tls=grpc.ssl_channel_credentials(), dial_check=refuse)
     asyncio.run(main())
     assert asked == ["127.0.0.1:9"]
+
+
+GARBAGE = b"\xff" * 40   # field 31, wire type 7: no protobuf message parses it
+
+
+async def push_garbage_grpc(port: int) -> grpc.StatusCode:
+    """Bytes that are no MessageBatch, as one Peer.Stream frame."""
+    async with grpc.aio.insecure_channel(f"{HOST}:{port}") as ch:
+        call = ch.stream_unary("/raftuipb.Peer/Stream", request_serializer=lambda b: b,
+                               response_deserializer=lambda b: b)(timeout=10)
+        try:
+            await call.write(GARBAGE)
+            await call.done_writing()
+            await call
+            return grpc.StatusCode.OK
+        except grpc.aio.AioRpcError as e:
+            return e.code()
+
+
+async def push_garbage_tcp(port: int) -> grpc.StatusCode:
+    """The same bytes as the first frame after a plain stream's greeting."""
+    reader, writer = await peerwire.open_stream(HOST, port)
+    try:
+        writer.write(peerwire.frame(GARBAGE))
+        body = await asyncio.wait_for(peerwire.read_frame(reader, 1 << 16), 10)
+        assert body[0] == peerwire.KIND_END, body
+        return {c.value[0]: c for c in grpc.StatusCode}[body[1]]
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("push_garbage", [push_garbage_grpc, push_garbage_tcp], ids=["grpc", "tcp"])
+def test_an_undecodable_frame_ends_the_stream(push_garbage) -> None:
+    async def main():
+        b = await member_pair()
+        try:
+            assert await push_garbage(b.port) == grpc.StatusCode.INVALID_ARGUMENT
+            assert b.received == [] and b.transport.refused_streams == 1
+            # The port keeps serving the member.
+            assert await push_tcp(b.port, [batch([hb(1)])]) == grpc.StatusCode.OK
+            assert [m.index for m in b.received] == [1]
+        finally:
+            await b.close()
+    run(main())

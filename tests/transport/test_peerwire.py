@@ -42,15 +42,22 @@ def test_streams_between_members_take_the_plain_tcp_path() -> None:
     run(main())
 
 
+async def mixed_pair() -> tuple[Member, Member]:
+    """Member 1 serves the peer port as raftnode does; member 2 is the gRPC
+    server alone (an older member's port); each knows the other."""
+    a = await Member(1).start()
+    b = await Member(2, peer_port=False).start()
+    a.transport.add_peer(2, [b.url])
+    b.transport.add_peer(1, [a.url])
+    return a, b
+
+
 def test_a_peer_without_the_listener_gets_peer_stream() -> None:
     """A member whose port is the gRPC server alone (the transport tests'
     and an older member's): the dialer falls back to Peer.Stream."""
     async def main():
-        a = await Member(1).start()
-        b = await Member(2, peer_port=False).start()
+        a, b = await mixed_pair()
         try:
-            a.transport.add_peer(2, [b.url])
-            b.transport.add_peer(1, [a.url])
             a.transport.send([hb(2, 1, 1)])
             b.transport.send([hb(1, 2, 5)])
             await wait_until(lambda: len(b.received) == 1 and len(a.received) == 1, what="delivery")
@@ -249,11 +256,8 @@ def test_peer_stream_gives_way_to_the_plain_stream_when_the_peer_learns_it(monke
     monkeypatch.setattr(tr, "RAW_RETRY_SECONDS", 1.0)
 
     async def main():
-        a = await Member(1).start()
-        b = await Member(2, peer_port=False).start()
+        a, b = await mixed_pair()
         try:
-            a.transport.add_peer(2, [b.url])
-            b.transport.add_peer(1, [a.url])
             await wait_until(lambda: len(b.received) >= 1, what="delivery over Peer.Stream",
                              poll=lambda: a.transport.send([hb(2, 1, 1)]))
             first_ask = a.transport._peers[2].raw_retry_at
