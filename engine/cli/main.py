@@ -19,7 +19,7 @@ import grpc
 
 from engine.cli.flags import FlagError, MemberConfig, parse_args
 from engine.transport import add_peer_service, certcheck, make_server
-from engine.transport.transport import peer_port, peer_receive_limit, url_target
+from engine.transport.transport import SERVER_OPTIONS, peer_port, peer_receive_limit, url_target
 from engine.transport.urls import split_host_port
 from engine.wal import fsutil
 
@@ -130,6 +130,20 @@ def _check_data_dir(path: str) -> None:
         raise FlagError(f"cannot use --data-dir {path}: not writable")
 
 
+# Which server speaks gRPC on the client URLs: "grpc" (grpc.aio, the
+# default) or "h2" (engine/transport/h2, our own HTTP/2 server: the same
+# servicers at a tenth of grpc.aio's CPU per call; issue 11).
+CLIENT_WIRE_ENV = "RAFTNODE_CLIENT_WIRE"
+CLIENT_WIRES = ("grpc", "h2")
+
+
+def client_wire() -> str:
+    wire = os.environ.get(CLIENT_WIRE_ENV, "").strip().lower() or "grpc"
+    if wire not in CLIENT_WIRES:
+        raise FlagError(f"${CLIENT_WIRE_ENV} must be one of {', '.join(CLIENT_WIRES)}, not {wire!r}")
+    return wire
+
+
 def _read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
@@ -195,11 +209,17 @@ async def serve(cfg: MemberConfig, ready: asyncio.Event | None = None) -> int:
     max_req = cfg.max_request_bytes
     # etcd: the gRPC receive limit is max-request-bytes + 512 KiB; larger
     # requests fail in grpc, smaller ones over the limit get "request is too large".
-    client = make_server([("grpc.max_receive_message_length", max_req + 512 * 1024),
-                          ("grpc.max_send_message_length", 2**31 - 1)],
-                         # A call the certificate check refuses never reaches a
-                         # handler, so it is not counted as served either.
-                         interceptors=certcheck.server_interceptors(certcheck.listener_rules(cfg, "client"), "client"))
+    client_options = [("grpc.max_receive_message_length", max_req + 512 * 1024),
+                      ("grpc.max_send_message_length", 2**31 - 1)]
+    # A call the certificate check refuses never reaches a handler, so it is
+    # not counted as served either.
+    client_interceptors = certcheck.server_interceptors(certcheck.listener_rules(cfg, "client"), "client")
+    wire = client_wire()
+    if wire == "h2":
+        from engine.transport.h2 import H2Server
+        client = H2Server(options=[*SERVER_OPTIONS, *client_options], interceptors=client_interceptors)
+    else:
+        client = make_server(client_options, interceptors=client_interceptors)
     # Services register through `counted`: every method's handler is wrapped
     # for the grpc_server_* metrics once, not by an interceptor per call.
     counted = http.instrumented(client)
@@ -209,8 +229,15 @@ async def serve(cfg: MemberConfig, ready: asyncio.Event | None = None) -> int:
         # With auth on, root only (issue 10).
         add_fault_service(counted, node.faults, node.member_id, admit=functools.partial(require_root, kvs),
                           known_peers=lambda: node.transport.peers().keys())
-    client_creds = (_server_credentials(cfg.cert_file, cfg.key_file, cfg.trusted_ca_file,
-                                        cfg.client_cert_auth) if cfg.client_tls else None)
+    if not cfg.client_tls:
+        client_creds = None
+    elif wire == "h2":
+        from engine.transport.h2 import server_ssl_context
+        client_creds = server_ssl_context(cfg.cert_file, cfg.key_file, cfg.trusted_ca_file or None,
+                                          cfg.client_cert_auth or bool(cfg.trusted_ca_file))
+    else:
+        client_creds = _server_credentials(cfg.cert_file, cfg.key_file, cfg.trusted_ca_file,
+                                           cfg.client_cert_auth)
     _bind(client, cfg.listen_client_urls, client_creds)
     peer = make_server([("grpc.max_receive_message_length", peer_receive_limit(cfg.max_request_bytes))],
                        interceptors=certcheck.server_interceptors(certcheck.listener_rules(cfg, "peer"), "peer"))
@@ -288,6 +315,7 @@ async def serve(cfg: MemberConfig, ready: asyncio.Event | None = None) -> int:
 def run_member(argv: list[str]) -> int:
     try:
         cfg = parse_args(argv)
+        client_wire()
         _check_data_dir(cfg.data_dir)
     except FlagError as e:
         print(f"raftnode: {e}", file=sys.stderr)
