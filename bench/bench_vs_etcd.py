@@ -484,7 +484,8 @@ def machine_line() -> str:
     ver = subprocess.run([etcd_binary(), "--version"], capture_output=True, text=True).stdout
     ver = (re.search(r"etcd Version: (\S+)", ver) or re.search(r"(\S+)", ver or "?"))
     return (f"{platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-            f"etcd {ver.group(1) if ver else '?'}, grpcio {grpc.__version__}")
+            f"etcd {ver.group(1) if ver else '?'}, grpcio {grpc.__version__}, "
+            f"raftnode client wire {os.environ.get('RAFTNODE_CLIENT_WIRE') or 'default'}")
 
 
 def parse_counts(text: str) -> list[int] | None:
