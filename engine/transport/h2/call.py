@@ -1,0 +1,191 @@
+"""One gRPC call: its stream state, the coroutine that runs interceptors,
+handler and status, and the driver that runs it without a Task when it
+never suspends.
+
+Why the driver: a Task costs ~10 µs per call (bench/bench_h2_floor.py,
+"Task per call"), and most of etcd's unary handlers (serializable Range,
+Status, auth checks) finish without ever waiting. Python 3.11 has no eager
+task factory, so `drive()` sends the first step itself and only when the
+coroutine suspends hands it, with the future it is waiting on, to a Task.
+While that first step runs, asyncio.current_task() is not this call's Task
+(a handler that needs one, e.g. for asyncio.timeout(), must first await
+something that suspends).
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import types
+
+from grpc.aio import AbortError
+
+from .context import RequestIterator, ServicerContext
+from .status import CODE_OF, DEADLINE_EXCEEDED, INTERNAL, OK, RESOURCE_EXHAUSTED, UNIMPLEMENTED, UNKNOWN
+
+log = logging.getLogger(__name__)
+
+_CORO = types.CoroutineType
+
+
+class HandlerCallDetails(collections.namedtuple("HandlerCallDetails", ("method", "invocation_metadata"))):
+    """What interceptors and generic handlers get (grpc.HandlerCallDetails)."""
+
+
+class Stream:
+    """One HTTP/2 stream carrying one call. Receive side: `inbuf` holds a
+    partial gRPC message, `msgs` complete ones the handler has not read
+    (bounded by our stream window: their bytes are credited back only as
+    they are read). Send side: `out` holds framed message bytes the client's
+    windows do not admit yet; `trailers` the final HEADERS frame to send
+    after them."""
+    __slots__ = ("sid", "path", "meta", "deadline", "handler", "ctx", "inbuf", "msgs", "queued", "unacked",
+                 "rwin", "remote_closed", "reader", "headers_sent", "out", "trailers", "swin", "writer",
+                 "task", "timer", "closed", "cancelled", "aborted", "dispatched")
+
+    def __init__(self, sid: int, path: str, meta: tuple, deadline, handler, swin: int, rwin: int) -> None:
+        self.sid = sid
+        self.path = path
+        self.meta = meta
+        self.deadline = deadline      # loop time, or None
+        self.handler = handler        # the registered grpc.RpcMethodHandler, or None (interceptors decide)
+        self.ctx = None
+        self.inbuf = None             # bytearray: the partial message being received
+        self.msgs = collections.deque()
+        self.queued = 0               # bytes (with prefixes) of msgs
+        self.unacked = 0              # DATA bytes received on this stream not yet credited back
+        self.rwin = rwin              # what the client may still send on this stream
+        self.remote_closed = False    # END_STREAM received
+        self.reader = None            # future a read() waits on
+        self.headers_sent = False
+        self.out = None               # bytearray of DATA payload waiting for window
+        self.trailers = None          # frame bytes to send once `out` is empty
+        self.swin = swin              # what we may still send on this stream
+        self.writer = None            # future a write() waits on
+        self.task = None
+        self.timer = None
+        self.closed = False
+        self.cancelled = False
+        self.aborted = False
+        self.dispatched = False
+
+
+@types.coroutine
+def _resume(coro, waiting_on):
+    """Go on driving a coroutine whose first step(s) ran outside a Task: hand
+    the Task what it yielded, pass results and exceptions (cancellation)
+    back in."""
+    while True:
+        try:
+            sent = yield waiting_on
+        except BaseException as e:
+            try:
+                waiting_on = coro.throw(e)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                waiting_on = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+async def _continue(coro, waiting_on):
+    return await _resume(coro, waiting_on)
+
+
+def drive(conn, st: Stream) -> None:
+    """Run the call; a Task only if it suspends (then with its deadline timer)."""
+    coro = run_call(conn, st)
+    try:
+        waiting_on = coro.send(None)
+    except StopIteration:
+        return
+    except asyncio.CancelledError:
+        return                    # run_call reset the stream already
+    st.task = conn.loop.create_task(_continue(coro, waiting_on))
+    if st.deadline is not None and not st.closed:
+        st.timer = conn.loop.call_at(st.deadline, conn.deadline_passed, st)
+
+
+async def run_call(conn, st: Stream) -> None:
+    ctx = st.ctx
+    server = conn.server
+    try:
+        handler = st.handler
+        if server.intercepted is not None:
+            handler = await server.intercepted(HandlerCallDetails(st.path, st.meta))
+        if handler is None:
+            conn.finish(st, UNIMPLEMENTED, "Method not found!")
+            return
+        ctx._deser = handler.request_deserializer
+        ctx._ser = handler.response_serializer
+        if handler.request_streaming:
+            request = RequestIterator(ctx)
+        else:
+            request = await _unary_request(conn, st, ctx)
+            if request is None:
+                return
+        if handler.response_streaming:
+            fn = handler.stream_stream if handler.request_streaming else handler.unary_stream
+            result = fn(request, ctx)
+            if hasattr(result, "__anext__"):
+                async for msg in result:
+                    await ctx.write(msg)
+            elif result is not None and hasattr(result, "__await__"):
+                await result
+            code = ctx._code
+            conn.finish(st, OK if code is None else CODE_OF.get(code, UNKNOWN), ctx._details, ctx._trailing)
+            return
+        fn = handler.stream_unary if handler.request_streaming else handler.unary_unary
+        response = fn(request, ctx)
+        if type(response) is _CORO or hasattr(response, "__await__"):
+            response = await response
+        code = ctx._code
+        if code is not None and code.value[0] != OK:
+            # As grpc.aio: a non-OK status discards the response.
+            conn.finish(st, code.value[0], ctx._details, ctx._trailing)
+            return
+        ser = handler.response_serializer
+        payload = ser(response) if ser is not None else response
+        if len(payload) > server.max_send:
+            conn.finish(st, RESOURCE_EXHAUSTED,
+                        f"SERVER: Sent message larger than max ({len(payload)} vs. {server.max_send})")
+            return
+        if ctx._details or ctx._trailing or st.headers_sent:
+            waiter = conn.send_message(st, payload)
+            if waiter is not None:
+                await waiter
+            conn.finish(st, OK, ctx._details, ctx._trailing)
+        else:
+            conn.respond_unary(st, payload)
+    except AbortError:
+        pass                      # abort() sent the status
+    except asyncio.CancelledError:
+        conn.handler_cancelled(st)
+        raise
+    except Exception as e:
+        if not st.closed:
+            log.exception("Unexpected [%s] raised by servicer method [%s]", type(e).__name__, st.path)
+        code = ctx._code
+        code = UNKNOWN if code is None or code.value[0] == OK else code.value[0]
+        conn.finish(st, code, f"Unexpected {type(e)}: {e}", ctx._trailing)
+
+
+async def _unary_request(conn, st: Stream, ctx: ServicerContext):
+    """The one request message of a unary-request call, deserialized; None
+    when the call was answered instead."""
+    while not st.remote_closed and not st.closed:
+        await conn.wait_readable(st)
+    if st.closed:
+        return None
+    if len(st.msgs) != 1:
+        conn.finish(st, INTERNAL, "Missing request message" if not st.msgs else "Too many request messages")
+        return None
+    raw = st.msgs.popleft()
+    st.queued = 0
+    deser = ctx._deser
+    return deser(raw) if deser is not None else raw
+
+
+__all__ = ["Stream", "drive", "run_call", "HandlerCallDetails", "DEADLINE_EXCEEDED"]
