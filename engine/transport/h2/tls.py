@@ -30,7 +30,11 @@ def auth_context(ssl_object) -> dict:
     the certificate does not change)."""
     if ssl_object is None:
         return dict(INSECURE_AUTH)
-    auth = {"transport_security_type": [b"ssl"], "security_level": [b"TSI_PRIVACY_AND_INTEGRITY"]}
+    auth = {"transport_security_type": [b"ssl"], "security_level": [b"TSI_PRIVACY_AND_INTEGRITY"],
+            "ssl_session_reused": [b"true" if ssl_object.session_reused else b"false"]}
+    version = ssl_object.version()
+    if version:
+        auth["ssl_tls_version"] = [version.encode()]
     der = ssl_object.getpeercert(binary_form=True)
     if not der:
         return auth
@@ -54,8 +58,12 @@ def auth_context(ssl_object) -> dict:
         names += [str(ip).encode() for ip in san.get_values_for_type(x509.IPAddress)]
         if names:
             auth["x509_subject_alternative_name"] = names
+    auth["x509_subject"] = [cert.subject.rfc4514_string().encode()]
     auth["x509_pem_cert"] = [cert.public_bytes(Encoding.PEM)]
-    chain = peer_chain_der(ssl_object) or [der]
-    auth["x509_pem_cert_chain"] = [b"".join(x509.load_der_x509_certificate(c).public_bytes(Encoding.PEM)
-                                            for c in chain)]
+    # As grpc (measured with grpcio 1.85): the chain is what the client sent
+    # after its leaf, absent when it sent the leaf alone.
+    chain = peer_chain_der(ssl_object)[1:]
+    if chain:
+        auth["x509_pem_cert_chain"] = [b"".join(x509.load_der_x509_certificate(c).public_bytes(Encoding.PEM)
+                                                for c in chain)]
     return auth
