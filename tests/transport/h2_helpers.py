@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import dataclasses
+import os
 import pathlib
 import struct
 import urllib.parse
@@ -596,7 +597,10 @@ class RawH2:
         self.goaway: Frame | None = None
         self.backlog: list[Frame] = []
         self.eof = False
-        self.acked_settings = 0
+        self.preface_sent = False    # no SETTINGS ACK before our preface: it would be garbage
+        self.reset = False           # the server's close came as a TCP RST
+        self.conn_window = 65535     # what we may still send (RFC 9113 6.9)
+        self.stream_windows: dict[int, int] = {}
 
     @classmethod
     async def connect(cls, port: int, *, preface: bool = True,
@@ -605,6 +609,7 @@ class RawH2:
         c = cls(reader, writer)
         if preface:
             c.send(PREFACE + settings_frame(settings))
+            c.preface_sent = True
         return c
 
     @property
@@ -627,20 +632,61 @@ class RawH2:
             length = int.from_bytes(head[:3], "big")
             ftype, flags, sid = struct.unpack(">BBI", head[3:])
             payload = await asyncio.wait_for(self.reader.readexactly(length), timeout)
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError) as e:
             self.eof = True
+            self.reset = isinstance(e, ConnectionResetError)
             return None
         f = Frame(ftype, flags, sid & 0x7FFFFFFF, payload)
+        if f.type == WINDOW_UPDATE and len(payload) == 4:
+            inc = struct.unpack(">I", payload)[0] & 0x7FFFFFFF
+            if f.sid == 0:
+                self.conn_window += inc
+            else:
+                self.stream_windows[f.sid] = self.stream_window(f.sid) + inc
         if f.type == SETTINGS and not f.flags & FLAG_ACK:
             for i in range(0, len(payload) - 5, 6):
                 k, v = struct.unpack(">HI", payload[i:i + 6])
                 self.server_settings[k] = v
-            self.send(settings_frame(ack=True))
-        elif f.type == PING and not f.flags & FLAG_ACK:
+            if self.preface_sent:
+                self.send(settings_frame(ack=True))
+        elif f.type == PING and not f.flags & FLAG_ACK and self.preface_sent:
             self.send(frame(PING, FLAG_ACK, 0, payload))
         elif f.type == GOAWAY:
             self.goaway = f
         return f
+
+    def stream_window(self, sid: int) -> int:
+        return self.stream_windows.get(sid, self.server_settings.get(4, 65535))
+
+    async def send_data(self, sid: int, data: bytes, end_stream: bool = False, *,
+                        stream_flow: bool = True, timeout: float = 5.0) -> None:
+        """DATA frames of at most 16 KiB, each sent only when the windows
+        allow it (waiting for the server's WINDOW_UPDATEs, with a deadline);
+        stream_flow=False: only the connection window counts."""
+        loop = asyncio.get_running_loop()
+        pos = 0
+        while True:
+            piece = data[pos:pos + 16384]
+            deadline = loop.time() + timeout
+            while len(piece) > min(self.conn_window, self.stream_window(sid) if stream_flow else 1 << 31):
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise TimeoutError(f"no flow-control credit within {timeout}s (connection window "
+                                       f"{self.conn_window}, stream {sid} window {self.stream_window(sid)})")
+                f = await self._read_raw(left)
+                if f is None:
+                    raise Closed(f"closed while waiting for credit (goaway={self.goaway})")
+                if f.type not in (WINDOW_UPDATE, SETTINGS, PING):
+                    self.backlog.append(f)
+            self.conn_window -= len(piece)
+            self.stream_windows[sid] = self.stream_window(sid) - len(piece)
+            pos += len(piece)
+            last = pos >= len(data)
+            self.send(frame(DATA, FLAG_END_STREAM if last and end_stream else 0, sid, piece))
+            if last:
+                return
+            if pos % (256 << 10) == 0:
+                await self.writer.drain()
 
     async def read_frame(self, timeout: float = 5.0) -> Frame | None:
         if self.backlog:
@@ -656,6 +702,21 @@ class RawH2:
             if f is None:
                 raise Closed("closed during the handshake")
             if f.type == SETTINGS and not f.flags & FLAG_ACK:
+                return
+            if f.type not in (SETTINGS, WINDOW_UPDATE, PING):
+                self.backlog.append(f)
+
+    async def sync(self, timeout: float = 5.0) -> None:
+        """A PING round trip: the server has read everything sent before."""
+        token = os.urandom(8)
+        self.send(frame(PING, 0, 0, token))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            f = await self._read_raw(max(0.0, deadline - loop.time()))
+            if f is None:
+                raise Closed(f"closed before the PING ACK (goaway={self.goaway})")
+            if f.type == PING and f.flags & FLAG_ACK and f.payload == token:
                 return
             if f.type not in (SETTINGS, WINDOW_UPDATE, PING):
                 self.backlog.append(f)
