@@ -182,8 +182,7 @@ async def _unary_request(conn, st: Stream, ctx: ServicerContext):
     if len(st.msgs) != 1:
         conn.finish(st, INTERNAL, "Missing request message" if not st.msgs else "Too many request messages")
         return None
-    raw = st.msgs.popleft()
-    st.queued = 0
+    raw = conn.take_message(st)
     deser = ctx._deser
     return deser(raw) if deser is not None else raw
 

@@ -49,12 +49,21 @@ _COMPRESSED = (UNIMPLEMENTED, "compressed messages are not supported")
 
 OUR_STREAM_WINDOW = 1 << 20           # SETTINGS_INITIAL_WINDOW_SIZE we announce
 OUR_CONN_WINDOW = 16 << 20            # connection window after our first WINDOW_UPDATE
-CONN_BUFFER_CAP = 32 << 20            # unread request bytes per connection before we stop crediting
+CONN_BUFFER_CAP = 64 << 20            # request bytes held per connection (unread messages and partial
+                                      # ones) before we stop crediting the connection window; at least
+                                      # 8 maximal messages (H2Server.conn_buffer_cap)
+MAX_CACHED_BLOCK = 1024               # header blocks this long or longer are not cached (grpc's are ~10-100 bytes)
 MAX_HEADER_BLOCK = 64 << 10           # HEADERS + CONTINUATIONs buffered before decoding (flood cap)
 MAX_CONTINUATIONS = 64
 FLUSH_AT = 256 << 10                  # flush buffered output at once past this many bytes
 RESET_BUDGET = 1000                   # client resets of live streams allowed in a burst ...
 RESET_REFILL = 200.0                  # ... refilled at this many per second (rapid reset, CVE-2023-44487)
+LINGER = 1.0                          # after a connection error: seconds we read and discard before closing
+RECENT_RESETS = 256                   # stream ids we reset whose late frames are ignored, not errors
+# RFC 9113 8.2.2: connection-specific fields make a request malformed.
+_CONNECTION_FIELDS = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})
+_PSEUDO = frozenset({":method", ":scheme", ":path", ":authority"})
+MALFORMED = "malformed"
 
 
 class H2Connection(asyncio.Protocol):
@@ -93,6 +102,8 @@ class H2Connection(asyncio.Protocol):
         self._ping_strikes = 0
         self._last_ping = None
         self._handshake_timer = None
+        self._dead = False             # a connection error was sent: input is discarded
+        self._recent_resets: dict[int, None] = {}
 
     # -- connection ---------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -138,13 +149,39 @@ class H2Connection(asyncio.Protocol):
 
     def goaway(self, code: int, debug: bytes = b"") -> None:
         """Connection error (or the server stopping, code NO_ERROR): no new
-        streams; on an error the connection closes now."""
+        streams; on an error the connection ends now."""
         if not self.goaway_sent:
             self.goaway_sent = True
             self._emit(goaway_frame(self.last_sid, code, debug))
-        if code != NO_ERROR or not self.streams:
+        if code != NO_ERROR:
+            self._linger_close()
+        elif not self.streams:
             self._flush()
             self.transport.close()
+
+    def _linger_close(self) -> None:
+        """Close after a connection error so that the GOAWAY arrives: closing
+        with the client's bytes unread makes the kernel send a TCP RST, and
+        the client's kernel drops what we sent before it. So: send, shut our
+        side, read and discard for up to LINGER seconds (or until EOF)."""
+        if self._dead:
+            return
+        streams = list(self.streams.values())
+        self.streams.clear()
+        self.blocked.clear()
+        for st in streams:
+            self._cancelled(st)
+        self._flush()
+        self._dead = True
+        transport = self.transport
+        if transport.can_write_eof():
+            transport.write_eof()
+        self.loop.call_later(LINGER, transport.close)
+        if self.write_paused:
+            transport.resume_reading()
+
+    def eof_received(self):
+        return False                   # close (a half-closed client sends nothing more)
 
     def abort_streams(self) -> None:
         """The server's grace period is over: cancel what still runs."""
@@ -157,6 +194,8 @@ class H2Connection(asyncio.Protocol):
 
     # -- output ---------------------------------------------------------------------------
     def _emit(self, data: bytes) -> None:
+        if self._dead:
+            return                     # the GOAWAY of a connection error was the last frame
         self._out.append(data)
         self._out_size += len(data)
         if self._in_batch:
@@ -191,6 +230,8 @@ class H2Connection(asyncio.Protocol):
 
     # -- input -------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        if self._dead:
+            return
         if self._buf:
             data = self._buf + data
             self._buf = b""
@@ -263,7 +304,7 @@ class H2Connection(asyncio.Protocol):
                 elif ftype == PUSH_PROMISE:
                     self.goaway(PROTOCOL_ERROR, b"PUSH_PROMISE from a client")
                 # unknown frame types: ignored (RFC 9113 4.1, 5.5)
-                if self.transport.is_closing():
+                if self._dead or self.transport.is_closing():
                     return
             if pos < end:
                 self._buf = data[pos:]
@@ -388,7 +429,7 @@ class H2Connection(asyncio.Protocol):
         self._maybe_close()
 
     def _stream_error(self, sid: int, code: int) -> None:
-        self._emit(rst_frame(sid, code))
+        self._reset(sid, code)
         st = self.streams.get(sid)
         if st is not None:
             self._drop(st)
@@ -440,7 +481,7 @@ class H2Connection(asyncio.Protocol):
             return hit[1]
         gen = dec.generation
         parsed = _parse_headers(dec.decode(block)) + (dec.list_size,)
-        if dec.generation == gen:
+        if dec.generation == gen and len(block) < MAX_CACHED_BLOCK:
             if len(self._hcache) > 256:
                 self._hcache.clear()
             self._hcache[block] = (gen, parsed)
@@ -460,16 +501,20 @@ class H2Connection(asyncio.Protocol):
             self.goaway(PROTOCOL_ERROR, b"even stream id")
             return
         if sid <= self.last_sid:
-            return                        # a stream we already closed or reset: ignore
+            if sid in self._recent_resets:
+                return                    # the client's frames crossed our RST_STREAM: ignore
+            # RFC 9113 5.1.1: stream ids only grow; 5.1: a closed stream takes no HEADERS.
+            self.goaway(PROTOCOL_ERROR, b"stream id not above the last one")
+            return
         self.last_sid = sid
         server = self.server
-        if self.goaway_sent or not server.serving:
-            self._emit(rst_frame(sid, REFUSED_STREAM))
-            return
-        if len(self.streams) >= server.max_concurrent_streams:
-            self._emit(rst_frame(sid, REFUSED_STREAM))
+        if self.goaway_sent or not server.serving or len(self.streams) >= server.max_concurrent_streams:
+            self._reset(sid, REFUSED_STREAM)
             return
         path, timeout, meta, error, list_size = parsed
+        if error is MALFORMED:
+            self._reset(sid, PROTOCOL_ERROR)    # RFC 9113 8.1.1: a stream error, the handler never runs
+            return
         if list_size > server.max_header_list:
             error = (RESOURCE_EXHAUSTED, f"received metadata size exceeds limit ({list_size} vs. "
                                          f"{server.max_header_list})")
@@ -496,7 +541,16 @@ class H2Connection(asyncio.Protocol):
         self._emit(frame(HEADERS, END_HEADERS | END_STREAM, sid,
                          hpack.encode(RESPONSE_HEADERS + trailer_pairs(code, message, ()))))
         if not flags & END_STREAM:
-            self._emit(rst_frame(sid, NO_ERROR))
+            self._reset(sid, NO_ERROR)
+
+    def _reset(self, sid: int, code: int) -> None:
+        """RST_STREAM for a stream the client may still be sending on; its
+        late frames are then ignored rather than taken as errors."""
+        self._emit(rst_frame(sid, code))
+        recent = self._recent_resets
+        recent[sid] = None
+        if len(recent) > RECENT_RESETS:
+            del recent[next(iter(recent))]
 
     # -- data --------------------------------------------------------------------------------
     def _on_data(self, sid: int, flags: int, data: bytes, start: int, length: int) -> None:
@@ -527,9 +581,11 @@ class H2Connection(asyncio.Protocol):
                 return
             end -= data[start]
             start += 1
-        before = st.queued
+        inbuf = st.inbuf
+        before = st.queued + (len(inbuf) if inbuf is not None else 0)
         error = self._receive(st, data, start, end) if end > start else None
-        added = st.queued - before
+        inbuf = st.inbuf
+        added = st.queued + (len(inbuf) if inbuf is not None else 0) - before
         self.buffered += added
         self.in_owed += length - added
         if error is not None:
@@ -591,7 +647,7 @@ class H2Connection(asyncio.Protocol):
 
     def _credit_conn(self, n: int) -> None:
         self.in_owed += n
-        if self.in_owed >= OUR_CONN_WINDOW // 4 and self.buffered < CONN_BUFFER_CAP:
+        if self.in_owed >= OUR_CONN_WINDOW // 4 and self.buffered < self.server.conn_buffer_cap:
             self._emit(window_update_frame(0, self.in_owed))
             self.in_conn += self.in_owed
             self.in_owed = 0
@@ -740,7 +796,7 @@ class H2Connection(asyncio.Protocol):
         if st.closed:
             return
         if not st.remote_closed:
-            self._emit(rst_frame(st.sid, NO_ERROR))
+            self._reset(st.sid, NO_ERROR)
         self._drop(st)
         if st.ctx is not None and st.ctx._callbacks:
             st.ctx._run_callbacks()
@@ -753,10 +809,12 @@ class H2Connection(asyncio.Protocol):
         if st.timer is not None:
             st.timer.cancel()
             st.timer = None
-        if st.queued:
-            self.buffered -= st.queued
-            self._credit_conn(st.queued)
+        held = st.queued + (len(st.inbuf) if st.inbuf is not None else 0)
+        if held:
+            self.buffered -= held
             st.queued = 0
+            st.inbuf = None
+            self._credit_conn(held)
         st.msgs.clear()
         if st.writer is not None:
             fut, st.writer = st.writer, None
@@ -794,7 +852,7 @@ class H2Connection(asyncio.Protocol):
         st.task = None
         if not st.closed:
             st.cancelled = True
-            self._emit(rst_frame(st.sid, CANCEL))
+            self._reset(st.sid, CANCEL)
             self._drop(st)
             if st.ctx is not None and st.ctx._callbacks:
                 st.ctx._run_callbacks()
@@ -808,13 +866,26 @@ def _parse_headers(headers):
     method = None
     ctype = ""
     meta = []
+    regular = False
     for name, value in headers:
+        if not name:
+            return None, None, (), MALFORMED
         if name[0] == ":":
+            # RFC 9113 8.3: known request pseudo-headers, once each, before the rest.
+            if regular or name not in _PSEUDO:
+                return None, None, (), MALFORMED
             if name == ":path":
+                if path is not None:
+                    return None, None, (), MALFORMED
                 path = value
             elif name == ":method":
+                if method is not None:
+                    return None, None, (), MALFORMED
                 method = value
             continue
+        regular = True
+        if name in _CONNECTION_FIELDS or (name == "te" and value != "trailers") or name != name.lower():
+            return None, None, (), MALFORMED
         if name == "content-type":
             ctype = value
         elif name == "grpc-timeout":

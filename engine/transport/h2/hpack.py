@@ -212,6 +212,8 @@ class Decoder:
         if len(raw) != n:
             raise HPACKError("truncated string")
         pos += n
+        if b & 0x80 and n > 64:
+            return huffman_decode(raw).decode("latin-1"), pos   # long strings: not cached (memory)
         if b & 0x80:
             s = self._hcache.get(raw)
             if s is None:

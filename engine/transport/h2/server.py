@@ -7,7 +7,7 @@ import asyncio
 import logging
 import socket
 
-from .connection import OUR_CONN_WINDOW, OUR_STREAM_WINDOW, H2Connection
+from .connection import CONN_BUFFER_CAP, OUR_CONN_WINDOW, OUR_STREAM_WINDOW, H2Connection
 from .frames import (S_INITIAL_WINDOW_SIZE, S_MAX_CONCURRENT_STREAMS, S_MAX_HEADER_LIST_SIZE, settings_frame,
                      window_update_frame)
 
@@ -33,6 +33,7 @@ class H2Server:
         self.loop = None
         self.max_receive = _limit(opts.get("grpc.max_receive_message_length"), DEFAULT_MAX_RECEIVE)
         self.max_send = _limit(opts.get("grpc.max_send_message_length"), DEFAULT_MAX_SEND)
+        self.conn_buffer_cap = max(CONN_BUFFER_CAP, 8 * min(self.max_receive, 64 << 20))
         self.max_concurrent_streams = int(opts.get("grpc.max_concurrent_streams", DEFAULT_MAX_STREAMS))
         self.max_header_list = int(opts.get("grpc.max_metadata_size", DEFAULT_MAX_HEADER_LIST))
         self.max_ping_strikes = int(opts.get("grpc.http2.max_ping_strikes", 2))
