@@ -145,6 +145,7 @@ class KV(rpc_pb2_grpc.KVServicer):
         self.active = 0
         self.max_active = 0
         self.finished = 0
+        self.done_callbacks: list[tuple] = []
 
     def register(self, server) -> None:
         rpc_pb2_grpc.add_KVServicer_to_server(self, server)
@@ -167,6 +168,20 @@ class KV(rpc_pb2_grpc.KVServicer):
             await context.send_initial_metadata((("initial-key", "iv"), ("initial-bin", b"\x00\x01\xff")))
             context.set_trailing_metadata((("trailing-key", "tv"), ("trailing-bin", b"\xfe\x00")))
             return rpc_pb2.RangeResponse(count=1)
+        if key == b"context":
+            rec = self.seen[-1]
+            rec["before"] = (context.code(), context.details(), context.done(), context.cancelled())
+            context.set_details("some details")
+            rec["after"] = (context.code(), context.details())
+            context.add_done_callback(
+                lambda ctx: self.done_callbacks.append((ctx is context, ctx.done(), ctx.cancelled(), ctx.code())))
+            return rpc_pb2.RangeResponse(count=1)
+        if key == b"abort_seen":
+            try:
+                await context.abort(grpc.StatusCode.NOT_FOUND, "gone")
+            except grpc.aio.AbortError:
+                self.seen[-1]["aborted"] = (context.code(), context.details())
+                raise
         if key == b"auth":
             self.seen[-1]["auth"] = dict(context.auth_context() or {})
             return rpc_pb2.RangeResponse(count=1)

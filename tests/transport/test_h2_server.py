@@ -135,6 +135,113 @@ def test_time_remaining_and_peer(wire):
     run(main())
 
 
+def test_servicer_context_state_and_done_callbacks(wire):
+    async def main():
+        kv = KV()
+        async with serving(wire, kv) as s, s.channel() as ch:
+            call = kv_stub(ch).Range(rpc_pb2.RangeRequest(key=b"context"), timeout=5)
+            assert (await call).count == 1
+            # set_details without a code: the status stays OK, the details are not sent.
+            assert (await call.code(), await call.details()) == (grpc.StatusCode.OK, "")
+            assert kv.seen[0]["before"] == (None, "", False, False)
+            assert kv.seen[0]["after"] == (None, "some details")
+            await wait_until(lambda: kv.done_callbacks, what="the done callback")
+            assert kv.done_callbacks == [(True, True, False, None)]
+            # abort raises grpc.aio.AbortError in the handler; code() and details() say what went out.
+            e = await rpc_error(kv_stub(ch).Range(rpc_pb2.RangeRequest(key=b"abort_seen"), timeout=5))
+            assert (e.code(), e.details()) == (grpc.StatusCode.NOT_FOUND, "gone")
+            assert kv.seen[1]["aborted"] == (grpc.StatusCode.NOT_FOUND, "gone")
+    run(main())
+
+
+class Registered:
+    """Servicers registered through another registry (e.g. the metrics wrapper)."""
+
+    def __init__(self, wrap, *servicers) -> None:
+        self.wrap = wrap
+        self.servicers = servicers
+
+    def register(self, server) -> None:
+        reg = self.wrap(server)
+        for s in self.servicers:
+            s.register(reg)
+
+
+def test_registration_through_the_metrics_wrapper(wire):
+    """engine/http/grpc_metrics.InstrumentedServer registers wrapped handlers
+    (add_generic_rpc_handlers + add_registered_method_handlers); the counts
+    it keeps need context.code() as the server set it."""
+    from engine.http.grpc_metrics import GrpcCollector
+
+    async def main():
+        collector = GrpcCollector()
+        kv, watch, m = KV(), Watch(), WriteMaintenance(chunks=4)
+        async with serving(wire, Registered(collector.instrumented, kv, watch, m)) as s, s.channel() as ch:
+            for key in (b"a", b"b"):
+                await kv_stub(ch).Range(rpc_pb2.RangeRequest(key=key), timeout=5)
+            await rpc_error(kv_stub(ch).Range(rpc_pb2.RangeRequest(key=b"abort"), timeout=5))
+            await rpc_error(kv_stub(ch).Range(rpc_pb2.RangeRequest(key=b"raise"), timeout=5))
+            call = rpc_pb2_grpc.WatchStub(ch).Watch(timeout=5)
+            for key in (b"x", b"yy"):
+                await call.write(_wreq(key))
+                await call.read()
+            await call.done_writing()
+            assert (await call.read()).canceled
+            assert await call.read() is grpc.aio.EOF
+            got = [r async for r in rpc_pb2_grpc.MaintenanceStub(ch).Snapshot(rpc_pb2.SnapshotRequest(),
+                                                                              timeout=5)]
+            assert len(got) == 4
+        rng = ("unary", "etcdserverpb.KV", "Range")
+        wat = ("bidi_stream", "etcdserverpb.Watch", "Watch")
+        snap = ("server_stream", "etcdserverpb.Maintenance", "Snapshot")
+        assert collector.started[rng] == 4
+        assert collector.handled[(*rng, "OK")] == 2
+        assert collector.handled[(*rng, "InvalidArgument")] == 1
+        assert collector.handled[(*rng, "Unknown")] == 1
+        assert (collector.received[wat], collector.sent[wat], collector.handled[(*wat, "OK")]) == (2, 3, 1)
+        assert (collector.sent[snap], collector.handled[(*snap, "OK")]) == (4, 1)
+    run(main())
+
+
+class RawBytes(grpc.GenericRpcHandler):
+    """A generic handler of its own (not method_handlers_generic_handler):
+    no serializers, bytes in and out."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def register(self, server) -> None:
+        server.add_generic_rpc_handlers((self,))
+
+    def service(self, details):
+        self.asked.append(details.method)
+        if details.method == "/raw.Echo/Reverse":
+            async def reverse(request: bytes, context) -> bytes:
+                return request[::-1]
+            return grpc.unary_unary_rpc_method_handler(reverse)
+        if details.method == "/raw.Echo/Split":
+            async def split(request: bytes, context):
+                for b in request:
+                    yield bytes([b])
+            return grpc.unary_stream_rpc_method_handler(split)
+        return None
+
+
+def test_a_generic_handler_with_raw_bytes(wire):
+    async def main():
+        raw = RawBytes()
+        async with serving(wire, raw, KV()) as s, s.channel() as ch:
+            assert await ch.unary_unary("/raw.Echo/Reverse")(b"\x00abc\xff", timeout=5) == b"\xffcba\x00"
+            assert await ch.unary_unary("/raw.Echo/Reverse")(b"", timeout=5) == b""
+            assert [m async for m in ch.unary_stream("/raw.Echo/Split")(b"xyz", timeout=5)] == [b"x", b"y", b"z"]
+            e = await rpc_error(ch.unary_unary("/raw.Echo/Other")(b"", timeout=5))
+            assert (e.code(), e.details()) == (grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+            # Registered methods still answer.
+            assert (await kv_stub(ch).Range(rpc_pb2.RangeRequest(key=b"k"), timeout=5)).kvs[0].key == b"k"
+            assert "/raw.Echo/Other" in raw.asked
+    run(main())
+
+
 # -- statuses and their exact messages ---------------------------------------------------
 
 def test_unknown_method_is_unimplemented_trailers_only(wire):
