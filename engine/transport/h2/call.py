@@ -41,7 +41,7 @@ class Stream:
     after them."""
     __slots__ = ("sid", "path", "meta", "deadline", "handler", "ctx", "inbuf", "msgs", "queued", "unacked",
                  "rwin", "remote_closed", "reader", "headers_sent", "out", "trailers", "swin", "writer",
-                 "task", "timer", "closed", "cancelled", "aborted", "dispatched")
+                 "task", "timer", "closed", "cancelled", "aborted", "dispatched", "seen_data", "deferred")
 
     def __init__(self, sid: int, path: str, meta: tuple, deadline, handler, swin: int, rwin: int) -> None:
         self.sid = sid
@@ -68,6 +68,8 @@ class Stream:
         self.cancelled = False
         self.aborted = False
         self.dispatched = False
+        self.seen_data = False        # a DATA frame arrived on this stream
+        self.deferred = False         # `trailers` is an early status held back (connection.finish)
 
 
 @types.coroutine

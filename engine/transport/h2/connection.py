@@ -64,6 +64,7 @@ RECENT_RESETS = 256                   # stream ids we reset whose late frames ar
 _CONNECTION_FIELDS = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})
 _PSEUDO = frozenset({":method", ":scheme", ":path", ":authority"})
 MALFORMED = "malformed"
+EARLY_STATUS_DELAY = 0.01             # seconds an early status waits for the client's first message
 
 
 class H2Connection(asyncio.Protocol):
@@ -492,7 +493,9 @@ class H2Connection(asyncio.Protocol):
         st = self.streams.get(sid)
         if st is not None:
             # Trailers from the client: only END_STREAM matters.
-            if not flags & END_STREAM:
+            if st.deferred:
+                self._send_deferred(st)
+            elif not flags & END_STREAM:
                 self._stream_error(sid, PROTOCOL_ERROR)
             else:
                 self._remote_close(st)
@@ -541,12 +544,15 @@ class H2Connection(asyncio.Protocol):
         self._emit(frame(HEADERS, END_HEADERS | END_STREAM, sid,
                          hpack.encode(RESPONSE_HEADERS + trailer_pairs(code, message, ()))))
         if not flags & END_STREAM:
-            self._reset(sid, NO_ERROR)
+            self._remember_reset(sid)     # no RST_STREAM: see _close
 
     def _reset(self, sid: int, code: int) -> None:
         """RST_STREAM for a stream the client may still be sending on; its
         late frames are then ignored rather than taken as errors."""
         self._emit(rst_frame(sid, code))
+        self._remember_reset(sid)
+
+    def _remember_reset(self, sid: int) -> None:
         recent = self._recent_resets
         recent[sid] = None
         if len(recent) > RECENT_RESETS:
@@ -569,6 +575,11 @@ class H2Connection(asyncio.Protocol):
             elif st is not None:
                 self._stream_error(sid, STREAM_CLOSED)
             return
+        if st.deferred:
+            self._credit_conn(length)
+            self._send_deferred(st)
+            return
+        st.seen_data = True
         st.rwin -= length
         if st.rwin < 0:
             self._credit_conn(length)
@@ -767,7 +778,7 @@ class H2Connection(asyncio.Protocol):
     def finish(self, st: Stream, code: int, details: str, trailing=()) -> None:
         """The call's status: trailers after whatever output is queued (or,
         when nothing was sent, a trailers-only response). Then the stream
-        closes (with RST_STREAM NO_ERROR if the client is still sending)."""
+        closes."""
         if st.closed or st.trailers is not None:
             return
         if st.timer is not None:
@@ -776,7 +787,20 @@ class H2Connection(asyncio.Protocol):
         pairs = trailer_pairs(code, details, trailing)
         if not st.headers_sent:
             st.headers_sent = True
-            self._emit(frame(HEADERS, END_HEADERS | END_STREAM, st.sid, hpack.encode(RESPONSE_HEADERS + pairs)))
+            block = frame(HEADERS, END_HEADERS | END_STREAM, st.sid, hpack.encode(RESPONSE_HEADERS + pairs))
+            if not st.remote_closed and not st.seen_data:
+                # A status before the client sent anything on its open stream
+                # (a refusal by an interceptor or at the handler's start):
+                # held until its first DATA arrives or EARLY_STATUS_DELAY
+                # passes. grpc C-core clients fail a message write that
+                # starts after the status arrived with INTERNAL "Internal
+                # error from Core", which then replaces the real status;
+                # grpc.aio servers are slow enough never to show it.
+                st.trailers = block
+                st.deferred = True
+                st.timer = self.loop.call_later(EARLY_STATUS_DELAY, self._send_deferred, st)
+                return
+            self._emit(block)
             self._close(st)
             return
         if code == 0 and len(pairs) == 1:
@@ -791,12 +815,27 @@ class H2Connection(asyncio.Protocol):
             self._emit(tail)
             self._close(st)
 
+    def _send_deferred(self, st: Stream) -> None:
+        if st.timer is not None:
+            st.timer.cancel()
+        st.timer = None
+        if st.closed or not st.deferred:
+            return
+        st.deferred = False
+        trailers, st.trailers = st.trailers, None
+        self._emit(trailers)
+        self._close(st)
+
     def _close(self, st: Stream) -> None:
         """The response is complete (sent or handed to the transport)."""
         if st.closed:
             return
         if not st.remote_closed:
-            self._reset(st.sid, NO_ERROR)
+            # No RST_STREAM(NO_ERROR) (RFC 9113 8.1 allows one): grpc C-core
+            # clients then fail a write racing the status with INTERNAL
+            # instead of reporting the status. The client's late frames are
+            # ignored; its stream window bounds what it can still send.
+            self._remember_reset(st.sid)
         self._drop(st)
         if st.ctx is not None and st.ctx._callbacks:
             st.ctx._run_callbacks()
