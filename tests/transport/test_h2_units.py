@@ -428,3 +428,66 @@ def test_goaway_after_responses_when_stopping():
         c.conn.goaway(NO_ERROR)
         assert ended(c) and goaway_code(c) == NO_ERROR
     run(main())
+
+
+def test_malformed_requests_are_reset_and_the_connection_stays():
+    async def main():
+        c = Client(make_server(echo_handlers()))
+        bad = [hpack.encode([(":method", "POST"), (":path", "/t.S/Echo"), ("X-Upper", "1"),
+                             ("content-type", "application/grpc")]),
+               request_block("/t.S/Echo", [("connection", "keep-alive")]),
+               request_block("/t.S/Echo", [("te", "gzip")]),
+               hpack.encode([("content-type", "application/grpc"), (":method", "POST"), (":path", "/t.S/Echo")])]
+        for i, block in enumerate(bad):
+            c.feed(frame(HEADERS, END_HEADERS | END_STREAM, 1 + 2 * i, block))
+        resets = [(s, struct.unpack(">L", p)[0]) for t, f, s, p in c.new_frames() if t == RST_STREAM]
+        assert resets == [(1, PROTOCOL_ERROR), (3, PROTOCOL_ERROR), (5, PROTOCOL_ERROR), (7, PROTOCOL_ERROR)]
+        c.feed(frame(HEADERS, END_HEADERS, 9, request_block("/t.S/Echo")),
+               frame(DATA, END_STREAM, 9, grpc_msg(b"ok")))
+        assert c.headers_of(9)[-1] == [("grpc-status", "0")] and not ended(c)
+    run(main())
+
+
+def test_reused_stream_id_is_a_connection_error_but_frames_after_our_reset_are_not():
+    async def main():
+        c = Client(make_server(echo_handlers(), **{"grpc.max_concurrent_streams": 1}))
+        c.feed(frame(HEADERS, END_HEADERS, 1, request_block("/t.S/Chat")),
+               frame(HEADERS, END_HEADERS, 3, request_block("/t.S/Chat")))        # refused: reset by us
+        c.feed(frame(HEADERS, END_HEADERS | END_STREAM, 3, hpack.encode([("x-trailer", "1")])),
+               frame(DATA, END_STREAM, 3, b""))                                  # crossed our RST: ignored
+        assert not ended(c)
+        c.feed(frame(HEADERS, END_HEADERS | END_STREAM, 1, request_block("/t.S/Chat")))   # trailers: fine
+        c = Client(make_server(echo_handlers()))
+        c.feed(frame(HEADERS, END_HEADERS | END_STREAM, 5, request_block("/t.S/Nope")),
+               frame(HEADERS, END_HEADERS | END_STREAM, 5, request_block("/t.S/Nope")))
+        assert ended(c) and goaway_code(c) == PROTOCOL_ERROR
+    run(main())
+
+
+def test_an_early_status_waits_for_the_clients_first_message():
+    async def main():
+        async def refuse(it, ctx):
+            await ctx.abort(grpc.StatusCode.PERMISSION_DENIED, "no")
+            yield b""     # pragma: no cover
+        c = Client(make_server({"R": grpc.stream_stream_rpc_method_handler(refuse)}))
+        c.new_frames()
+        c.feed(frame(HEADERS, END_HEADERS, 1, request_block("/t.S/R")))
+        await asyncio.sleep(0)
+        assert not c.new_frames()              # held: the client's first write may be under way
+        c.feed(frame(DATA, 0, 1, grpc_msg(b"x")))
+        got = c.new_frames()
+        assert [(t, f) for t, f, s, p in got] == [(HEADERS, END_HEADERS | END_STREAM)]
+        assert dict(c.headers_of(1)[0])["grpc-status"] == "7"
+        assert not [f for f in got if f[0] == RST_STREAM] and not c.conn.streams
+    run(main())
+
+
+def test_a_connection_error_lingers_so_the_goaway_arrives():
+    async def main():
+        c = Client(make_server(echo_handlers()))
+        c.feed(frame(WINDOW_UPDATE, 0, 0, struct.pack(">L", 0)))
+        assert goaway_code(c) == PROTOCOL_ERROR and c.t.eof and not c.t.closed
+        n = len(c.t.data)
+        c.feed(frame(PING, 0, 0, b"12345678"))      # discarded, not answered
+        assert len(c.t.data) == n
+    run(main())
