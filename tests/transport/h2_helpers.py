@@ -619,8 +619,9 @@ class RawH2:
 
     @classmethod
     async def connect(cls, port: int, *, preface: bool = True,
-                      settings: Iterable[tuple[int, int]] = ()) -> "RawH2":
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), 5)
+                      settings: Iterable[tuple[int, int]] = (), ssl=None) -> "RawH2":
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(HOST, port, ssl=ssl, server_hostname=HOST if ssl else None), 5)
         c = cls(reader, writer)
         if preface:
             c.send(PREFACE + settings_frame(settings))

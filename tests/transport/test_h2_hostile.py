@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import struct
 
 import grpc
 import pytest
 
+from tests.tls.pki import Pki
 from tests.transport.h2_helpers import (
     CANCEL, COMPRESSION_ERROR, CONTINUATION, DATA, ENHANCE_YOUR_CALM, FLAG_END_HEADERS, FLAG_END_STREAM,
-    FLAG_PADDED, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, GOAWAY, H2_IMPORT_ERROR, HEADERS, HOST, KV,
+    FLAG_PADDED, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, GOAWAY, H2_IMPORT_ERROR, HEADERS, KV,
     NO_ERROR, PING, PREFACE, PROTOCOL_ERROR, PUSH_PROMISE, RANGE, REFUSED_STREAM, RST_STREAM,
     S_ENABLE_PUSH, S_INITIAL_WINDOW_SIZE, S_MAX_FRAME_SIZE, SETTINGS, STREAM_CLOSED, WINDOW_UPDATE,
     Closed, RawH2, Wire, frame, grpc_message, h2mod, healthy, hpack_encode, hpack_int, hpack_string,
-    range_body, request_headers, rst_stream, run, serving, settings_frame, wait_until, window_update)
+    range_body, request_headers, rst_stream, run, serving, settings_frame, Tls, wait_until, window_update)
 
 pytestmark = pytest.mark.skipif(h2mod is None, reason=f"engine.transport.h2 does not import yet ({H2_IMPORT_ERROR})")
 
@@ -586,3 +588,59 @@ def test_hpack_int_helper_round_trip():
     assert hpack_int(10, 5) == b"\x0a"
     assert hpack_int(1337, 5) == b"\x1f\x9a\x0a"
     assert hpack_int(42, 8) == b"\x2a"
+
+
+# -- TLS ----------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    p = Pki(tmp_path_factory.mktemp("h2hostile-pki"))
+    p.issue("server", cn="member-1")
+    p.issue("alice", cn="alice")
+    return p
+
+
+def _client_ctx(pki: Pki, alpn: list[str] | None) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=pki.ca)
+    ctx.load_cert_chain(pki.cert("alice"), pki.key("alice"))
+    if alpn is not None:
+        ctx.set_alpn_protocols(alpn)
+    return ctx
+
+
+def test_tls_handshakes_that_stall_or_offer_no_h2_are_closed(pki):
+    async def main():
+        kv = KV()
+        tls = Tls(pki.cert("server"), pki.key("server"), pki.ca, True)
+        async with serving(Wire("h2"), kv, options=OPTIONS, tls=tls) as s:
+            # TCP only, no ClientHello: closed after the handshake timeout.
+            c = await RawH2.connect(s.port, preface=False)
+            await c.until_closed(HANDSHAKE_TIMEOUT + 3)
+            c.close()
+            # Half a ClientHello, then silence.
+            c = await RawH2.connect(s.port, preface=False)
+            c.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+            await c.until_closed(HANDSHAKE_TIMEOUT + 3)
+            c.close()
+            # A full handshake offering http/1.1 only, or no ALPN: nothing is served.
+            for alpn in (["http/1.1"], None):
+                try:
+                    c = await RawH2.connect(s.port, ssl=_client_ctx(pki, alpn))
+                except (ssl.SSLError, ConnectionError):
+                    continue                   # refused in the handshake: as good
+                c.call(1, RANGE, range_body(b"over-http1"))
+                with pytest.raises(Closed):
+                    await c.response(1, timeout=3)
+                c.close()
+            # Cleartext HTTP/2 on the TLS port.
+            c = await RawH2.connect(s.port)
+            await c.until_closed(3)
+            c.close()
+            assert kv.calls == 0
+            # Done right: served, and the identity is the certificate's.
+            c = await RawH2.connect(s.port, ssl=_client_ctx(pki, ["h2"]))
+            await c.handshake()
+            await served_on(c, 1, b"tls-ok")
+            c.close()
+            assert kv.seen[-1]["peer"].startswith("ipv4:127.0.0.1:")
+    run(main())

@@ -40,15 +40,6 @@ async def rpc_error(awaitable) -> grpc.aio.AioRpcError:
     return e.value
 
 
-async def write_maybe_refused(call, request) -> None:
-    """Write on a stream the server may already have ended (a refusal
-    before the handler ran): the write fails then, the status tells why."""
-    try:
-        await call.write(request)
-    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-        pass
-
-
 class Peer(peer_pb2_grpc.PeerServicer):
     """Client streaming: Stream as `async for`, SendSnapshot with context.read()."""
 
@@ -366,6 +357,32 @@ def test_response_over_max_send_is_resource_exhausted(wire):
     run(main())
 
 
+def test_message_limits_apply_to_streams(wire):
+    async def main():
+        peer, m = Peer(), Maintenance(chunks=3, chunk=3000)
+        opts = [("grpc.max_receive_message_length", 1024), ("grpc.max_send_message_length", 2048)]
+        async with serving(wire, peer, m, options=opts) as s, s.channel() as ch:
+            call = rpc_pb2_grpc.MaintenanceStub(ch).Snapshot(rpc_pb2.SnapshotRequest(), timeout=5)
+            e = await rpc_error(call.read())
+            size = m._msg(0).ByteSize()
+            assert (e.code(), e.details()) == (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                               f"SERVER: Sent message larger than max ({size} vs. 2048)")
+            call = peer_pb2_grpc.PeerStub(ch).SendSnapshot(timeout=5)
+            await call.write(peer_pb2.SnapshotChunk(data=b"s" * 500))
+            try:
+                await call.write(peer_pb2.SnapshotChunk(data=b"s" * 2000))
+                await call.done_writing()
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                pass   # the server may have ended the call already
+            e = await rpc_error(call)
+            chunk = peer_pb2.SnapshotChunk(data=b"s" * 2000).ByteSize()
+            assert (e.code(), e.details()) == (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                               f"SERVER: Received message larger than max ({chunk} vs. 1024)")
+            # The handler never saw the oversized chunk (grpc.aio ends its reads with EOF there).
+            assert peer.snapshot_bytes == 500
+    run(main())
+
+
 def test_deadline_exceeded_cancels_the_handler(wire):
     async def main():
         kv = KV()
@@ -378,6 +395,22 @@ def test_deadline_exceeded_cancels_the_handler(wire):
             assert 0 < kv.seen[0]["time_remaining"] <= 0.35
             await wait_until(lambda: len(kv.cancelled) == 1, what="the handler cancelled at its deadline")
             assert kv.finished == 0
+    run(main())
+
+
+def test_deadline_of_a_stream(wire):
+    async def main():
+        watch = Watch()
+        async with serving(wire, watch) as s, s.channel() as ch:
+            call = rpc_pb2_grpc.WatchStub(ch).Watch(timeout=0.3)
+            await call.write(_wreq(b"a"))
+            assert (await call.read()).watch_id == 1
+            e = await rpc_error(call.read())
+            # The details depend on which side's timer fires first (grpc.aio's server
+            # resets the stream: "Stream removed (Deadline Exceeded)").
+            assert e.code() == grpc.StatusCode.DEADLINE_EXCEEDED, e
+            await wait_until(lambda: watch.ended, what="the stream's handler ended at its deadline")
+            assert watch.ended[0] in ("cancelled", "closed"), watch.ended
     run(main())
 
 
@@ -498,9 +531,9 @@ def test_certcheck_interceptor_refuses_a_revoked_client_before_the_handler(wire,
             async with tls_channel(pki, s.port, "mallory") as ch:
                 e = await rpc_error(kv_stub(ch).Range(rpc_pb2.RangeRequest(key=b"k"), timeout=5))
                 assert (e.code(), e.details()) == (grpc.StatusCode.UNAVAILABLE, certcheck.REFUSED_DETAILS)
+                # Refused as soon as the call opens: nothing to write first (a write
+                # racing the refusal fails on the client's side, INTERNAL).
                 call = rpc_pb2_grpc.WatchStub(ch).Watch(timeout=5)
-                await write_maybe_refused(call, rpc_pb2.WatchRequest(
-                    create_request=rpc_pb2.WatchCreateRequest(key=b"k")))
                 assert await call.code() == grpc.StatusCode.UNAVAILABLE
             assert kv.calls == 1 and watch.requests == 0 and interceptor.refused == 2
     run(main())
@@ -552,7 +585,6 @@ def test_interceptors_run_in_order_and_can_refuse_before_the_handler(wire):
                                                   metadata=(("refuse", "1"),), timeout=5))
             assert (e.code(), e.details()) == (grpc.StatusCode.PERMISSION_DENIED, "refused by interceptor")
             call = rpc_pb2_grpc.WatchStub(ch).Watch(metadata=(("refuse", "1"),), timeout=5)
-            await write_maybe_refused(call, rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"k")))
             assert await call.code() == grpc.StatusCode.PERMISSION_DENIED
             assert await call.details() == "refused by interceptor"
             e = await rpc_error(kv_stub(ch).Range(rpc_pb2.RangeRequest(key=b"a"), metadata=(("hide", "1"),),
