@@ -51,6 +51,21 @@ async def wait_until(cond: Callable[[], bool], timeout: float = 5.0, what: str =
         await asyncio.sleep(0.005)
 
 
+async def settled(value: Callable[[], int], quiet: float = 0.5, timeout: float = 10.0, what: str = "value") -> int:
+    """Wait until value() has not changed for `quiet` seconds (a writer that
+    blocked); its value then. AssertionError if it still moves at `timeout`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last, since = value(), loop.time()
+    while loop.time() - since < quiet:
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} still moving after {timeout}s: {value()}")
+        await asyncio.sleep(0.05)
+        if value() != last:
+            last, since = value(), loop.time()
+    return last
+
+
 # -- the two servers ----------------------------------------------------------------
 
 @dataclasses.dataclass

@@ -22,7 +22,7 @@ from engine.transport import certcheck
 from tests.tls.pki import Pki
 from tests.transport.h2_helpers import (
     ABORT_MESSAGE, HOST, KV, RANGE, S_MAX_CONCURRENT_STREAMS, WIRES, Lease, Maintenance, RawH2, Tls, Watch,
-    WriteMaintenance, frame, PING, FLAG_ACK, range_body, run, serving, wait_until, wire_or_skip)
+    WriteMaintenance, frame, PING, FLAG_ACK, range_body, run, serving, settled, wait_until, wire_or_skip)
 
 
 @pytest.fixture(params=WIRES)
@@ -719,14 +719,7 @@ def test_a_slow_reader_pushes_back_on_a_fast_writer(wire, style):
             call = rpc_pb2_grpc.MaintenanceStub(ch).Snapshot(rpc_pb2.SnapshotRequest(), timeout=30)
             for _ in range(2):
                 await call.read()
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 10
-            last, stable_since = -1, loop.time()
-            while loop.time() - stable_since < 0.5:   # the count stopped moving for 0.5 s
-                assert loop.time() < deadline, f"the writer never stopped: {m.written} messages"
-                if m.written != last:
-                    last, stable_since = m.written, loop.time()
-                await asyncio.sleep(0.05)
+            await settled(lambda: m.written, what="messages written")
             print(f"{wire.name}: the writer stopped after {m.written} messages of 256 KiB")
             assert m.written * chunk <= 64 << 20, f"{m.written} messages of 256 KiB written to a reader that stopped"
             # Reading again lets it continue.
@@ -738,6 +731,59 @@ def test_a_slow_reader_pushes_back_on_a_fast_writer(wire, style):
             assert m.written > before, "the writer did not move on when the reader did"
             call.cancel()
             await wait_until(lambda: m.cancelled == 1, what="the writer cancelled")
+    run(main())
+
+
+class SlowSink(peer_pb2_grpc.PeerServicer):
+    """Reads one chunk, then nothing until `go` is set."""
+
+    def __init__(self) -> None:
+        self.read = 0
+        self.go: asyncio.Event | None = None
+
+    def register(self, server) -> None:
+        peer_pb2_grpc.add_PeerServicer_to_server(self, server)
+
+    async def SendSnapshot(self, request_iterator, context):
+        while True:
+            if self.read == 1:
+                await self.go.wait()
+            chunk = await context.read()
+            if chunk is grpc.aio.EOF:
+                return peer_pb2.SnapshotAck()
+            self.read += 1
+
+
+def test_a_slow_handler_pushes_back_on_a_fast_client(wire):
+    """Request flow control: credit goes back as the handler reads, not as
+    bytes arrive, so a client writing faster than the handler reads waits."""
+    async def main():
+        sink = SlowSink()
+        sink.go = asyncio.Event()
+        chunk, total = 1 << 20, 200            # 200 MiB if nothing pushed back
+        async with serving(wire, sink, options=[("grpc.max_receive_message_length", 2 << 20)]) as s, \
+                s.channel() as ch:
+            call = peer_pb2_grpc.PeerStub(ch).SendSnapshot(timeout=30)
+            written = 0
+
+            async def writer():
+                nonlocal written
+                for _ in range(total):
+                    await call.write(peer_pb2.SnapshotChunk(data=b"c" * chunk))
+                    written += 1
+                await call.done_writing()
+            task = asyncio.ensure_future(writer())
+            try:
+                await wait_until(lambda: sink.read == 1, what="the first chunk read")
+                stuck = await settled(lambda: written, what="chunks written")
+                print(f"{wire.name}: the client stopped after {stuck} chunks of 1 MiB")
+                assert stuck * chunk <= 64 << 20, f"{stuck} MiB taken by a handler that reads nothing"
+                sink.go.set()
+                await asyncio.wait_for(task, 20)
+                assert isinstance(await call, peer_pb2.SnapshotAck)
+                assert sink.read == total
+            finally:
+                task.cancel()
     run(main())
 
 
