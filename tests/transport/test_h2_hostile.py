@@ -95,13 +95,13 @@ async def flood(c: RawH2, chunks, timeout: float = 10.0) -> int:
 
 
 def assert_cut_off(c: RawH2, codes) -> None:
-    """After a flood: the connection is closed; a GOAWAY, when it reached
-    us, names one of `codes`. (A server that closes with our flood unread
-    makes its kernel send RST, which drops the GOAWAY on the way: grpc.aio
-    does the same. The single-frame cases above insist on the GOAWAY.)"""
-    assert c.eof, "the flood was not cut off"
-    if c.goaway is not None:
-        assert c.goaway.error_code in codes, c.goaway
+    """After a flood: a GOAWAY naming one of `codes`, then the close. (A
+    server that closes with the flood unread makes its kernel answer with
+    RST, which destroys the GOAWAY on the way — grpc.aio loses it so; ours
+    lingers: half-close, discard input, then close.)"""
+    assert c.goaway is not None, f"no GOAWAY reached us (closed: {c.eof}, by RST: {c.reset})"
+    assert c.goaway.error_code in codes, c.goaway
+    assert c.eof, "GOAWAY for an error, yet the connection stays open"
 
 
 def safe_send(c: RawH2, data: bytes) -> None:
@@ -472,9 +472,10 @@ def test_a_rapid_reset_flood_is_stopped():
                             frame(DATA, FLAG_END_STREAM, sid, body) + rst_stream(sid)
                         sid += 2
                     yield bytes(burst)
-            sent = await flood(c, bursts())
-            assert sent < 40, "20,000 resets taken without a word"
+            await flood(c, bursts())
             assert_cut_off(c, (ENHANCE_YOUR_CALM,))
+            last_sid = struct.unpack(">I", c.goaway.payload[:4])[0] & 0x7FFFFFFF
+            assert last_sid < 2 * 5000, f"the server took {last_sid // 2 + 1} streams before its GOAWAY"
             c.close()
             await healthy(s.port)
             await wait_until(lambda: kv.active == 0, what="every reset handler gone")
@@ -538,8 +539,7 @@ def test_a_ping_flood_with_grpcs_default_policy_ends_in_too_many_pings():
             sent = await flood(c, (frame(PING, 0, 0, struct.pack(">Q", i)) for i in range(100)))
             assert sent < 100, "100 pings in a row taken"
             assert_cut_off(c, (ENHANCE_YOUR_CALM,))
-            if c.goaway is not None:
-                assert b"too_many_pings" in c.goaway.payload[8:], c.goaway
+            assert b"too_many_pings" in c.goaway.payload[8:], c.goaway
             c.close()
             await healthy(s.port)
     run(main())
