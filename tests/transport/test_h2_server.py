@@ -520,6 +520,45 @@ def test_tls_without_client_certificates(wire, pki):
     run(main())
 
 
+def test_a_ca_file_alone_requires_client_certificates(wire, pki):
+    """etcd 3.4: --trusted-ca-file without --client-cert-auth already asks for
+    and verifies client certificates (server_ssl_context(..., ca, False))."""
+    async def main():
+        kv = KV()
+        async with serving(wire, kv, tls=Tls(pki.cert("server"), pki.key("server"), pki.ca, False)) as s:
+            async with tls_channel(pki, s.port, None) as ch:
+                e = await rpc_error(kv_stub(ch).Range(rpc_pb2.RangeRequest(key=b"x"), timeout=3))
+                assert e.code() == grpc.StatusCode.UNAVAILABLE
+            async with tls_channel(pki, s.port, "bob") as ch:
+                await kv_stub(ch).Range(rpc_pb2.RangeRequest(key=b"auth"), timeout=5)
+            assert kv.calls == 1 and kv.seen[0]["auth"]["x509_common_name"] == [b"bob"]
+    run(main())
+
+
+def test_big_messages_streams_and_back_pressure_over_tls(wire, pki):
+    async def main():
+        kv, m = KV(), Maintenance(chunks=2000, chunk=256 << 10)
+        opts = [("grpc.max_receive_message_length", 16 << 20), ("grpc.max_send_message_length", 16 << 20)]
+        tls = Tls(pki.cert("server"), pki.key("server"), pki.ca, True)
+        read = lambda path: open(path, "rb").read()  # noqa: E731
+        creds = grpc.ssl_channel_credentials(read(pki.ca), read(pki.key("alice")), read(pki.cert("alice")))
+        async with serving(wire, kv, m, options=opts, tls=tls) as s, \
+                grpc.aio.secure_channel(s.target, creds, options=[("grpc.max_receive_message_length", 16 << 20)]) as ch:
+            key = os.urandom(3 << 20)
+            assert (await kv_stub(ch).Range(rpc_pb2.RangeRequest(key=key), timeout=20)).kvs[0].key == key
+            r = await kv_stub(ch).Range(rpc_pb2.RangeRequest(key=b"big", limit=5 << 20), timeout=20)
+            assert r.kvs[0].value == b"v" * (5 << 20)
+            call = rpc_pb2_grpc.MaintenanceStub(ch).Snapshot(rpc_pb2.SnapshotRequest(), timeout=30)
+            for i in range(3):
+                assert (await call.read()).blob[:1] == bytes([i])
+            stuck = await settled(lambda: m.written, what="messages written")
+            print(f"{wire.name} over TLS: the writer stopped after {stuck} messages of 256 KiB")
+            assert stuck * (256 << 10) <= 64 << 20, stuck
+            call.cancel()
+            await wait_until(lambda: m.cancelled == 1, what="the writer cancelled")
+    run(main())
+
+
 def test_certcheck_interceptor_refuses_a_revoked_client_before_the_handler(wire, pki):
     async def main():
         kv, watch = KV(), Watch()
