@@ -64,6 +64,8 @@ RECENT_RESETS = 256                   # stream ids we reset whose late frames ar
 _CONNECTION_FIELDS = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})
 _PSEUDO = frozenset({":method", ":scheme", ":path", ":authority"})
 MALFORMED = "malformed"
+YIELD_EVERY = 64 << 10                # streamed bytes written without suspending before write() yields
+YIELD_MESSAGE_COST = 1024             # ... a message counting at least this much (many small events)
 EARLY_STATUS_DELAY = 0.01             # seconds an early status waits for the client's first message
 
 
@@ -104,6 +106,7 @@ class H2Connection(asyncio.Protocol):
         self._last_ping = None
         self._handshake_timer = None
         self._dead = False             # a connection error was sent: input is discarded
+        self._unyielded = 0            # see owes_yield
         self._recent_resets: dict[int, None] = {}
 
     # -- connection ---------------------------------------------------------------------
@@ -730,6 +733,15 @@ class H2Connection(asyncio.Protocol):
                 self._paused_writers.append(fut)
             return fut
         return None
+
+    def owes_yield(self, n: int) -> bool:
+        """Count message bytes written without suspending; True (and reset)
+        past YIELD_EVERY bytes or messages: time for the writer to yield."""
+        self._unyielded += n + YIELD_MESSAGE_COST
+        if self._unyielded >= YIELD_EVERY:
+            self._unyielded = 0
+            return True
+        return False
 
     def respond_unary(self, st: Stream, payload: bytes) -> None:
         n = len(payload) + 5

@@ -2,6 +2,7 @@
 semantics, on top of one HTTP/2 stream (engine/transport/h2/call.Stream)."""
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -106,9 +107,15 @@ class ServicerContext:
             self._conn.finish(self._st, RESOURCE_EXHAUSTED,
                               f"SERVER: Sent message larger than max ({len(payload)} vs. {limit})")
             raise AbortError()
-        waiter = self._conn.send_message(self._st, payload)
+        conn = self._conn
+        waiter = conn.send_message(self._st, payload)
         if waiter is not None:
             await waiter
+        elif conn.owes_yield(len(payload)):
+            # The windows took it all: nothing made us wait. A handler
+            # streaming a large answer (Snapshot) would otherwise hold the
+            # loop for all of it (grpc.aio suspends on every write).
+            await asyncio.sleep(0)
 
     async def read(self):
         """The next request message, or grpc.aio.EOF after the client's half-close."""
