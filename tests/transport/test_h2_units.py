@@ -16,7 +16,7 @@ from engine.transport.h2 import call as h2call
 from engine.transport.h2.connection import H2Connection, OUR_STREAM_WINDOW, MAX_HEADER_BLOCK
 from engine.transport.h2.frames import (ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM,
                                         FLOW_CONTROL_ERROR, GOAWAY, HEADERS, NO_ERROR, PING, PREFACE,
-                                        PROTOCOL_ERROR, REFUSED_STREAM, RST_STREAM, SETTINGS, WINDOW_UPDATE,
+                                        PROTOCOL_ERROR, REFUSED_STREAM, RST_STREAM, WINDOW_UPDATE,
                                         frame, settings_frame)
 
 

@@ -30,17 +30,16 @@ import logging
 from . import hpack
 from .call import Stream, drive
 from .context import ServicerContext
-from .frames import (ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM, FH, FLOW_CONTROL_ERROR,
-                     FRAME_SIZE_ERROR, GOAWAY, HEADERS, MAX_WINDOW, NO_ERROR, OUR_MAX_FRAME, PADDED, PING,
-                     PREFACE, PRIO, PRIORITY, PROTOCOL_ERROR, PUSH_PROMISE, REFUSED_STREAM, RST_STREAM,
-                     S_ENABLE_PUSH, S_INITIAL_WINDOW_SIZE, S_MAX_CONCURRENT_STREAMS, S_MAX_FRAME_SIZE,
-                     S_MAX_HEADER_LIST_SIZE, SETTING, SETTINGS, SETTINGS_ACK, U32, WINDOW_UPDATE,
-                     COMPRESSION_ERROR, CANCEL, STREAM_CLOSED, frame, goaway_frame, rst_frame, settings_frame,
+from .frames import (ACK, CANCEL, COMPRESSION_ERROR, CONTINUATION, DATA, END_HEADERS, END_STREAM,
+                     ENHANCE_YOUR_CALM, FH, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, GOAWAY, HEADERS, MAX_WINDOW,
+                     NO_ERROR, OUR_MAX_FRAME, PADDED, PING, PREFACE, PRIO, PRIORITY, PROTOCOL_ERROR, PUSH_PROMISE,
+                     REFUSED_STREAM, RST_STREAM, S_ENABLE_PUSH, S_INITIAL_WINDOW_SIZE, S_MAX_FRAME_SIZE, SETTING,
+                     SETTINGS, SETTINGS_ACK, STREAM_CLOSED, U32, WINDOW_UPDATE, frame, goaway_frame, rst_frame,
                      window_update_frame)
-from .status import (DEADLINE_EXCEEDED, INTERNAL, RESOURCE_EXHAUSTED, RESP_BLOCK, STATUS_OF, UNIMPLEMENTED,
-                     HIDDEN_METADATA, decode_bin, metadata_pairs, parse_timeout, trailer_pairs, unary_head,
-                     unary_tail, RESPONSE_HEADERS)
+from .status import (DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, RESP_BLOCK, RESPONSE_HEADERS, UNIMPLEMENTED,
+                     metadata_pairs, trailer_pairs, unary_head, unary_tail)
 from . import tls
+from .headers import MALFORMED, parse_request
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +59,6 @@ RESET_BUDGET = 1000                   # client resets of live streams allowed in
 RESET_REFILL = 200.0                  # ... refilled at this many per second (rapid reset, CVE-2023-44487)
 LINGER = 1.0                          # after a connection error: seconds we read and discard before closing
 RECENT_RESETS = 256                   # stream ids we reset whose late frames are ignored, not errors
-# RFC 9113 8.2.2: connection-specific fields make a request malformed.
-_CONNECTION_FIELDS = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})
-_PSEUDO = frozenset({":method", ":scheme", ":path", ":authority"})
-MALFORMED = "malformed"
 YIELD_EVERY = 64 << 10                # streamed bytes written without suspending before write() yields
 YIELD_MESSAGE_COST = 1024             # ... a message counting at least this much (many small events)
 EARLY_STATUS_DELAY = 0.01             # seconds an early status waits for the client's first message
@@ -484,7 +479,7 @@ class H2Connection(asyncio.Protocol):
         if hit is not None and hit[0] == dec.generation:
             return hit[1]
         gen = dec.generation
-        parsed = _parse_headers(dec.decode(block)) + (dec.list_size,)
+        parsed = parse_request(dec.decode(block)) + (dec.list_size,)
         if dec.generation == gen and len(block) < MAX_CACHED_BLOCK:
             if len(self._hcache) > 256:
                 self._hcache.clear()
@@ -910,50 +905,4 @@ class H2Connection(asyncio.Protocol):
             self._maybe_close()
 
 
-def _parse_headers(headers):
-    """-> (path, timeout seconds or None, metadata tuple, error or None)"""
-    path = None
-    timeout = None
-    method = None
-    ctype = ""
-    meta = []
-    regular = False
-    for name, value in headers:
-        if not name:
-            return None, None, (), MALFORMED
-        if name[0] == ":":
-            # RFC 9113 8.3: known request pseudo-headers, once each, before the rest.
-            if regular or name not in _PSEUDO:
-                return None, None, (), MALFORMED
-            if name == ":path":
-                if path is not None:
-                    return None, None, (), MALFORMED
-                path = value
-            elif name == ":method":
-                if method is not None:
-                    return None, None, (), MALFORMED
-                method = value
-            continue
-        regular = True
-        if name in _CONNECTION_FIELDS or (name == "te" and value != "trailers") or name != name.lower():
-            return None, None, (), MALFORMED
-        if name == "content-type":
-            ctype = value
-        elif name == "grpc-timeout":
-            timeout = parse_timeout(value)
-        elif name in HIDDEN_METADATA:
-            if name == "grpc-encoding" and value != "identity":
-                meta.append((name, value))
-        elif name.endswith("-bin"):
-            meta.append((name, decode_bin(value)))
-        else:
-            meta.append((name, value))
-    error = None
-    if method != "POST" or path is None:
-        error = (INTERNAL, "not a gRPC request")
-    elif not ctype.startswith("application/grpc"):
-        error = (UNIMPLEMENTED, f"unsupported content-type {ctype!r}")
-    return path, timeout, tuple(meta), error
-
-
-__all__ = ["H2Connection", "STATUS_OF"]
+__all__ = ["H2Connection"]
