@@ -9,6 +9,7 @@ Every read has a deadline and every loop a bound.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import ssl
 import struct
@@ -26,6 +27,19 @@ from tests.transport.h2_helpers import (
     range_body, request_headers, rst_stream, run, serving, settings_frame, Tls, wait_until, window_update)
 
 pytestmark = pytest.mark.skipif(h2mod is None, reason=f"engine.transport.h2 does not import yet ({H2_IMPORT_ERROR})")
+
+@pytest.fixture(autouse=True)
+def no_stack_traces(caplog):
+    """Hostile input is answered, never crashed on: no ERROR from the server's
+    modules or from asyncio (an exception in a callback, a task exception
+    never retrieved) during any of these tests."""
+    caplog.set_level(logging.ERROR)
+    yield
+    bad = [r for r in caplog.records if r.levelno >= logging.ERROR
+           and (r.name.startswith("engine") or r.name == "asyncio")
+           and "raised by servicer method" not in r.getMessage()]   # a handler's own exception, logged as grpc does
+    assert not bad, [f"{r.name}: {r.getMessage()}" for r in bad[:3]]
+
 
 HANDSHAKE_TIMEOUT = 0.5       # the server's "h2.handshake_timeout_s" in these tests
 OPTIONS = [("h2.handshake_timeout_s", HANDSHAKE_TIMEOUT)]
@@ -644,3 +658,110 @@ def test_tls_handshakes_that_stall_or_offer_no_h2_are_closed(pki):
             c.close()
             assert kv.seen[-1]["peer"].startswith("ipv4:127.0.0.1:")
     run(main())
+
+
+# -- random conversations -------------------------------------------------------------------------------------
+
+def random_conversation(rng, port: int) -> bytes:
+    """A preface, then up to 16 steps: mostly a well-formed client's moves
+    (requests on rising stream ids, their DATA, windows, pings, resets),
+    with broken ones mixed in (random types, flags, ids and lengths, bad
+    gRPC framing, flipped bytes, a torn end)."""
+    out = bytearray(PREFACE)
+    if rng.random() < 0.95:
+        out += settings_frame([(rng.choice([1, 2, 3, 4, 5, 6, 7, 0xFFFF]), rng.getrandbits(32))
+                               for _ in range(rng.randint(0, 2))] if rng.random() < 0.2 else [])
+    block = hpack_encode(request_headers(rng.choice([RANGE, RANGE, "/etcdserverpb.Watch/Watch", "/x/y"]), port,
+                                         timeout=rng.choice([None, None, "1m", "5S", "x"])))
+    sid = 1
+    open_sids = []
+    for _ in range(rng.randint(1, 16)):
+        r = rng.random()
+        if r < 0.3:                                    # a request, maybe complete
+            end = rng.random() < 0.6
+            out += frame(HEADERS, FLAG_END_HEADERS, sid, block)
+            body = grpc_message(range_body(rng.choice([b"k", b"sleep", b"raise", b"abort"]), limit=rng.randint(0, 50)))
+            out += frame(DATA, FLAG_END_STREAM if end else 0, sid, body)
+            if not end:
+                open_sids.append(sid)
+            sid += 2
+        elif r < 0.45 and open_sids:                   # more DATA on an open stream
+            target = rng.choice(open_sids)
+            body = grpc_message(range_body(rng.randbytes(rng.randint(0, 50))), compressed=rng.random() < 0.1,
+                                length=rng.choice([None, None, None, 0, 3, 2**32 - 1]))
+            out += frame(DATA, rng.choice([0, FLAG_END_STREAM]), target,
+                         body[:rng.randint(0, len(body))] if rng.random() < 0.2 else body)
+        elif r < 0.55:
+            out += window_update(rng.choice([0] + open_sids), rng.choice([1, 1000, 65535, 2**31 - 1]))
+        elif r < 0.6:
+            out += frame(PING, rng.choice([0, 1]), 0, rng.randbytes(8))
+        elif r < 0.65 and open_sids:
+            out += rst_stream(open_sids.pop(rng.randrange(len(open_sids))), rng.randint(0, 14))
+        elif r < 0.75:                                 # a frame of any type, flags and id
+            out += frame(rng.randint(0, 15), rng.getrandbits(8),
+                         rng.choice([0, 1, 2, sid, 2**31 - 1, rng.getrandbits(31)]),
+                         rng.randbytes(rng.randint(0, 64)))
+        elif r < 0.85:
+            out += frame(CONTINUATION, rng.choice([0, FLAG_END_HEADERS]), rng.choice([sid, max(1, sid - 2)]),
+                         block[:rng.randint(0, len(block))])
+        else:                                          # a request with flipped bytes
+            f = bytearray(frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, sid, block))
+            for _ in range(rng.randint(1, 4)):
+                f[rng.randrange(len(f))] = rng.getrandbits(8)
+            out += f
+            sid += 2
+    if rng.random() < 0.1:
+        del out[rng.randrange(len(out)):]
+    return bytes(out)
+
+
+async def converse(port: int, data: bytes) -> list:
+    """Send `data`; read until the server closes or is quiet for 0.3 s. The
+    frames it answered with."""
+    c = await RawH2.connect(port, preface=False)
+    c.preface_sent = True        # answer its SETTINGS and PINGs as a client would
+    frames = []
+    try:
+        safe_send(c, data)
+        while True:
+            try:
+                f = await c._read_raw(0.3)
+            except asyncio.TimeoutError:
+                break
+            if f is None:
+                break
+            frames.append(f)
+    finally:
+        c.close()
+    return frames
+
+
+def _check_answers(frames) -> None:
+    for f in frames:
+        if f.type in (GOAWAY, RST_STREAM):
+            assert len(f.payload) >= 4 and f.error_code <= 13, f
+        assert f.type in (SETTINGS, WINDOW_UPDATE, PING, GOAWAY, RST_STREAM, HEADERS, DATA, CONTINUATION), f
+
+
+async def _fuzz(seed: int, conversations: int, parallel: int = 20) -> None:
+    import random
+    rng = random.Random(seed)
+    kv = KV()
+    async with h2_server(kv) as s:
+        for start in range(0, conversations, parallel):
+            batch = [random_conversation(rng, s.port) for _ in range(min(parallel, conversations - start))]
+            for frames in await asyncio.gather(*(converse(s.port, d) for d in batch)):
+                _check_answers(frames)
+            await healthy(s.port, b"after-batch-%d" % start)
+        await wait_until(lambda: kv.active == 0, what="no handler left running")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_conversations_never_kill_the_server(seed):
+    run(_fuzz(seed, 60))
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("seed", range(100, 110))
+def test_random_conversations_soak(seed):
+    run(_fuzz(seed, 2000), timeout=600)
