@@ -544,6 +544,23 @@ def test_many_idle_connections_do_not_stop_service():
     run(main(), timeout=60)
 
 
+def test_connections_past_max_connections_are_closed_at_once():
+    async def main():
+        async with h2_server(options=[("h2.max_connections", 20)]) as s:
+            held = [await connected(s.port) for _ in range(20)]
+            extra = [await RawH2.connect(s.port) for _ in range(10)]
+            for c in extra:
+                await c.until_closed(2)        # well before the handshake timeout would matter
+                c.close()
+            for c in held[:3]:
+                await served_on(c, 1)
+            for c in held:
+                c.close()
+            await wait_until(lambda: len(s.server.connections) == 0, what="the held connections forgotten")
+            await healthy(s.port)
+    run(main())
+
+
 def test_a_ping_flood_with_grpcs_default_policy_ends_in_too_many_pings():
     """Without raftnode's max_ping_strikes=0, grpc's default policy applies:
     pings too close together are strikes, then GOAWAY ENHANCE_YOUR_CALM."""
