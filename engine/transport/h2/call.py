@@ -124,6 +124,11 @@ async def run_call(conn, st: Stream) -> None:
         ctx._ser = handler.response_serializer
         if handler.request_streaming:
             request = RequestIterator(ctx)
+        elif st.remote_closed and len(st.msgs) == 1:
+            # The usual unary request: complete before dispatch (no extra coroutine).
+            deser = ctx._deser
+            raw = conn.take_message(st)
+            request = deser(raw) if deser is not None else raw
         else:
             request = await _unary_request(conn, st, ctx)
             if request is None:

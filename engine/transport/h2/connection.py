@@ -844,8 +844,7 @@ class H2Connection(asyncio.Protocol):
             # ignored; its stream window bounds what it can still send.
             self._remember_reset(st.sid)
         self._drop(st)
-        if st.ctx is not None and st.ctx._callbacks:
-            st.ctx._run_callbacks()
+        self._release(st)
         self._maybe_close()
 
     def _drop(self, st: Stream) -> None:
@@ -872,8 +871,19 @@ class H2Connection(asyncio.Protocol):
         st.cancelled = True
         st.closed = True
         self._cancel_task(st)
-        if st.ctx is not None and st.ctx._callbacks:
-            st.ctx._run_callbacks()
+        self._release(st)
+
+    @staticmethod
+    def _release(st: Stream) -> None:
+        """The call is over: done callbacks, then the stream lets go of its
+        context. Stream and context point at each other; left as a cycle,
+        every call's objects would wait for the cyclic GC (and be promoted
+        toward full collections over the member's whole heap)."""
+        ctx = st.ctx
+        if ctx is not None:
+            st.ctx = None
+            if ctx._callbacks:
+                ctx._run_callbacks()
 
     def _cancel_task(self, st: Stream) -> None:
         task, st.task = st.task, None
@@ -900,8 +910,7 @@ class H2Connection(asyncio.Protocol):
             st.cancelled = True
             self._reset(st.sid, CANCEL)
             self._drop(st)
-            if st.ctx is not None and st.ctx._callbacks:
-                st.ctx._run_callbacks()
+            self._release(st)
             self._maybe_close()
 
 
