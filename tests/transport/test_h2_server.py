@@ -890,6 +890,53 @@ def test_max_concurrent_streams_is_announced_and_honoured(wire):
     run(main())
 
 
+def test_a_busy_clients_pings_are_not_strikes_under_the_default_policy(wire):
+    """grpc C-core clients send BDP pings as responses arrive; grpc's server
+    counts a ping as a strike only when it has not sent anything since the
+    last one (strikes reset on every HEADERS/DATA it writes), so a busy
+    client is never sent away with too_many_pings — default options here."""
+    async def main():
+        kv, watch = KV(), Watch()
+        async with serving(wire, kv, watch) as s, s.channel() as ch:
+            async def unary():
+                for i in range(0, 5000, 100):
+                    keys = [b"k%d" % (i + j) for j in range(100)]
+                    rs = await asyncio.gather(*(kv_stub(ch).Range(rpc_pb2.RangeRequest(key=k), timeout=10)
+                                                for k in keys))
+                    assert [r.kvs[0].key for r in rs] == keys
+
+            async def churn():          # watch streams opened, then cancelled or half-closed
+                for i in range(150):
+                    call = rpc_pb2_grpc.WatchStub(ch).Watch(timeout=10)
+                    await call.write(_wreq(b"w"))
+                    assert (await call.read()).watch_id == 1
+                    if i % 2:
+                        call.cancel()
+                    else:
+                        await call.done_writing()
+                        assert (await call.read()).canceled
+            await asyncio.gather(unary(), churn())
+    run(main())
+
+
+def test_ping_strikes_reset_when_the_server_sends(wire):
+    """The same, frame by frame: PING, a call, PING, a call... — each ping
+    follows a response, so none is a strike (grpc's policy), default options."""
+    async def main():
+        async with serving(wire, KV()) as s:
+            c = await RawH2.connect(s.port)
+            try:
+                await c.handshake()
+                for i in range(10):
+                    await c.sync()             # a PING, answered
+                    c.call(2 * i + 1, RANGE, range_body(b"k%d" % i))
+                    r = await c.response(2 * i + 1)
+                    assert r.status == 0 and c.goaway is None, (i, r, c.goaway)
+            finally:
+                c.close()
+    run(main())
+
+
 def test_pings_are_answered_and_never_punished(wire):
     """raftnode's setting: max_ping_strikes 0 (grpc-go clients ping often)."""
     async def main():
