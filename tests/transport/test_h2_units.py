@@ -88,6 +88,8 @@ def test_bin_metadata_both_ways():
 # -- the call driver -----------------------------------------------------------------------
 
 class _FakeConn:
+    eager_until = float("inf")
+
     def __init__(self, loop):
         self.loop = loop
         self.finished = []
@@ -107,6 +109,23 @@ def test_drive_runs_a_call_that_never_suspends_without_a_task(monkeypatch):
         monkeypatch.setattr(h2call, "run_call", never_waits)
         h2call.drive(conn, st)
         assert len(ran) == 1 and st.task is None
+    run(main())
+
+
+def test_drive_starts_a_task_once_the_reads_budget_is_spent(monkeypatch):
+    async def main():
+        conn = _FakeConn(asyncio.get_running_loop())
+        conn.eager_until = 0.0
+        st = h2call.Stream(1, "/x", (), None, None, 0, 0)
+        ran = []
+
+        async def never_waits(c, s):
+            ran.append(asyncio.current_task())
+        monkeypatch.setattr(h2call, "run_call", never_waits)
+        h2call.drive(conn, st)
+        assert not ran and st.task is not None
+        await st.task
+        assert ran == [st.task]
     run(main())
 
 

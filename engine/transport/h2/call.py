@@ -17,6 +17,7 @@ import asyncio
 import collections
 import logging
 import types
+from time import perf_counter
 
 from grpc.aio import AbortError
 
@@ -26,6 +27,7 @@ from .status import CODE_OF, DEADLINE_EXCEEDED, INTERNAL, OK, RESOURCE_EXHAUSTED
 log = logging.getLogger(__name__)
 
 _CORO = types.CoroutineType
+EAGER_BUDGET = 0.005              # seconds of handler steps run inside one data_received
 
 
 class HandlerCallDetails(collections.namedtuple("HandlerCallDetails", ("method", "invocation_metadata"))):
@@ -97,15 +99,21 @@ async def _continue(coro, waiting_on):
 
 
 def drive(conn, st: Stream) -> None:
-    """Run the call; a Task only if it suspends (then with its deadline timer)."""
+    """Run the call; a Task only if it suspends (then with its deadline timer).
+    Once this read's handlers have run EAGER_BUDGET seconds, the rest start
+    as Tasks: many requests in one read must not make one long callback
+    (the member's loop lag; grpc.aio runs each call as its own Task)."""
     coro = run_call(conn, st)
-    try:
-        waiting_on = coro.send(None)
-    except StopIteration:
-        return
-    except asyncio.CancelledError:
-        return                    # run_call reset the stream already
-    st.task = conn.loop.create_task(_continue(coro, waiting_on))
+    if perf_counter() > conn.eager_until:
+        st.task = conn.loop.create_task(coro)
+    else:
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration:
+            return
+        except asyncio.CancelledError:
+            return                    # run_call reset the stream already
+        st.task = conn.loop.create_task(_continue(coro, waiting_on))
     if st.deadline is not None and not st.closed:
         st.timer = conn.loop.call_at(st.deadline, conn.deadline_passed, st)
 

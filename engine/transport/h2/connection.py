@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter
 
 from . import hpack
-from .call import Stream, drive
+from .call import EAGER_BUDGET, Stream, drive
 from .context import ServicerContext
 from .frames import (ACK, CANCEL, COMPRESSION_ERROR, CONTINUATION, DATA, END_HEADERS, END_STREAM,
                      ENHANCE_YOUR_CALM, FH, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, GOAWAY, HEADERS, MAX_WINDOW,
@@ -102,6 +103,7 @@ class H2Connection(asyncio.Protocol):
         self._handshake_timer = None
         self._dead = False             # a connection error was sent: input is discarded
         self._unyielded = 0            # see owes_yield
+        self.eager_until = 0.0         # perf_counter() past which calls start as Tasks (call.drive)
         self._recent_resets: dict[int, None] = {}
 
     # -- connection ---------------------------------------------------------------------
@@ -231,6 +233,7 @@ class H2Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._dead:
             return
+        self.eager_until = perf_counter() + EAGER_BUDGET
         if self._buf:
             data = self._buf + data
             self._buf = b""
