@@ -89,6 +89,35 @@ def test_unary_call_metadata_and_plain_function_handler(wire):
     run(main())
 
 
+def test_metadata_on_the_wire(wire):
+    """What a raw client sends as headers, as the handler sees it: -bin
+    values base64-decoded (padded or not), the reserved grpc-* and HTTP
+    fields hidden, order and duplicates kept; bad base64 refused."""
+    async def main():
+        kv = KV()
+        async with serving(wire, kv) as s:
+            c = await RawH2.connect(s.port)
+            try:
+                await c.handshake()
+                c.call(1, RANGE, range_body(b"raw"), timeout="5S", metadata=[
+                    ("x-unpadded-bin", "AQI"), ("x-padded-bin", "AQI="), ("x-a", "1,2"), ("x-a", "3"),
+                    ("grpc-accept-encoding", "gzip"), ("user-agent", "raw/1"), ("token", "tok")])
+                r = await c.response(1)
+                assert r.status == 0, r
+                seen = [tuple(x) for x in kv.seen[0]["metadata"]]
+                assert ("user-agent", "raw/1") in seen, seen      # grpc.aio puts it first
+                assert [x for x in seen if x[0] != "user-agent"] == [
+                    ("x-unpadded-bin", b"\x01\x02"), ("x-padded-bin", b"\x01\x02"), ("x-a", "1,2"), ("x-a", "3"),
+                    ("token", "tok")], seen
+                c.call(3, RANGE, range_body(b"raw"), metadata=[("x-bad-bin", "!!!")])
+                r = await c.response(3)
+                assert (r.status, r.message) == (13, "Error parsing 'x-bad-bin' metadata: illegal base64 encoding"), r
+                assert kv.calls == 1
+            finally:
+                c.close()
+    run(main())
+
+
 def test_initial_and_trailing_metadata_reach_the_client(wire):
     async def main():
         async with serving(wire, KV()) as s, s.channel() as ch:
