@@ -118,6 +118,32 @@ def test_metadata_on_the_wire(wire):
     run(main())
 
 
+@pytest.mark.parametrize("value,expect", [
+    ("1H", (0, 3590.0, 3600.0)), ("2M", (0, 110.0, 120.0)), ("1500m", (0, 1.0, 1.5)),
+    ("100000u", (0, 0.01, 0.1)), ("99999999S", (0, 99999990.0, 99999999.0)),
+    ("0m", (4, "Deadline Exceeded")),
+    ("x", (13, "Error parsing 'grpc-timeout' metadata")), ("-1S", (13, "Error parsing 'grpc-timeout' metadata")),
+], ids=["hours", "minutes", "millis", "micros", "8-digits", "zero", "letters", "negative"])
+def test_grpc_timeout_values(wire, value, expect):
+    async def main():
+        kv = KV()
+        async with serving(wire, kv) as s:
+            c = await RawH2.connect(s.port)
+            try:
+                await c.handshake()
+                c.call(1, RANGE, range_body(b"t"), timeout=value)
+                r = await c.response(1)
+            finally:
+                c.close()
+            if expect[0] == 0:
+                assert r.status == 0, r
+                assert expect[1] <= kv.seen[0]["time_remaining"] <= expect[2], kv.seen[0]
+            else:
+                assert (r.status, r.message) == expect, r
+                assert kv.calls == 0
+    run(main())
+
+
 def test_initial_and_trailing_metadata_reach_the_client(wire):
     async def main():
         async with serving(wire, KV()) as s, s.channel() as ch:
