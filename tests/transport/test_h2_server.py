@@ -1224,3 +1224,75 @@ def test_soak_mixed_load(wire):
                 for ch in channels:
                     await ch.close()
     run(main(), timeout=300)
+
+
+class EventWatch(rpc_pb2_grpc.WatchServicer):
+    """Answers a create with created, then `events` PUT events of key=value
+    pairs, one response each; then waits for the client to go away."""
+
+    def __init__(self, events: int = 3) -> None:
+        self.events = events
+        self.gone = 0
+
+    def register(self, server) -> None:
+        rpc_pb2_grpc.add_WatchServicer_to_server(self, server)
+
+    async def Watch(self, request_iterator, context):
+        header = rpc_pb2.ResponseHeader(cluster_id=0x1C1, member_id=0x2C2, revision=50, raft_term=3)
+        try:
+            async for req in request_iterator:
+                if not req.HasField("create_request"):
+                    continue
+                key = req.create_request.key
+                yield rpc_pb2.WatchResponse(header=header, watch_id=0, created=True)
+                for i in range(self.events):
+                    kv = {"key": key, "value": b"v%d" % i, "mod_revision": 51 + i, "create_revision": 51,
+                          "version": 1 + i}
+                    yield rpc_pb2.WatchResponse(header=header, watch_id=0, events=[{"type": 0, "kv": kv}])
+        finally:
+            self.gone += 1
+
+
+class HashedSnapshot(Maintenance):
+    """Snapshot as etcd sends it: the db (a multiple of 512 bytes), then its
+    sha256, which etcdctl checks."""
+
+    async def Snapshot(self, request, context):
+        import hashlib
+        digest = hashlib.sha256()
+        for i in range(self.chunks):
+            msg = self._msg(i)
+            digest.update(msg.blob)
+            yield msg
+        yield rpc_pb2.SnapshotResponse(remaining_bytes=0, blob=digest.digest())
+
+
+@pytest.mark.skipif(shutil.which("etcdctl") is None, reason="etcdctl 3.4 (etcd-client) not installed")
+def test_etcdctl_watch_and_snapshot_save(wire, tmp_path):
+    """The Go client on the two streaming shapes etcd leans on: Watch (bidi,
+    long-lived) and Snapshot (server streaming, megabytes)."""
+    async def main():
+        import hashlib
+        watch, m = EventWatch(), HashedSnapshot(chunks=24, chunk=200_000)
+        async with serving(wire, watch, m) as s:
+            proc = await asyncio.create_subprocess_exec(
+                "etcdctl", f"--endpoints=http://{HOST}:{s.port}", "--dial-timeout=3s", "watch", "foo",
+                env={**os.environ, "ETCDCTL_API": "3"}, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE)
+            try:
+                lines = []
+                while len(lines) < 9:
+                    line = await asyncio.wait_for(proc.stdout.readline(), 10)
+                    assert line, f"etcdctl watch ended: {lines} {await proc.stderr.read()}"
+                    lines.append(line.decode().rstrip("\n"))
+                assert lines == ["PUT", "foo", "v0", "PUT", "foo", "v1", "PUT", "foo", "v2"], lines
+            finally:
+                proc.terminate()
+                await asyncio.wait_for(proc.wait(), 10)
+            await wait_until(lambda: watch.gone == 1, what="the watch handler ended with the client")
+            out = tmp_path / f"snap-{wire.name}.db"
+            rc, stdout, err = await etcdctl(s.port, "snapshot", "save", str(out))
+            assert rc == 0, err
+            db = b"".join(m._msg(i).blob for i in range(24))
+            assert out.read_bytes() == db + hashlib.sha256(db).digest()
+    run(main(), timeout=60)
