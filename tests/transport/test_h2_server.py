@@ -1,10 +1,23 @@
 """issue 11: can engine.transport.h2.H2Server replace grpc.aio.server on the
 client port? Every test runs against both (ids "grpc" and "h2"): grpc.aio
 is the reference — a test that fails against it is a wrong test — and
-H2Server must give clients the same answers (statuses, exact messages,
-metadata, streaming, flow control, TLS identity, interceptors, start/stop).
-The contract is /tmp/session/H2_API.md; where it was unclear, grpc.aio's
-measured behaviour decided.
+H2Server must give clients the same answers.
+
+The contract (engine/transport/h2/__init__.py): H2Server(options,
+interceptors) takes grpc's generated add_*Servicer_to_server calls
+(add_generic_rpc_handlers, add_registered_method_handlers),
+add_insecure_port / add_secure_port(addr, server_ssl_context(...)) bind at
+once and return the port (0 on failure), start(), stop(grace) (GOAWAY, calls
+in flight get `grace` seconds, then are cancelled), wait_for_termination().
+Handlers get a servicer context with grpc.aio's semantics
+(invocation_metadata, peer, auth_context, time_remaining, abort, set_code,
+set_details, code, details, read, write, send_initial_metadata,
+set_trailing_metadata, cancelled, done, add_done_callback). Statuses,
+their messages and where they go on the wire (trailers-only errors,
+percent-encoded grpc-message) are grpc C-core's, measured here with the
+"grpc" param; so are the options honoured (max message lengths both ways,
+grpc.max_concurrent_streams, the ping policy) and TLS identity (grpc's
+auth-context keys; a CA file alone asks for client certificates, as etcd 3.4).
 """
 from __future__ import annotations
 
