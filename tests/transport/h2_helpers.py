@@ -173,6 +173,8 @@ class KV(rpc_pb2_grpc.KVServicer):
                           "key": key})
         if key == b"raise":
             raise ValueError("boom")
+        if key == b"none":
+            return None                     # a handler bug: nothing to serialize
         if key == b"abort":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, ABORT_MESSAGE)
         if key == b"set_code":

@@ -333,6 +333,9 @@ def test_handler_exception_is_unknown_with_grpcs_text(wire):
         async with serving(wire, KV(), watch) as s, s.channel() as ch:
             e = await rpc_error(kv_stub(ch).Range(rpc_pb2.RangeRequest(key=b"raise"), timeout=5))
             assert (e.code(), e.details()) == (grpc.StatusCode.UNKNOWN, "Unexpected <class 'ValueError'>: boom")
+            e = await rpc_error(kv_stub(ch).Range(rpc_pb2.RangeRequest(key=b"none"), timeout=5))
+            assert e.code() == grpc.StatusCode.UNKNOWN
+            assert e.details().startswith("Unexpected <class 'TypeError'>: "), e.details()
             # In a stream, after a message went out.
             call = rpc_pb2_grpc.WatchStub(ch).Watch(timeout=5)
             await call.write(rpc_pb2.WatchRequest(create_request=rpc_pb2.WatchCreateRequest(key=b"ab")))
