@@ -83,6 +83,8 @@ def test_grpc_message_percent_encoding():
 def test_bin_metadata_both_ways():
     assert status.metadata_pairs([("X-Trace-Bin", b"\x00\x01\xff")]) == [("x-trace-bin", "AAH/")]
     assert status.decode_bin("AAH/") == b"\x00\x01\xff" and status.decode_bin("AAE") == b"\x00\x01"
+    with pytest.raises(ValueError):
+        status.decode_bin("!!!")
 
 
 # -- the call driver -----------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Framing, stream states, flow control both ways and the hostile-input limits
 live here; what a call does with its stream is engine/transport/h2/call.py.
 
-Fast paths (bench/h2floor, /tmp/session/h2_report.md): header blocks are
+Fast paths (measured with the bench/h2floor prototype, bench/bench_h2_floor.py): header blocks are
 decoded by our own HPACK decoder and a block that left the dynamic table
 unchanged is decoded once (keyed by the table's generation and the block
 bytes); responses use stateless precomputed header blocks (never the
@@ -369,7 +369,9 @@ class H2Connection(asyncio.Protocol):
             # allowed interval are strikes; past max_ping_strikes, GOAWAY.
             # With 0 strikes allowed (raftnode) pings are never punished.
             now = self.loop.time()
-            interval = server.min_ping_interval if not self.streams else server.min_ping_interval_with_data
+            interval = server.min_ping_interval
+            if not self.streams and not server.permit_without_calls:
+                interval = 7200.0      # chttp2: an idle transport's pings, unless permitted
             if self._last_ping is not None and now - self._last_ping < interval:
                 self._ping_strikes += 1
                 if self._ping_strikes > server.max_ping_strikes:
@@ -701,7 +703,14 @@ class H2Connection(asyncio.Protocol):
         return raw
 
     # -- sending -------------------------------------------------------------------------------
+    def _wrote(self) -> None:
+        """HEADERS or DATA went out: as grpc's chttp2 (ResetPingStrikes on
+        write), a client's next ping is not a strike."""
+        self._ping_strikes = 0
+        self._last_ping = None
+
     def send_headers(self, st: Stream, metadata=()) -> None:
+        self._wrote()
         st.headers_sent = True
         if metadata:
             block = hpack.encode(RESPONSE_HEADERS + metadata_pairs(metadata))
@@ -748,6 +757,8 @@ class H2Connection(asyncio.Protocol):
             # The fast path: everything fits the windows and one frame.
             self.out_conn -= n
             st.headers_sent = True
+            self._ping_strikes = 0
+            self._last_ping = None
             self._emit(unary_head(st.sid, n - 5) + payload + unary_tail(st.sid))
             self._close(st)
             return
@@ -763,6 +774,8 @@ class H2Connection(asyncio.Protocol):
                 self.blocked[sid] = st
                 return
             self._emit(FH.pack(n >> 16, n & 0xFFFF, DATA, 0, sid) + bytes(out[:n]))
+            self._ping_strikes = 0     # as _wrote()
+            self._last_ping = None
             del out[:n]
             self.out_conn -= n
             st.swin -= n
@@ -795,6 +808,7 @@ class H2Connection(asyncio.Protocol):
             st.timer.cancel()
             st.timer = None
         pairs = trailer_pairs(code, details, trailing)
+        self._wrote()
         if not st.headers_sent:
             st.headers_sent = True
             block = frame(HEADERS, END_HEADERS | END_STREAM, st.sid, hpack.encode(RESPONSE_HEADERS + pairs))

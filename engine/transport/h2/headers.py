@@ -3,7 +3,7 @@ request is refused: malformed (RFC 9113 8.2-8.3: a stream error, the
 handler never runs) or not a gRPC request (a gRPC status)."""
 from __future__ import annotations
 
-from .status import HIDDEN_METADATA, INTERNAL, UNIMPLEMENTED, decode_bin, parse_timeout
+from .status import DEADLINE_EXCEEDED, HIDDEN_METADATA, INTERNAL, UNIMPLEMENTED, decode_bin, parse_timeout
 
 # RFC 9113 8.2.2: connection-specific fields make a request malformed.
 _CONNECTION_FIELDS = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"})
@@ -42,11 +42,21 @@ def parse_request(headers):
             ctype = value
         elif name == "grpc-timeout":
             timeout = parse_timeout(value)
+            # grpc C-core's answers: a bad value fails the call, a zero one
+            # has expired before the handler could start.
+            if timeout is None:
+                return None, None, (), (INTERNAL, "Error parsing 'grpc-timeout' metadata")
+            if timeout == 0:
+                return None, None, (), (DEADLINE_EXCEEDED, "Deadline Exceeded")
         elif name in HIDDEN_METADATA:
             if name == "grpc-encoding" and value != "identity":
                 meta.append((name, value))
         elif name.endswith("-bin"):
-            meta.append((name, decode_bin(value)))
+            try:
+                meta.append((name, decode_bin(value)))
+            except ValueError:
+                # grpc C-core's answer, word for word
+                return None, None, (), (INTERNAL, f"Error parsing '{name}' metadata: illegal base64 encoding")
         else:
             meta.append((name, value))
     error = None

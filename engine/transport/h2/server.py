@@ -1,6 +1,7 @@
 """H2Server: the client port's gRPC server, a drop-in for the grpc.aio.Server
 engine/cli/main.py builds (registration, interceptors, ports, start/stop),
-on engine/transport/h2/connection.py. See /tmp/session/H2_API.md."""
+on engine/transport/h2/connection.py. The contract is in the package
+docstring (engine/transport/h2/__init__.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -38,7 +39,7 @@ class H2Server:
         self.max_header_list = int(opts.get("grpc.max_metadata_size", DEFAULT_MAX_HEADER_LIST))
         self.max_ping_strikes = int(opts.get("grpc.http2.max_ping_strikes", 2))
         self.min_ping_interval = opts.get("grpc.http2.min_ping_interval_without_data_ms", 300000) / 1000.0
-        self.min_ping_interval_with_data = opts.get("grpc.http2.min_time_between_pings_ms", 10000) / 1000.0
+        self.permit_without_calls = bool(opts.get("grpc.keepalive_permit_without_calls", 0))
         self.max_connections = int(opts.get("h2.max_connections", DEFAULT_MAX_CONNECTIONS))
         self.handshake_timeout = float(opts.get("h2.handshake_timeout_s", HANDSHAKE_TIMEOUT))
         self.preface_bytes = (

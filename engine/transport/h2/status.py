@@ -61,12 +61,12 @@ def metadata_pairs(metadata) -> list[tuple[str, str]]:
 
 
 def decode_bin(value: str) -> bytes:
-    """A "-bin" header value: base64, padded or not (both are sent)."""
-    raw = value.encode("latin-1")
-    try:
-        return base64.b64decode(raw + b"=" * (-len(raw) % 4))
-    except ValueError:
-        return raw
+    """A "-bin" header value: base64, padded or not (both are sent).
+    Raises ValueError when it is not base64."""
+    raw = value.encode("latin-1").rstrip(b"=")
+    if len(raw) % 4 == 1:
+        raise ValueError("illegal base64 encoding")
+    return base64.b64decode(raw + b"=" * (-len(raw) % 4), validate=True)
 
 
 def trailer_pairs(code: int, details: str, trailing) -> list[tuple[str, str]]:
