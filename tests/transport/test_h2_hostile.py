@@ -295,6 +295,35 @@ def test_a_header_list_over_the_limit_fails_the_stream_not_the_connection():
     run(main())
 
 
+@pytest.mark.parametrize("shape", ["many-small-fields", "hpack-bomb"])
+def test_header_lists_that_grow_when_decoded_are_refused(shape):
+    """The limit is on the decoded list (RFC 9113 6.5.2: name + value + 32
+    per field): 1,500 tiny fields, or one 4 KB table entry referenced 2,000
+    times (8 MB decoded from a 6 KB block). The stream fails, the
+    connection serves the next one."""
+    async def main():
+        kv = KV()
+        async with h2_server(kv) as s:
+            c = await connected(s.port)
+            block = hpack_encode(request_headers(RANGE, s.port))
+            if shape == "many-small-fields":
+                block += hpack_encode([("x-%d" % i, "") for i in range(1500)])
+            else:
+                block += _indexed_literal("x-bomb", "b" * 4000) + b"\xbe" * 2000
+            assert len(block) < 16384
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            c.send(frame(HEADERS, FLAG_END_HEADERS, 1, block))
+            c.send(frame(DATA, FLAG_END_STREAM, 1, grpc_message(range_body(b"a"))))
+            r = await c.response(1)
+            assert r.rst is not None or r.status == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0], r
+            assert loop.time() - t0 < 1.0
+            assert kv.calls == 0
+            await served_on(c, 3)
+            c.close()
+    run(main())
+
+
 @pytest.mark.parametrize("size", [16384, 0], ids=["16k-pieces", "empty-pieces"])
 def test_a_continuation_flood_is_cut_off(size):
     async def main():
