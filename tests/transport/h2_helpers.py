@@ -173,6 +173,8 @@ class KV(rpc_pb2_grpc.KVServicer):
                           "key": key})
         if key == b"raise":
             raise ValueError("boom")
+        if key == b"raw_bytes":             # pre-serialized (engine/api/decode.RAW_RESPONSES)
+            return rpc_pb2.RangeResponse(count=42).SerializeToString()
         if key == b"none":
             return None                     # a handler bug: nothing to serialize
         if key == b"abort":
