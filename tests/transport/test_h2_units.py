@@ -512,3 +512,15 @@ def test_a_connection_error_lingers_so_the_goaway_arrives():
         c.feed(frame(PING, 0, 0, b"12345678"))      # discarded, not answered
         assert len(c.t.data) == n
     run(main())
+
+
+def test_a_compressed_message_is_refused_with_the_specs_answer():
+    async def main():
+        c = Client(make_server(echo_handlers()))
+        c.feed(frame(HEADERS, END_HEADERS, 1, request_block("/t.S/Echo")),
+               frame(DATA, END_STREAM, 1, b"\x01\x00\x00\x00\x02hi"))
+        assert dict(c.headers_of(1)[0])["grpc-status"] == str(status.INTERNAL)
+        c.feed(frame(HEADERS, END_HEADERS, 3, request_block("/t.S/Echo", [("grpc-encoding", "gzip")])),
+               frame(DATA, END_STREAM, 3, b"\x01\x00\x00\x00\x02hi"))
+        assert dict(c.headers_of(3)[0])["grpc-status"] == str(status.UNIMPLEMENTED)
+    run(main())

@@ -37,7 +37,7 @@ from .frames import (ACK, CANCEL, COMPRESSION_ERROR, CONTINUATION, DATA, END_HEA
                      REFUSED_STREAM, RST_STREAM, S_ENABLE_PUSH, S_INITIAL_WINDOW_SIZE, S_MAX_FRAME_SIZE, SETTING,
                      SETTINGS, SETTINGS_ACK, STREAM_CLOSED, U32, WINDOW_UPDATE, frame, goaway_frame, rst_frame,
                      window_update_frame)
-from .status import (DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, RESP_BLOCK, RESPONSE_HEADERS, UNIMPLEMENTED,
+from .status import (DEADLINE_EXCEEDED, INTERNAL, RESOURCE_EXHAUSTED, RESP_BLOCK, RESPONSE_HEADERS, UNIMPLEMENTED,
                      metadata_pairs, trailer_pairs, unary_head, unary_tail)
 from . import tls
 from .headers import MALFORMED, parse_request
@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 # No grpc-accept-encoding is announced, so a client should not compress.
 _COMPRESSED = (UNIMPLEMENTED, "compressed messages are not supported")
+# ... and the gRPC spec's (and grpc C-core's) answer when no grpc-encoding was named at all.
+_COMPRESSED_UNNAMED = (INTERNAL, "Compression bit set but no encoding configured")
 
 OUR_STREAM_WINDOW = 1 << 20           # SETTINGS_INITIAL_WINDOW_SIZE we announce
 OUR_CONN_WINDOW = 16 << 20            # connection window after our first WINDOW_UPDATE
@@ -630,7 +632,7 @@ class H2Connection(asyncio.Protocol):
                 if n > max_recv:
                     return self._too_large(n)
                 if data[pos]:
-                    return _COMPRESSED
+                    return _compressed(st)
                 if end - pos - 5 < n:
                     break
                 st.msgs.append(data[pos + 5:pos + 5 + n])
@@ -646,7 +648,7 @@ class H2Connection(asyncio.Protocol):
             if n > max_recv:
                 return self._too_large(n)
             if buf[0]:
-                return _COMPRESSED
+                return _compressed(st)
             if len(buf) - 5 < n:
                 break
             st.msgs.append(bytes(buf[5:5 + n]))
@@ -929,6 +931,11 @@ class H2Connection(asyncio.Protocol):
             self._drop(st)
             self._release(st)
             self._maybe_close()
+
+
+def _compressed(st: Stream):
+    named = any(k == "grpc-encoding" for k, _ in st.meta)
+    return _COMPRESSED if named else _COMPRESSED_UNNAMED
 
 
 __all__ = ["H2Connection"]
