@@ -130,15 +130,17 @@ def _check_data_dir(path: str) -> None:
         raise FlagError(f"cannot use --data-dir {path}: not writable")
 
 
-# Which server speaks gRPC on the client URLs: "grpc" (grpc.aio, the
-# default) or "h2" (engine/transport/h2, our own HTTP/2 server: the same
-# servicers at a tenth of grpc.aio's CPU per call; issue 11).
+# Which server speaks gRPC on the client URLs: "h2" (the default:
+# engine/transport/h2, our own HTTP/2 server, the same servicers at a tenth
+# of grpc.aio's CPU per call; issue 11) or "grpc" (grpc.aio, as before: a
+# way back should a client meet something h2 does differently).
 CLIENT_WIRE_ENV = "RAFTNODE_CLIENT_WIRE"
-CLIENT_WIRES = ("grpc", "h2")
+CLIENT_WIRES = ("h2", "grpc")
+DEFAULT_CLIENT_WIRE = "h2"
 
 
 def client_wire() -> str:
-    wire = os.environ.get(CLIENT_WIRE_ENV, "").strip().lower() or "grpc"
+    wire = os.environ.get(CLIENT_WIRE_ENV, "").strip().lower() or DEFAULT_CLIENT_WIRE
     if wire not in CLIENT_WIRES:
         raise FlagError(f"${CLIENT_WIRE_ENV} must be one of {', '.join(CLIENT_WIRES)}, not {wire!r}")
     return wire
@@ -274,8 +276,8 @@ async def serve(cfg: MemberConfig, ready: asyncio.Event | None = None) -> int:
         if node.published.is_set() and not stop.is_set() and not node.failed.is_set():
             await client.start()
             await _listen_http(http, cfg.listen_client_http_urls, metrics_only=False)
-            log.info("member %x of cluster %x serving clients on %s", node.member_id, node.cluster_id,
-                     ",".join(cfg.listen_client_urls))
+            log.info("member %x of cluster %x serving clients on %s (%s)", node.member_id, node.cluster_id,
+                     ",".join(cfg.listen_client_urls), "grpc.aio" if wire == "grpc" else "HTTP/2: engine/transport/h2")
             if ready is not None:
                 ready.set()
             await asyncio.wait({stopping, failing}, return_when=asyncio.FIRST_COMPLETED)
