@@ -283,8 +283,9 @@ class _RateLimitedLog:
 
 
 def _estimate_bytes(m: Message) -> int:
-    # Cheap upper-ish bound without serialising: entry payloads dominate.
-    return 64 + sum(len(e.data) + 24 for e in m.entries) + len(m.context)
+    # The serialized size, from protobuf's C code: a third of what summing
+    # the entries in Python cost (it was 2-3 % of a leader under check perf).
+    return m.ByteSize()
 
 
 @dataclasses.dataclass(frozen=True)
