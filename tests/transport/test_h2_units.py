@@ -186,6 +186,9 @@ class FakeTransport(asyncio.Transport):
     def write_eof(self):
         self.eof = True
 
+    def abort(self):
+        self.closed = True
+
     def pause_reading(self):
         self.reading = False
 
@@ -523,4 +526,129 @@ def test_a_compressed_message_is_refused_with_the_specs_answer():
         c.feed(frame(HEADERS, END_HEADERS, 3, request_block("/t.S/Echo", [("grpc-encoding", "gzip")])),
                frame(DATA, END_STREAM, 3, b"\x01\x00\x00\x00\x02hi"))
         assert dict(c.headers_of(3)[0])["grpc-status"] == str(status.UNIMPLEMENTED)
+    run(main())
+
+
+# -- review findings (LEAD 01:57) -------------------------------------------------------------
+
+def test_stop_after_grace_closes_without_rst_cancel_and_cancels_handlers():
+    # grpc-go reads RST_STREAM(CANCEL) as Canceled, which clientv3 takes as
+    # final; a closed connection is UNAVAILABLE and clients reconnect.
+    async def main():
+        cancelled = asyncio.Event()
+
+        async def hang(it, ctx):
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+        c = Client(make_server({"Hang": grpc.stream_stream_rpc_method_handler(hang)}))
+        c.feed(frame(HEADERS, END_HEADERS, 1, request_block("/t.S/Hang")))
+        c.conn.goaway(NO_ERROR)
+        c.new_frames()
+        c.conn.abort_streams()
+        await asyncio.wait_for(cancelled.wait(), 5)
+        assert not [f for f in c.new_frames() if f[0] == RST_STREAM]
+        assert c.t.closed and not c.conn.streams
+    run(main())
+
+
+@pytest.mark.parametrize("style", ["coroutine", "async generator"])
+def test_a_reset_in_the_read_that_started_the_call_reaches_the_handler(style):
+    async def main():
+        events = []
+        registered = set()
+
+        async def coro_handler(it, ctx):
+            registered.add(ctx)
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                events.append("cancelled")
+                raise
+            finally:
+                registered.discard(ctx)
+
+        async def gen_handler(it, ctx):
+            registered.add(ctx)
+            try:
+                await asyncio.Event().wait()
+                yield b""
+            except asyncio.CancelledError:
+                events.append("cancelled")
+                raise
+            finally:
+                registered.discard(ctx)
+        h = coro_handler if style == "coroutine" else gen_handler
+        c = Client(make_server({"H": grpc.stream_stream_rpc_method_handler(h)}))
+        for sid in (1, 3, 5):
+            c.feed(frame(HEADERS, END_HEADERS, sid, request_block("/t.S/H")) + frame(RST_STREAM, 0, sid, struct.pack(">L", 8)))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert events == ["cancelled"] * 3 and not registered
+    run(main())
+
+
+def test_connection_loss_releases_streams_timers_and_readers():
+    async def main():
+        reader_done = asyncio.Event()
+        contexts = []
+
+        async def chat(it, ctx):
+            contexts.append(ctx)
+
+            async def helper():
+                await ctx.read()
+                reader_done.set()
+            asyncio.get_running_loop().create_task(helper())
+            await asyncio.Event().wait()
+        c = Client(make_server({"C": grpc.stream_stream_rpc_method_handler(chat)}))
+        c.feed(frame(HEADERS, END_HEADERS, 1, request_block("/t.S/C", [("grpc-timeout", "99999999H")])),
+               frame(DATA, 0, 1, b"\0\0\0\x10\0" + b"x" * 1000))      # a partial message
+        await asyncio.sleep(0)
+        st = c.conn.streams[1]
+        assert st.timer is not None and st.inbuf
+        c.conn.connection_lost(None)
+        await asyncio.wait_for(reader_done.wait(), 5)
+        assert st.timer is None and st.inbuf is None and contexts[0].cancelled()
+    run(main())
+
+
+def test_deadline_of_an_unfinished_unary_request_and_of_a_quiet_stream():
+    async def main():
+        async def echo(req, ctx):
+            return req
+
+        async def quiet(it, ctx):
+            await asyncio.Event().wait()
+        c = Client(make_server({"Echo": grpc.unary_unary_rpc_method_handler(echo),
+                                "Q": grpc.stream_stream_rpc_method_handler(quiet)}))
+        c.feed(frame(HEADERS, END_HEADERS, 1, request_block("/t.S/Echo", [("grpc-timeout", "20m")])),
+               frame(DATA, 0, 1, grpc_msg(b"never ends")),
+               frame(HEADERS, END_HEADERS, 3, request_block("/t.S/Q", [("grpc-timeout", "20m")])))
+        for sid in (1, 3):
+            while not c.headers_of(sid):
+                await asyncio.sleep(0.01)
+            assert dict(c.headers_of(sid)[-1])["grpc-status"] == str(status.DEADLINE_EXCEEDED), sid
+        assert not [f for f in frames_of(c.t.data) if f[0] == RST_STREAM and f[2] == 3]
+    run(main())
+
+
+def test_each_call_runs_in_its_own_contextvars_context():
+    import contextvars
+    who = contextvars.ContextVar("who", default=None)
+
+    async def main():
+        seen = []
+
+        async def echo(req, ctx):
+            seen.append(who.get())
+            who.set(req)
+            return req
+        c = Client(make_server({"Echo": grpc.unary_unary_rpc_method_handler(echo)}))
+        for sid, body in ((1, b"root"), (3, b"anon")):
+            c.feed(frame(HEADERS, END_HEADERS, sid, request_block("/t.S/Echo")),
+                   frame(DATA, END_STREAM, sid, grpc_msg(body)))
+        assert seen == [None, None] and who.get() is None
     run(main())

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import collections.abc
+import contextvars
 import logging
 import types
 from time import perf_counter
@@ -74,47 +76,64 @@ class Stream:
         self.deferred = False         # `trailers` is an early status held back (connection.finish)
 
 
-@types.coroutine
-def _resume(coro, waiting_on):
-    """Go on driving a coroutine whose first step(s) ran outside a Task: hand
-    the Task what it yielded, pass results and exceptions (cancellation)
-    back in."""
-    while True:
-        try:
-            sent = yield waiting_on
-        except BaseException as e:
-            try:
-                waiting_on = coro.throw(e)
-            except StopIteration as stop:
-                return stop.value
-        else:
-            try:
-                waiting_on = coro.send(sent)
-            except StopIteration as stop:
-                return stop.value
+class _Resumed(collections.abc.Coroutine):
+    """What the Task runs once a call's first step (run outside any Task)
+    suspended: its first send() hands the Task the future the coroutine
+    waits on; everything else goes to the coroutine. A cancellation that
+    arrives before the Task's first step is thrown into the coroutine too
+    (an unstarted `async def` wrapper would swallow it: the handler's
+    cleanup would never run), and the future it waited on is cancelled, as
+    a Task's cancel() does."""
+    __slots__ = ("_coro", "_first")
 
+    def __init__(self, coro, first) -> None:
+        self._coro = coro
+        self._first = first            # None once handed over
 
-async def _continue(coro, waiting_on):
-    return await _resume(coro, waiting_on)
+    def send(self, value):
+        first = self._first
+        if first is not None:
+            self._first = None
+            return first
+        return self._coro.send(value)
+
+    def throw(self, typ, val=None, tb=None):
+        first = self._first
+        if first is not None:
+            self._first = None
+            if isinstance(first, asyncio.Future):
+                first.cancel()
+        if val is None and tb is None:
+            return self._coro.throw(typ)
+        return self._coro.throw(typ, val, tb)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self):
+        return self._coro.__await__()
 
 
 def drive(conn, st: Stream) -> None:
-    """Run the call; a Task only if it suspends (then with its deadline timer).
-    Once this read's handlers have run EAGER_BUDGET seconds, the rest start
-    as Tasks: many requests in one read must not make one long callback
-    (the member's loop lag; grpc.aio runs each call as its own Task)."""
+    """Run the call; a Task only if it suspends. Once this read's handlers
+    have run EAGER_BUDGET seconds, the rest start as Tasks: many requests in
+    one read must not make one long callback (the member's loop lag;
+    grpc.aio runs each call as its own Task). Each call runs in its own
+    copy of the contextvars context, as a Task would (nothing set by one
+    call may be seen by the next on the connection)."""
     coro = run_call(conn, st)
+    context = contextvars.copy_context()
     if perf_counter() > conn.eager_until:
-        st.task = conn.loop.create_task(coro)
+        st.task = conn.loop.create_task(coro, context=context)
     else:
         try:
-            waiting_on = coro.send(None)
+            waiting_on = context.run(coro.send, None)
         except StopIteration:
             return
         except asyncio.CancelledError:
             return                    # run_call reset the stream already
-        st.task = conn.loop.create_task(_continue(coro, waiting_on))
-    if st.deadline is not None and not st.closed:
+        st.task = conn.loop.create_task(_Resumed(coro, waiting_on), context=context)
+    if st.deadline is not None and st.timer is None and not st.closed:
         st.timer = conn.loop.call_at(st.deadline, conn.deadline_passed, st)
 
 

@@ -135,11 +135,7 @@ class H2Connection(asyncio.Protocol):
         self.server.forget(self)
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
-        streams = list(self.streams.values())
-        self.streams.clear()
-        self.blocked.clear()
-        for st in streams:
-            self._cancelled(st)
+        self._end_all_streams()
         for fut in self._paused_writers:
             if not fut.done():
                 fut.set_result(None)
@@ -169,17 +165,14 @@ class H2Connection(asyncio.Protocol):
         side, read and discard for up to LINGER seconds (or until EOF)."""
         if self._dead:
             return
-        streams = list(self.streams.values())
-        self.streams.clear()
-        self.blocked.clear()
-        for st in streams:
-            self._cancelled(st)
+        self._end_all_streams()
         self._flush()
         self._dead = True
         transport = self.transport
         if transport.can_write_eof():
             transport.write_eof()
-        self.loop.call_later(LINGER, transport.close)
+        # abort, not close: close() waits for a client that does not read.
+        self.loop.call_later(LINGER, transport.abort)
         if self.write_paused:
             transport.resume_reading()
 
@@ -187,13 +180,21 @@ class H2Connection(asyncio.Protocol):
         return False                   # close (a half-closed client sends nothing more)
 
     def abort_streams(self) -> None:
-        """The server's grace period is over: cancel what still runs."""
-        for st in list(self.streams.values()):
-            self._emit(rst_frame(st.sid, CANCEL))
-            self._drop(st)
-            self._cancelled(st)
+        """The server's grace period is over: cancel what still runs and close
+        the connection, as grpc C-core does. No RST_STREAM(CANCEL): grpc-go
+        reports that as Canceled, which clientv3 takes as final (a watch
+        "canceled by the server"); a closed transport is UNAVAILABLE, and
+        clients reconnect (to another member)."""
+        self._end_all_streams()
         self._flush()
         self.transport.close()
+        self.loop.call_later(LINGER, self.transport.abort)   # a client that does not read
+
+    def _end_all_streams(self) -> None:
+        for st in list(self.streams.values()):
+            self._drop(st)
+            self._cancelled(st)
+        self.blocked.clear()
 
     # -- output ---------------------------------------------------------------------------
     def _emit(self, data: bytes) -> None:
@@ -544,6 +545,9 @@ class H2Connection(asyncio.Protocol):
         if st.remote_closed or handler is None or handler.request_streaming:
             st.dispatched = True
             drive(self, st)
+        elif deadline is not None:
+            # The request is not complete yet: its deadline runs meanwhile.
+            st.timer = self.loop.call_at(deadline, self.deadline_passed, st)
 
     def _refuse(self, sid: int, flags: int, code: int, message: str) -> None:
         self._emit(frame(HEADERS, END_HEADERS | END_STREAM, sid,
@@ -800,7 +804,7 @@ class H2Connection(asyncio.Protocol):
                 break
             self._pump(st)
 
-    def finish(self, st: Stream, code: int, details: str, trailing=()) -> None:
+    def finish(self, st: Stream, code: int, details: str, trailing=(), defer: bool = True) -> None:
         """The call's status: trailers after whatever output is queued (or,
         when nothing was sent, a trailers-only response). Then the stream
         closes."""
@@ -814,7 +818,7 @@ class H2Connection(asyncio.Protocol):
         if not st.headers_sent:
             st.headers_sent = True
             block = frame(HEADERS, END_HEADERS | END_STREAM, st.sid, hpack.encode(RESPONSE_HEADERS + pairs))
-            if not st.remote_closed and not st.seen_data:
+            if defer and not st.remote_closed and not st.seen_data:
                 # A status before the client sent anything on its open stream
                 # (a refusal by an interceptor or at the handler's start):
                 # held until its first DATA arrives or EARLY_STATUS_DELAY
@@ -880,10 +884,15 @@ class H2Connection(asyncio.Protocol):
             st.inbuf = None
             self._credit_conn(held)
         st.msgs.clear()
+        st.inbuf = None
+        st.out = None
         if st.writer is not None:
             fut, st.writer = st.writer, None
             if not fut.done():
                 fut.set_result(None)
+        if st.reader is not None:
+            # A helper task in read() (not the cancelled handler) sees EOF.
+            self._wake_reader(st)
 
     def _cancelled(self, st: Stream) -> None:
         """The client reset the stream or went away: the handler is cancelled."""
@@ -918,7 +927,9 @@ class H2Connection(asyncio.Protocol):
         st.timer = None
         if st.closed:
             return
-        self.finish(st, DEADLINE_EXCEEDED, "Deadline Exceeded")
+        # Not held back (finish's defer): the handler is cancelled next, and
+        # the status must be out before that.
+        self.finish(st, DEADLINE_EXCEEDED, "Deadline Exceeded", defer=False)
         self._cancel_task(st)
 
     def handler_cancelled(self, st: Stream) -> None:
