@@ -16,7 +16,7 @@ from engine.transport.h2 import call as h2call
 from engine.transport.h2.connection import H2Connection, OUR_STREAM_WINDOW, MAX_HEADER_BLOCK
 from engine.transport.h2.frames import (ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, ENHANCE_YOUR_CALM,
                                         FLOW_CONTROL_ERROR, GOAWAY, HEADERS, NO_ERROR, PING, PREFACE,
-                                        PROTOCOL_ERROR, REFUSED_STREAM, RST_STREAM, WINDOW_UPDATE,
+                                        PROTOCOL_ERROR, REFUSED_STREAM, RST_STREAM, SETTINGS, WINDOW_UPDATE,
                                         frame, settings_frame)
 
 
@@ -651,4 +651,54 @@ def test_each_call_runs_in_its_own_contextvars_context():
             c.feed(frame(HEADERS, END_HEADERS, sid, request_block("/t.S/Echo")),
                    frame(DATA, END_STREAM, sid, grpc_msg(body)))
         assert seen == [None, None] and who.get() is None
+    run(main())
+
+
+def test_long_status_headers_are_split_at_the_clients_max_frame_size():
+    async def main():
+        async def long_abort(req, ctx):
+            await ctx.abort(grpc.StatusCode.INVALID_ARGUMENT, "ü" * 20000)
+        c = Client(make_server({"A": grpc.unary_unary_rpc_method_handler(long_abort)}))
+        c.feed(frame(HEADERS, END_HEADERS, 1, request_block("/t.S/A")), frame(DATA, END_STREAM, 1, grpc_msg(b"")))
+        got = [(t, f, len(p)) for t, f, s, p in c.new_frames() if s == 1]
+        assert [t for t, f, n in got] == [HEADERS] + [CONTINUATION] * (len(got) - 1) and len(got) > 1
+        assert all(n <= 16384 for t, f, n in got)
+        assert got[0][1] == END_STREAM and got[-1][1] == END_HEADERS
+        block = b"".join(p for t, f, s, p in frames_of(c.t.data) if s == 1 and t in (HEADERS, CONTINUATION))
+        assert dict(hpack.Decoder().decode(block))["grpc-status"] == "3"
+    run(main())
+
+
+def test_one_settings_frame_walks_the_streams_once_and_stream_updates_pump_one_stream():
+    async def main():
+        c = Client(make_server(echo_handlers()))
+        for sid in range(1, 200, 2):
+            c.feed(frame(HEADERS, END_HEADERS, sid, request_block("/t.S/Chat")))
+        walks = []
+        real = dict.values
+
+        class Spy(dict):
+            def values(self):
+                walks.append(1)
+                return real(self)
+        c.conn.streams = Spy(c.conn.streams)
+        c.feed(frame(SETTINGS, 0, 0, b"".join(struct.pack(">HL", 4, 1000 + i) for i in range(2000))))
+        assert len(walks) == 1 and c.conn.streams[1].swin == 1000 + 1999
+        pumped = []
+        c.conn._pump = lambda st: pumped.append(st.sid)
+        c.conn.blocked = {s: c.conn.streams[s] for s in (1, 3, 5)}
+        c.feed(frame(WINDOW_UPDATE, 0, 3, struct.pack(">L", 10)))
+        assert pumped == [3]
+    run(main())
+
+
+def test_oversized_header_lists_are_not_parsed_and_repeats_end_the_connection():
+    async def main():
+        c = Client(make_server(echo_handlers(), **{"grpc.max_metadata_size": 100}))
+        big = request_block("/t.S/Echo", [("x-big", "v" * 200)])
+        sid = 1
+        while not ended(c) and sid < 1000:
+            c.feed(frame(HEADERS, END_HEADERS | END_STREAM, sid, big))
+            sid += 2
+        assert ended(c) and goaway_code(c) == ENHANCE_YOUR_CALM and sid > 100
     run(main())

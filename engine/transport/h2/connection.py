@@ -57,6 +57,7 @@ CONN_BUFFER_CAP = 64 << 20            # request bytes held per connection (unrea
 MAX_CACHED_BLOCK = 1024               # header blocks this long or longer are not cached (grpc's are ~10-100 bytes)
 MAX_HEADER_BLOCK = 64 << 10           # HEADERS + CONTINUATIONs buffered before decoding (flood cap)
 MAX_CONTINUATIONS = 64
+MAX_OVERSIZED_BLOCKS = 100            # header lists over the limit per connection before GOAWAY
 FLUSH_AT = 256 << 10                  # flush buffered output at once past this many bytes
 RESET_BUDGET = 1000                   # client resets of live streams allowed in a burst ...
 RESET_REFILL = 200.0                  # ... refilled at this many per second (rapid reset, CVE-2023-44487)
@@ -105,6 +106,8 @@ class H2Connection(asyncio.Protocol):
         self._handshake_timer = None
         self._dead = False             # a connection error was sent: input is discarded
         self._unyielded = 0            # see owes_yield
+        self._pump_turn = 0
+        self._oversized_blocks = 0     # header lists over the limit (strikes)
         self.eager_until = 0.0         # perf_counter() past which calls start as Tasks (call.drive)
         self._recent_resets: dict[int, None] = {}
 
@@ -331,19 +334,14 @@ class H2Connection(asyncio.Protocol):
         if len(payload) % 6:
             self.goaway(FRAME_SIZE_ERROR, b"SETTINGS")
             return
+        initial = None
         for i in range(0, len(payload), 6):
             k, v = SETTING.unpack_from(payload, i)
             if k == S_INITIAL_WINDOW_SIZE:
                 if v > MAX_WINDOW:
                     self.goaway(FLOW_CONTROL_ERROR, b"INITIAL_WINDOW_SIZE")
                     return
-                delta = v - self.peer_initial
-                self.peer_initial = v
-                for st in self.streams.values():
-                    st.swin += delta
-                    if st.swin > MAX_WINDOW:
-                        self.goaway(FLOW_CONTROL_ERROR, b"stream window overflow")
-                        return
+                initial = v
             elif k == S_MAX_FRAME_SIZE:
                 if not 16384 <= v <= 0xFFFFFF:
                     self.goaway(PROTOCOL_ERROR, b"MAX_FRAME_SIZE")
@@ -353,6 +351,15 @@ class H2Connection(asyncio.Protocol):
                 self.goaway(PROTOCOL_ERROR, b"ENABLE_PUSH")
                 return
             # HEADER_TABLE_SIZE: our encoding never uses the table; the rest: nothing to do.
+        if initial is not None and initial != self.peer_initial:
+            # Once per frame, whatever it repeats: each walk is over every stream.
+            delta = initial - self.peer_initial
+            self.peer_initial = initial
+            for st in self.streams.values():
+                st.swin += delta
+                if st.swin > MAX_WINDOW:
+                    self.goaway(FLOW_CONTROL_ERROR, b"stream window overflow")
+                    return
         self._emit(SETTINGS_ACK)
         if self.blocked:
             self._pump_blocked()
@@ -409,6 +416,9 @@ class H2Connection(asyncio.Protocol):
             if st.swin > MAX_WINDOW:
                 self._stream_error(sid, FLOW_CONTROL_ERROR)
                 return
+            if sid in self.blocked:
+                self._pump(st)        # only this stream can have been unblocked
+            return
         if self.blocked:
             self._pump_blocked()
 
@@ -487,7 +497,14 @@ class H2Connection(asyncio.Protocol):
         if hit is not None and hit[0] == dec.generation:
             return hit[1]
         gen = dec.generation
-        parsed = parse_request(dec.decode(block)) + (dec.list_size,)
+        limit = self.server.max_header_list
+        fields = dec.decode(block, limit)
+        if dec.list_size > limit:
+            # Decoded for the table's sake only; not parsed. Repeated, it is
+            # a way to burn our CPU: a few are allowed, then GOAWAY.
+            self._oversized_blocks += 1
+            return None, None, (), None, dec.list_size
+        parsed = parse_request(fields) + (dec.list_size,)
         if dec.generation == gen and len(block) < MAX_CACHED_BLOCK:
             if len(self._hcache) > 256:
                 self._hcache.clear()
@@ -525,6 +542,9 @@ class H2Connection(asyncio.Protocol):
             self._reset(sid, PROTOCOL_ERROR)    # RFC 9113 8.1.1: a stream error, the handler never runs
             return
         if list_size > server.max_header_list:
+            if self._oversized_blocks > MAX_OVERSIZED_BLOCKS:
+                self.goaway(ENHANCE_YOUR_CALM, b"header lists over the limit")
+                return
             error = (RESOURCE_EXHAUSTED, f"received metadata size exceeds limit ({list_size} vs. "
                                          f"{server.max_header_list})")
         if error is not None:
@@ -550,8 +570,7 @@ class H2Connection(asyncio.Protocol):
             st.timer = self.loop.call_at(deadline, self.deadline_passed, st)
 
     def _refuse(self, sid: int, flags: int, code: int, message: str) -> None:
-        self._emit(frame(HEADERS, END_HEADERS | END_STREAM, sid,
-                         hpack.encode(RESPONSE_HEADERS + trailer_pairs(code, message, ()))))
+        self._emit(self._headers(sid, END_STREAM, hpack.encode(RESPONSE_HEADERS + trailer_pairs(code, message, ()))))
         if not flags & END_STREAM:
             self._remember_reset(sid)     # no RST_STREAM: see _close
 
@@ -715,6 +734,19 @@ class H2Connection(asyncio.Protocol):
         self._ping_strikes = 0
         self._last_ping = None
 
+    def _headers(self, sid: int, flags: int, block: bytes) -> bytes:
+        """A header block as HEADERS (+ CONTINUATIONs past the client's
+        MAX_FRAME_SIZE: a long grpc-message or metadata must not be one
+        oversized frame, which grpc-go answers by closing the connection)."""
+        limit = self.peer_max_frame
+        n = len(block)
+        if n <= limit:
+            return frame(HEADERS, flags | END_HEADERS, sid, block)
+        parts = [frame(HEADERS, flags, sid, block[:limit])]
+        for i in range(limit, n, limit):
+            parts.append(frame(CONTINUATION, END_HEADERS if i + limit >= n else 0, sid, block[i:i + limit]))
+        return b"".join(parts)
+
     def send_headers(self, st: Stream, metadata=()) -> None:
         self._wrote()
         st.headers_sent = True
@@ -722,7 +754,7 @@ class H2Connection(asyncio.Protocol):
             block = hpack.encode(RESPONSE_HEADERS + metadata_pairs(metadata))
         else:
             block = RESP_BLOCK
-        self._emit(frame(HEADERS, END_HEADERS, st.sid, block))
+        self._emit(self._headers(st.sid, 0, block))
 
     def send_message(self, st: Stream, payload: bytes):
         """Queue one response message; None when it went out (to the
@@ -799,7 +831,12 @@ class H2Connection(asyncio.Protocol):
                     fut.set_result(None)
 
     def _pump_blocked(self) -> None:
-        for st in list(self.blocked.values()):
+        """Connection window (or SETTINGS) changed: serve blocked streams,
+        starting after the one served first last time (no stream starves)."""
+        streams = list(self.blocked.values())
+        k = self._pump_turn % len(streams)
+        self._pump_turn += 1
+        for st in streams[k:] + streams[:k]:
             if self.out_conn <= 0:
                 break
             self._pump(st)
@@ -817,7 +854,7 @@ class H2Connection(asyncio.Protocol):
         self._wrote()
         if not st.headers_sent:
             st.headers_sent = True
-            block = frame(HEADERS, END_HEADERS | END_STREAM, st.sid, hpack.encode(RESPONSE_HEADERS + pairs))
+            block = self._headers(st.sid, END_STREAM, hpack.encode(RESPONSE_HEADERS + pairs))
             if defer and not st.remote_closed and not st.seen_data:
                 # A status before the client sent anything on its open stream
                 # (a refusal by an interceptor or at the handler's start):
@@ -836,7 +873,7 @@ class H2Connection(asyncio.Protocol):
         if code == 0 and len(pairs) == 1:
             tail = unary_tail(st.sid)
         else:
-            tail = frame(HEADERS, END_HEADERS | END_STREAM, st.sid, hpack.encode(pairs))
+            tail = self._headers(st.sid, END_STREAM, hpack.encode(pairs))
         if code != 0 and st.out:
             st.out.clear()            # an error status: what was not sent is dropped
         if st.out:

@@ -148,7 +148,10 @@ class Decoder:
         except IndexError:
             raise HPACKError(f"index {index} out of range") from None
 
-    def decode(self, block: bytes) -> list[tuple[str, str]]:
+    def decode(self, block: bytes, limit: int = 1 << 62) -> list[tuple[str, str]]:
+        """The header list; once its size (RFC 9113 6.5.2) passes `limit`
+        the rest is decoded for the table's sake only (not collected):
+        list_size says how big it was."""
         out: list[tuple[str, str]] = []
         pos = 0
         end = len(block)
@@ -165,8 +168,9 @@ class Decoder:
                     field = static[idx - 1]
                 else:
                     field = self._entry(idx)
-                out.append(field)
                 total += len(field[0]) + len(field[1]) + 32
+                if total <= limit:
+                    out.append(field)
                 continue
             if b & 0x40:                          # literal, incremental indexing
                 mask, index_it = 0x3F, True
@@ -175,7 +179,7 @@ class Decoder:
                 pos += 1
                 if idx == 0x1F:
                     idx, pos = _int(block, pos, 0x1F)
-                if out:
+                if total:
                     raise HPACKError("size update after a field")
                 self._resize(idx)
                 continue
@@ -192,8 +196,9 @@ class Decoder:
             value, pos = self._string(block, pos)
             if index_it:
                 self._add(name, value)
-            out.append((name, value))
             total += len(name) + len(value) + 32
+            if total <= limit:
+                out.append((name, value))
         # Over the limit is the caller's business (refuse the stream): the
         # block was decoded whole, so the table is still in sync.
         self.list_size = total
