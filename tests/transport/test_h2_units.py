@@ -702,3 +702,16 @@ def test_oversized_header_lists_are_not_parsed_and_repeats_end_the_connection():
             sid += 2
         assert ended(c) and goaway_code(c) == ENHANCE_YOUR_CALM and sid > 100
     run(main())
+
+
+def test_a_full_server_evicts_its_oldest_idle_connection_instead_of_refusing():
+    async def main():
+        server = make_server(echo_handlers(), **{"h2.max_connections": 3})
+        busy = Client(server)
+        busy.feed(frame(HEADERS, END_HEADERS, 1, request_block("/t.S/Chat")))      # a call in flight
+        idle = [Client(server), Client(server)]
+        newcomer = Client(server)
+        assert not newcomer.t.closed and newcomer.conn in server.connections
+        assert idle[0].t.closed and goaway_code(idle[0]) == NO_ERROR         # the oldest idle one went
+        assert not busy.t.closed and not idle[1].t.closed
+    run(main())

@@ -193,6 +193,14 @@ class H2Connection(asyncio.Protocol):
         self.transport.close()
         self.loop.call_later(LINGER, self.transport.abort)   # a client that does not read
 
+    def evict(self) -> None:
+        """Make room for a new connection (H2Server.admit): this one has no
+        call in flight. GOAWAY, then close; abort if the client does not read."""
+        self.goaway(NO_ERROR, b"too many connections")
+        self._flush()
+        self.transport.close()
+        self.loop.call_later(LINGER, self.transport.abort)
+
     def _end_all_streams(self) -> None:
         for st in list(self.streams.values()):
             self._drop(st)

@@ -53,7 +53,7 @@ class H2Server:
         self._generic: list = []
         self._sockets: list[tuple[socket.socket, object]] = []   # (listening socket, ssl context or None)
         self._listeners: list = []
-        self.connections: set[H2Connection] = set()
+        self.connections: dict[H2Connection, None] = {}   # oldest first
         self.serving = False
         self._started = False
         self._stopping = None           # the stop() task, once stop was called
@@ -164,13 +164,22 @@ class H2Server:
         await self._listen(self._sockets)
 
     def admit(self, conn: H2Connection) -> bool:
-        if not self.serving or len(self.connections) >= self.max_connections:
+        if not self.serving:
             return False
-        self.connections.add(conn)
+        if len(self.connections) >= self.max_connections:
+            # Full: make room by closing the oldest connection with no call
+            # in flight, rather than refusing the newcomer (idle sockets
+            # must not lock real clients out; grpc.aio has no cap at all).
+            victim = next((c for c in self.connections if not c.streams), None)
+            if victim is None:
+                return False
+            self.forget(victim)
+            victim.evict()
+        self.connections[conn] = None
         return True
 
     def forget(self, conn: H2Connection) -> None:
-        self.connections.discard(conn)
+        self.connections.pop(conn, None)
         if self._stopping is not None and not self.connections and self._drained is not None \
                 and not self._drained.done():
             self._drained.set_result(None)
