@@ -715,3 +715,25 @@ def test_a_full_server_evicts_its_oldest_idle_connection_instead_of_refusing():
         assert idle[0].t.closed and goaway_code(idle[0]) == NO_ERROR         # the oldest idle one went
         assert not busy.t.closed and not idle[1].t.closed
     run(main())
+
+
+def test_a_cancelled_server_streaming_generator_is_closed_at_once():
+    async def main():
+        events = []
+
+        async def snap(req, ctx):
+            try:
+                while True:
+                    yield b"x" * 100_000
+            except GeneratorExit:
+                events.append("closed")
+                raise
+        c = Client(make_server({"S": grpc.unary_stream_rpc_method_handler(snap)}))
+        c.feed(frame(HEADERS, END_HEADERS, 1, request_block("/t.S/S")), frame(DATA, END_STREAM, 1, grpc_msg(b"")))
+        task = c.conn.streams[1].task
+        assert task is not None                # waiting for window
+        c.feed(frame(RST_STREAM, 0, 1, struct.pack(">L", 8)))
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert events == ["closed"]
+    run(main())

@@ -164,8 +164,16 @@ async def run_call(conn, st: Stream) -> None:
             fn = handler.stream_stream if handler.request_streaming else handler.unary_stream
             result = fn(request, ctx)
             if hasattr(result, "__anext__"):
-                async for msg in result:
-                    await ctx.write(msg)
+                try:
+                    async for msg in result:
+                        await ctx.write(msg)
+                finally:
+                    # Cancelled while the generator waits at a yield (we were
+                    # in write()): close it now, so its cleanup runs now
+                    # (GeneratorExit at the yield), not whenever GC finds it.
+                    aclose = getattr(result, "aclose", None)
+                    if aclose is not None:
+                        await aclose()
             elif result is not None and hasattr(result, "__await__"):
                 await result
             code = ctx._code
