@@ -737,3 +737,17 @@ def test_a_cancelled_server_streaming_generator_is_closed_at_once():
             await task
         assert events == ["closed"]
     run(main())
+
+
+def test_headers_on_a_half_closed_stream_are_a_stream_error():
+    async def main():
+        async def hang(req, ctx):
+            await asyncio.Event().wait()
+            yield b""
+        c = Client(make_server({"H": grpc.unary_stream_rpc_method_handler(hang)}))
+        c.feed(frame(HEADERS, END_HEADERS, 1, request_block("/t.S/H")), frame(DATA, END_STREAM, 1, grpc_msg(b"")))
+        c.new_frames()
+        c.feed(frame(HEADERS, END_HEADERS | END_STREAM, 1, hpack.encode([("x-late", "1")])))
+        resets = [(s, struct.unpack(">L", p)[0]) for t, f, s, p in c.new_frames() if t == RST_STREAM]
+        assert resets == [(1, 5)] and not ended(c)          # STREAM_CLOSED
+    run(main())

@@ -526,6 +526,8 @@ class H2Connection(asyncio.Protocol):
             # Trailers from the client: only END_STREAM matters.
             if st.deferred:
                 self._send_deferred(st)
+            elif st.remote_closed:
+                self._stream_error(sid, STREAM_CLOSED)   # RFC 9113 5.1: half-closed (remote)
             elif not flags & END_STREAM:
                 self._stream_error(sid, PROTOCOL_ERROR)
             else:
@@ -767,8 +769,8 @@ class H2Connection(asyncio.Protocol):
     def send_message(self, st: Stream, payload: bytes):
         """Queue one response message; None when it went out (to the
         transport), else a future to wait on (windows, back-pressure)."""
-        if st.closed:
-            return None
+        if st.closed or st.trailers is not None:
+            return None               # the status is out or on its way (held or queued)
         if not st.headers_sent:
             self.send_headers(st)
         n = len(payload)
@@ -882,8 +884,9 @@ class H2Connection(asyncio.Protocol):
             tail = unary_tail(st.sid)
         else:
             tail = self._headers(st.sid, END_STREAM, hpack.encode(pairs))
-        if code != 0 and st.out:
-            st.out.clear()            # an error status: what was not sent is dropped
+        # Queued output still goes first, even before an error status: trailers
+        # in the middle of a message would read as a broken stream (grpc-go:
+        # INTERNAL "unexpected EOF") instead of the status.
         if st.out:
             st.trailers = tail        # sent by _pump once the data is out
         else:
