@@ -48,11 +48,16 @@ OUT_SNAP_PREFIX = "out-snap-"
 # wait on this member's proposals, the loop waits COALESCE_SECONDS after a
 # wakeup before it feeds the core, so one Ready (one fsync, one frame per
 # peer, one apply batch, one set of thread hops) carries more requests.
-# With fewer waiting (one client, a few) it runs at once: no added latency
-# where there is nothing to batch. bench_cpu_per_request, 3 members, 64 in
-# flight: put 1,027-1,092 -> 915-920 µs of CPU; one client: 4.8 -> 4.4 ms.
+# With fewer waiting it runs at once: no added latency where there is
+# nothing to batch. On grpc.aio (a call ~250 µs of CPU) it paid from 4
+# waiting clients (put 1,027-1,092 -> 915-920 µs of CPU at 64 in flight).
+# On the client port's own HTTP/2 server a call is cheap, and at 16 clients
+# over three members the wait cost more than it batched: 1,424-1,460 puts/s
+# and 856-882 µs with it, 1,778-1,810/s and 794-800 µs without; under check
+# perf l (500 clients) it still pays (573-616 µs per put without it vs 558
+# with 64). bench_vs_etcd --only raftnode, 2026-12-07.
 COALESCE_SECONDS = 0.001
-BUSY_PROPOSALS = 4
+BUSY_PROPOSALS = 64
 # etcd's adjustTicks waits this long (rafthttp.ConnReadTimeout) for peer
 # streams before giving up on fast-forwarding the election clock.
 BOOT_PEER_WAIT = 5.0
