@@ -23,9 +23,9 @@ Bounded for CI (``derandomize``: the same examples every run; about a
 minute). ``-m soak`` runs the same properties with random seeds and 20x the
 examples; hypothesis prints the seed and the falsifying example on failure.
 
-Bugs found in files other roles own are listed in KNOWN (owner, reason,
-request in /tmp/session/requests-<OWNER>.md); an answer that matches one is
-counted, not failed, and the test ends as xfail (strict=False) until fixed.
+Known bugs not fixed yet are listed in KNOWN (owner, reason); an answer
+that matches one is counted, not failed, and the test ends as xfail
+(strict=False) until fixed.
 """
 from __future__ import annotations
 
