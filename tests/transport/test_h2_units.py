@@ -751,3 +751,18 @@ def test_headers_on_a_half_closed_stream_are_a_stream_error():
         resets = [(s, struct.unpack(">L", p)[0]) for t, f, s, p in c.new_frames() if t == RST_STREAM]
         assert resets == [(1, 5)] and not ended(c)          # STREAM_CLOSED
     run(main())
+
+
+def test_a_status_stuck_behind_a_closed_window_still_has_its_deadline():
+    async def main():
+        async def big(req, ctx):
+            return b"x" * 100_000
+        c = Client(make_server({"B": grpc.unary_unary_rpc_method_handler(big)}))
+        c.feed(frame(HEADERS, END_HEADERS, 1, request_block("/t.S/B", [("grpc-timeout", "20m")])),
+               frame(DATA, END_STREAM, 1, grpc_msg(b"")))
+        st = c.conn.streams[1]
+        assert st.trailers is not None and st.timer is not None     # 64 KiB window: the rest waits
+        while 1 in c.conn.streams:
+            await asyncio.sleep(0.01)
+        assert (RST_STREAM, 1) in [(t, s) for t, f, s, p in c.new_frames()] and st.out is None
+    run(main())

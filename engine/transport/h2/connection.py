@@ -857,7 +857,9 @@ class H2Connection(asyncio.Protocol):
         closes."""
         if st.closed or st.trailers is not None:
             return
-        if st.timer is not None:
+        if st.timer is not None and not st.out:
+            # (With output still queued for the client's window, the
+            # deadline keeps running: see deadline_passed.)
             st.timer.cancel()
             st.timer = None
         pairs = trailer_pairs(code, details, trailing)
@@ -974,6 +976,11 @@ class H2Connection(asyncio.Protocol):
     def deadline_passed(self, st: Stream) -> None:
         st.timer = None
         if st.closed:
+            return
+        if st.trailers is not None and not st.deferred:
+            # The status waits behind output the client's window does not
+            # admit: give up on the stream (its buffers go).
+            self._stream_error(st.sid, CANCEL)
             return
         # Not held back (finish's defer): the handler is cancelled next, and
         # the status must be out before that.
