@@ -23,6 +23,8 @@ def parse_check_perf(stdout: str) -> dict:
     """The verdict lines of `check perf` (after its progress bar)."""
     # Verdict lines: "PASS: Throughput is 150 writes/s", "Slowest request took too long: 1.1s",
     # "FAIL: Stddev too high: ...", and a last line "PASS" or "FAIL".
+    # The first verdict can follow the progress bar on its line ("100.00% 1m0sFAIL: ...").
+    stdout = re.sub(r"(?<=[^\r\n])(PASS|FAIL)(?=: Throughput)", r"\n\1", stdout)
     out: dict = {"lines": [line.strip() for line in re.split(r"[\r\n]", stdout)
                            if re.match(r"\s*(PASS|FAIL|Throughput|Slowest|Stddev)", line)]}
     m = re.search(r"Throughput (?:is|too low: )?\s*(\d+) writes/s", stdout)
