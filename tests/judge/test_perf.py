@@ -49,3 +49,14 @@ def test_check_perf_load_s(request, tmp_path) -> None:
     assert r.returncode == 0 and verdict["passed"], (
         f"check perf --load=s failed (rc={r.returncode}): {verdict['lines']}\nstderr: {r.stderr[-2000:]}")
     assert verdict["writes_per_s"] is not None and verdict["writes_per_s"] >= 135, verdict
+
+
+def test_parse_check_perf_reads_a_verdict_glued_to_the_progress_bar() -> None:
+    glued = parse_check_perf(" 60000 / 60000 [====] 100.00% 1m0sFAIL: Throughput too low: 899 writes/s\n"
+                             "Slowest request took too long: 0.6s\nPASS: Stddev is 0.073905s\nFAIL\n")
+    assert glued["lines"] == ["FAIL: Throughput too low: 899 writes/s", "Slowest request took too long: 0.6s",
+                              "PASS: Stddev is 0.073905s", "FAIL"]
+    assert (glued["writes_per_s"], glued["slowest_s"], glued["passed"]) == (899, 0.6, False)
+    clean = parse_check_perf("100.00% 1m0s\nPASS: Throughput is 150 writes/s\nPASS: Slowest request took 0.02s\n"
+                             "PASS: Stddev is 0.0007s\nPASS\n")
+    assert clean["passed"] and clean["lines"][0] == "PASS: Throughput is 150 writes/s"
