@@ -573,17 +573,33 @@ def test_many_idle_connections_do_not_stop_service():
     run(main(), timeout=60)
 
 
-def test_connections_past_max_connections_are_closed_at_once():
+def test_past_max_connections_the_oldest_idle_connection_makes_room():
+    """h2.max_connections reached: when every connection has a call in
+    flight a newcomer is closed at once; otherwise the oldest connection
+    without a call is sent away (GOAWAY NO_ERROR) and the newcomer served,
+    so idle sockets cannot lock real clients out."""
     async def main():
         async with h2_server(options=[("h2.max_connections", 20)]) as s:
-            held = [await connected(s.port) for _ in range(20)]
-            extra = [await RawH2.connect(s.port) for _ in range(10)]
+            busy = [await connected(s.port) for _ in range(20)]
+            for c in busy:
+                c.headers(1, request_headers(RANGE, s.port))        # a call in flight (request not ended)
+            await wait_until(lambda: len(s.server.connections) == 20
+                             and all(c.streams for c in s.server.connections), what="20 busy connections")
+            extra = [await RawH2.connect(s.port) for _ in range(5)]
             for c in extra:
                 await c.until_closed(2)        # well before the handshake timeout would matter
                 c.close()
-            for c in held[:3]:
-                await served_on(c, 1)
-            for c in held:
+            for c in busy:
+                c.close()
+            await wait_until(lambda: len(s.server.connections) == 0, what="the busy connections forgotten")
+            idle = [await connected(s.port) for _ in range(20)]
+            newcomer = await connected(s.port)
+            await served_on(newcomer, 1)
+            g = await idle[0].expect_goaway(3)
+            assert g.error_code == NO_ERROR
+            await idle[0].until_closed(3)
+            await served_on(idle[1], 1)        # only the oldest went
+            for c in [*idle, newcomer]:
                 c.close()
             await wait_until(lambda: len(s.server.connections) == 0, what="the held connections forgotten")
             await healthy(s.port)
