@@ -17,7 +17,7 @@ Rows:
   * h2floor with its fast paths switched off one at a time:
       - "hpack pkg": header blocks decoded and responses encoded with the
         `hpack` package (pip install hpack), one write per response;
-      - "own HPACK": hpack_lite's decoder, stateless precomputed response
+      - "own HPACK": engine/transport/h2/hpack.py's decoder, stateless precomputed response
         headers, one write per response;
       - "+ block cache": header blocks that do not change the dynamic table
         decoded once per connection;

@@ -26,7 +26,7 @@ What it does (server side of RFC 9113 + the gRPC-over-HTTP/2 wire):
 Knobs (Server(..., hpack_lib=, cache=, coalesce=)) switch the fast paths
 off one by one for the measurement in bench/bench_h2_floor.py:
   hpack_lib: decode requests and encode responses with the `hpack` package
-             (stateful encoder, per response) instead of hpack_lite;
+             (stateful encoder, per response) instead of our own codec (engine/transport/h2/hpack.py);
   cache:     remember the decoding of header blocks that did not change the
              dynamic table, keyed by (table generation, block bytes);
   coalesce:  one transport.write per data_received for all responses it
@@ -46,7 +46,18 @@ import asyncio
 import struct
 import urllib.parse
 
-from . import hpack_lite
+from engine.transport.h2 import hpack as hpack_lite   # the production codec (it began here)
+
+MAX_HEADER_LIST = 65536
+
+
+def _decode_bounded(dec, block: bytes):
+    """The header list; too large is a connection error here, as it was in
+    the prototype (the production server refuses the stream instead)."""
+    fields = dec.decode(block, MAX_HEADER_LIST)
+    if dec.list_size > MAX_HEADER_LIST:
+        raise hpack_lite.HPACKError("header list too large")
+    return fields
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -447,7 +458,7 @@ class H2Protocol(asyncio.Protocol):
                 req = hit[1]
             else:
                 gen = dec.generation
-                req = self._parse_headers(dec.decode(block))
+                req = self._parse_headers(_decode_bounded(dec, block))
                 if dec.generation == gen:
                     if len(self._hcache) > 256:
                         self._hcache.clear()
@@ -458,7 +469,7 @@ class H2Protocol(asyncio.Protocol):
             except self._hpack_error as e:
                 raise hpack_lite.HPACKError(str(e)) from None
         else:
-            req = self._parse_headers(self._dec.decode(block))
+            req = self._parse_headers(_decode_bounded(self._dec, block))
         if self._closing:
             self._rst(sid, REFUSED_STREAM)
             return

@@ -1,4 +1,4 @@
-"""HPACK (RFC 7541): a decoder and a stateless encoder (from bench/h2floor).
+"""HPACK (RFC 7541): a decoder and a stateless encoder (bench/h2floor's prototype server uses it too).
 
 Decoder: full RFC 7541 decoding (indexed fields, the three literal forms,
 dynamic table with size updates, Huffman strings via a 4-bit state machine
