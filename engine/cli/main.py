@@ -235,8 +235,9 @@ async def serve(cfg: MemberConfig, ready: asyncio.Event | None = None) -> int:
         client_creds = None
     elif wire == "h2":
         from engine.transport.h2 import server_ssl_context
+        # (a CA file alone already requires client certificates there, as here)
         client_creds = server_ssl_context(cfg.cert_file, cfg.key_file, cfg.trusted_ca_file or None,
-                                          cfg.client_cert_auth or bool(cfg.trusted_ca_file))
+                                          cfg.client_cert_auth)
     else:
         client_creds = _server_credentials(cfg.cert_file, cfg.key_file, cfg.trusted_ca_file,
                                            cfg.client_cert_auth)
