@@ -128,17 +128,10 @@ def parse_timeout(v: str) -> float | None:
 
 
 def tls_context(cert: str, key: str, client_ca: str | None = None):
-    """Server TLS: ALPN h2, TLS 1.2+ (RFC 9113 9.2), client certificates
-    required and checked against client_ca when given."""
-    import ssl
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
-    ctx.set_alpn_protocols(["h2"])
-    if client_ca:
-        ctx.load_verify_locations(client_ca)
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
+    """Server TLS: the production server's (ALPN h2, TLS 1.2+, client
+    certificates required and checked against client_ca when given)."""
+    from engine.transport.h2.tls import server_ssl_context
+    return server_ssl_context(cert, key, client_ca, False)
 
 
 class GrpcError(Exception):
